@@ -1,0 +1,379 @@
+// tsvmm native layer: the only code in the project that makes system calls.
+//
+// Conventions (every function below):
+// - Failures are returned as a negative errno number, never thrown: the TypeScript side decides
+//   what an errno means (EINTR from KVM_RUN is routine, EFAULT may be a recoverable memory fault).
+// - Host addresses cross the boundary as BigInt; file offsets and lengths as Number (< 2^53).
+// - Buffer arguments are TypedArrays/Buffers; the kernel reads/writes exactly their byte length
+//   (ioctlBuffer passes the pointer only: the caller sizes the view to the ioctl's struct, and the
+//   TypeScript constants module checks those sizes against the values exported from here).
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <node_api.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define CHECK(call)                                                                 \
+  do {                                                                              \
+    if ((call) != napi_ok) {                                                        \
+      napi_throw_error(env, NULL, "tsvmm native: N-API call failed: " #call);      \
+      return NULL;                                                                  \
+    }                                                                               \
+  } while (0)
+
+static napi_value make_i64(napi_env env, int64_t v) {
+  napi_value out;
+  napi_create_int64(env, v, &out);
+  return out;
+}
+
+static napi_value ret_or_errno(napi_env env, long r) { return make_i64(env, r < 0 ? -errno : r); }
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "tsvmm native: too few arguments");
+    return -1;
+  }
+  return 0;
+}
+
+static int64_t arg_i64(napi_env env, napi_value v) {
+  int64_t out = 0;
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_bigint) {
+    bool lossless;
+    napi_get_value_bigint_int64(env, v, &out, &lossless);
+  } else {
+    napi_get_value_int64(env, v, &out);
+  }
+  return out;
+}
+
+static uint64_t arg_u64(napi_env env, napi_value v) {
+  uint64_t out = 0;
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_bigint) {
+    bool lossless;
+    napi_get_value_bigint_uint64(env, v, &out, &lossless);
+  } else {
+    int64_t s = 0;
+    napi_get_value_int64(env, v, &s);
+    out = (uint64_t)s;
+  }
+  return out;
+}
+
+// Resolves a TypedArray, DataView or Buffer to (pointer, byte length).
+static int arg_bytes(napi_env env, napi_value v, void** data, size_t* len) {
+  bool is_ta = false, is_dv = false;
+  napi_is_typedarray(env, v, &is_ta);
+  if (is_ta) {
+    napi_typedarray_type type;
+    size_t length, offset;
+    napi_value ab;
+    void* base;
+    if (napi_get_typedarray_info(env, v, &type, &length, &base, &ab, &offset) != napi_ok) return -1;
+    size_t elem = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: elem = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+      default: elem = 1;
+    }
+    *data = base;  // already points at the view's first element
+    *len = length * elem;
+    return 0;
+  }
+  napi_is_dataview(env, v, &is_dv);
+  if (is_dv) {
+    napi_value ab;
+    size_t offset;
+    return napi_get_dataview_info(env, v, len, data, &ab, &offset) == napi_ok ? 0 : -1;
+  }
+  napi_throw_type_error(env, NULL, "tsvmm native: expected a TypedArray, Buffer or DataView");
+  return -1;
+}
+
+static char* arg_string(napi_env env, napi_value v, char* buf, size_t cap) {
+  size_t n;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &n) != napi_ok) return NULL;
+  return buf;
+}
+
+// open(path, flags) -> fd | -errno. O_CLOEXEC is always added: fds must not leak into children.
+static napi_value n_open(napi_env env, napi_callback_info info) {
+  napi_value a[2];
+  char path[4096];
+  if (get_args(env, info, 2, a)) return NULL;
+  if (!arg_string(env, a[0], path, sizeof path)) return NULL;
+  return ret_or_errno(env, open(path, (int)arg_i64(env, a[1]) | O_CLOEXEC));
+}
+
+static napi_value n_close(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  if (get_args(env, info, 1, a)) return NULL;
+  return ret_or_errno(env, close((int)arg_i64(env, a[0])));
+}
+
+// ioctl(fd, request, integerArg) -> ret | -errno. Used for KVM_RUN, KVM_CREATE_VCPU, CHECK_EXTENSION.
+static napi_value n_ioctl(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  if (get_args(env, info, 3, a)) return NULL;
+  int fd = (int)arg_i64(env, a[0]);
+  unsigned long req = (unsigned long)arg_u64(env, a[1]);
+  unsigned long arg = (unsigned long)arg_u64(env, a[2]);
+  return ret_or_errno(env, ioctl(fd, req, arg));
+}
+
+// ioctlBuffer(fd, request, view) -> ret | -errno. The kernel reads/writes through the view's memory;
+// the caller guarantees the view is at least the size encoded in `request` (checked in TS).
+static napi_value n_ioctl_buffer(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  void* data;
+  size_t len;
+  if (get_args(env, info, 3, a)) return NULL;
+  if (arg_bytes(env, a[2], &data, &len)) return NULL;
+  unsigned long req = (unsigned long)arg_u64(env, a[1]);
+  size_t need = _IOC_SIZE(req);
+  if (len < need) {
+    napi_throw_range_error(env, NULL, "tsvmm native: ioctl buffer smaller than the request's size");
+    return NULL;
+  }
+  return ret_or_errno(env, ioctl((int)arg_i64(env, a[0]), req, data));
+}
+
+static void no_finalize(napi_env env, void* data, void* hint) { (void)env; (void)data; (void)hint; }
+
+// mmapBuffer(fd, length, prot, flags, offset) -> [address bigint, ArrayBuffer] | -errno.
+// The ArrayBuffer is external and is NOT unmapped by GC: the owner calls munmap explicitly and must
+// drop every view first (an access after munmap is a use-after-free in the host process).
+static napi_value n_mmap_buffer(napi_env env, napi_callback_info info) {
+  napi_value a[5];
+  if (get_args(env, info, 5, a)) return NULL;
+  size_t len = (size_t)arg_u64(env, a[1]);
+  void* p = mmap(NULL, len, (int)arg_i64(env, a[2]), (int)arg_i64(env, a[3]), (int)arg_i64(env, a[0]),
+                 (off_t)arg_i64(env, a[4]));
+  if (p == MAP_FAILED) return make_i64(env, -errno);
+  napi_value ab, addr, arr;
+  CHECK(napi_create_external_arraybuffer(env, p, len, no_finalize, NULL, &ab));
+  CHECK(napi_create_bigint_uint64(env, (uint64_t)(uintptr_t)p, &addr));
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_set_element(env, arr, 0, addr));
+  CHECK(napi_set_element(env, arr, 1, ab));
+  return arr;
+}
+
+// mmapAddress(fd, length, prot, flags, offset) -> address bigint | -errno (as a Number).
+// For mappings JavaScript must never touch (a passthrough BAR's host mapping: when it is revoked, a
+// JS load would kill the process with SIGBUS). Only KVM and the kernel use the address.
+static napi_value n_mmap_address(napi_env env, napi_callback_info info) {
+  napi_value a[5];
+  if (get_args(env, info, 5, a)) return NULL;
+  void* p = mmap(NULL, (size_t)arg_u64(env, a[1]), (int)arg_i64(env, a[2]), (int)arg_i64(env, a[3]),
+                 (int)arg_i64(env, a[0]), (off_t)arg_i64(env, a[4]));
+  if (p == MAP_FAILED) return make_i64(env, -errno);
+  napi_value addr;
+  CHECK(napi_create_bigint_uint64(env, (uint64_t)(uintptr_t)p, &addr));
+  return addr;
+}
+
+static napi_value n_munmap(napi_env env, napi_callback_info info) {
+  napi_value a[2];
+  if (get_args(env, info, 2, a)) return NULL;
+  return ret_or_errno(env, munmap((void*)(uintptr_t)arg_u64(env, a[0]), (size_t)arg_u64(env, a[1])));
+}
+
+static napi_value n_mprotect(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  if (get_args(env, info, 3, a)) return NULL;
+  return ret_or_errno(env, mprotect((void*)(uintptr_t)arg_u64(env, a[0]), (size_t)arg_u64(env, a[1]),
+                                    (int)arg_i64(env, a[2])));
+}
+
+static napi_value n_memfd_create(napi_env env, napi_callback_info info) {
+  napi_value a[2];
+  char name[256];
+  if (get_args(env, info, 2, a)) return NULL;
+  if (!arg_string(env, a[0], name, sizeof name)) return NULL;
+  return ret_or_errno(env, syscall(SYS_memfd_create, name, (unsigned)arg_i64(env, a[1]) | MFD_CLOEXEC));
+}
+
+static napi_value n_ftruncate(napi_env env, napi_callback_info info) {
+  napi_value a[2];
+  if (get_args(env, info, 2, a)) return NULL;
+  return ret_or_errno(env, ftruncate((int)arg_i64(env, a[0]), (off_t)arg_i64(env, a[1])));
+}
+
+// pread(fd, view, offset) / pwrite(fd, view, offset) -> bytes | -errno, whole view.
+static napi_value n_pread(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  void* data;
+  size_t len;
+  if (get_args(env, info, 3, a)) return NULL;
+  if (arg_bytes(env, a[1], &data, &len)) return NULL;
+  return ret_or_errno(env, pread((int)arg_i64(env, a[0]), data, len, (off_t)arg_i64(env, a[2])));
+}
+
+static napi_value n_pwrite(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  void* data;
+  size_t len;
+  if (get_args(env, info, 3, a)) return NULL;
+  if (arg_bytes(env, a[1], &data, &len)) return NULL;
+  return ret_or_errno(env, pwrite((int)arg_i64(env, a[0]), data, len, (off_t)arg_i64(env, a[2])));
+}
+
+static napi_value n_eventfd(napi_env env, napi_callback_info info) {
+  napi_value a[2];
+  if (get_args(env, info, 2, a)) return NULL;
+  return ret_or_errno(env, eventfd((unsigned)arg_i64(env, a[0]), (int)arg_i64(env, a[1]) | EFD_CLOEXEC));
+}
+
+static napi_value n_gettid(napi_env env, napi_callback_info info) {
+  (void)info;
+  return make_i64(env, syscall(SYS_gettid));
+}
+
+static napi_value n_getpid(napi_env env, napi_callback_info info) {
+  (void)info;
+  return make_i64(env, getpid());
+}
+
+static napi_value n_tgkill(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  if (get_args(env, info, 3, a)) return NULL;
+  return ret_or_errno(env, syscall(SYS_tgkill, (pid_t)arg_i64(env, a[0]), (pid_t)arg_i64(env, a[1]),
+                                   (int)arg_i64(env, a[2])));
+}
+
+// The vCPU kick signal does nothing in user space: its only purpose is to make a blocking KVM_RUN
+// return -EINTR. SA_RESTART is deliberately absent (KVM_RUN is never restarted anyway, but other
+// blocking calls in the thread should see EINTR too).
+static void kick_handler(int sig) { (void)sig; }
+
+static napi_value n_install_kick_handler(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  if (get_args(env, info, 1, a)) return NULL;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = kick_handler;
+  sigemptyset(&sa.sa_mask);
+  return ret_or_errno(env, sigaction((int)arg_i64(env, a[0]), &sa, NULL));
+}
+
+// unblockSignal(sig): in the calling thread only. Node may start threads with signals blocked.
+static napi_value n_unblock_signal(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  if (get_args(env, info, 1, a)) return NULL;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, (int)arg_i64(env, a[0]));
+  int r = pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  return make_i64(env, r == 0 ? 0 : -r);
+}
+
+static napi_value n_strerror(napi_env env, napi_callback_info info) {
+  napi_value a[1], out;
+  if (get_args(env, info, 1, a)) return NULL;
+  int e = (int)arg_i64(env, a[0]);
+  CHECK(napi_create_string_utf8(env, strerror(e < 0 ? -e : e), NAPI_AUTO_LENGTH, &out));
+  return out;
+}
+
+static void set_num(napi_env env, napi_value obj, const char* name, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, name, n);
+}
+
+// Constants taken from this machine's headers, so TypeScript never hand-computes an ABI value it
+// could get wrong. The TS constants module cross-checks its own table against these in a test.
+static napi_value make_constants(napi_env env) {
+  napi_value c;
+  napi_create_object(env, &c);
+#define C(name) set_num(env, c, #name, (double)(name))
+  C(O_RDWR); C(O_RDONLY); C(O_CLOEXEC);
+  C(PROT_NONE); C(PROT_READ); C(PROT_WRITE); C(PROT_EXEC);
+  C(MAP_SHARED); C(MAP_PRIVATE); C(MAP_ANONYMOUS); C(MAP_NORESERVE);
+  C(EINTR); C(EAGAIN); C(EFAULT); C(EHWPOISON); C(ENOENT); C(EACCES); C(EIO); C(EINVAL);
+  C(ENODEV); C(EEXIST); C(ENOSYS); C(EBADF); C(EPERM); C(ENXIO);
+  C(SIGUSR2);
+  C(KVM_API_VERSION);
+  C(KVM_GET_API_VERSION); C(KVM_CREATE_VM); C(KVM_CHECK_EXTENSION); C(KVM_GET_VCPU_MMAP_SIZE);
+  C(KVM_CREATE_VCPU); C(KVM_SET_USER_MEMORY_REGION); C(KVM_SET_TSS_ADDR);
+  C(KVM_SET_IDENTITY_MAP_ADDR); C(KVM_RUN); C(KVM_GET_REGS); C(KVM_SET_REGS); C(KVM_GET_SREGS);
+  C(KVM_SET_SREGS); C(KVM_GET_SUPPORTED_CPUID); C(KVM_SET_CPUID2); C(KVM_ENABLE_CAP);
+  C(KVM_CAP_USER_MEMORY); C(KVM_CAP_SYNC_REGS); C(KVM_CAP_IMMEDIATE_EXIT); C(KVM_CAP_NR_MEMSLOTS);
+  C(KVM_CAP_MAX_VCPUS);
+  C(KVM_EXIT_UNKNOWN); C(KVM_EXIT_IO); C(KVM_EXIT_HLT); C(KVM_EXIT_MMIO); C(KVM_EXIT_SHUTDOWN);
+  C(KVM_EXIT_FAIL_ENTRY); C(KVM_EXIT_INTR); C(KVM_EXIT_INTERNAL_ERROR); C(KVM_EXIT_SYSTEM_EVENT);
+  C(KVM_EXIT_IRQ_WINDOW_OPEN); C(KVM_EXIT_DEBUG); C(KVM_EXIT_EXCEPTION);
+  // struct layouts (x86_64)
+  set_num(env, c, "sizeof_kvm_run", sizeof(struct kvm_run));
+  set_num(env, c, "sizeof_kvm_regs", sizeof(struct kvm_regs));
+  set_num(env, c, "sizeof_kvm_sregs", sizeof(struct kvm_sregs));
+  set_num(env, c, "sizeof_kvm_userspace_memory_region", sizeof(struct kvm_userspace_memory_region));
+  set_num(env, c, "kvm_run_immediate_exit", offsetof(struct kvm_run, immediate_exit));
+  set_num(env, c, "kvm_run_exit_reason", offsetof(struct kvm_run, exit_reason));
+  set_num(env, c, "kvm_run_io", offsetof(struct kvm_run, io));
+  set_num(env, c, "kvm_run_io_data_offset", offsetof(struct kvm_run, io.data_offset));
+  set_num(env, c, "kvm_run_mmio_len", offsetof(struct kvm_run, mmio.len));
+  set_num(env, c, "kvm_run_mmio_is_write", offsetof(struct kvm_run, mmio.is_write));
+  set_num(env, c, "kvm_run_internal_ndata", offsetof(struct kvm_run, internal.ndata));
+  set_num(env, c, "kvm_run_system_event_ndata", offsetof(struct kvm_run, system_event.ndata));
+  set_num(env, c, "kvm_run_fail_entry_cpu", offsetof(struct kvm_run, fail_entry.cpu));
+  set_num(env, c, "kvm_regs_rip", offsetof(struct kvm_regs, rip));
+  set_num(env, c, "kvm_regs_rflags", offsetof(struct kvm_regs, rflags));
+  set_num(env, c, "kvm_sregs_cr0", offsetof(struct kvm_sregs, cr0));
+  set_num(env, c, "kvm_sregs_efer", offsetof(struct kvm_sregs, efer));
+  set_num(env, c, "kvm_sregs_apic_base", offsetof(struct kvm_sregs, apic_base));
+  set_num(env, c, "kvm_sregs_gdt", offsetof(struct kvm_sregs, gdt));
+  set_num(env, c, "kvm_sregs_tr", offsetof(struct kvm_sregs, tr));
+#undef C
+  return c;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+#define F(js, fn) {js, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+      F("open", n_open),
+      F("close", n_close),
+      F("ioctl", n_ioctl),
+      F("ioctlBuffer", n_ioctl_buffer),
+      F("mmapBuffer", n_mmap_buffer),
+      F("mmapAddress", n_mmap_address),
+      F("munmap", n_munmap),
+      F("mprotect", n_mprotect),
+      F("memfdCreate", n_memfd_create),
+      F("ftruncate", n_ftruncate),
+      F("pread", n_pread),
+      F("pwrite", n_pwrite),
+      F("eventfd", n_eventfd),
+      F("gettid", n_gettid),
+      F("getpid", n_getpid),
+      F("tgkill", n_tgkill),
+      F("installKickHandler", n_install_kick_handler),
+      F("unblockSignal", n_unblock_signal),
+      F("strerror", n_strerror),
+#undef F
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  napi_value consts = make_constants(env);
+  napi_set_named_property(env, exports, "constants", consts);
+  return exports;
+}

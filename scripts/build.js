@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// The project's one build step, run by `npm ci` (package.json "install") and before tests/bench.
+// npm 11 does not run dependencies' install scripts, so everything native is built here:
+//   1. the N-API addon (native/ -> build/Release/tsvmm_native.node) with node-gyp,
+//   2. TypeScript (src/, test/, bench/ -> dist/),
+//   3. the built-in guests (guests/*.S -> build/guests/*.bin) with GNU as/ld/objcopy,
+//   4. the C baseline for the benchmark (bench/kvm-loop.c -> build/bench/kvm-loop).
+// Each step is skipped when its outputs are newer than its inputs.
+'use strict';
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const rel = (p) => path.join(root, p);
+
+function newest(paths) {
+  let t = 0;
+  for (const p of paths) {
+    if (!fs.existsSync(p)) continue;
+    const st = fs.statSync(p);
+    if (st.isDirectory()) t = Math.max(t, newest(fs.readdirSync(p).map((n) => path.join(p, n))));
+    else t = Math.max(t, st.mtimeMs);
+  }
+  return t;
+}
+function stale(outputs, inputs) {
+  if (outputs.some((o) => !fs.existsSync(o))) return true;
+  const oldestOut = Math.min(...outputs.map((o) => fs.statSync(o).mtimeMs));
+  return newest(inputs) > oldestOut;
+}
+function run(cmd, args, opts = {}) {
+  execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], ...opts });
+}
+function bin(name) {
+  const local = rel(`node_modules/.bin/${name}`);
+  if (!fs.existsSync(local)) {
+    throw new Error(`build: ${name} is not installed in node_modules; run \`npm ci\` first`);
+  }
+  return local;
+}
+
+// 1. native addon
+const addon = rel('build/Release/tsvmm_native.node');
+if (stale([addon], [rel('native'), rel('binding.gyp')])) {
+  const args = ['rebuild'];
+  // Build against the headers of the Node that runs us (an offline machine cannot download them).
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  if (fs.existsSync(path.join(prefix, 'include/node/node_api.h'))) args.push(`--nodedir=${prefix}`);
+  run(bin('node-gyp'), args);
+}
+
+// 2. TypeScript
+const tsOut = rel('dist/.tsbuildinfo');
+if (stale([tsOut], [rel('src'), rel('test'), rel('bench'), rel('tsconfig.json')])) {
+  run(bin('tsc'), ['-p', 'tsconfig.json']);
+}
+
+// 3. guests and 4. the C benchmark baseline
+const guestBuild = rel('scripts/build-guests.js');
+if (fs.existsSync(guestBuild)) require(guestBuild).buildGuests(root);
+const benchSrc = rel('bench/kvm-loop.c');
+const benchOut = rel('build/bench/kvm-loop');
+if (fs.existsSync(benchSrc) && stale([benchOut], [benchSrc])) {
+  fs.mkdirSync(path.dirname(benchOut), { recursive: true });
+  run('cc', ['-O2', '-Wall', '-o', benchOut, benchSrc, '-lpthread']);
+}
