@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# Run a command against a REAL Linux KVM (/dev/kvm) when this machine has none.
+#
+#   scripts/kvm-in-qemu.sh COMMAND [ARGS...]
+#
+# Boots a Debian kernel under QEMU full-system emulation (TCG, no host KVM needed) with a CPU
+# model that exposes AMD SVM + nested paging, loads kvm + kvm_amd inside that guest, and runs
+# COMMAND there:
+#   - the guest's root filesystem is this machine's own / (virtio-9p, read-only) under a tmpfs
+#     overlay, so the host's own node, gcc, node_modules ... are used; writes outside the shared
+#     directories land in guest RAM and are thrown away;
+#   - the project directory (and the current directory, and KVMQ_SHARE entries) are shared
+#     read-write at the same paths; the command runs in the current directory with the current
+#     environment (exported variables);
+#   - the command's stdout/stderr are streamed to this script's stdout/stderr; stdin is /dev/null;
+#   - the script exits with the command's exit status (125 if the VM failed before reporting one;
+#     the guest console log is then printed to stderr).
+#
+# Prerequisites (checked; install with scripts/install-kvm-qemu-deps.sh): qemu-system-x86,
+# busybox-static, cpio, linux-image-amd64 (any Debian linux-image-*-amd64 that has kvm-amd.ko and
+# 9p.ko; the "cloud" flavour has no 9p and does not work).
+#
+# Environment knobs:
+#   KVMQ_MEM=4G         guest RAM                KVMQ_SMP=2      guest vCPUs
+#   KVMQ_CPU=max        QEMU CPU model (must give the guest svm+npt, or vmx)
+#   KVMQ_SHARE=a:b      extra host directories to share read-write (same path inside)
+#   KVMQ_TIMEOUT=secs   kill the VM after this many seconds (exit 124)
+#   KVMQ_VERBOSE=1      print boot progress and the guest console log
+#   KVMQ_CACHE=dir      where the initramfs is cached (default <project>/.cache/kvm-qemu)
+#   KVMQ_KERNEL_VERSION force a kernel (a directory name under /lib/modules)
+set -euo pipefail
+
+SCRIPT_VERSION=1
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+project=$(cd "$here/.." && pwd)
+cache=${KVMQ_CACHE:-$project/.cache/kvm-qemu}
+mem=${KVMQ_MEM:-4G}
+smp=${KVMQ_SMP:-2}
+cpu=${KVMQ_CPU:-max}
+verbose=${KVMQ_VERBOSE:-0}
+
+log() { if [ "$verbose" = 1 ]; then echo "kvm-in-qemu: $*" >&2; fi; }
+die() { echo "kvm-in-qemu: $*" >&2; exit 125; }
+
+if [ $# -eq 0 ]; then
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+  exit 2
+fi
+
+# ---------------------------------------------------------------- prerequisites
+missing=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+command -v gzip >/dev/null 2>&1 || missing+=(gzip)
+busybox=""
+for b in /bin/busybox /usr/bin/busybox; do
+  # busybox-static's binary has no ELF interpreter (dynamic busybox would need the guest's libc)
+  if [ -x "$b" ] && ! ldd "$b" >/dev/null 2>&1; then busybox=$b; break; fi
+done
+[ -n "$busybox" ] || missing+=(busybox-static)
+
+kver=""
+if [ -n "${KVMQ_KERNEL_VERSION:-}" ]; then
+  kver=$KVMQ_KERNEL_VERSION
+else
+  for d in $(ls -1 /lib/modules 2>/dev/null | sort -V -r); do
+    m=/lib/modules/$d
+    if [ -r "/boot/vmlinuz-$d" ] && [ -f "$m/modules.dep" ] && [ -n "$(find "$m/kernel/arch/x86/kvm" -name 'kvm-amd.ko*' 2>/dev/null)" ] &&
+      [ -n "$(find "$m/kernel/fs/9p" -name '9p.ko*' 2>/dev/null)" ]; then
+      kver=$d
+      break
+    fi
+  done
+fi
+[ -n "$kver" ] || missing+=(linux-image-amd64)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "kvm-in-qemu: missing apt packages: ${missing[*]}" >&2
+  echo "kvm-in-qemu: install them with: scripts/install-kvm-qemu-deps.sh   (or: apt-get install -y --no-install-recommends ${missing[*]})" >&2
+  exit 125
+fi
+kernel=/boot/vmlinuz-$kver
+moddir=/lib/modules/$kver
+[ -r "$kernel" ] || die "cannot read $kernel"
+
+# ---------------------------------------------------------------- initramfs (cached)
+read -r -d '' GUEST_INIT <<'INIT_EOF' || true
+#!/bin/busybox sh
+# kvm-in-qemu guest init: runs as PID 1 inside the QEMU guest.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+fail() { echo "kvmq-init: $*"; echo "KVMQ_FATAL $*"; poweroff -f; }
+say() { [ "$KVMQ_VERBOSE" = 1 ] && echo "kvmq-init: $* (t=$(cut -d' ' -f1 /proc/uptime)s)"; true; }
+KVMQ_VERBOSE=0
+grep -q 'kvmq.verbose=1' /proc/cmdline && KVMQ_VERBOSE=1
+say "init started"
+vendor_mod=kvm-amd.ko
+grep -q GenuineIntel /proc/cpuinfo && vendor_mod=kvm-intel.ko
+for m in $(cat /modules.order); do
+  case $m in kvm-amd.ko | kvm-intel.ko) [ "$m" = "$vendor_mod" ] || continue ;; esac
+  insmod /lib/modules/$m || echo "kvmq-init: insmod $m failed"
+done
+[ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm modules (cpu flags: $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo))"
+say "modules loaded"
+O9="trans=virtio,version=9p2000.L,msize=512000"
+mkdir -p /job /lower /upper /newroot
+mount -t 9p -o $O9,cache=none kvmq_job /job || fail "mount job share"
+. /job/config
+mount -t 9p -o $O9,ro,cache=loose kvmq_root /lower || fail "mount host root"
+mount -t tmpfs -o mode=0755 tmpfs /upper
+mkdir -p /upper/u /upper/w
+if ! mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay /newroot; then
+  echo "kvmq-init: overlay failed; using the read-only host root"
+  mount --bind /lower /newroot
+fi
+R=/newroot
+mount -t proc proc $R/proc
+mount -t sysfs sys $R/sys
+mount -t devtmpfs dev $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+mount -t tmpfs -o mode=0755 tmpfs $R/run
+i=0
+while [ $i -lt "$KVMQ_NSHARES" ]; do
+  eval "p=\$KVMQ_SHARE_$i"
+  mkdir -p "$R$p" 2>/dev/null
+  mount -t 9p -o $O9,cache=mmap kvmq_share$i "$R$p" || fail "mount share $p"
+  i=$((i + 1))
+done
+mkdir -p $R/run/kvmq
+mount --bind /job $R/run/kvmq
+out=/dev/null err=/dev/null
+for p in /sys/class/virtio-ports/*; do
+  [ -e "$p/name" ] || continue
+  case $(cat $p/name) in
+    kvmq.stdout) out=/dev/${p##*/} ;;
+    kvmq.stderr) err=/dev/${p##*/} ;;
+  esac
+done
+[ "$out" != /dev/null ] || fail "no stdout port"
+[ "$err" = /dev/null ] && err=$out
+say "mounted, running command"
+chroot $R /bin/bash /run/kvmq/run.sh </dev/null >"$out" 2>"$err"
+rc=$?
+say "command exited with $rc"
+echo $rc > /job/status
+sync
+poweroff -f
+INIT_EOF
+
+# module list in dependency order, from the kernel's own modules.dep
+resolve() {
+  local m=$1 d
+  for d in $(grep -E "^$m:" "$moddir/modules.dep" | cut -d: -f2); do resolve "$d"; done
+  echo "$m"
+}
+want=(kvm-amd kvm-intel virtio_pci virtio_console 9pnet_virtio 9p overlay)
+modlist=()
+for w in "${want[@]}"; do
+  p=$(grep -oE "^kernel/[^:]*/$w\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -1 | tr -d :) || true
+  if [ -z "$p" ]; then
+    # built in? then nothing to load
+    grep -qE "/$w\.ko" "$moddir/modules.builtin" 2>/dev/null && continue
+    die "module $w not found for kernel $kver"
+  fi
+  modlist+=($(resolve "$p"))
+done
+modlist=($(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++'))
+
+key=$( (echo "$SCRIPT_VERSION $kver"; ls -l --time-style=+%s "$busybox" "$kernel"; printf '%s\n' "${modlist[@]}"; echo "$GUEST_INIT") | sha256sum | cut -c1-16)
+initrd=$cache/initrd-$kver-$key.gz
+if [ ! -s "$initrd" ]; then
+  log "building $initrd"
+  mkdir -p "$cache"
+  tmp=$(mktemp -d "$cache/build.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp"/root/{bin,proc,sys,dev,lib/modules}
+  cp "$busybox" "$tmp/root/bin/busybox"
+  : >"$tmp/root/modules.order"
+  for m in "${modlist[@]}"; do
+    b=${m##*/}
+    case $b in
+      *.ko) cp "$moddir/$m" "$tmp/root/lib/modules/$b" ;;
+      *.ko.xz) xz -dc "$moddir/$m" >"$tmp/root/lib/modules/${b%.xz}"; b=${b%.xz} ;;
+      *.ko.zst) zstd -qdc "$moddir/$m" >"$tmp/root/lib/modules/${b%.zst}"; b=${b%.zst} ;;
+      *.ko.gz) gzip -dc "$moddir/$m" >"$tmp/root/lib/modules/${b%.gz}"; b=${b%.gz} ;;
+    esac
+    echo "$b" >>"$tmp/root/modules.order"
+  done
+  printf '%s\n' "$GUEST_INIT" >"$tmp/root/init"
+  chmod 755 "$tmp/root/init"
+  (cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$tmp/initrd.gz"
+  rm -f "$cache"/initrd-"$kver"-*.gz
+  mv "$tmp/initrd.gz" "$initrd"
+  rm -rf "$tmp"
+  trap - EXIT
+fi
+
+# ---------------------------------------------------------------- per-run job directory
+mkdir -p "$cache/jobs"
+job=$(mktemp -d "$cache/jobs/job.XXXXXX")
+qpid=""
+cleanup() {
+  if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi
+  rm -rf "$job"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cwd=$(pwd -P)
+# read-write shares: the project, the current directory (unless inside an already shared one), KVMQ_SHARE
+shares=()
+add_share() {
+  local p s
+  p=$(cd "$1" 2>/dev/null && pwd -P) || { echo "kvm-in-qemu: cannot share $1" >&2; return; }
+  for s in "${shares[@]}"; do
+    case $p/ in "$s"/*) return ;; esac
+  done
+  shares+=("$p")
+}
+add_share "$project"
+top=$(git -C "$cwd" rev-parse --show-toplevel 2>/dev/null) || top=$cwd
+add_share "$top"
+add_share "$cwd"
+IFS=: read -r -a extra <<<"${KVMQ_SHARE:-}"
+for e in "${extra[@]}"; do [ -n "$e" ] && add_share "$e"; done
+
+{
+  echo "KVMQ_NSHARES=${#shares[@]}"
+  for i in "${!shares[@]}"; do printf 'KVMQ_SHARE_%d=%q\n' "$i" "${shares[$i]}"; done
+} >"$job/config"
+
+{
+  echo '# generated by kvm-in-qemu.sh'
+  while IFS= read -r v; do
+    case $v in
+      BASH_* | SHELLOPTS | BASHOPTS | SHLVL | PWD | OLDPWD | _ | PPID | UID | EUID | GROUPS | HOSTNAME | TERM | COLUMNS | LINES) continue ;;
+    esac
+    printf 'export %s=%q\n' "$v" "${!v}"
+  done < <(compgen -e)
+  printf 'export TERM=dumb\n'
+  printf 'export KVM_IN_QEMU=1\n'
+  printf 'cd %q || exit 126\n' "$cwd"
+  printf 'exec'
+  printf ' %q' "$@"
+  printf '\n'
+} >"$job/run.sh"
+
+# ---------------------------------------------------------------- boot
+# stdout: QEMU's stdio chardev writes straight to our fd 1 (stdin is /dev/null, so it never
+# touches a terminal). stderr: a FIFO drained by cat onto our fd 2 (re-opening fd 2 by path would
+# not advance a regular file's offset).
+mkfifo "$job/stderr.fifo"
+cat "$job/stderr.fifo" >&2 &
+catpid=$!
+qargs=(
+  -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem"
+  -machine q35 -nodefaults -no-user-config -display none -monitor none -no-reboot
+  -bios /usr/share/qemu/qboot.rom
+  -kernel "$kernel" -initrd "$initrd"
+  -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off kvmq.verbose=$verbose"
+  -serial "file:$job/console.log"
+  -device virtio-serial-pci,id=vser
+  -fsdev "local,id=fs_root,path=/,security_model=none,readonly=on,multidevs=remap"
+  -device virtio-9p-pci,fsdev=fs_root,mount_tag=kvmq_root
+  -fsdev "local,id=fs_job,path=$job,security_model=none"
+  -device virtio-9p-pci,fsdev=fs_job,mount_tag=kvmq_job
+)
+[ -r /usr/share/qemu/qboot.rom ] || qargs=("${qargs[@]/\/usr\/share\/qemu\/qboot.rom/}")
+for i in "${!shares[@]}"; do
+  qargs+=(-fsdev "local,id=fs_s$i,path=${shares[$i]},security_model=none,multidevs=remap"
+    -device "virtio-9p-pci,fsdev=fs_s$i,mount_tag=kvmq_share$i")
+done
+qargs+=(-chardev "stdio,id=c_out,signal=off" -device "virtserialport,bus=vser.0,chardev=c_out,name=kvmq.stdout"
+  -chardev "file,id=c_err,path=$job/stderr.fifo" -device "virtserialport,bus=vser.0,chardev=c_err,name=kvmq.stderr")
+
+log "kernel $kver, initrd $initrd, cpu $cpu, smp $smp, mem $mem, shares: ${shares[*]}"
+t0=$(date +%s.%N)
+if [ -n "${KVMQ_TIMEOUT:-}" ]; then
+  timeout --foreground -k 5 "$KVMQ_TIMEOUT" qemu-system-x86_64 "${qargs[@]}" </dev/null 2>"$job/qemu.err" &
+else
+  qemu-system-x86_64 "${qargs[@]}" </dev/null 2>"$job/qemu.err" &
+fi
+qpid=$!
+set +e
+wait "$qpid"
+qrc=$?
+set -e
+qpid=""
+wait "$catpid" 2>/dev/null || true
+t1=$(date +%s.%N)
+log "VM ran $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s"
+if [ "$verbose" = 1 ]; then
+  echo "---- guest console ----" >&2
+  cat "$job/console.log" >&2 || true
+  echo "-----------------------" >&2
+fi
+if [ -s "$job/status" ]; then
+  rc=$(cat "$job/status")
+  exit "$rc"
+fi
+if [ "$qrc" = 124 ]; then
+  echo "kvm-in-qemu: timed out after ${KVMQ_TIMEOUT}s" >&2
+  exit 124
+fi
+echo "kvm-in-qemu: the VM stopped without reporting an exit status (qemu exit $qrc)" >&2
+if [ "$verbose" != 1 ]; then
+  echo "---- qemu stderr ----" >&2
+  cat "$job/qemu.err" >&2 || true
+  echo "---- guest console (last 40 lines) ----" >&2
+  tail -n 40 "$job/console.log" >&2 || true
+fi
+exit 125

@@ -1,0 +1,91 @@
+// The tsvmm control device: one MMIO page through which guests (including CPL3 code, which cannot
+// do port I/O on this host) stop themselves, print, report exceptions and drive the benchmark.
+// Layout (64-bit registers; guests/include/tsvmm.inc mirrors it):
+//   0x00 EXIT       write: the VM shuts down with exit status = value & 0xff
+//   0x08 VCPU_DONE  write: this vCPU stops (the VM shuts down when every vCPU has)
+//   0x10 CONSOLE    write: low byte goes to the console
+//   0x18 BENCH      write: counted (the benchmark's device access); read: the count
+//   0x20 PANIC_VEC, 0x28 PANIC_ERR, 0x30 PANIC_RIP, 0x38 PANIC_GO (write: report, stop the VM)
+//   0x40 VCPU_INDEX read: index of the accessing vCPU
+//   0x48 MAGIC      read: 'TSVMMCTL' as a little-endian u64
+import type { AccessContext, MmioHandler } from './device';
+import type { Stats } from '../vmm/stats';
+
+export const CONTROL_BASE = 0xfeb0_0000n;
+export const CONTROL_SIZE = 0x1000n;
+export const CONTROL_MAGIC = 0x4c54_434d_4d56_5354n; // "TSVMMCTL"
+
+const EXCEPTION_NAMES = ['#DE', '#DB', 'NMI', '#BP', '#OF', '#BR', '#UD', '#NM', '#DF', '#09', '#TS', '#NP', '#SS', '#GP', '#PF', '#15', '#MF', '#AC', '#MC', '#XM', '#VE', '#CP'];
+
+export class ControlDevice implements MmioHandler {
+  readonly name = 'tsvmm-control';
+  // Panic registers are per vCPU in effect: a handler writes them and triggers in one sequence
+  // under the device lock, so a thread-local copy is enough.
+  private readonly panic = { vector: 0n, error: 0n, rip: 0n };
+
+  constructor(private readonly stats: Stats, private readonly console: (bytes: Uint8Array) => void) {}
+
+  mmioRead(offset: bigint, _len: number, ctx: AccessContext): bigint {
+    switch (offset) {
+      case 0x18n:
+        return BigInt(this.stats.get('bench.deviceHits'));
+      case 0x40n:
+        return BigInt(ctx.vcpu);
+      case 0x48n:
+        return CONTROL_MAGIC;
+      default:
+        return 0n;
+    }
+  }
+
+  mmioWrite(offset: bigint, _len: number, value: bigint, ctx: AccessContext): void {
+    switch (offset) {
+      case 0x00n:
+        ctx.request = { kind: 'vm-exit', code: Number(value & 0xffn) };
+        return;
+      case 0x08n:
+        ctx.request = { kind: 'vcpu-done' };
+        return;
+      case 0x10n:
+        this.console(Uint8Array.of(Number(value & 0xffn)));
+        return;
+      case 0x18n:
+        this.stats.add('bench.deviceHits');
+        return;
+      case 0x20n:
+        this.panic.vector = value;
+        return;
+      case 0x28n:
+        this.panic.error = value;
+        return;
+      case 0x30n:
+        this.panic.rip = value;
+        return;
+      case 0x38n: {
+        const v = Number(this.panic.vector);
+        const name = EXCEPTION_NAMES[v] ?? `vector ${v}`;
+        ctx.request = {
+          kind: 'guest-panic',
+          message: `guest exception ${name} (vector ${v}, error code 0x${this.panic.error.toString(16)}) at rip 0x${this.panic.rip.toString(16)} on vCPU ${ctx.vcpu}`,
+        };
+        return;
+      }
+      default:
+        return;
+    }
+  }
+}
+
+export const BENCH_PORT = 0x510;
+
+/** The benchmark's port-I/O target: 32-bit outs to BENCH_PORT are counted device hits. */
+export class BenchPort {
+  readonly name = 'tsvmm-bench-port';
+  constructor(private readonly stats: Stats) {}
+  pioRead(_port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
+    return this.stats.get('bench.deviceHits') >>> 0;
+  }
+  pioWrite(_port: number, _size: 1 | 2 | 4, _value: number, _ctx: AccessContext): void {
+    this.stats.add('bench.deviceHits');
+  }
+}

@@ -1,0 +1,247 @@
+// A passthrough PCI function: the guest sees an emulated config space mirrored from a host device
+// (src/devices/pci/host-device.ts), and each memory BAR becomes either a host-mapped region (the
+// host device's mmap as a memslot: guest accesses never exit) or, when the host will not let the
+// mapping fault in, a trapped region answered through the device fd (the slow path).
+//
+// BAR decode sequence (reference §2.2, §5.6), all under the device lock, returned as Steps so the
+// model checker can interleave other actors between them:
+//   order `qemu` (QEMU's vfio_pci_write_config):
+//     1. device-config-write   the host device sees the write; on MEM 1->0 it revokes its mappings
+//     2. emulated-config-update
+//     3. memory-map-update     regions follow decode; then memslot deletions, then additions
+//   order `unmap-first`, used only when a write turns memory decode OFF:
+//     1. memory-map-update with the BARs treated as not decoding (memslots deleted)
+//     2. device-config-write   (host revokes: no memslot points at the mapping any more)
+//     3. emulated-config-update
+//     4. memory-map-update     (idempotent resync)
+//   MEM 0->1 always uses the qemu order: the host must allow faults before a memslot exists.
+//
+// Why unmap-first is the default: with QEMU's order the window between the host revoking the
+// mapping (step 1) and the memslot deletion (step 3) lets a racing vCPU fault through a live
+// memslot into a revoked mapping (KVM_RUN -> EFAULT), which today's kernels do not even annotate.
+// Deleting the memslot first closes that window for guest-initiated clears: a racing access finds
+// no memslot and exits as MMIO, which the device answers as UR once decode is off. The fault policy
+// is still needed for revocations the VMM did not initiate (host-side reset, runtime PM).
+// `tsvmm race` measures both orders (efaultsRecovered is 0 with unmap-first).
+import type { MemoryMap } from '../../memory/memory-map';
+import { allOnes } from '../../kvm/exit';
+import type { Stats } from '../../vmm/stats';
+import { step, type Step } from '../../vmm/steps';
+import type { AccessContext, MmioHandler } from '../device';
+import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-space';
+import type { PciFunction } from './host-bridge';
+import type { HostDevice } from './host-device';
+
+export type BarOrder = 'qemu' | 'unmap-first';
+
+export interface PassthroughOptions {
+  barOrder: BarOrder;
+  /**
+   * Keep BAR memslots when decode goes off (what cloud-hypervisor and crosvm do). Only for modelling
+   * other VMMs in the simulator: a guest access then faults through a revoked mapping.
+   */
+  keepMemslotOnDecodeOff?: boolean;
+}
+
+/** The guest-physical window where memory BARs can decode (the host bridge forwards nothing else). */
+export interface MmioWindow {
+  base: bigint;
+  end: bigint;
+}
+
+const PCI_COMMAND = 0x04;
+const PCI_COMMAND_MEMORY = 0x2;
+const BAR_REGISTERS_START = 0x10;
+const BAR_REGISTERS_END = 0x28;
+
+function overlaps(offset: number, size: number, start: number, end: number): boolean {
+  return offset < end && start < offset + size;
+}
+
+/** The PCI function definition (what config space exposes) for a host device. */
+export function passthroughDefinition(host: HostDevice): PciFunctionDefinition {
+  const id = host.identity();
+  return {
+    vendorId: id.vendorId,
+    deviceId: id.deviceId,
+    classCode: id.classCode,
+    revision: id.revision,
+    subsystemVendorId: id.subsystemVendorId,
+    subsystemId: id.subsystemId,
+    bars: host.regions().map((r) => ({ index: r.index, kind: r.kind, size: r.size, prefetchable: r.prefetchable })),
+  };
+}
+
+export interface PassthroughBarInfo {
+  device: PassthroughDevice;
+  bar: BarState;
+  /** The host currently lets the mapping fault in. */
+  hostAccessible: boolean;
+  /** A memslot for this BAR exists (its region is host-mapped in the memory map). */
+  hasMemslot: boolean;
+}
+
+export class PassthroughDevice implements PciFunction {
+  /** One slow-path handler per BAR, registered by the machine under `handlerIds`. */
+  readonly slowPaths: Map<number, BarSlowPath>;
+
+  constructor(
+    readonly name: string,
+    readonly host: HostDevice,
+    readonly config: PciConfigSpace,
+    private readonly memoryMap: MemoryMap,
+    private readonly window: MmioWindow,
+    /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
+    private readonly handlerIds: Map<number, number>,
+    private readonly stats: Stats,
+    private readonly ctx: AccessContext,
+    readonly options: PassthroughOptions,
+  ) {
+    this.slowPaths = new Map([...handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, stats)]));
+  }
+
+  configRead(offset: number, size: 1 | 2 | 4): number {
+    return this.config.read(offset, size);
+  }
+
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+    this.stats.add('pci.configWrites');
+    const steps = this.configWriteSteps(offset, size, value);
+    // Steps run before the device lock is released (the run loop, or the explorer, drains them).
+    this.ctx.pending.push(...steps);
+  }
+
+  /** The steps of a guest config write, in the configured order (see the file comment). */
+  configWriteSteps(offset: number, size: 1 | 2 | 4, value: number): Step[] {
+    const deviceWrite = step(`${this.name}: device-config-write`, () => this.host.configWrite(offset, size, value));
+    const emulated = step(`${this.name}: emulated-config-update`, () => {
+      const effect = this.config.write(offset, size, value);
+      if ((effect.commandBefore ^ effect.commandAfter) & PCI_COMMAND_MEMORY) this.stats.add('pci.barToggles');
+    });
+    if (!overlaps(offset, size, PCI_COMMAND, 2) && !overlaps(offset, size, BAR_REGISTERS_START, BAR_REGISTERS_END)) {
+      return [deviceWrite, emulated];
+    }
+    const mapUpdate = step(`${this.name}: memory-map-update`, () => this.syncRegions(false));
+    const clearsMemory = this.config.memoryEnabled() && (previewCommand(this.config.command(), offset, size, value) & PCI_COMMAND_MEMORY) === 0;
+    if (clearsMemory && this.options.barOrder === 'unmap-first' && !this.options.keepMemslotOnDecodeOff) {
+      const unmap = step(`${this.name}: memory-map-update (decode off)`, () => this.syncRegions(true));
+      return [unmap, deviceWrite, emulated, mapUpdate];
+    }
+    return [deviceWrite, emulated, mapUpdate];
+  }
+
+  private handlerId(index: number): number {
+    return this.handlerIds.get(index)!;
+  }
+
+  /** The memory-map region of a BAR, if it has one. */
+  private regionOf(index: number) {
+    const h = this.handlerId(index);
+    return this.memoryMap.regions().find((r) => r.handler === h && r.kind !== 'ram');
+  }
+
+  /** Whether a decoding BAR may be mapped: inside the host bridge's window, page aligned. */
+  private mappable(bar: BarState): boolean {
+    return bar.kind !== 'io' && bar.address >= this.window.base && bar.address + bar.size <= this.window.end;
+  }
+
+  /**
+   * Makes the memory map's BAR regions match decode state x host accessibility, then returns the
+   * memslot steps that bring KVM in line. Idempotent. `forceDecodeOff` treats every BAR as not
+   * decoding (the first step of the unmap-first order).
+   */
+  syncRegions(forceDecodeOff: boolean): Step[] {
+    for (const bar of this.config.bars()) {
+      if (bar.kind === 'io' || !this.handlerIds.has(bar.index)) continue;
+      const region = this.regionOf(bar.index);
+      const decoding = !forceDecodeOff && bar.decoding && this.mappable(bar);
+      if (!decoding) {
+        if (region && !this.options.keepMemslotOnDecodeOff) this.memoryMap.removeRegion(region.id);
+        continue;
+      }
+      const hostRegion = this.host.regions().find((r) => r.index === bar.index);
+      const hostMapped = hostRegion?.hostAddress !== undefined && this.host.mappingAccessible(bar.index);
+      const kind = hostMapped ? 'host-mapped' : 'mmio';
+      const hostAddress = hostMapped ? hostRegion!.hostAddress! : 0n;
+      if (!region) {
+        this.memoryMap.addRegion({ name: `${this.name} BAR${bar.index}`, kind, gpa: bar.address, size: bar.size, priority: 1, hostAddress, readOnly: false, handler: this.handlerId(bar.index) });
+      } else if (region.kind !== kind || region.gpa !== bar.address || region.hostAddress !== hostAddress) {
+        this.memoryMap.updateRegion(region.id, { kind, gpa: bar.address, hostAddress });
+      }
+    }
+    return this.memoryMap.commitSteps();
+  }
+
+  /** Per-BAR facts for the memory-fault policy. */
+  barInfo(): PassthroughBarInfo[] {
+    return this.config
+      .bars()
+      .filter((b) => b.kind !== 'io')
+      .map((bar) => ({ device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hasMemslot: this.regionOf(bar.index)?.kind === 'host-mapped' }));
+  }
+
+  /** The BAR whose programmed range overlaps [gpa, gpa+size), decoding or not. */
+  barOverlapping(gpa: bigint, size: bigint): BarState | undefined {
+    return this.config.bars().find((b) => b.kind !== 'io' && b.address !== 0n && !b.sizing && gpa < b.address + b.size && b.address < gpa + size);
+  }
+}
+
+/** Applies a config write's bytes to a COMMAND value (masks do not matter for the MEM bit). */
+export function previewCommand(command: number, offset: number, size: number, value: number): number {
+  let cmd = command;
+  for (let i = 0; i < size; i++) {
+    const reg = offset + i;
+    if (reg !== PCI_COMMAND && reg !== PCI_COMMAND + 1) continue;
+    const shift = (reg - PCI_COMMAND) * 8;
+    cmd = (cmd & ~(0xff << shift)) | (((value >>> (8 * i)) & 0xff) << shift);
+  }
+  return cmd;
+}
+
+/**
+ * A BAR's slow path: MMIO exits that land in a BAR region (trapped while the host holds the mapping
+ * away, or an emulated access through a still-present memslot on hosts that emulate CPL0 code).
+ * It never touches the host mapping (a JS access to a revoked mapping kills Node with SIGBUS): the
+ * device fd's pread/pwrite, and a refusal there (EIO) completes as an Unsupported Request.
+ */
+export class BarSlowPath implements MmioHandler {
+  readonly name: string;
+
+  constructor(private readonly device: PassthroughDevice, private readonly index: number, private readonly stats: Stats) {
+    this.name = `${device.name} BAR${index} slow path`;
+  }
+
+  mmioRead(offset: bigint, len: number, ctx: AccessContext): bigint {
+    this.resyncIfRevoked(ctx);
+    const v = this.device.host.regionRead(this.index, offset, len);
+    this.stats.add('passthrough.slowPathReads');
+    if (v === undefined) {
+      this.stats.add('passthrough.slowPathErrors');
+      this.stats.add('ur.reads');
+      return allOnes(len);
+    }
+    return v;
+  }
+
+  mmioWrite(offset: bigint, len: number, value: bigint, ctx: AccessContext): void {
+    this.resyncIfRevoked(ctx);
+    this.stats.add('passthrough.slowPathWrites');
+    if (!this.device.host.regionWrite(this.index, offset, len, value)) {
+      this.stats.add('passthrough.slowPathErrors');
+      this.stats.add('ur.droppedWrites');
+    }
+  }
+
+  /**
+   * An MMIO exit for an address that still has a memslot means the host revoked the mapping behind
+   * it (the emulated-access path): trap the BAR from now on, so later accesses take the slow path
+   * directly instead of faulting.
+   */
+  private resyncIfRevoked(ctx: AccessContext): void {
+    if (this.device.host.mappingAccessible(this.index)) return;
+    const info = this.device.barInfo().find((b) => b.bar.index === this.index);
+    if (!info?.hasMemslot || this.device.options.keepMemslotOnDecodeOff) return;
+    this.stats.add('fault.emulatedMmioRecovered');
+    ctx.pending.push(...this.device.syncRegions(false));
+  }
+}

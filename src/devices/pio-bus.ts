@@ -1,0 +1,36 @@
+// Port I/O bus: fixed port ranges to handlers. Overlapping registrations are rejected (as
+// Firecracker's bus does) so two devices never silently claim one port.
+import type { PioHandler } from './device';
+
+interface PioRange {
+  base: number;
+  length: number;
+  handler: PioHandler;
+}
+
+export class BusOverlapError extends Error {
+  constructor(what: string, a: string, b: string) {
+    super(`${what}: ${a} overlaps ${b}`);
+    this.name = 'BusOverlapError';
+  }
+}
+
+export class PioBus {
+  private readonly ranges: PioRange[] = [];
+
+  register(base: number, length: number, handler: PioHandler): void {
+    if (base < 0 || length <= 0 || base + length > 0x10000) throw new RangeError(`port range 0x${base.toString(16)}+${length} out of the 64 KiB I/O space`);
+    for (const r of this.ranges) {
+      if (base < r.base + r.length && r.base < base + length) {
+        throw new BusOverlapError('port I/O', `${handler.name} [0x${base.toString(16)}, +${length})`, `${r.handler.name} [0x${r.base.toString(16)}, +${r.length})`);
+      }
+    }
+    this.ranges.push({ base, length, handler });
+    this.ranges.sort((a, b) => a.base - b.base);
+  }
+
+  find(port: number): PioHandler | undefined {
+    for (const r of this.ranges) if (port >= r.base && port < r.base + r.length) return r.handler;
+    return undefined;
+  }
+}

@@ -1,0 +1,85 @@
+// KVM UAPI values the decoder and the run loop use. Offsets are the x86_64 `struct kvm_run` layout
+// (include/uapi/linux/kvm.h); test/kvm-constants.test.ts checks every one that this machine's 6.1
+// headers define against the values the native addon read from them.
+
+export const KVM_API_VERSION = 12;
+
+export const ExitReason = {
+  UNKNOWN: 0,
+  EXCEPTION: 1,
+  IO: 2,
+  HYPERCALL: 3,
+  DEBUG: 4,
+  HLT: 5,
+  MMIO: 6,
+  IRQ_WINDOW_OPEN: 7,
+  SHUTDOWN: 8,
+  FAIL_ENTRY: 9,
+  INTR: 10,
+  INTERNAL_ERROR: 17,
+  SYSTEM_EVENT: 24,
+  DIRTY_RING_FULL: 31,
+  // Not in the 6.1 UAPI headers on this machine (added in 6.8).
+  MEMORY_FAULT: 39,
+} as const;
+
+export const SystemEventType = { SHUTDOWN: 1, RESET: 2, CRASH: 3, WAKEUP: 4, SUSPEND: 5, SEV_TERM: 6 } as const;
+
+export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1n << 3n;
+/** Not in the 6.1 headers (added in 6.8). */
+export const KVM_CAP_MEMORY_FAULT_INFO = 232;
+export const KVM_CAP_USER_MEMORY = 3;
+export const KVM_CAP_IMMEDIATE_EXIT = 136;
+export const KVM_CAP_NR_MEMSLOTS = 10;
+
+export const KVM_EXIT_IO_IN = 0;
+export const KVM_EXIT_IO_OUT = 1;
+
+export const KVM_INTERNAL_ERROR_EMULATION = 1;
+
+/** struct kvm_run offsets, x86_64. */
+export const Run = {
+  requestInterruptWindow: 0,
+  immediateExit: 1,
+  exitReason: 8,
+  readyForInterruptInjection: 12,
+  ifFlag: 13,
+  flags: 14,
+  cr8: 16,
+  apicBase: 24,
+  union: 32,
+  // io
+  ioDirection: 32,
+  ioSize: 33,
+  ioPort: 34,
+  ioCount: 36,
+  ioDataOffset: 40,
+  // mmio
+  mmioPhysAddr: 32,
+  mmioData: 40,
+  mmioLen: 48,
+  mmioIsWrite: 52,
+  // fail_entry
+  failEntryHardwareReason: 32,
+  failEntryCpu: 40,
+  // hw (KVM_EXIT_UNKNOWN)
+  hwHardwareReason: 32,
+  // internal
+  internalSuberror: 32,
+  internalNdata: 36,
+  internalData: 40,
+  // system_event
+  systemEventType: 32,
+  systemEventNdata: 36,
+  systemEventData: 40,
+  // memory_fault
+  memoryFaultFlags: 32,
+  memoryFaultGpa: 40,
+  memoryFaultSize: 48,
+  /** sizeof(struct kvm_run) */
+  size: 2352,
+} as const;
+
+export const SIZEOF_KVM_REGS = 144;
+export const SIZEOF_KVM_SREGS = 312;
+export const SIZEOF_KVM_USERSPACE_MEMORY_REGION = 32;

@@ -1,0 +1,128 @@
+// Decoding of the kvm_run page into a typed exit union. Pure: it reads only the bytes it is given and
+// the KVM_RUN return value, so tests feed it synthetic pages without KVM.
+import { ExitReason, KVM_EXIT_IO_OUT, Run } from './constants';
+
+export type VcpuExit =
+  | { kind: 'io'; direction: 'in' | 'out'; size: 1 | 2 | 4; port: number; count: number; dataOffset: number }
+  | { kind: 'mmio'; gpa: bigint; len: number; isWrite: boolean; data: bigint }
+  | { kind: 'hlt' }
+  | { kind: 'shutdown' }
+  | { kind: 'fail-entry'; hardwareReason: bigint; cpu: number }
+  | { kind: 'internal-error'; suberror: number; data: bigint[] }
+  | { kind: 'system-event'; type: number; data: bigint[] }
+  | { kind: 'memory-fault'; errno: number; flags: bigint; gpa: bigint; size: bigint }
+  | { kind: 'intr' }
+  | { kind: 'irq-window-open' }
+  | { kind: 'unknown'; hardwareReason: bigint }
+  /** KVM_RUN returned -EINTR/-EAGAIN: a kick or signal; nothing to handle. */
+  | { kind: 'interrupted'; errno: number }
+  /** KVM_RUN returned -1 with an errno that carries no exit (exit_reason is stale and was not read). */
+  | { kind: 'run-error'; errno: number }
+  /** An exit reason tsvmm does not handle (the catch-all). */
+  | { kind: 'unsupported'; reason: number };
+
+export type ExitKind = VcpuExit['kind'];
+
+const EINTR = 4;
+const EAGAIN = 11;
+const EFAULT = 14;
+const EHWPOISON = 133;
+
+function dataArray(view: DataView, ndataOffset: number, dataOffset: number, max: number): bigint[] {
+  const n = Math.min(view.getUint32(ndataOffset, true), max);
+  const out: bigint[] = [];
+  for (let i = 0; i < n; i++) out.push(view.getBigUint64(dataOffset + 8 * i, true));
+  return out;
+}
+
+/** Reads `len` (1..8) little-endian bytes at `offset` as an unsigned bigint. */
+export function readLe(view: DataView, offset: number, len: number): bigint {
+  let v = 0n;
+  for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(view.getUint8(offset + i));
+  return v;
+}
+
+export function writeLe(view: DataView, offset: number, len: number, value: bigint): void {
+  for (let i = 0; i < len; i++) {
+    view.setUint8(offset + i, Number(value & 0xffn));
+    value >>= 8n;
+  }
+}
+
+/**
+ * Decodes one KVM_RUN result. `ret` is the ioctl's return value as the native layer gives it
+ * (0 or -errno). KVM's rule (Documentation/virt/kvm/api.rst): exit_reason is meaningful after a -1
+ * return only for EFAULT/EHWPOISON with KVM_EXIT_MEMORY_FAULT; for every other errno it is stale.
+ */
+export function decodeExit(run: DataView, ret: number): VcpuExit {
+  if (ret < 0) {
+    const errno = -ret;
+    if (errno === EINTR || errno === EAGAIN) return { kind: 'interrupted', errno };
+    if ((errno === EFAULT || errno === EHWPOISON) && run.getUint32(Run.exitReason, true) === ExitReason.MEMORY_FAULT) {
+      return {
+        kind: 'memory-fault',
+        errno,
+        flags: run.getBigUint64(Run.memoryFaultFlags, true),
+        gpa: run.getBigUint64(Run.memoryFaultGpa, true),
+        size: run.getBigUint64(Run.memoryFaultSize, true),
+      };
+    }
+    return { kind: 'run-error', errno };
+  }
+  const reason = run.getUint32(Run.exitReason, true);
+  switch (reason) {
+    case ExitReason.IO:
+      return {
+        kind: 'io',
+        direction: run.getUint8(Run.ioDirection) === KVM_EXIT_IO_OUT ? 'out' : 'in',
+        size: run.getUint8(Run.ioSize) as 1 | 2 | 4,
+        port: run.getUint16(Run.ioPort, true),
+        count: run.getUint32(Run.ioCount, true),
+        dataOffset: Number(run.getBigUint64(Run.ioDataOffset, true)),
+      };
+    case ExitReason.MMIO: {
+      const len = run.getUint32(Run.mmioLen, true);
+      const isWrite = run.getUint8(Run.mmioIsWrite) !== 0;
+      return {
+        kind: 'mmio',
+        gpa: run.getBigUint64(Run.mmioPhysAddr, true),
+        len,
+        isWrite,
+        data: isWrite ? readLe(run, Run.mmioData, Math.min(len, 8)) : 0n,
+      };
+    }
+    case ExitReason.HLT:
+      return { kind: 'hlt' };
+    case ExitReason.SHUTDOWN:
+      return { kind: 'shutdown' };
+    case ExitReason.FAIL_ENTRY:
+      return {
+        kind: 'fail-entry',
+        hardwareReason: run.getBigUint64(Run.failEntryHardwareReason, true),
+        cpu: run.getUint32(Run.failEntryCpu, true),
+      };
+    case ExitReason.INTERNAL_ERROR:
+      // data[] is u64[16] in the UAPI
+      return { kind: 'internal-error', suberror: run.getUint32(Run.internalSuberror, true), data: dataArray(run, Run.internalNdata, Run.internalData, 16) };
+    case ExitReason.SYSTEM_EVENT:
+      return { kind: 'system-event', type: run.getUint32(Run.systemEventType, true), data: dataArray(run, Run.systemEventNdata, Run.systemEventData, 16) };
+    case ExitReason.INTR:
+      return { kind: 'intr' };
+    case ExitReason.IRQ_WINDOW_OPEN:
+      return { kind: 'irq-window-open' };
+    case ExitReason.UNKNOWN:
+      return { kind: 'unknown', hardwareReason: run.getBigUint64(Run.hwHardwareReason, true) };
+    default:
+      return { kind: 'unsupported', reason };
+  }
+}
+
+/** Completes an MMIO read: KVM copies run->mmio.data into the guest register on the next KVM_RUN. */
+export function completeMmioRead(run: DataView, len: number, value: bigint): void {
+  writeLe(run, Run.mmioData, Math.min(len, 8), value);
+}
+
+/** All ones of an access width in bytes (1..8): what a PCI Unsupported Request / master abort reads. */
+export function allOnes(len: number): bigint {
+  return len >= 8 ? 0xffff_ffff_ffff_ffffn : (1n << BigInt(8 * len)) - 1n;
+}

@@ -1,0 +1,191 @@
+// Typed wrappers over the KVM system, VM and vCPU file descriptors (one class per fd, as in
+// rust-vmm's kvm-ioctls). All syscalls go through the native layer.
+import { c, check, describeErrno, native, NativeError } from '../native';
+import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
+import { MemslotError } from '../hypervisor/hypervisor';
+import { KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION } from './constants';
+import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, type Regs, type Sregs } from './regs';
+
+export const DEFAULT_KVM_PATH = '/dev/kvm';
+const KVM_MEM_READONLY = 1 << 1;
+
+export class KvmUnavailableError extends Error {
+  constructor(readonly path: string, readonly errno: number) {
+    super(KvmUnavailableError.explain(path, errno));
+    this.name = 'KvmUnavailableError';
+  }
+  static explain(path: string, errno: number): string {
+    const n = native().constants;
+    if (errno === n.ENOENT) return `${path} does not exist: this host has no KVM (load kvm_intel/kvm_amd, or enable nested virtualisation)`;
+    if (errno === n.EACCES || errno === n.EPERM) return `permission denied opening ${path}: add this user to the group that owns it (usually \`kvm\`) or run as root`;
+    if (errno === n.ENODEV || errno === n.ENXIO) return `${path} exists but no KVM driver is bound to it (${describeErrno(errno)}); on a host that is itself a KVM guest, nested virtualisation may be off`;
+    return `cannot open ${path}: ${describeErrno(errno)}`;
+  }
+}
+
+export class KvmApiVersionError extends Error {
+  constructor(readonly version: number) {
+    super(`KVM API version ${version} is not supported (tsvmm needs ${KVM_API_VERSION})`);
+    this.name = 'KvmApiVersionError';
+  }
+}
+
+export class KvmSystem {
+  private constructor(readonly fd: number, readonly path: string) {}
+
+  static open(path = DEFAULT_KVM_PATH): KvmSystem {
+    const n = native();
+    const fd = n.open(path, n.constants.O_RDWR);
+    if (fd < 0) throw new KvmUnavailableError(path, -fd);
+    const sys = new KvmSystem(fd, path);
+    const version = sys.apiVersion();
+    if (version !== KVM_API_VERSION) {
+      n.close(fd);
+      throw new KvmApiVersionError(version);
+    }
+    return sys;
+  }
+
+  /** Whether KVM can be opened here, with the reason when it cannot (for test skips and `probe`). */
+  static availability(path = DEFAULT_KVM_PATH): { available: true } | { available: false; reason: string } {
+    try {
+      KvmSystem.open(path).close();
+      return { available: true };
+    } catch (e) {
+      return { available: false, reason: (e as Error).message };
+    }
+  }
+
+  apiVersion(): number {
+    return check(native().ioctl(this.fd, c('KVM_GET_API_VERSION'), 0), 'KVM_GET_API_VERSION');
+  }
+
+  checkExtension(cap: number): number {
+    const r = native().ioctl(this.fd, c('KVM_CHECK_EXTENSION'), cap);
+    return r < 0 ? 0 : r;
+  }
+
+  vcpuMmapSize(): number {
+    return check(native().ioctl(this.fd, c('KVM_GET_VCPU_MMAP_SIZE'), 0), 'KVM_GET_VCPU_MMAP_SIZE');
+  }
+
+  createVm(): KvmVm {
+    // KVM_CREATE_VM can fail transiently with EINTR; retry like QEMU does.
+    let r: number;
+    do r = native().ioctl(this.fd, c('KVM_CREATE_VM'), 0);
+    while (r === -native().constants.EINTR);
+    check(r, 'KVM_CREATE_VM');
+    return new KvmVm(r, this);
+  }
+
+  close(): void {
+    native().close(this.fd);
+  }
+}
+
+export class KvmVm implements HypervisorVm {
+  readonly kind = 'kvm' as const;
+  readonly maxMemslots: number;
+  private readonly regionBuf = new Uint8Array(SIZEOF_KVM_USERSPACE_MEMORY_REGION);
+
+  constructor(readonly fd: number, readonly system: KvmSystem) {
+    this.maxMemslots = system.checkExtension(KVM_CAP_NR_MEMSLOTS) || 32;
+  }
+
+  checkExtension(cap: number): number {
+    const r = native().ioctl(this.fd, c('KVM_CHECK_EXTENSION'), cap);
+    return r < 0 ? this.system.checkExtension(cap) : r;
+  }
+
+  /** Intel VMX needs a 3-page TSS region below 4 GiB that the guest never uses. */
+  setTssAddress(gpa: number): void {
+    check(native().ioctl(this.fd, c('KVM_SET_TSS_ADDR'), gpa), 'KVM_SET_TSS_ADDR');
+  }
+
+  setIdentityMapAddress(gpa: bigint): void {
+    const buf = new BigUint64Array([gpa]);
+    check(native().ioctlBuffer(this.fd, c('KVM_SET_IDENTITY_MAP_ADDR'), buf), 'KVM_SET_IDENTITY_MAP_ADDR');
+  }
+
+  private setRegion(spec: MemslotSpec, size: bigint): void {
+    const v = new DataView(this.regionBuf.buffer);
+    v.setUint32(0, spec.slot, true);
+    v.setUint32(4, spec.readOnly ? KVM_MEM_READONLY : 0, true);
+    v.setBigUint64(8, spec.gpa, true);
+    v.setBigUint64(16, size, true);
+    v.setBigUint64(24, spec.hostAddress, true);
+    const r = native().ioctlBuffer(this.fd, c('KVM_SET_USER_MEMORY_REGION'), this.regionBuf);
+    if (r < 0) throw new MemslotError({ ...spec, size }, -r, describeErrno(r));
+  }
+
+  setMemslot(spec: MemslotSpec): void {
+    this.setRegion(spec, spec.size);
+  }
+
+  deleteMemslot(spec: MemslotSpec): void {
+    this.setRegion(spec, 0n);
+  }
+
+  createVcpu(index: number): number {
+    return check(native().ioctl(this.fd, c('KVM_CREATE_VCPU'), index), `KVM_CREATE_VCPU ${index}`);
+  }
+
+  close(): void {
+    native().close(this.fd);
+  }
+}
+
+/**
+ * A vCPU fd plus this thread's mapping of its kvm_run page. Each thread that touches a vCPU maps the
+ * page itself (the main thread to set immediate_exit when kicking, the vCPU thread to run it):
+ * external ArrayBuffers cannot be shared between threads, the page itself is.
+ */
+export class KvmVcpu implements HypervisorVcpu {
+  readonly runPage: DataView;
+  private readonly runBytes: Uint8Array;
+  private readonly runAddress: bigint;
+  private readonly regsBuf = new Uint8Array(SIZEOF_KVM_REGS);
+  private readonly sregsBuf = new Uint8Array(SIZEOF_KVM_SREGS);
+  private readonly runIoctl = c('KVM_RUN');
+
+  constructor(readonly fd: number, readonly index: number, readonly mmapSize: number) {
+    const n = native();
+    const m = n.mmapBuffer(fd, mmapSize, n.constants.PROT_READ | n.constants.PROT_WRITE, n.constants.MAP_SHARED, 0);
+    if (typeof m === 'number') throw new NativeError(`mmap of vCPU ${index}'s kvm_run page: ${describeErrno(m)}`, -m);
+    this.runAddress = m[0];
+    this.runPage = new DataView(m[1], 0, Math.max(Run.size, mmapSize));
+    this.runBytes = new Uint8Array(m[1]);
+  }
+
+  run(): number {
+    return native().ioctl(this.fd, this.runIoctl, 0);
+  }
+
+  /** Makes the next (or current, with a signal) KVM_RUN return -EINTR at once. */
+  setImmediateExit(on: boolean): void {
+    this.runBytes[Run.immediateExit] = on ? 1 : 0;
+  }
+
+  getRegs(): Regs {
+    check(native().ioctlBuffer(this.fd, c('KVM_GET_REGS'), this.regsBuf), `KVM_GET_REGS vCPU ${this.index}`);
+    return decodeRegs(this.regsBuf);
+  }
+
+  setRegs(regs: Regs): void {
+    check(native().ioctlBuffer(this.fd, c('KVM_SET_REGS'), encodeRegs(regs)), `KVM_SET_REGS vCPU ${this.index}`);
+  }
+
+  getSregs(): Sregs {
+    check(native().ioctlBuffer(this.fd, c('KVM_GET_SREGS'), this.sregsBuf), `KVM_GET_SREGS vCPU ${this.index}`);
+    return decodeSregs(this.sregsBuf);
+  }
+
+  setSregs(sregs: Sregs): void {
+    check(native().ioctlBuffer(this.fd, c('KVM_SET_SREGS'), encodeSregs(sregs)), `KVM_SET_SREGS vCPU ${this.index}`);
+  }
+
+  /** Unmaps this thread's view of kvm_run. The views must not be used afterwards. */
+  unmap(): void {
+    native().munmap(this.runAddress, this.mmapSize);
+  }
+}

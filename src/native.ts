@@ -1,0 +1,74 @@
+// Typed view of the N-API addon (native/tsvmm.c), the only code in tsvmm that makes system calls.
+// Every function returns a negative errno on failure instead of throwing; `check()` turns that into
+// a NativeError where the caller has no better answer.
+import path from 'node:path';
+
+export interface NativeConstants {
+  readonly [name: string]: number;
+}
+
+export interface Native {
+  open(path: string, flags: number): number;
+  close(fd: number): number;
+  ioctl(fd: number, request: number, arg: number | bigint): number;
+  /** The view must be at least _IOC_SIZE(request) bytes (the addon refuses smaller ones). */
+  ioctlBuffer(fd: number, request: number, view: ArrayBufferView): number;
+  /** [host address, external ArrayBuffer] or -errno. Never GC-unmapped: call munmap explicitly. */
+  mmapBuffer(fd: number, length: number, prot: number, flags: number, offset: number): [bigint, ArrayBuffer] | number;
+  /** A mapping JS must never touch (only the kernel/KVM use it). bigint address or -errno. */
+  mmapAddress(fd: number, length: number, prot: number, flags: number, offset: number): bigint | number;
+  munmap(address: bigint, length: number): number;
+  mprotect(address: bigint, length: number, prot: number): number;
+  memfdCreate(name: string, flags: number): number;
+  ftruncate(fd: number, length: number): number;
+  pread(fd: number, view: ArrayBufferView, offset: number): number;
+  pwrite(fd: number, view: ArrayBufferView, offset: number): number;
+  eventfd(initval: number, flags: number): number;
+  gettid(): number;
+  getpid(): number;
+  tgkill(tgid: number, tid: number, signal: number): number;
+  installKickHandler(signal: number): number;
+  unblockSignal(signal: number): number;
+  strerror(errno: number): string;
+  readonly constants: NativeConstants;
+}
+
+let loaded: Native | undefined;
+
+/** Loads the addon once per thread (N-API addons are context-aware, so workers load their own). */
+export function native(): Native {
+  if (!loaded) {
+    const file = path.resolve(__dirname, '../../build/Release/tsvmm_native.node');
+    try {
+      loaded = require(file) as Native;
+    } catch (e) {
+      throw new NativeError(`cannot load the native addon ${file}: ${(e as Error).message}; run \`npm ci\` (or \`npm run build\`)`, 0);
+    }
+  }
+  return loaded;
+}
+
+export class NativeError extends Error {
+  constructor(message: string, readonly errno: number) {
+    super(message);
+    this.name = 'NativeError';
+  }
+}
+
+/** Formats a -errno return as "<what>: <strerror> (errno N)". */
+export function describeErrno(errno: number): string {
+  const e = Math.abs(errno);
+  return `${native().strerror(e)} (errno ${e})`;
+}
+
+/** Returns `ret` when it is not a negative errno, else throws NativeError naming `what`. */
+export function check(ret: number, what: string): number {
+  if (ret < 0) throw new NativeError(`${what}: ${describeErrno(ret)}`, -ret);
+  return ret;
+}
+
+export function c(name: string): number {
+  const v = native().constants[name];
+  if (v === undefined) throw new NativeError(`native constant ${name} is not exported by the addon`, 0);
+  return v;
+}

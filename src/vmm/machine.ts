@@ -1,0 +1,361 @@
+// The machine: the device model every vCPU thread dispatches into. Built once in the main thread
+// (Machine.create), then attached by each vCPU thread over the same shared memory
+// (Machine.attach), so all threads see one memory map, one PCI topology, one device lock.
+//
+// Guest-physical map (x86 PC-like):
+//   [0, LOW_RAM_END)                 RAM (up to 2.75 GiB; the rest of RAM starts at 4 GiB)
+//   [ECAM_BASE, +256 MiB)            PCI ECAM (MMCONFIG) window, bus 0..255
+//   [PCI_MMIO_BASE, PCI_MMIO_END)    PCI memory window: where memory BARs decode
+//   [CONTROL_BASE, +4 KiB)           the tsvmm control device
+// Port I/O: COM1 16550 at 0x3f8, PCI configuration mechanism #1 at 0xcf8..0xcff, bench port 0x510.
+import { allOnes } from '../kvm/exit';
+import type { HypervisorVm } from '../hypervisor/hypervisor';
+import type { HostMemory } from '../memory/host-memory';
+import { MemoryMap } from '../memory/memory-map';
+import type { FlatRange } from '../memory/flatten';
+import { AccessContext, type MmioHandler, type PioHandler } from '../devices/device';
+import { PioBus } from '../devices/pio-bus';
+import { COM1_BASE, Serial16550 } from '../devices/serial';
+import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from '../devices/control';
+import { PciConfigSpace } from '../devices/pci/config-space';
+import { PciHostBridge } from '../devices/pci/host-bridge';
+import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { PassthroughDevice, passthroughDefinition, type BarOrder, type PassthroughBarInfo } from '../devices/pci/passthrough';
+import { DeviceLock } from './device-lock';
+import { SharedRunState } from './run-state';
+import { Stats } from './stats';
+import { createPolicy, type MemoryFaultPolicy, type PolicyName } from './memory-fault-policy';
+import { runSteps, type Step } from './steps';
+import { log } from '../log';
+import { MmioInRamError } from './machine-errors';
+import type { DispatchTarget } from './dispatch';
+
+export const LOW_RAM_END = 0xb000_0000n;
+export const HIGH_RAM_BASE = 0x1_0000_0000n;
+export const ECAM_BASE = 0xb000_0000n;
+export const ECAM_SIZE = 0x1000_0000n;
+export const PCI_MMIO_BASE = 0xc000_0000n;
+export const PCI_MMIO_END = CONTROL_BASE;
+/** RAM chunks are at most this big, so each thread's view of one stays under V8's 4 GiB limit. */
+const RAM_CHUNK_MAX = 0x8000_0000n;
+
+export interface PassthroughConfig {
+  name: string;
+  /** PCI device number on bus 0 (function 0). */
+  slot: number;
+  backend: 'shm';
+}
+
+export interface MachineConfig {
+  ramBytes: bigint;
+  vcpus: number;
+  passthrough: PassthroughConfig[];
+  policy: PolicyName;
+  barOrder: BarOrder;
+}
+
+export interface RamChunk {
+  gpa: bigint;
+  size: bigint;
+  fd: number;
+  hostAddress: bigint;
+}
+
+/** Everything another thread needs to attach: plain data and SharedArrayBuffers only. */
+export interface MachineShared {
+  config: MachineConfig;
+  lock: SharedArrayBuffer;
+  runState: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  memoryMap: SharedArrayBuffer;
+  hostBridge: SharedArrayBuffer;
+  ram: RamChunk[];
+  devices: { host: SharedArrayBuffer; config: SharedArrayBuffer }[];
+}
+
+export class MachineConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MachineConfigError';
+  }
+}
+
+const HANDLER_CONTROL = 0;
+const HANDLER_ECAM = 1;
+const HANDLER_FIRST_BAR = 2;
+
+/** Reads the guest out of a bounded set of addresses/ports logged once each (per thread). */
+class OnceLog {
+  private readonly seen = new Set<string>();
+  constructor(private readonly limit = 256) {}
+  first(key: string): boolean {
+    if (this.seen.has(key) || this.seen.size >= this.limit) return false;
+    this.seen.add(key);
+    return true;
+  }
+}
+
+export class Machine implements DispatchTarget {
+  readonly pio = new PioBus();
+  readonly handlers: MmioHandler[] = [];
+  readonly ctx = new AccessContext(0);
+  readonly passthrough: PassthroughDevice[] = [];
+  readonly policy: MemoryFaultPolicy;
+  private readonly unclaimed = new OnceLog();
+
+  private constructor(
+    readonly shared: MachineShared,
+    readonly lock: DeviceLock,
+    readonly runState: SharedRunState,
+    readonly stats: Stats,
+    readonly memoryMap: MemoryMap,
+    readonly hostBridge: PciHostBridge,
+    readonly hostMemory: HostMemory,
+    console: (bytes: Uint8Array) => void,
+  ) {
+    const { config } = shared;
+    this.policy = createPolicy(config.policy, config.barOrder);
+    const control = new ControlDevice(stats, console);
+    this.handlers[HANDLER_CONTROL] = control;
+    this.handlers[HANDLER_ECAM] = new EcamHandler(hostBridge);
+    this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
+    this.pio.register(PciHostBridge.CONFIG_ADDRESS_PORT, 8, new ConfigPorts(hostBridge));
+    this.pio.register(BENCH_PORT, 4, new BenchPort(stats));
+  }
+
+  /** Builds a machine in this thread: RAM, devices, memory map, memslots. */
+  static create(config: MachineConfig, vm: HypervisorVm, hostMemory: HostMemory, console: (bytes: Uint8Array) => void): Machine {
+    validateConfig(config);
+    const ram: RamChunk[] = [];
+    const addRam = (gpa: bigint, size: bigint) => {
+      for (let off = 0n; off < size; off += RAM_CHUNK_MAX) {
+        const len = size - off < RAM_CHUNK_MAX ? size - off : RAM_CHUNK_MAX;
+        const fd = hostMemory.createFile(`tsvmm-ram@${(gpa + off).toString(16)}`, Number(len));
+        ram.push({ gpa: gpa + off, size: len, fd, hostAddress: hostMemory.mapForGuest(fd, Number(len)) });
+      }
+    };
+    const low = config.ramBytes < LOW_RAM_END ? config.ramBytes : LOW_RAM_END;
+    addRam(0n, low);
+    if (config.ramBytes > low) addRam(HIGH_RAM_BASE, config.ramBytes - low);
+
+    const hosts = config.passthrough.map((p) => ShmHostDevice.create(p.name, hostMemory));
+    const configs = hosts.map((h) => PciConfigSpace.create(passthroughDefinition(h)));
+    const shared: MachineShared = {
+      config,
+      lock: new DeviceLock().shared,
+      runState: new SharedRunState().shared,
+      stats: new Stats().shared,
+      memoryMap: MemoryMap.create().shared,
+      hostBridge: new PciHostBridge().shared,
+      ram,
+      devices: hosts.map((h, i) => ({ host: h.shared, config: configs[i]!.shared })),
+    };
+    const m = Machine.attach(shared, vm, hostMemory, console);
+    m.lock.with(() => {
+      ram.forEach((c, i) =>
+        m.memoryMap.addRegion({ name: `ram${i}`, kind: 'ram', gpa: c.gpa, size: c.size, priority: 0, hostAddress: c.hostAddress, readOnly: false, handler: -1 }),
+      );
+      m.memoryMap.addRegion({ name: 'tsvmm-control', kind: 'mmio', gpa: CONTROL_BASE, size: CONTROL_SIZE, priority: 0, hostAddress: 0n, readOnly: false, handler: HANDLER_CONTROL });
+      m.memoryMap.addRegion({ name: 'pci-ecam', kind: 'mmio', gpa: ECAM_BASE, size: ECAM_SIZE, priority: 0, hostAddress: 0n, readOnly: false, handler: HANDLER_ECAM });
+      m.memoryMap.commit();
+    });
+    return m;
+  }
+
+  /** Another thread's machine over the same shared state. `vm` is needed to commit memslots. */
+  static attach(shared: MachineShared, vm: HypervisorVm | undefined, hostMemory: HostMemory, console: (bytes: Uint8Array) => void): Machine {
+    const m = new Machine(
+      shared,
+      new DeviceLock(shared.lock),
+      new SharedRunState(shared.runState),
+      new Stats(shared.stats),
+      new MemoryMap(shared.memoryMap, vm),
+      new PciHostBridge(shared.hostBridge),
+      hostMemory,
+      console,
+    );
+    let handler = HANDLER_FIRST_BAR;
+    shared.config.passthrough.forEach((p, i) => {
+      const host = ShmHostDevice.attach(p.name, hostMemory, shared.devices[i]!.host);
+      const config = PciConfigSpace.attach(passthroughDefinition(host), shared.devices[i]!.config);
+      const ids = new Map<number, number>();
+      for (const r of host.regions()) if (r.kind !== 'io') ids.set(r.index, handler++);
+      const dev = new PassthroughDevice(p.name, host, config, m.memoryMap, { base: PCI_MMIO_BASE, end: PCI_MMIO_END }, ids, m.stats, m.ctx, {
+        barOrder: m.policy.barOrder === 'qemu' ? 'qemu' : shared.config.barOrder,
+        keepMemslotOnDecodeOff: m.policy.keepMemslotOnDecodeOff,
+      });
+      for (const [bar, id] of ids) m.handlers[id] = dev.slowPaths.get(bar)!;
+      m.hostBridge.attach(p.slot, 0, dev);
+      m.passthrough.push(dev);
+    });
+    return m;
+  }
+
+  // ---- dispatch targets (called with the device lock held) ----
+
+  pioRead(port: number, size: 1 | 2 | 4): number {
+    const h = this.pio.find(port);
+    if (h) return h.pioRead(port, size, this.ctx);
+    this.stats.add('pio.unclaimed');
+    if (this.unclaimed.first(`pio:${port}`)) log('info', `unclaimed port I/O read 0x${port.toString(16)} (size ${size}): all ones`);
+    return Number(allOnes(size));
+  }
+
+  pioWrite(port: number, size: 1 | 2 | 4, value: number): void {
+    const h = this.pio.find(port);
+    if (h) return h.pioWrite(port, size, value, this.ctx);
+    this.stats.add('pio.unclaimed');
+    if (this.unclaimed.first(`pio:${port}`)) log('info', `unclaimed port I/O write 0x${port.toString(16)} (size ${size}) = 0x${value.toString(16)}: dropped`);
+  }
+
+  mmioRead(gpa: bigint, len: number): bigint {
+    const r = this.memoryMap.resolve(gpa);
+    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioRead(r.offset + (gpa - r.gpa), len, this.ctx);
+    return this.unassignedRead(gpa, len, r);
+  }
+
+  mmioWrite(gpa: bigint, len: number, value: bigint): void {
+    const r = this.memoryMap.resolve(gpa);
+    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioWrite(r.offset + (gpa - r.gpa), len, value, this.ctx);
+    this.unassignedWrite(gpa, len, value, r);
+  }
+
+  /** The passthrough BAR (by programmed address) that holds gpa while not decoding, if any. */
+  private disabledBarAt(gpa: bigint): PassthroughBarInfo | undefined {
+    for (const d of this.passthrough) {
+      const bar = d.barOverlapping(gpa, 1n);
+      if (bar && !bar.decoding) return { device: d, bar, hostAccessible: d.host.mappingAccessible(bar.index), hasMemslot: false };
+    }
+    return undefined;
+  }
+
+  private unassignedRead(gpa: bigint, len: number, r: FlatRange | undefined): bigint {
+    if (r) {
+      // An MMIO exit inside RAM: the host mapping behind a RAM memslot is gone. Nothing can answer.
+      throw new MmioInRamError(gpa, len, r.region.name);
+    }
+    if (this.disabledBarAt(gpa)) {
+      this.stats.add('ur.reads');
+      this.stats.add('ur.mmioExits');
+    } else {
+      this.stats.add('mmio.unclaimed');
+      if (this.unclaimed.first(`mmio:${gpa}`)) log('info', `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})`);
+    }
+    return this.policy.unassignedRead(len);
+  }
+
+  private unassignedWrite(gpa: bigint, len: number, value: bigint, r: FlatRange | undefined): void {
+    if (r) throw new MmioInRamError(gpa, len, r.region.name);
+    if (this.disabledBarAt(gpa)) {
+      this.stats.add('ur.droppedWrites');
+      this.stats.add('ur.mmioExits');
+    } else {
+      this.stats.add('mmio.unclaimed');
+      if (this.unclaimed.first(`mmio:${gpa}`)) log('info', `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${value.toString(16)}: dropped`);
+    }
+  }
+
+  // ---- FaultFacts ----
+
+  passthroughBars(): PassthroughBarInfo[] {
+    return this.passthrough.flatMap((d) => d.barInfo());
+  }
+
+  revocationGeneration(): number {
+    let g = 0;
+    for (const d of this.passthrough) g += d.host.revocationGeneration();
+    return g;
+  }
+
+  memoryMapGeneration(): number {
+    return this.memoryMap.generation;
+  }
+
+  resolve(gpa: bigint): FlatRange | undefined {
+    return this.memoryMap.resolve(gpa);
+  }
+
+  resyncBars(): Step[] {
+    return this.passthrough.flatMap((d) => d.syncRegions(false));
+  }
+
+  /**
+   * Firmware-style PCI setup before the vCPUs start: program each passthrough device's memory BARs
+   * to consecutive aligned addresses in the PCI window and enable memory decode, through the same
+   * config-write path a guest uses. Returns the BAR addresses by device.
+   */
+  assignBars(): Map<string, Map<number, bigint>> {
+    const out = new Map<string, Map<number, bigint>>();
+    this.lock.with(() => {
+      let next = PCI_MMIO_BASE;
+      for (const d of this.passthrough) {
+        const bars = new Map<number, bigint>();
+        for (const b of d.config.bars()) {
+          if (b.kind === 'io') continue;
+          next = (next + b.size - 1n) & ~(b.size - 1n);
+          this.configWriteNow(d, 0x10 + 4 * b.index, 4, Number(next & 0xffff_ffffn));
+          if (b.kind === 'mem64') this.configWriteNow(d, 0x14 + 4 * b.index, 4, Number(next >> 32n));
+          bars.set(b.index, next);
+          next += b.size;
+        }
+        this.configWriteNow(d, 0x04, 2, d.config.command() | 0x2 | 0x4);
+        out.set(d.name, bars);
+      }
+    });
+    return out;
+  }
+
+  private configWriteNow(d: PassthroughDevice, offset: number, size: 1 | 2 | 4, value: number): void {
+    d.configWrite(offset, size, value);
+    this.drainPending();
+  }
+
+  /** Runs the steps devices queued during an access. Caller holds the device lock. */
+  drainPending(): void {
+    if (this.ctx.pending.length === 0) return;
+    const steps = this.ctx.pending.splice(0);
+    runSteps(steps);
+  }
+}
+
+function validateConfig(c: MachineConfig): void {
+  if (c.vcpus < 1 || c.vcpus > 64 || !Number.isInteger(c.vcpus)) throw new MachineConfigError(`vCPU count ${c.vcpus} must be an integer from 1 to 64`);
+  if (c.ramBytes < 2n << 20n) throw new MachineConfigError(`guest RAM ${c.ramBytes} bytes is too small (minimum 2 MiB)`);
+  if (c.ramBytes % 0x1000n !== 0n) throw new MachineConfigError(`guest RAM ${c.ramBytes} bytes is not a multiple of the 4 KiB page size`);
+  const slots = new Set<number>();
+  for (const p of c.passthrough) {
+    if (p.slot < 1 || p.slot > 31) throw new MachineConfigError(`passthrough ${p.name}: PCI slot ${p.slot} must be 1..31 (00:00.0 is the host bridge)`);
+    if (slots.has(p.slot)) throw new MachineConfigError(`passthrough ${p.name}: PCI slot ${p.slot} is used twice`);
+    slots.add(p.slot);
+  }
+}
+
+/** Ports 0xcf8..0xcff: configuration mechanism #1. */
+class ConfigPorts implements PioHandler {
+  readonly name = 'pci-config-ports';
+  constructor(private readonly bridge: PciHostBridge) {}
+  pioRead(port: number, size: 1 | 2 | 4): number {
+    return this.bridge.pioRead(port, size);
+  }
+  pioWrite(port: number, size: 1 | 2 | 4, value: number): void {
+    this.bridge.pioWrite(port, size, value);
+  }
+}
+
+/** The ECAM window: accesses are config accesses (1/2/4 bytes; 8-byte ones split in two). */
+class EcamHandler implements MmioHandler {
+  readonly name = 'pci-ecam';
+  constructor(private readonly bridge: PciHostBridge) {}
+  mmioRead(offset: bigint, len: number): bigint {
+    if (len === 8) return BigInt(this.bridge.ecamRead(Number(offset), 4)) | (BigInt(this.bridge.ecamRead(Number(offset) + 4, 4)) << 32n);
+    return BigInt(this.bridge.ecamRead(Number(offset), len as 1 | 2 | 4));
+  }
+  mmioWrite(offset: bigint, len: number, value: bigint): void {
+    if (len === 8) {
+      this.bridge.ecamWrite(Number(offset), 4, Number(value & 0xffff_ffffn));
+      this.bridge.ecamWrite(Number(offset) + 4, 4, Number(value >> 32n));
+      return;
+    }
+    this.bridge.ecamWrite(Number(offset), len as 1 | 2 | 4, Number(value));
+  }
+}

@@ -1,0 +1,254 @@
+// What a memory fault means. This one file decides it for the real run loop (src/vmm/vcpu-loop.ts)
+// and for the kernel model's explorer (src/sim/), which runs the same policies against patched,
+// unpatched and emulating kernels. Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
+//
+// tsvmm's policy, classified with the device lock held (so it sees the end state of any in-flight
+// config write; src/vmm/device-lock.ts):
+// - KVM_EXIT_MEMORY_FAULT (kernels with the kvm_handle_error_pfn() annotation):
+//     unknown flags -> fatal "KVM_EXIT_MEMORY_FAULT: Unknown flag 0x..";
+//     PRIVATE -> fatal (tsvmm has no guest_memfd, so there is nothing to convert);
+//     flags 0 on a passthrough BAR (by programmed address, decoding or not) -> make sure the BAR has
+//       no memslot while decode is off or the host holds the mapping away, and re-enter: the
+//       instruction retires as an MMIO exit that the device answers (UR when decode is off);
+//     anything else -> fatal.
+// - EFAULT without the annotation (today's kernels): exit_reason is stale and there is no gpa. Recover
+//   only when a passthrough BAR's host mapping was revoked since this vCPU entered KVM_RUN (the
+//   revocation generation it read before entry changed) or is revoked now; resync BAR memslots and
+//   re-enter. Any other EFAULT is fatal.
+// - A refault guard: the same fault again with no memory-map change in between, more than
+//   MAX_RETRIES_WITHOUT_PROGRESS times, is fatal with gpa, BAR, device, decode state and count.
+// Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
+import { describeErrnoName } from './errno';
+import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
+import type { FlatRange } from '../memory/flatten';
+import type { PassthroughBarInfo } from '../devices/pci/passthrough';
+import type { Step } from './steps';
+import type { Counter } from './stats';
+
+export const POLICY_NAMES = ['tsvmm', 'qemu', 'cloud-hypervisor'] as const;
+export type PolicyName = (typeof POLICY_NAMES)[number];
+
+export const MAX_RETRIES_WITHOUT_PROGRESS = 4;
+
+export interface MemoryFault {
+  errno: number;
+  flags: bigint;
+  gpa: bigint;
+  size: bigint;
+}
+
+/** What the policy may look at and do; the machine implements it (src/vmm/machine.ts). */
+export interface FaultFacts {
+  passthroughBars(): PassthroughBarInfo[];
+  /** Sum of every passthrough device's revocation generation, read lock-free. */
+  revocationGeneration(): number;
+  memoryMapGeneration(): number;
+  resolve(gpa: bigint): FlatRange | undefined;
+  /** Resyncs every passthrough device's BAR regions; returns the memslot steps to run now. */
+  resyncBars(): Step[];
+}
+
+export interface VcpuFaultState {
+  vcpu: number;
+  /** The revocation generation read before the KVM_RUN that returned this fault. */
+  revocationGenerationAtEntry: number;
+  guard: RefaultGuard;
+}
+
+export type FaultDecision =
+  | { kind: 'retry'; counter: Counter; steps: Step[] }
+  | { kind: 'fatal'; lines: string[] };
+
+export interface MemoryFaultPolicy {
+  readonly name: PolicyName;
+  /** Which BAR order the policy's VMM uses when the guest clears memory decode. */
+  readonly barOrder: 'qemu' | 'unmap-first';
+  readonly keepMemslotOnDecodeOff: boolean;
+  /** What a read of an address nothing decodes returns (hardware: all ones). */
+  unassignedRead(len: number): bigint;
+  /** KVM_RUN returned -1 with an errno that carries no exit (exit_reason stale). */
+  onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
+  /** KVM_RUN returned -1/EFAULT (or EHWPOISON) with exit_reason KVM_EXIT_MEMORY_FAULT. */
+  onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
+}
+
+const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+const EFAULT = 14;
+const ALL_ONES_64 = 0xffff_ffff_ffff_ffffn;
+
+function allOnes(len: number): bigint {
+  return len >= 8 ? ALL_ONES_64 : (1n << BigInt(8 * len)) - 1n;
+}
+
+function kvmRunFailed(errno: number): string {
+  return `error: kvm run failed ${describeErrnoName(errno)}`;
+}
+
+function describeBar(b: PassthroughBarInfo): string {
+  return `${b.device.name} BAR${b.bar.index} [${hex(b.bar.address)}, +${hex(b.bar.size)}) decode ${b.bar.decoding ? 'on' : 'off'}, host mapping ${b.hostAccessible ? 'accessible' : 'revoked'}, memslot ${b.hasMemslot ? 'present' : 'absent'}`;
+}
+
+/**
+ * Per-vCPU guard against refault loops (KVM_CAP_MEMORY_FAULT_INFO: "guard against repeatedly
+ * receiving the same error/annotated fault"). A fault is "the same" when its key matches and the
+ * memory map has not changed since the previous one; any other exit resets it.
+ */
+export class RefaultGuard {
+  private lastKey = '';
+  private lastGeneration = -1;
+  private repeats = 0;
+
+  constructor(readonly limit = MAX_RETRIES_WITHOUT_PROGRESS) {}
+
+  /** Records a fault about to be retried; returns how many times in a row it repeated. */
+  record(key: string, memoryMapGeneration: number): number {
+    if (key === this.lastKey && memoryMapGeneration === this.lastGeneration) this.repeats++;
+    else this.repeats = 1;
+    this.lastKey = key;
+    this.lastGeneration = memoryMapGeneration;
+    return this.repeats;
+  }
+
+  /** Called when the vCPU made progress (any exit that is not a memory fault). */
+  progress(): void {
+    this.repeats = 0;
+    this.lastKey = '';
+  }
+
+  get count(): number {
+    return this.repeats;
+  }
+}
+
+/** Runs the guard after a recovery; a repeat past the limit becomes a fatal decision. */
+function guarded(decision: FaultDecision, key: string, context: string, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+  if (decision.kind !== 'retry') return decision;
+  // Keyed by the generation at fault time: a recovery that changed the map (deleted a memslot)
+  // makes the next fault's generation differ, so only faults after no-op recoveries count.
+  const n = vcpu.guard.record(key, facts.memoryMapGeneration());
+  if (n <= vcpu.guard.limit) return decision;
+  return {
+    kind: 'fatal',
+    lines: [
+      `tsvmm: refault loop on vCPU ${vcpu.vcpu}: ${context} retried ${n} times without any memory-map change; the fault cannot be resolved`,
+      ...facts.passthroughBars().map((b) => `  ${describeBar(b)}`),
+    ],
+  };
+}
+
+class TsvmmPolicy implements MemoryFaultPolicy {
+  readonly name = 'tsvmm' as const;
+  readonly keepMemslotOnDecodeOff = false;
+  constructor(readonly barOrder: 'qemu' | 'unmap-first') {}
+
+  unassignedRead(len: number): bigint {
+    return allOnes(len);
+  }
+
+  onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+    if (errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
+    const bars = facts.passthroughBars();
+    const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
+    const generationNow = facts.revocationGeneration();
+    const revokedSinceEntry = generationNow !== vcpu.revocationGenerationAtEntry;
+    if (!revokedSinceEntry && revokedNow.length === 0) {
+      return {
+        kind: 'fatal',
+        lines: [
+          kvmRunFailed(errno),
+          `tsvmm: EFAULT from KVM_RUN on vCPU ${vcpu.vcpu} without a memory-fault exit, and no passthrough BAR mapping was revoked since the vCPU entered (revocation generation ${generationNow} unchanged) or is revoked now: the fault is outside any passthrough BAR`,
+          ...bars.map((b) => `  ${describeBar(b)}`),
+        ],
+      };
+    }
+    const steps = facts.resyncBars();
+    const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${generationNow})`;
+    return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps }, 'efault', context, facts, vcpu);
+  }
+
+  onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+    const where = `gpa ${hex(fault.gpa)} size ${hex(fault.size)} flags ${hex(fault.flags)}`;
+    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
+      return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`, `tsvmm: memory fault at ${where} on vCPU ${vcpu.vcpu}`] };
+    }
+    if ((fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
+      return { kind: 'fatal', lines: [`tsvmm: KVM_EXIT_MEMORY_FAULT for private memory at ${where} on vCPU ${vcpu.vcpu}: shared/private conversion is not supported (tsvmm has no guest_memfd)`] };
+    }
+    // size 0 has been proposed to mean "unknown": treat it as the page.
+    const size = fault.size === 0n ? 0x1000n : fault.size;
+    const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
+    if (!bar) {
+      const r = facts.resolve(fault.gpa);
+      const region = r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
+      return {
+        kind: 'fatal',
+        lines: [kvmRunFailed(fault.errno), `tsvmm: KVM_EXIT_MEMORY_FAULT at ${where} on vCPU ${vcpu.vcpu} is not in any passthrough BAR (${region}): cannot be resolved`],
+      };
+    }
+    const steps = facts.resyncBars();
+    const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(bar)}`;
+    return guarded({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps }, `mf:${fault.gpa}:${size}:${fault.flags}`, context, facts, vcpu);
+  }
+}
+
+/** QEMU master (ece408818d): kvm_cpu_exec() and kvm_convert_memory(), reference §1.2-1.4. */
+class QemuPolicy implements MemoryFaultPolicy {
+  readonly name = 'qemu' as const;
+  readonly barOrder = 'qemu' as const;
+  readonly keepMemslotOnDecodeOff = false;
+
+  /** x86 PC/Q35: unassigned_mem_read() returns 0 for the PCI hole (reference §2.3). */
+  unassignedRead(_len: number): bigint {
+    return 0n;
+  }
+
+  onRunError(errno: number): FaultDecision {
+    return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
+  }
+
+  onMemoryFault(fault: MemoryFault, facts: FaultFacts, _vcpu: VcpuFaultState): FaultDecision {
+    if (fault.errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(fault.errno)] };
+    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`] };
+    const toPrivate = (fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
+    const r = facts.resolve(fault.gpa);
+    if (!r) {
+      if (!toPrivate) return { kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] }; // "Ignore converting non-assigned region to shared"
+      return { kind: 'fatal', lines: ['kvm_convert_memory: -EINVAL (to private, no region)'] };
+    }
+    if (r.region.kind === 'mmio' && !toPrivate) return { kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] }; // "vMMIO region must be shared"
+    return {
+      kind: 'fatal',
+      lines: [`Convert non guest_memfd backed memory region (${hex(fault.gpa)} ,+ ${hex(fault.size)}) to ${toPrivate ? 'private' : 'shared'}`],
+    };
+  }
+}
+
+/** cloud-hypervisor (ae44c297): any KVM_RUN error or unexpected exit ends the VMM; BAR memslots stay. */
+class CloudHypervisorPolicy implements MemoryFaultPolicy {
+  readonly name = 'cloud-hypervisor' as const;
+  readonly barOrder = 'qemu' as const;
+  readonly keepMemslotOnDecodeOff = true;
+
+  unassignedRead(len: number): bigint {
+    return allOnes(len); // data.fill(0xff)
+  }
+
+  onRunError(errno: number): FaultDecision {
+    return { kind: 'fatal', lines: [`VCPU generated error: VcpuRun(${describeErrnoName(errno)})`] };
+  }
+
+  onMemoryFault(fault: MemoryFault): FaultDecision {
+    return { kind: 'fatal', lines: [`Unexpected exit reason on vcpu run: MemoryFault { flags: ${fault.flags}, gpa: ${fault.gpa}, size: ${fault.size} }`] };
+  }
+}
+
+export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): MemoryFaultPolicy {
+  switch (name) {
+    case 'tsvmm':
+      return new TsvmmPolicy(barOrder);
+    case 'qemu':
+      return new QemuPolicy();
+    case 'cloud-hypervisor':
+      return new CloudHypervisorPolicy();
+  }
+}

@@ -1,0 +1,79 @@
+// One vCPU's run loop body, independent of threads: enter the hypervisor, decode the exit, dispatch
+// it under the device lock, run the steps devices queued, release the lock. The real vCPU thread
+// (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
+// endHandle() separately so other actors can run between them and between queued steps.
+import { decodeExit, type VcpuExit } from '../kvm/exit';
+import type { HypervisorVcpu } from '../hypervisor/hypervisor';
+import { dispatchExit, exitNeedsLock, type Outcome } from './dispatch';
+import { RefaultGuard } from './memory-fault-policy';
+import type { Machine } from './machine';
+import { runSteps, type Step } from './steps';
+
+export class VcpuRunner {
+  readonly guard = new RefaultGuard();
+  /** The revocation generation read before the last entry (the EFAULT policy compares it). */
+  revocationGenerationAtEntry = 0;
+  private holdsLock = false;
+
+  constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
+
+  /** One KVM_RUN. The revocation generation is read first: a revocation after this read and before
+   * the fault is then visible as a change, whatever the interleaving. */
+  enter(): VcpuExit {
+    this.revocationGenerationAtEntry = this.machine.revocationGeneration();
+    const ret = this.vcpu.run();
+    return decodeExit(this.vcpu.runPage, ret);
+  }
+
+  /** Whether beginHandle() would need the device lock for this exit. */
+  needsLock(exit: VcpuExit): boolean {
+    return exitNeedsLock(exit);
+  }
+
+  /**
+   * Dispatches an exit. With `tryOnly`, returns undefined instead of blocking when the lock is taken
+   * (the explorer's way to model a blocked thread). On return the lock is held if it was needed;
+   * the steps to run before endHandle() are returned.
+   */
+  beginHandle(exit: VcpuExit, tryOnly = false): { outcome: Outcome; pending: Step[] } | undefined {
+    if (exitNeedsLock(exit)) {
+      if (tryOnly) {
+        if (!this.machine.lock.tryLock()) return undefined;
+      } else {
+        this.machine.lock.lock();
+      }
+      this.holdsLock = true;
+    }
+    try {
+      const outcome = dispatchExit(exit, this.machine, {
+        vcpu: this.vcpu.index,
+        runPage: this.vcpu.runPage,
+        guard: this.guard,
+        revocationGenerationAtEntry: this.revocationGenerationAtEntry,
+      });
+      return { outcome, pending: this.machine.ctx.pending.splice(0) };
+    } catch (e) {
+      this.endHandle();
+      throw e;
+    }
+  }
+
+  endHandle(): void {
+    if (this.holdsLock) {
+      this.holdsLock = false;
+      this.machine.lock.unlock();
+    }
+  }
+
+  /** enter + dispatch + steps + unlock, back to back. */
+  run(): { exit: VcpuExit; outcome: Outcome } {
+    const exit = this.enter();
+    const h = this.beginHandle(exit)!;
+    try {
+      runSteps(h.pending);
+    } finally {
+      this.endHandle();
+    }
+    return { exit, outcome: h.outcome };
+  }
+}
