@@ -176,8 +176,15 @@ describe('PciHostBridge configuration mechanism #1', () => {
 });
 
 describe('PciHostBridge ECAM', () => {
+  test('address helpers put each field where the specifications say', () => {
+    assert.equal(PciHostBridge.configAddress(1, 0x13, 3, 0x3f), 0x8001_9b3c);
+    assert.equal(PciHostBridge.ecamOffset(1, 0x13, 3, 0x3f), 0x0019_b03f);
+    assert.equal(PciHostBridge.configAddress(255, 31, 7, 0xff), 0x80ff_fffc);
+  });
+
   test('decodes bus/device/function/register from the offset', () => {
     const { bridge } = machine();
+    assert.equal(bridge.ecamRead(0x0009_b000, 4), 0x1050_1af4); // 00:13.3
     assert.equal(bridge.ecamRead(0x0001_8000, 4), 0x1042_1af4); // 00:03.0
     assert.equal(bridge.ecamRead(0x0001_9000, 2), 0x1af4); // 00:03.1
     assert.equal(bridge.ecamRead(0x0001_9002, 2), 0x1043);

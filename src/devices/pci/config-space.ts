@@ -233,7 +233,7 @@ export class PciConfigSpace {
     for (let k = 0; k < size; k++) {
       const at = offset + k;
       const incoming = (value >>> (8 * k)) & 0xff;
-      const kept = this.bytes[at] & ~writable[at];
+      const kept = this.bytes[at] & ~writable[at] & ~(incoming & clearable[at]);
       this.bytes[at] = kept | (incoming & writable[at]);
     }
     return { commandBefore, commandAfter: this.command(), barsBefore, barsAfter: this.bars() };
