@@ -75,7 +75,7 @@ export class KvmSystem {
     do r = native().ioctl(this.fd, c('KVM_CREATE_VM'), 0);
     while (r === -native().constants.EINTR);
     check(r, 'KVM_CREATE_VM');
-    return new KvmVm(r, this);
+    return new KvmVm(r, this.checkExtension(KVM_CAP_NR_MEMSLOTS) || 32);
   }
 
   close(): void {
@@ -85,16 +85,15 @@ export class KvmSystem {
 
 export class KvmVm implements HypervisorVm {
   readonly kind = 'kvm' as const;
-  readonly maxMemslots: number;
   private readonly regionBuf = new Uint8Array(SIZEOF_KVM_USERSPACE_MEMORY_REGION);
 
-  constructor(readonly fd: number, readonly system: KvmSystem) {
-    this.maxMemslots = system.checkExtension(KVM_CAP_NR_MEMSLOTS) || 32;
-  }
+  /** Wraps a VM fd (also in vCPU threads, which receive the fd number: fds are process-wide). */
+  constructor(readonly fd: number, readonly maxMemslots: number) {}
 
+  /** KVM_CHECK_EXTENSION on the VM fd (per-VM answers; 0 when unsupported). */
   checkExtension(cap: number): number {
     const r = native().ioctl(this.fd, c('KVM_CHECK_EXTENSION'), cap);
-    return r < 0 ? this.system.checkExtension(cap) : r;
+    return r < 0 ? 0 : r;
   }
 
   /** Intel VMX needs a 3-page TSS region below 4 GiB that the guest never uses. */

@@ -118,7 +118,7 @@ export class PassthroughDevice implements PciFunction {
       const effect = this.config.write(offset, size, value);
       if ((effect.commandBefore ^ effect.commandAfter) & PCI_COMMAND_MEMORY) this.stats.add('pci.barToggles');
     });
-    if (!overlaps(offset, size, PCI_COMMAND, 2) && !overlaps(offset, size, BAR_REGISTERS_START, BAR_REGISTERS_END)) {
+    if (!overlaps(offset, size, PCI_COMMAND, PCI_COMMAND + 2) && !overlaps(offset, size, BAR_REGISTERS_START, BAR_REGISTERS_END)) {
       return [deviceWrite, emulated];
     }
     const mapUpdate = step(`${this.name}: memory-map-update`, () => this.syncRegions(false));

@@ -1,0 +1,23 @@
+import { InvalidArgumentError } from 'commander';
+
+/** Parses an integer option with bounds, or throws commander's error with a precise message. */
+export function parseIntOption(name: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value.trim())) throw new InvalidArgumentError(`${name} must be an integer, got '${value}'`);
+  const n = Number(value);
+  if (n < min || n > max) throw new InvalidArgumentError(`${name} must be from ${min} to ${max}, got ${n}`);
+  return n;
+}
+
+export function parseChoice<T extends string>(name: string, value: string, choices: readonly T[]): T {
+  if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}, got '${value}'`);
+  return value as T;
+}
+
+/** Prints an error as `tsvmm: <message>` and exits 2 (bad input) or 1 (anything else). */
+export function reportErrorAndExit(e: unknown): never {
+  const err = e as Error;
+  const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError'].includes(err?.name);
+  process.stderr.write(`tsvmm: ${err?.message ?? String(e)}\n`);
+  if (process.env.TSVMM_DEBUG) process.stderr.write(`${err?.stack}\n`);
+  process.exit(input ? 2 : 1);
+}

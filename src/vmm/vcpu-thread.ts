@@ -1,0 +1,94 @@
+// Entry point of a vCPU worker thread: attaches to the shared machine and runs the blocking KVM_RUN
+// loop until the VM stops. One worker per vCPU.
+//
+// Stop protocol (see VcpuControl): the main thread sets STOP, then kicks (immediate_exit = 1 in
+// kvm_run, then tgkill(SIGUSR2)); KVM_RUN returns -EINTR and the loop sees STOP. The kick handler is
+// a no-op installed without SA_RESTART (native/tsvmm.c). worker.terminate() and process.exit() hang
+// while a thread is inside KVM_RUN, so nothing waits on a worker before kicking it.
+import { workerData } from 'node:worker_threads';
+import { native } from '../native';
+import { KvmVcpu, KvmVm } from '../kvm/kvm';
+import { NativeHostMemory } from '../memory/host-memory';
+import { GuestMemory } from '../memory/guest-memory';
+import { Machine, type MachineShared } from './machine';
+import { VcpuRunner } from './vcpu-runner';
+import { VcpuControl, VcpuStatus } from './vcpu-control';
+import { formatCpuState } from './diagnostics';
+import { isTerminal } from './run-state';
+import { writeStderr, writeStdout } from '../log';
+import type { Outcome } from './dispatch';
+
+export interface VcpuThreadData {
+  shared: MachineShared;
+  vmFd: number;
+  maxMemslots: number;
+  vcpuFd: number;
+  index: number;
+  mmapSize: number;
+  control: SharedArrayBuffer;
+  kickSignal: number;
+}
+
+function dumpState(vcpu: KvmVcpu, memory: GuestMemory): string {
+  try {
+    const regs = vcpu.getRegs();
+    const sregs = vcpu.getSregs();
+    // QEMU prints 43 bytes before RIP and 21 from it; fewer if they straddle unmapped memory.
+    const before = 43;
+    const start = regs.rip - BigInt(before);
+    const phys = memory.translate(start, sregs.cr0, sregs.cr3, sregs.cr4);
+    const code = phys === undefined ? undefined : memory.slice(phys, before + 21);
+    return formatCpuState(regs, sregs, code, before);
+  } catch (e) {
+    return `(register dump unavailable: ${(e as Error).message})`;
+  }
+}
+
+function main(d: VcpuThreadData): void {
+  const n = native();
+  const control = new VcpuControl(d.control);
+  n.unblockSignal(d.kickSignal);
+  control.setTid(d.index, n.gettid());
+  const console = (b: Uint8Array) => writeStdout(b);
+  const host = new NativeHostMemory();
+  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console);
+  const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
+  const runner = new VcpuRunner(vcpu, machine);
+  let memory: GuestMemory | undefined;
+  const stopWith = (o: Extract<Outcome, { kind: 'stop' }>) => {
+    memory ??= new GuestMemory(d.shared.ram);
+    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory)}` : '';
+    writeStderr(`${o.lines.join('\n')}${dump}\n`);
+    machine.runState.transition(o.state);
+  };
+  control.setStatus(d.index, VcpuStatus.Running);
+  try {
+    for (;;) {
+      if (control.stopRequested(d.index)) break;
+      const { exit, outcome } = runner.run();
+      if (exit.kind === 'interrupted') {
+        vcpu.setImmediateExit(false);
+        if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;
+        continue;
+      }
+      if (outcome.kind === 'continue') continue;
+      if (outcome.kind === 'vcpu-done') {
+        if (control.markDone(d.index)) machine.runState.transition('shutdown', 0);
+        break;
+      }
+      if (outcome.kind === 'vm-exit') {
+        machine.runState.transition('shutdown', outcome.code);
+        break;
+      }
+      stopWith(outcome);
+      break;
+    }
+    control.setStatus(d.index, VcpuStatus.Stopped);
+  } catch (e) {
+    writeStderr(`tsvmm: vCPU ${d.index} thread failed: ${(e as Error).stack ?? e}\n`);
+    control.setStatus(d.index, VcpuStatus.Failed);
+    machine.runState.transition('internal-error');
+  }
+}
+
+main(workerData as VcpuThreadData);

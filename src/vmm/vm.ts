@@ -1,0 +1,187 @@
+// A running VM, from the main thread: opens KVM, builds the machine, boots the guest in long mode,
+// starts one worker thread per vCPU and stops them all (kick first, then join) when the VM reaches
+// a terminal run state. The process survives every guest failure: the VM stops instead.
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { native } from '../native';
+import { KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
+import { NativeHostMemory } from '../memory/host-memory';
+import { GuestMemory } from '../memory/guest-memory';
+import { Machine, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } from './machine';
+import { VcpuControl, VcpuStatus } from './vcpu-control';
+import { isTerminal, type RunState } from './run-state';
+import type { VcpuThreadData } from './vcpu-thread';
+import { writeStdout } from '../log';
+import { resolveGuest, loadGuest } from '../boot/guest-image';
+import { setupLongMode, vcpuBootState } from '../boot/long-mode';
+import { writeBootInfo, BOOT_INFO_GPA, type BootInfo } from '../boot/boot-info';
+import { CONTROL_BASE } from '../devices/control';
+import type { Stats } from './stats';
+
+/** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
+const KVM_TSS_GPA = 0xfffb_d000;
+
+export interface VmOptions {
+  machine: MachineConfig;
+  /** A built-in guest name or a path to a guest image. */
+  guest: string;
+  /** Guest parameters written into the boot info page. */
+  params?: Partial<Pick<BootInfo, 'iterations' | 'toggles' | 'configAccess' | 'probeGpa'>>;
+  kvmPath?: string;
+  /** Console sink (default: stdout). */
+  console?: (bytes: Uint8Array) => void;
+}
+
+export interface VmResult {
+  state: RunState;
+  exitCode: number;
+  wallSeconds: number;
+}
+
+export class Vm {
+  private readonly workers: Worker[] = [];
+  private readonly exited: Promise<void>[] = [];
+  private startedAt = 0;
+
+  private constructor(
+    readonly system: KvmSystem,
+    readonly kvmVm: KvmVm,
+    readonly machine: Machine,
+    readonly memory: GuestMemory,
+    readonly vcpus: KvmVcpu[],
+    readonly control: VcpuControl,
+    readonly bars: Map<string, Map<number, bigint>>,
+  ) {}
+
+  get stats(): Stats {
+    return this.machine.stats;
+  }
+
+  /** Builds and boots the VM (vCPUs not yet running). Throws typed errors for bad input. */
+  static create(opts: VmOptions): Vm {
+    const image = resolveGuest(opts.guest); // fail on a bad guest before touching KVM
+    const system = KvmSystem.open(opts.kvmPath);
+    const kvmVm = system.createVm();
+    kvmVm.setTssAddress(KVM_TSS_GPA);
+    const host = new NativeHostMemory();
+    const console = opts.console ?? ((b: Uint8Array) => writeStdout(b));
+    const machine = Machine.create(opts.machine, kvmVm, host, console);
+    const memory = new GuestMemory(machine.shared.ram);
+    const vcpuCount = opts.machine.vcpus;
+    setupLongMode(memory.low, vcpuCount);
+    const { entries } = loadGuest(memory.low, image.bytes);
+    const bars = machine.assignBars();
+    const firstDevice = opts.machine.passthrough[0];
+    writeBootInfo(new DataView(memory.low.buffer, memory.low.byteOffset, memory.low.byteLength), {
+      vcpus: vcpuCount,
+      ramBytes: opts.machine.ramBytes,
+      controlBase: CONTROL_BASE,
+      ecamBase: ECAM_BASE,
+      pciWindowBase: PCI_MMIO_BASE,
+      pciWindowEnd: PCI_MMIO_END,
+      pciBdf: firstDevice ? firstDevice.slot << 3 : 0,
+      bar0: firstDevice ? (bars.get(firstDevice.name)?.get(0) ?? 0n) : 0n,
+      iterations: opts.params?.iterations ?? 0,
+      toggles: opts.params?.toggles ?? 0,
+      configAccess: opts.params?.configAccess ?? 0,
+      probeGpa: opts.params?.probeGpa ?? 0n,
+    });
+    const mmapSize = system.vcpuMmapSize();
+    const vcpus: KvmVcpu[] = [];
+    for (let i = 0; i < vcpuCount; i++) {
+      const v = new KvmVcpu(kvmVm.createVcpu(i), i, mmapSize);
+      const entry = entries[Math.min(i, entries.length - 1)]!;
+      const { regs, sregs } = vcpuBootState(i, entry);
+      v.setSregs(sregs);
+      v.setRegs(regs);
+      vcpus.push(v);
+    }
+    return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars);
+  }
+
+  static bootInfoGpa(): number {
+    return Number(BOOT_INFO_GPA);
+  }
+
+  /** Starts one worker thread per vCPU. */
+  start(): void {
+    const n = native();
+    const kick = n.constants.SIGUSR2!;
+    if (n.installKickHandler(kick) < 0) throw new Error('cannot install the vCPU kick signal handler');
+    this.machine.runState.transition('running');
+    this.startedAt = performance.now();
+    for (const v of this.vcpus) {
+      const data: VcpuThreadData = {
+        shared: this.machine.shared,
+        vmFd: this.kvmVm.fd,
+        maxMemslots: this.kvmVm.maxMemslots,
+        vcpuFd: v.fd,
+        index: v.index,
+        mmapSize: v.mmapSize,
+        control: this.control.shared,
+        kickSignal: kick,
+      };
+      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
+      this.workers.push(w);
+      this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
+      w.on('error', (e) => {
+        process.stderr.write(`tsvmm: vCPU ${v.index} worker error: ${e.stack ?? e}\n`);
+        this.machine.runState.transition('internal-error');
+      });
+    }
+  }
+
+  /** Asks the VM to stop (e.g. on SIGINT): the run state becomes `shutdown` with this status. */
+  requestShutdown(exitCode: number): void {
+    this.machine.runState.transition('shutdown', exitCode);
+  }
+
+  /** Resolves when the VM reached a terminal state and every vCPU thread has exited. */
+  async wait(): Promise<VmResult> {
+    const rs = this.machine.runState;
+    for (;;) {
+      const s = rs.state;
+      if (isTerminal(s)) break;
+      // A worker that died without changing the state must not hang us: poll at a low rate.
+      await rs.waitChange(s, 200);
+      if (this.workers.length > 0 && this.control.vcpus > 0 && this.allThreadsGone()) break;
+    }
+    await this.stopVcpus();
+    return { state: rs.state, exitCode: rs.exitCode, wallSeconds: (performance.now() - this.startedAt) / 1000 };
+  }
+
+  private allThreadsGone(): boolean {
+    for (let i = 0; i < this.control.vcpus; i++) {
+      const s = this.control.status(i);
+      if (s === VcpuStatus.Running || s === VcpuStatus.Starting) return false;
+    }
+    return true;
+  }
+
+  /** Kicks every vCPU out of KVM_RUN until its thread has exited. */
+  private async stopVcpus(): Promise<void> {
+    const n = native();
+    const pid = n.getpid();
+    const kick = n.constants.SIGUSR2!;
+    let done = false;
+    const all = Promise.all(this.exited).then(() => {
+      done = true;
+    });
+    while (!done) {
+      for (const v of this.vcpus) {
+        this.control.requestStop(v.index);
+        v.setImmediateExit(true); // covers a thread that is about to enter KVM_RUN
+        const tid = this.control.tid(v.index);
+        if (tid > 0 && this.control.status(v.index) === VcpuStatus.Running) n.tgkill(pid, tid, kick);
+      }
+      await Promise.race([all, new Promise((r) => setTimeout(r, 10))]);
+    }
+  }
+
+  /** Releases KVM fds. Call after wait(). */
+  close(): void {
+    for (const v of this.vcpus) native().close(v.fd);
+    this.kvmVm.close();
+    this.system.close();
+  }
+}

@@ -1,0 +1,179 @@
+// Exit dispatch and the memory-fault policy on the real machine model, fed synthetic exits (no KVM).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Machine, type MachineConfig } from '../src/vmm/machine';
+import { dispatchExit, type Outcome } from '../src/vmm/dispatch';
+import { RefaultGuard, MAX_RETRIES_WITHOUT_PROGRESS } from '../src/vmm/memory-fault-policy';
+import { runSteps } from '../src/vmm/steps';
+import { Run, ExitReason } from '../src/kvm/constants';
+import { decodeExit, type VcpuExit } from '../src/kvm/exit';
+import { PciHostBridge } from '../src/devices/pci/host-bridge';
+import { ShmHostDevice, SHM_DEVICE_ID_VALUE } from '../src/devices/pci/shm-backend';
+import { FakeHostMemory, RecordingVm } from './fakes';
+
+const BAR0 = 0xc000_0000n;
+
+function setup(over: Partial<MachineConfig> = {}) {
+  const vm = new RecordingVm();
+  const host = new FakeHostMemory();
+  const out: number[] = [];
+  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over }, vm, host, (b) => out.push(...b));
+  const bars = m.assignBars();
+  const page = new DataView(new ArrayBuffer(4096));
+  const state = { vcpu: 1, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: m.revocationGeneration() };
+  const dispatch = (exit: VcpuExit): Outcome => {
+    const o = dispatchExit(exit, m, state);
+    runSteps(m.ctx.pending.splice(0));
+    return o;
+  };
+  return { vm, host, m, bars, page, state, dispatch, out };
+}
+
+const io = (direction: 'in' | 'out', port: number, size: 1 | 2 | 4, page: DataView, value = 0): VcpuExit => {
+  if (direction === 'out') page.setUint32(1024, value, true);
+  return { kind: 'io', direction, size, port, count: 1, dataOffset: 1024 };
+};
+
+function configWrite(s: ReturnType<typeof setup>, reg: number, size: 1 | 2 | 4, value: number) {
+  s.dispatch(io('out', 0xcf8, 4, s.page, PciHostBridge.configAddress(0, 3, 0, reg)));
+  return s.dispatch(io('out', 0xcfc + (reg & 3), size, s.page, value));
+}
+
+const mmioRead = (gpa: bigint, len: number): VcpuExit => ({ kind: 'mmio', gpa, len, isWrite: false, data: 0n });
+
+test('firmware BAR assignment maps BAR0 as a memslot with memory decode on', () => {
+  const s = setup();
+  assert.equal(s.bars.get('pt0')!.get(0), BAR0);
+  const slot = s.vm.slotAt(BAR0)!;
+  assert.ok(slot);
+  assert.ok(s.host.accessibleAt(slot.hostAddress));
+});
+
+test('clearing PCI_COMMAND.MEM: memslot deleted, host mapping revoked, reads of the BAR complete as UR (all ones)', () => {
+  for (const barOrder of ['qemu', 'unmap-first'] as const) {
+    const s = setup({ barOrder });
+    const hostAddress = s.vm.slotAt(BAR0)!.hostAddress;
+    const cmd = s.m.passthrough[0]!.config.command();
+    assert.equal(configWrite(s, 4, 2, cmd & ~2).kind, 'continue');
+    assert.equal(s.vm.slotAt(BAR0), undefined, barOrder);
+    assert.equal(s.host.accessibleAt(hostAddress), false);
+    for (const len of [1, 2, 4, 8]) {
+      assert.equal(s.dispatch(mmioRead(BAR0, len)).kind, 'continue');
+      assert.equal(s.page.getBigUint64(Run.mmioData, true) & ((1n << BigInt(8 * len)) - 1n), len === 8 ? 0xffff_ffff_ffff_ffffn : (1n << BigInt(8 * len)) - 1n);
+    }
+    s.dispatch({ kind: 'mmio', gpa: BAR0 + 0x100n, len: 8, isWrite: true, data: 42n });
+    assert.equal(s.m.stats.get('ur.reads'), 4);
+    assert.equal(s.m.stats.get('ur.droppedWrites'), 1);
+    // Decode back on: memslot and host mapping return, the dropped write did not land.
+    configWrite(s, 4, 2, cmd);
+    assert.ok(s.vm.slotAt(BAR0));
+    assert.equal(s.host.accessibleAt(hostAddress), true);
+    const dev = s.m.passthrough[0]!;
+    assert.equal(dev.host.regionRead(0, 0n, 8), SHM_DEVICE_ID_VALUE);
+    assert.equal(dev.host.regionRead(0, 0x100n, 8), 0n);
+  }
+});
+
+test('BAR orders: qemu revokes before the memslot goes; unmap-first deletes the memslot first', () => {
+  for (const [barOrder, expected] of [
+    ['qemu', ['device-config-write', 'emulated-config-update', 'memory-map-update']],
+    ['unmap-first', ['memory-map-update (decode off)', 'device-config-write', 'emulated-config-update', 'memory-map-update']],
+  ] as const) {
+    const s = setup({ barOrder });
+    s.m.ctx.reset(0);
+    const dev = s.m.passthrough[0]!;
+    const steps = dev.configWriteSteps(4, 2, dev.config.command() & ~2);
+    assert.deepEqual(steps.map((x) => x.name.replace('pt0: ', '')), expected);
+  }
+});
+
+test('unannotated EFAULT: recovered after a revocation since entry, fatal otherwise', () => {
+  const s = setup();
+  const efault: VcpuExit = { kind: 'run-error', errno: 14 };
+  const fatal = s.dispatch(efault);
+  assert.equal(fatal.kind, 'stop');
+  assert.match((fatal as { lines: string[] }).lines.join('\n'), /error: kvm run failed Bad address[\s\S]*outside any passthrough BAR/);
+  // A host-side revocation while the vCPU was in KVM_RUN.
+  (s.m.passthrough[0]!.host as ShmHostDevice).hostRevoke();
+  assert.ok(s.vm.slotAt(BAR0), 'the host revoke alone does not touch memslots');
+  assert.equal(s.dispatch(efault).kind, 'continue');
+  assert.equal(s.vm.slotAt(BAR0), undefined, 'recovery deleted the memslot');
+  assert.equal(s.m.stats.get('fault.efaultRecovered'), 1);
+  // The retried access now exits as MMIO and reads all ones while the host holds the device.
+  s.dispatch(mmioRead(BAR0, 4));
+  assert.equal(s.page.getUint32(Run.mmioData, true), 0xffff_ffff);
+});
+
+test('KVM_EXIT_MEMORY_FAULT: BAR -> retry; outside any BAR, unknown flags, private -> fatal with details', () => {
+  const s = setup();
+  const mf = (gpa: bigint, flags = 0n): VcpuExit => ({ kind: 'memory-fault', errno: 14, flags, gpa, size: 4096n });
+  const cmd = s.m.passthrough[0]!.config.command();
+  configWrite(s, 4, 2, cmd & ~2);
+  assert.equal(s.dispatch(mf(BAR0)).kind, 'continue');
+  const outside = s.dispatch(mf(0x20_0000n)) as { kind: string; lines: string[] };
+  assert.equal(outside.kind, 'stop');
+  assert.match(outside.lines.join('\n'), /gpa 0x200000 size 0x1000 flags 0x0 .* not in any passthrough BAR \(ram region 'ram0'\)/);
+  assert.match((s.dispatch(mf(BAR0, 0x10n)) as { lines: string[] }).lines[0]!, /^KVM_EXIT_MEMORY_FAULT: Unknown flag 0x10$/);
+  assert.match((s.dispatch(mf(BAR0, 8n)) as { lines: string[] }).lines[0]!, /private memory .* not supported/);
+});
+
+test('refault guard: the same fault with no memory-map change stops the VM after the bound', () => {
+  const s = setup();
+  const mf: VcpuExit = { kind: 'memory-fault', errno: 14, flags: 0n, gpa: BAR0, size: 4096n };
+  let o: Outcome = { kind: 'continue' };
+  let n = 0;
+  while (o.kind === 'continue' && n < 100) {
+    o = s.dispatch(mf);
+    n++;
+  }
+  assert.equal(n, MAX_RETRIES_WITHOUT_PROGRESS + 1);
+  const text = (o as { lines: string[] }).lines.join('\n');
+  assert.match(text, /refault loop on vCPU 1: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 .* retried 5 times/);
+  assert.match(text, /pt0 BAR0 \[0xc0000000, \+0x1000\) decode on, host mapping accessible, memslot present/);
+  // Progress (any other exit) resets it.
+  s.state.guard.progress();
+  assert.equal(s.dispatch(mf).kind, 'continue');
+});
+
+test('QEMU policy: an unannotated EFAULT is "kvm run failed Bad address"; unassigned reads are 0', () => {
+  const s = setup({ policy: 'qemu' });
+  const o = s.dispatch({ kind: 'run-error', errno: 14 }) as { kind: string; lines: string[] };
+  assert.deepEqual([o.kind, o.lines[0]], ['stop', 'error: kvm run failed Bad address']);
+  configWrite(s, 4, 2, s.m.passthrough[0]!.config.command() & ~2);
+  s.dispatch(mmioRead(BAR0, 4));
+  assert.equal(s.page.getUint32(Run.mmioData, true), 0);
+});
+
+test('unclaimed port reads are all ones, writes dropped; serial output reaches the console', () => {
+  const s = setup();
+  s.dispatch(io('in', 0x80, 2, s.page));
+  assert.equal(s.page.getUint16(1024, true), 0xffff);
+  s.dispatch(io('out', 0x3f8, 1, s.page, 0x41));
+  assert.deepEqual(s.out, [0x41]);
+  assert.equal(s.m.stats.get('pio.unclaimed'), 1);
+});
+
+test('control device: exit status, vcpu done, guest panic report', () => {
+  const s = setup();
+  const w = (off: bigint, v: bigint): VcpuExit => ({ kind: 'mmio', gpa: 0xfeb0_0000n + off, len: 8, isWrite: true, data: v });
+  assert.deepEqual(s.dispatch(w(0n, 3n)), { kind: 'vm-exit', code: 3 });
+  assert.equal(s.dispatch(w(8n, 1n)).kind, 'vcpu-done');
+  s.dispatch(w(0x20n, 13n));
+  s.dispatch(w(0x30n, 0x100123n));
+  const p = s.dispatch(w(0x38n, 1n)) as { kind: string; state: string; lines: string[] };
+  assert.equal(p.state, 'guest-panicked');
+  assert.match(p.lines[0]!, /guest exception #GP \(vector 13, error code 0x0\) at rip 0x100123 on vCPU 1/);
+});
+
+test('decoded exits from a kvm_run image drive dispatch end to end', () => {
+  const s = setup();
+  const v = s.page;
+  v.setUint32(Run.exitReason, ExitReason.SHUTDOWN, true);
+  const o = s.dispatch(decodeExit(v, 0)) as { kind: string; lines: string[] };
+  assert.match(o.lines[0]!, /triple fault \(KVM_EXIT_SHUTDOWN\) on vCPU 1/);
+  v.setUint32(Run.exitReason, ExitReason.FAIL_ENTRY, true);
+  v.setBigUint64(Run.failEntryHardwareReason, 0x21n, true);
+  assert.equal((s.dispatch(decodeExit(v, 0)) as { lines: string[] }).lines[0], 'KVM: entry failed, hardware error 0x21');
+  v.setUint32(Run.exitReason, 77, true);
+  assert.equal((s.dispatch(decodeExit(v, 0)) as { lines: string[] }).lines[0], 'KVM: unknown exit reason 77');
+});

@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { allOnes, completeMmioRead, decodeExit, readLe } from '../src/kvm/exit';
+import { ExitReason, Run } from '../src/kvm/constants';
+
+function page(reason: number): DataView {
+  const v = new DataView(new ArrayBuffer(4096));
+  v.setUint32(Run.exitReason, reason, true);
+  return v;
+}
+
+test('IO exit: direction, size, port, count, data offset', () => {
+  const v = page(ExitReason.IO);
+  v.setUint8(Run.ioDirection, 1);
+  v.setUint8(Run.ioSize, 2);
+  v.setUint16(Run.ioPort, 0xcfc, true);
+  v.setUint32(Run.ioCount, 3, true);
+  v.setBigUint64(Run.ioDataOffset, 4096n - 16n, true);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'io', direction: 'out', size: 2, port: 0xcfc, count: 3, dataOffset: 4080 });
+  v.setUint8(Run.ioDirection, 0);
+  assert.equal((decodeExit(v, 0) as { direction: string }).direction, 'in');
+});
+
+test('MMIO exit: write data is the low len bytes, little endian; reads carry no data', () => {
+  const v = page(ExitReason.MMIO);
+  v.setBigUint64(Run.mmioPhysAddr, 0xc000_0008n, true);
+  v.setBigUint64(Run.mmioData, 0x1122_3344_5566_7788n, true);
+  v.setUint32(Run.mmioLen, 2, true);
+  v.setUint8(Run.mmioIsWrite, 1);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'mmio', gpa: 0xc000_0008n, len: 2, isWrite: true, data: 0x7788n });
+  v.setUint8(Run.mmioIsWrite, 0);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'mmio', gpa: 0xc000_0008n, len: 2, isWrite: false, data: 0n });
+});
+
+test('completing an MMIO read writes exactly len bytes into run->mmio.data', () => {
+  const v = page(ExitReason.MMIO);
+  v.setBigUint64(Run.mmioData, 0xaaaa_aaaa_aaaa_aaaan, true);
+  completeMmioRead(v, 4, 0xffff_ffffn);
+  assert.equal(v.getBigUint64(Run.mmioData, true), 0xaaaa_aaaa_ffff_ffffn);
+  assert.equal(readLe(v, Run.mmioData, 4), 0xffff_ffffn);
+});
+
+test('all ones sized to the access', () => {
+  assert.deepEqual([1, 2, 4, 8].map(allOnes), [0xffn, 0xffffn, 0xffff_ffffn, 0xffff_ffff_ffff_ffffn]);
+});
+
+test('MEMORY_FAULT is decoded only for -EFAULT/-EHWPOISON with exit_reason 39', () => {
+  const v = page(ExitReason.MEMORY_FAULT);
+  v.setBigUint64(Run.memoryFaultFlags, 0n, true);
+  v.setBigUint64(Run.memoryFaultGpa, 0xc000_0000n, true);
+  v.setBigUint64(Run.memoryFaultSize, 4096n, true);
+  assert.deepEqual(decodeExit(v, -14), { kind: 'memory-fault', errno: 14, flags: 0n, gpa: 0xc000_0000n, size: 4096n });
+  assert.equal(decodeExit(v, -133).kind, 'memory-fault');
+  // Any other errno: exit_reason is stale and must not be trusted.
+  assert.deepEqual(decodeExit(v, -22), { kind: 'run-error', errno: 22 });
+  // Today's kernels: EFAULT without the annotation (exit_reason rewritten to 0 on this host).
+  assert.deepEqual(decodeExit(page(0), -14), { kind: 'run-error', errno: 14 });
+  // ret 0 with reason 39 is not a memory fault exit either: it is an unsupported exit.
+  assert.deepEqual(decodeExit(v, 0), { kind: 'unsupported', reason: 39 });
+});
+
+test('EINTR and EAGAIN are interruptions, not errors', () => {
+  assert.deepEqual(decodeExit(page(ExitReason.MMIO), -4), { kind: 'interrupted', errno: 4 });
+  assert.deepEqual(decodeExit(page(ExitReason.MMIO), -11), { kind: 'interrupted', errno: 11 });
+});
+
+test('fail entry, internal error, system event, unknown, catch-all', () => {
+  let v = page(ExitReason.FAIL_ENTRY);
+  v.setBigUint64(Run.failEntryHardwareReason, 0x80000021n, true);
+  v.setUint32(Run.failEntryCpu, 1, true);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'fail-entry', hardwareReason: 0x80000021n, cpu: 1 });
+  v = page(ExitReason.INTERNAL_ERROR);
+  v.setUint32(Run.internalSuberror, 1, true);
+  v.setUint32(Run.internalNdata, 2, true);
+  v.setBigUint64(Run.internalData, 5n, true);
+  v.setBigUint64(Run.internalData + 8, 6n, true);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'internal-error', suberror: 1, data: [5n, 6n] });
+  v = page(ExitReason.SYSTEM_EVENT);
+  v.setUint32(Run.systemEventType, 1, true);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'system-event', type: 1, data: [] });
+  v = page(ExitReason.UNKNOWN);
+  v.setBigUint64(Run.hwHardwareReason, 0x7bn, true);
+  assert.deepEqual(decodeExit(v, 0), { kind: 'unknown', hardwareReason: 0x7bn });
+  assert.deepEqual(decodeExit(page(ExitReason.HLT), 0), { kind: 'hlt' });
+  assert.deepEqual(decodeExit(page(ExitReason.SHUTDOWN), 0), { kind: 'shutdown' });
+  assert.deepEqual(decodeExit(page(1234), 0), { kind: 'unsupported', reason: 1234 });
+});

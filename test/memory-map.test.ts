@@ -1,0 +1,82 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { flatten, lookup, type Region } from '../src/memory/flatten';
+import { MemoryMap } from '../src/memory/memory-map';
+import { RecordingVm } from './fakes';
+
+const region = (id: number, gpa: bigint, size: bigint, priority = 0, kind: Region['kind'] = 'ram'): Region => ({
+  id, name: `r${id}`, kind, gpa, size, priority, hostAddress: 0x10000n * BigInt(id), readOnly: false, handler: -1,
+});
+
+test('flatten: higher priority wins, ties go to the later region, pieces of one region are fused', () => {
+  const ram = region(1, 0n, 0x10000n);
+  const bar = region(2, 0x4000n, 0x2000n, 1, 'mmio');
+  const view = flatten([ram, bar]);
+  assert.deepEqual(view.map((f) => [f.region.id, f.gpa, f.size, f.offset]), [
+    [1, 0n, 0x4000n, 0n],
+    [2, 0x4000n, 0x2000n, 0n],
+    [1, 0x6000n, 0xa000n, 0x6000n],
+  ]);
+  assert.equal(lookup(view, 0x5fffn)?.region.id, 2);
+  assert.equal(lookup(view, 0x6000n)?.region.id, 1);
+  assert.equal(lookup(view, 0x10000n), undefined);
+  const later = region(3, 0n, 0x1000n);
+  assert.equal(lookup(flatten([ram, later]), 0n)?.region.id, 3);
+});
+
+test('flatten (property): every address resolves to the winning region that covers it', () => {
+  const arb = fc.array(fc.record({ gpa: fc.integer({ min: 0, max: 64 }), size: fc.integer({ min: 1, max: 32 }), priority: fc.integer({ min: 0, max: 2 }) }), { maxLength: 6 });
+  fc.assert(
+    fc.property(arb, (rs) => {
+      const regions = rs.map((r, i) => region(i + 1, BigInt(r.gpa), BigInt(r.size), r.priority));
+      const view = flatten(regions);
+      for (let a = 0n; a < 100n; a++) {
+        const covering = regions.filter((r) => a >= r.gpa && a < r.gpa + r.size);
+        const want = covering.sort((x, y) => y.priority - x.priority || y.id - x.id)[0];
+        const got = lookup(view, a);
+        assert.equal(got?.region.id, want?.id);
+        if (got) assert.equal(got.offset + (a - got.gpa), a - got.region.gpa);
+      }
+      for (let i = 1; i < view.length; i++) assert.ok(view[i - 1]!.gpa + view[i - 1]!.size <= view[i]!.gpa);
+    }),
+  );
+});
+
+test('memory map: memslots follow the flat view, deletions before additions, only mmio is trapped', () => {
+  const vm = new RecordingVm();
+  const map = MemoryMap.create(vm);
+  map.addRegion({ name: 'ram', kind: 'ram', gpa: 0n, size: 0x10_0000n, priority: 0, hostAddress: 0x7000_0000_0000n, readOnly: false, handler: -1 });
+  const bar = map.addRegion({ name: 'bar', kind: 'host-mapped', gpa: 0xc000_0000n, size: 0x1000n, priority: 1, hostAddress: 0x7100_0000_0000n, readOnly: false, handler: 2 });
+  map.addRegion({ name: 'ctl', kind: 'mmio', gpa: 0xfeb0_0000n, size: 0x1000n, priority: 0, hostAddress: 0n, readOnly: false, handler: 0 });
+  map.commit();
+  assert.equal(vm.slots.size, 2);
+  assert.equal(vm.slotAt(0xfeb0_0000n), undefined);
+  const g0 = map.generation;
+  // Trap the BAR (host mapping revoked): its memslot goes.
+  map.updateRegion(bar, { kind: 'mmio' });
+  const steps = map.commitSteps();
+  assert.deepEqual(steps.map((s) => s.name.split(' ')[0]), ['memslot-delete']);
+  map.commit();
+  assert.equal(vm.slotAt(0xc000_0000n), undefined);
+  assert.ok(map.generation > g0);
+  // Move + re-map: delete old before adding new.
+  map.updateRegion(bar, { kind: 'host-mapped', gpa: 0xc010_0000n });
+  map.commit();
+  assert.ok(vm.slotAt(0xc010_0000n));
+  vm.log.length = 0;
+  map.updateRegion(bar, { gpa: 0xc020_0000n });
+  map.commit();
+  assert.deepEqual(vm.log.map((l) => l.split(' ')[0]), ['del', 'add']);
+});
+
+test('memory map: misaligned memslot regions and a second thread see the same map', () => {
+  const map = MemoryMap.create(new RecordingVm());
+  assert.throws(() => map.addRegion({ name: 'bad', kind: 'ram', gpa: 0x800n, size: 0x1000n, priority: 0, hostAddress: 0n, readOnly: false, handler: -1 }), /page aligned/);
+  map.addRegion({ name: 'dev', kind: 'mmio', gpa: 0x800n, size: 0x10n, priority: 0, hostAddress: 0n, readOnly: false, handler: 4 });
+  const other = new MemoryMap(map.shared);
+  assert.equal(other.resolve(0x808n)?.region.name, 'dev');
+  other.addRegion({ name: 'ram', kind: 'ram', gpa: 0x10000n, size: 0x1000n, priority: 0, hostAddress: 0x1000n, readOnly: false, handler: -1 });
+  assert.equal(map.resolve(0x10000n)?.region.name, 'ram', 'the first thread sees the second one\'s region');
+  assert.throws(() => other.commit(), /no hypervisor VM/);
+});
