@@ -1,2 +1,160 @@
+// `tsvmm race`: the disabled-BAR reproducer on real KVM. vCPU 0 toggles PCI_COMMAND.MEM of a
+// passthrough function (shm backend: its host mapping is really revoked on MEM 1->0, as vfio-pci
+// does); vCPUs 1..N-1 hammer BAR0 at CPL3 and classify every value they read.
 import type { Command } from 'commander';
-export function registerRaceCommand(_program: Command): void {}
+import { Vm } from '../vmm/vm';
+import { readResults } from '../boot/boot-info';
+import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { runSteps } from '../vmm/steps';
+import { isTerminal } from '../vmm/run-state';
+import { LatencySamples } from '../vmm/latency';
+import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
+import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+
+export interface RaceReport {
+  policy: PolicyName;
+  barOrder: 'qemu' | 'unmap-first';
+  vcpus: number;
+  configAccess: 'cf8' | 'ecam';
+  hostRevokeRate: number;
+  toggles: number;
+  accesses: number;
+  urReads: number;
+  droppedWrites: number;
+  efaultsRecovered: number;
+  memoryFaultExitsRecovered: number;
+  emulatedMmioRecovered: number;
+  mmioExitsAnsweredUR: number;
+  slowPathReads: number;
+  hostRevocations: number;
+  badValues: number;
+  firstBad?: { vcpu: number; value: string; width: number; offset: number; expected: string };
+  vmDeaths: number;
+  runState: string;
+  faultToCompletionMicros?: { samples: number; median: number; p99: number };
+  wallSeconds: number;
+}
+
+export interface RaceOptions {
+  vcpus: number;
+  toggles: number;
+  policy: PolicyName;
+  barOrder: 'qemu' | 'unmap-first';
+  configAccess: 'cf8' | 'ecam';
+  hostRevokeRate: number;
+  kvmPath?: string;
+}
+
+/** Host-initiated revocations at random moments (Poisson, `rate` per second), each held briefly. */
+function startHostRevoker(vm: Vm, rate: number): () => void {
+  const host = vm.machine.passthrough[0]!.host as ShmHostDevice;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const delay = () => Math.max(0, -Math.log(1 - Math.random()) * (1000 / rate));
+  const revoke = () => {
+    if (stopped || isTerminal(vm.machine.runState.state)) return;
+    host.hostRevoke(); // no device lock: the host does not ask the VMM
+    vm.stats.add('host.revocations');
+    timer = setTimeout(restore, Math.random() * 2);
+  };
+  const restore = () => {
+    // The VMM is told when the host gives the device back, and maps it again under the lock.
+    vm.machine.lock.with(() => {
+      host.hostRestore();
+      runSteps(vm.machine.resyncBars());
+    });
+    vm.stats.add('host.restorations');
+    if (!stopped) timer = setTimeout(revoke, delay());
+  };
+  timer = setTimeout(revoke, delay());
+  return () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+  };
+}
+
+export async function runRace(o: RaceOptions): Promise<RaceReport> {
+  const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
+  const vm = Vm.create({
+    machine: { ramBytes: 64n << 20n, vcpus: o.vcpus, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: o.policy, barOrder },
+    guest: 'race',
+    params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0 },
+    kvmPath: o.kvmPath,
+  });
+  vm.start();
+  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
+  const r = await vm.wait();
+  stopRevoker();
+  const ram = vm.memory.low;
+  const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
+  const accessors = results.slice(1);
+  const s = vm.stats;
+  const lat = vm.latency.values();
+  let firstBad: RaceReport['firstBad'];
+  accessors.forEach((a, i) => {
+    if (!firstBad && a.badValues > 0n) {
+      firstBad = { vcpu: i + 1, value: `0x${a.firstBadValue.toString(16)}`, width: Number(a.firstBadWidth), offset: Number(a.firstBadOffset), expected: `0x${a.firstBadExpected.toString(16)}` };
+    }
+  });
+  vm.close();
+  const sum = (f: (x: (typeof results)[number]) => bigint) => Number(accessors.reduce((t, x) => t + f(x), 0n));
+  return {
+    policy: o.policy,
+    barOrder,
+    vcpus: o.vcpus,
+    configAccess: o.configAccess,
+    hostRevokeRate: o.hostRevokeRate,
+    toggles: Number(results[0]!.toggles),
+    accesses: sum((x) => x.accesses),
+    urReads: sum((x) => x.urReads),
+    droppedWrites: s.get('ur.droppedWrites'),
+    efaultsRecovered: s.get('fault.efaultRecovered'),
+    memoryFaultExitsRecovered: s.get('fault.memoryFaultRecovered'),
+    emulatedMmioRecovered: s.get('fault.emulatedMmioRecovered'),
+    mmioExitsAnsweredUR: s.get('ur.mmioExits') + s.get('passthrough.slowPathErrors'),
+    slowPathReads: s.get('passthrough.slowPathReads'),
+    hostRevocations: s.get('host.revocations'),
+    badValues: sum((x) => x.badValues),
+    ...(firstBad ? { firstBad } : {}),
+    vmDeaths: r.state === 'internal-error' ? 1 : 0,
+    runState: r.state,
+    ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) } } : {}),
+    wallSeconds: round(r.wallSeconds),
+  };
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+export function registerRaceCommand(program: Command): void {
+  program
+    .command('race')
+    .description('the disabled-BAR race: one vCPU toggles PCI_COMMAND.MEM while the others access BAR0 at CPL3')
+    .option('--vcpus <n>', 'vCPUs (1 toggler + N-1 accessors)', '2')
+    .option('--toggles <t>', 'MEM clear/set cycles', '20000')
+    .option('--policy <p>', `memory-fault policy: ${POLICY_NAMES.filter((p) => p !== 'cloud-hypervisor').join('|')}`, 'tsvmm')
+    .option('--bar-order <o>', 'BAR disable order: qemu|unmap-first (default unmap-first; the qemu policy implies qemu)', 'unmap-first')
+    .option('--config-access <m>', 'how the toggler reaches config space: cf8|ecam', 'cf8')
+    .option('--host-revoke <rate>', 'host-initiated revocations per second at random moments (0 = off)', '0')
+    .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
+    .option('--json', 'print the report as JSON')
+    .action(async (raw: Record<string, string | boolean>) => {
+      let report: RaceReport;
+      try {
+        const o: RaceOptions = {
+          vcpus: parseIntOption('--vcpus', String(raw.vcpus), 2, 16),
+          toggles: parseIntOption('--toggles', String(raw.toggles), 1, 10_000_000),
+          policy: parseChoice('--policy', String(raw.policy), ['tsvmm', 'qemu'] as const),
+          barOrder: parseChoice('--bar-order', String(raw.barOrder), ['qemu', 'unmap-first'] as const),
+          configAccess: parseChoice('--config-access', String(raw.configAccess), ['cf8', 'ecam'] as const),
+          hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
+          kvmPath: String(raw.kvm),
+        };
+        report = await runRace(o);
+      } catch (e) {
+        reportErrorAndExit(e);
+      }
+      if (raw.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+      else for (const [k, v] of Object.entries(report)) process.stdout.write(`${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`);
+      process.exitCode = report.vmDeaths > 0 || report.badValues > 0 ? 1 : 0;
+    });
+}

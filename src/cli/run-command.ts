@@ -12,13 +12,15 @@ export function registerRunCommand(program: Command): void {
     .option('--vcpus <n>', 'number of vCPUs', '1')
     .option('--mem <size>', 'guest RAM (e.g. 256M, 1G)', '64M')
     .option('--iterations <n>', 'loop count for the loop guests', '100000')
-    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string }) => {
+    .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
+    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string }) => {
       let vm: Vm | undefined;
       try {
         vm = Vm.create({
           machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
           guest: o.guest,
           params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
+          kvmPath: o.kvm,
         });
       } catch (e) {
         reportErrorAndExit(e);

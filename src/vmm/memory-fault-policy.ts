@@ -52,6 +52,10 @@ export interface VcpuFaultState {
   vcpu: number;
   /** The revocation generation read before the KVM_RUN that returned this fault. */
   revocationGenerationAtEntry: number;
+  /** The memory-map generation read before that KVM_RUN (absent: not tracked). */
+  memoryMapGenerationAtEntry?: number;
+  /** Some passthrough BAR's host mapping was revoked when the vCPU entered. */
+  barRevokedAtEntry?: boolean;
   guard: RefaultGuard;
 }
 
@@ -151,7 +155,10 @@ class TsvmmPolicy implements MemoryFaultPolicy {
     const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
     const generationNow = facts.revocationGeneration();
     const revokedSinceEntry = generationNow !== vcpu.revocationGenerationAtEntry;
-    if (!revokedSinceEntry && revokedNow.length === 0) {
+    // A mapping revoked before entry, while its memslot still existed, faults the same way; by now
+    // that memslot may be gone (the map changed) or the mapping restored (accessible again).
+    const staleAtEntry = vcpu.barRevokedAtEntry === true && (facts.memoryMapGeneration() !== vcpu.memoryMapGenerationAtEntry || bars.some((b) => b.hostAccessible));
+    if (!revokedSinceEntry && revokedNow.length === 0 && !staleAtEntry) {
       return {
         kind: 'fatal',
         lines: [

@@ -13,6 +13,11 @@ export class VcpuRunner {
   readonly guard = new RefaultGuard();
   /** The revocation generation read before the last entry (the EFAULT policy compares it). */
   revocationGenerationAtEntry = 0;
+  /** The memory-map generation read before the last entry. */
+  memoryMapGenerationAtEntry = 0;
+  /** Some passthrough BAR's host mapping was revoked at the last entry (a memslot may still have
+   * pointed at it, so an EFAULT can come from it even after that memslot is gone). */
+  barRevokedAtEntry = false;
   private holdsLock = false;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
@@ -21,8 +26,15 @@ export class VcpuRunner {
    * the fault is then visible as a change, whatever the interleaving. */
   enter(): VcpuExit {
     this.revocationGenerationAtEntry = this.machine.revocationGeneration();
+    this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
+    this.barRevokedAtEntry = this.anyBarRevoked();
     const ret = this.vcpu.run();
     return decodeExit(this.vcpu.runPage, ret);
+  }
+
+  private anyBarRevoked(): boolean {
+    for (const d of this.machine.passthrough) for (const i of d.slowPaths.keys()) if (!d.host.mappingAccessible(i)) return true;
+    return false;
   }
 
   /** Whether beginHandle() would need the device lock for this exit. */
@@ -50,6 +62,8 @@ export class VcpuRunner {
         runPage: this.vcpu.runPage,
         guard: this.guard,
         revocationGenerationAtEntry: this.revocationGenerationAtEntry,
+        memoryMapGenerationAtEntry: this.memoryMapGenerationAtEntry,
+        barRevokedAtEntry: this.barRevokedAtEntry,
       });
       return { outcome, pending: this.machine.ctx.pending.splice(0) };
     } catch (e) {

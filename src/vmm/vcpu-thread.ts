@@ -17,6 +17,7 @@ import { formatCpuState } from './diagnostics';
 import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
 import type { Outcome } from './dispatch';
+import { LatencySamples } from './latency';
 
 export interface VcpuThreadData {
   shared: MachineShared;
@@ -27,6 +28,8 @@ export interface VcpuThreadData {
   mmapSize: number;
   control: SharedArrayBuffer;
   kickSignal: number;
+  /** Fault-to-completion latency samples (LatencySamples). */
+  latency: SharedArrayBuffer;
 }
 
 function dumpState(vcpu: KvmVcpu, memory: GuestMemory): string {
@@ -61,11 +64,19 @@ function main(d: VcpuThreadData): void {
     writeStderr(`${o.lines.join('\n')}${dump}\n`);
     machine.runState.transition(o.state);
   };
+  const latency = new LatencySamples(d.latency);
+  let faultAt = 0;
   control.setStatus(d.index, VcpuStatus.Running);
   try {
     for (;;) {
       if (control.stopRequested(d.index)) break;
       const { exit, outcome } = runner.run();
+      if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
+        if (faultAt === 0) faultAt = performance.now();
+      } else if (faultAt !== 0 && exit.kind === 'mmio') {
+        latency.add((performance.now() - faultAt) * 1000);
+        faultAt = 0;
+      }
       if (exit.kind === 'interrupted') {
         vcpu.setImmediateExit(false);
         if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;

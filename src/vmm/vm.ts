@@ -17,6 +17,7 @@ import { setupLongMode, vcpuBootState } from '../boot/long-mode';
 import { writeBootInfo, BOOT_INFO_GPA, type BootInfo } from '../boot/boot-info';
 import { CONTROL_BASE } from '../devices/control';
 import type { Stats } from './stats';
+import { LatencySamples } from './latency';
 
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
@@ -26,7 +27,10 @@ export interface VmOptions {
   /** A built-in guest name or a path to a guest image. */
   guest: string;
   /** Guest parameters written into the boot info page. */
-  params?: Partial<Pick<BootInfo, 'iterations' | 'toggles' | 'configAccess' | 'probeGpa'>>;
+  params?: Partial<Pick<BootInfo, 'iterations' | 'toggles' | 'configAccess'>> & {
+    /** The address probe guests read; 'bar0' = the first passthrough function's BAR0. */
+    probeGpa?: bigint | 'bar0';
+  };
   kvmPath?: string;
   /** Console sink (default: stdout). */
   console?: (bytes: Uint8Array) => void;
@@ -41,6 +45,7 @@ export interface VmResult {
 export class Vm {
   private readonly workers: Worker[] = [];
   private readonly exited: Promise<void>[] = [];
+  readonly latency = new LatencySamples();
   private startedAt = 0;
 
   private constructor(
@@ -72,6 +77,8 @@ export class Vm {
     const { entries } = loadGuest(memory.low, image.bytes);
     const bars = machine.assignBars();
     const firstDevice = opts.machine.passthrough[0];
+    const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(0) ?? 0n) : 0n;
+    const probe = opts.params?.probeGpa;
     writeBootInfo(new DataView(memory.low.buffer, memory.low.byteOffset, memory.low.byteLength), {
       vcpus: vcpuCount,
       ramBytes: opts.machine.ramBytes,
@@ -80,11 +87,11 @@ export class Vm {
       pciWindowBase: PCI_MMIO_BASE,
       pciWindowEnd: PCI_MMIO_END,
       pciBdf: firstDevice ? firstDevice.slot << 3 : 0,
-      bar0: firstDevice ? (bars.get(firstDevice.name)?.get(0) ?? 0n) : 0n,
+      bar0,
       iterations: opts.params?.iterations ?? 0,
       toggles: opts.params?.toggles ?? 0,
       configAccess: opts.params?.configAccess ?? 0,
-      probeGpa: opts.params?.probeGpa ?? 0n,
+      probeGpa: probe === 'bar0' ? bar0 : (probe ?? 0n),
     });
     const mmapSize = system.vcpuMmapSize();
     const vcpus: KvmVcpu[] = [];
@@ -120,6 +127,7 @@ export class Vm {
         mmapSize: v.mmapSize,
         control: this.control.shared,
         kickSignal: kick,
+        latency: this.latency.shared,
       };
       const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);

@@ -1,0 +1,41 @@
+// Error paths of the CLI that need no KVM: each gets a precise message and a non-zero status.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runCli } from './cli';
+import { parseSize } from '../src/cli/size';
+
+test('no KVM device: a clear message naming the path', async () => {
+  const r = await runCli(['run', '--guest', 'hello', '--kvm', '/nonexistent/kvm']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^tsvmm: \/nonexistent\/kvm does not exist: this host has no KVM/m);
+});
+
+test('KVM device that is not KVM: a clear message', async () => {
+  const r = await runCli(['run', '--guest', 'hello', '--kvm', '/dev/null']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /tsvmm: .*\/dev\/null|KVM_GET_API_VERSION/);
+});
+
+test('unknown guest: lists the built-in guests', async () => {
+  const r = await runCli(['run', '--guest', 'no-such-guest']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /tsvmm: .*no-such-guest.*hello/);
+});
+
+test('bad size and bad vCPU count', async () => {
+  const r = await runCli(['run', '--guest', 'hello', '--mem', '12X']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /invalid size '12X'/);
+  const v = await runCli(['run', '--guest', 'hello', '--vcpus', '0']);
+  assert.notEqual(v.code, 0);
+  assert.match(v.stderr, /--vcpus must be from 1 to 64, got 0/);
+});
+
+test('size parsing', () => {
+  assert.equal(parseSize('256M'), 256n << 20n);
+  assert.equal(parseSize('1G'), 1n << 30n);
+  assert.equal(parseSize('512MiB'), 512n << 20n);
+  assert.equal(parseSize('4096'), 4096n);
+  assert.throws(() => parseSize('0'), /greater than zero/);
+  assert.throws(() => parseSize('-1M'), /invalid size/);
+});
