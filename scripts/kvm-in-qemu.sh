@@ -22,12 +22,14 @@
 #
 # Environment knobs:
 #   KVMQ_MEM=4G         guest RAM                KVMQ_SMP=2      guest vCPUs
-#   KVMQ_CPU=max        QEMU CPU model (must give the guest svm+npt, or vmx)
+#   KVMQ_CPU=max,vendor=AuthenticAMD   QEMU CPU model; must give the guest svm (+npt): QEMU's TCG
+#                       emulates AMD SVM with nested paging but has no Intel VMX
 #   KVMQ_SHARE=a:b      extra host directories to share read-write (same path inside)
 #   KVMQ_TIMEOUT=secs   kill the VM after this many seconds (exit 124)
 #   KVMQ_VERBOSE=1      print boot progress and the guest console log
 #   KVMQ_CACHE=dir      where the initramfs is cached (default <project>/.cache/kvm-qemu)
 #   KVMQ_KERNEL_VERSION force a kernel (a directory name under /lib/modules)
+#   KVMQ_KEEP=1         keep the per-run job directory (run.sh, console.log, qemu.err) for debugging
 set -euo pipefail
 
 SCRIPT_VERSION=1
@@ -36,10 +38,11 @@ project=$(cd "$here/.." && pwd)
 cache=${KVMQ_CACHE:-$project/.cache/kvm-qemu}
 mem=${KVMQ_MEM:-4G}
 smp=${KVMQ_SMP:-2}
-cpu=${KVMQ_CPU:-max}
+cpu=${KVMQ_CPU:-max,vendor=AuthenticAMD}
 verbose=${KVMQ_VERBOSE:-0}
 
-log() { if [ "$verbose" = 1 ]; then echo "kvm-in-qemu: $*" >&2; fi; }
+start=$EPOCHREALTIME
+log() { if [ "$verbose" = 1 ]; then echo "kvm-in-qemu: [$(awk "BEGIN{printf \"%.2f\", $EPOCHREALTIME - $start}")s] $*" >&2; fi; }
 die() { echo "kvm-in-qemu: $*" >&2; exit 125; }
 
 if [ $# -eq 0 ]; then
@@ -51,7 +54,6 @@ fi
 missing=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
-command -v gzip >/dev/null 2>&1 || missing+=(gzip)
 busybox=""
 for b in /bin/busybox /usr/bin/busybox; do
   # busybox-static's binary has no ELF interpreter (dynamic busybox would need the guest's libc)
@@ -81,6 +83,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 kernel=/boot/vmlinuz-$kver
 moddir=/lib/modules/$kver
+log "prerequisites ok"
 [ -r "$kernel" ] || die "cannot read $kernel"
 
 # ---------------------------------------------------------------- initramfs (cached)
@@ -123,7 +126,6 @@ mount -t devtmpfs dev $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 mount -t tmpfs -o mode=0755 tmpfs $R/run
 i=0
 while [ $i -lt "$KVMQ_NSHARES" ]; do
@@ -144,7 +146,8 @@ for p in /sys/class/virtio-ports/*; do
 done
 [ "$out" != /dev/null ] || fail "no stdout port"
 [ "$err" = /dev/null ] && err=$out
-say "mounted, running command"
+say "mounted, running command (stdout $out, stderr $err)"
+
 chroot $R /bin/bash /run/kvmq/run.sh </dev/null >"$out" 2>"$err"
 rc=$?
 say "command exited with $rc"
@@ -153,29 +156,29 @@ sync
 poweroff -f
 INIT_EOF
 
-# module list in dependency order, from the kernel's own modules.dep
-resolve() {
-  local m=$1 d
-  for d in $(grep -E "^$m:" "$moddir/modules.dep" | cut -d: -f2); do resolve "$d"; done
-  echo "$m"
-}
-want=(kvm-amd kvm-intel virtio_pci virtio_console 9pnet_virtio 9p overlay)
-modlist=()
-for w in "${want[@]}"; do
-  p=$(grep -oE "^kernel/[^:]*/$w\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -1 | tr -d :) || true
-  if [ -z "$p" ]; then
-    # built in? then nothing to load
-    grep -qE "/$w\.ko" "$moddir/modules.builtin" 2>/dev/null && continue
-    die "module $w not found for kernel $kver"
-  fi
-  modlist+=($(resolve "$p"))
-done
-modlist=($(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++'))
-
-key=$( (echo "$SCRIPT_VERSION $kver"; ls -l --time-style=+%s "$busybox" "$kernel"; printf '%s\n' "${modlist[@]}"; echo "$GUEST_INIT") | sha256sum | cut -c1-16)
-initrd=$cache/initrd-$kver-$key.gz
+key=$( (echo "$SCRIPT_VERSION $kver"; ls -lL --time-style=+%s "$busybox" "$kernel" "$moddir/modules.dep"; echo "$GUEST_INIT") | sha256sum | cut -c1-16)
+initrd=$cache/initrd-$kver-$key.cpio
 if [ ! -s "$initrd" ]; then
   log "building $initrd"
+  # module list in dependency order, from the kernel's own modules.dep
+  resolve() {
+    local m=$1 d
+    for d in $(grep -E "^$m:" "$moddir/modules.dep" | cut -d: -f2); do resolve "$d"; done
+    echo "$m"
+  }
+  want=(kvm-amd kvm-intel virtio_pci virtio_console 9pnet_virtio 9p overlay)
+  modlist=()
+  for w in "${want[@]}"; do
+    p=$(grep -oE "^kernel/[^:]*/$w\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -1 | tr -d :) || true
+    if [ -z "$p" ]; then
+      # built in? then nothing to load
+      grep -qE "/$w\.ko" "$moddir/modules.builtin" 2>/dev/null && continue
+      die "module $w not found for kernel $kver"
+    fi
+    modlist+=($(resolve "$p"))
+  done
+  modlist=($(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++'))
+
   mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
@@ -194,20 +197,41 @@ if [ ! -s "$initrd" ]; then
   done
   printf '%s\n' "$GUEST_INIT" >"$tmp/root/init"
   chmod 755 "$tmp/root/init"
-  (cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$tmp/initrd.gz"
-  rm -f "$cache"/initrd-"$kver"-*.gz
-  mv "$tmp/initrd.gz" "$initrd"
+  (cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$tmp/initrd.cpio"
+  for old in "$cache"/initrd-*.cpio; do [ "$old" = "$initrd" ] || rm -f "$old"; done
+  mv "$tmp/initrd.cpio" "$initrd"
   rm -rf "$tmp"
   trap - EXIT
 fi
 
+# The uncompressed kernel (ELF with a PVH entry note) boots ~2 s faster under TCG than the
+# xz-compressed bzImage, whose decompressor runs emulated. Optional: needs xz and CONFIG_PVH=y.
+vmlinux=$cache/vmlinux-$kver-$key
+if [ ! -s "$vmlinux" ] && command -v xz >/dev/null 2>&1 && grep -q '^CONFIG_PVH=y' "/boot/config-$kver" 2>/dev/null; then
+  off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$kernel" | head -1 | cut -d: -f1) || true
+  if [ -n "$off" ]; then
+    mkdir -p "$cache"
+    if xz -dc --single-stream < <(tail -c +$((off + 1)) "$kernel") >"$vmlinux.tmp" 2>/dev/null &&
+      [ "$(head -c 4 "$vmlinux.tmp" | od -An -c | tr -d ' ')" = '177ELF' ]; then
+      for old in "$cache"/vmlinux-*; do [ "$old" = "$vmlinux.tmp" ] || rm -f "$old"; done
+      mv "$vmlinux.tmp" "$vmlinux"
+      log "extracted $vmlinux"
+    else
+      rm -f "$vmlinux.tmp"
+    fi
+  fi
+fi
+[ -s "$vmlinux" ] && kernel=$vmlinux
+log "initramfs and kernel ready"
+
 # ---------------------------------------------------------------- per-run job directory
 mkdir -p "$cache/jobs"
 job=$(mktemp -d "$cache/jobs/job.XXXXXX")
-qpid=""
+qpid="" outpid="" errpid=""
 cleanup() {
   if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi
-  rm -rf "$job"
+  if [ -n "$outpid$errpid" ]; then kill $outpid $errpid 2>/dev/null || true; fi
+  if [ "${KVMQ_KEEP:-0}" = 1 ]; then echo "kvm-in-qemu: kept $job" >&2; else rm -rf "$job"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -219,6 +243,7 @@ shares=()
 add_share() {
   local p s
   p=$(cd "$1" 2>/dev/null && pwd -P) || { echo "kvm-in-qemu: cannot share $1" >&2; return; }
+  if [ "$p" = / ]; then echo "kvm-in-qemu: not sharing / read-write (it stays visible read-only)" >&2; return; fi
   for s in "${shares[@]}"; do
     case $p/ in "$s"/*) return ;; esac
   done
@@ -230,6 +255,11 @@ add_share "$top"
 add_share "$cwd"
 IFS=: read -r -a extra <<<"${KVMQ_SHARE:-}"
 for e in "${extra[@]}"; do [ -n "$e" ] && add_share "$e"; done
+# parents before children (a parent mounted later would hide its child's mount); drop children of
+# a shared parent: they are already shared through it
+mapfile -t sorted < <(printf '%s\n' "${shares[@]}" | awk '{ print length($0) "\t" $0 }' | sort -n -s | cut -f2-)
+shares=()
+for s in "${sorted[@]}"; do add_share "$s"; done
 
 {
   echo "KVMQ_NSHARES=${#shares[@]}"
@@ -240,11 +270,10 @@ for e in "${extra[@]}"; do [ -n "$e" ] && add_share "$e"; done
   echo '# generated by kvm-in-qemu.sh'
   while IFS= read -r v; do
     case $v in
-      BASH_* | SHELLOPTS | BASHOPTS | SHLVL | PWD | OLDPWD | _ | PPID | UID | EUID | GROUPS | HOSTNAME | TERM | COLUMNS | LINES) continue ;;
+      BASH_* | SHELLOPTS | BASHOPTS | SHLVL | PWD | OLDPWD | _ | PPID | UID | EUID | GROUPS | HOSTNAME | COLUMNS | LINES) continue ;;
     esac
     printf 'export %s=%q\n' "$v" "${!v}"
   done < <(compgen -e)
-  printf 'export TERM=dumb\n'
   printf 'export KVM_IN_QEMU=1\n'
   printf 'cd %q || exit 126\n' "$cwd"
   printf 'exec'
@@ -253,18 +282,19 @@ for e in "${extra[@]}"; do [ -n "$e" ] && add_share "$e"; done
 } >"$job/run.sh"
 
 # ---------------------------------------------------------------- boot
-# stdout: QEMU's stdio chardev writes straight to our fd 1 (stdin is /dev/null, so it never
-# touches a terminal). stderr: a FIFO drained by cat onto our fd 2 (re-opening fd 2 by path would
-# not advance a regular file's offset).
-mkfifo "$job/stderr.fifo"
+# The command's stdout/stderr leave the guest on two virtio-serial ports, each written by QEMU into
+# a FIFO that cat copies onto our own fd 1 / fd 2 (QEMU's stdio chardev would close the port at
+# stdin EOF, and re-opening fd 1/2 by path would not advance a regular file's offset).
+mkfifo "$job/stdout.fifo" "$job/stderr.fifo"
+cat "$job/stdout.fifo" &
+outpid=$!
 cat "$job/stderr.fifo" >&2 &
-catpid=$!
+errpid=$!
 qargs=(
   -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem"
   -machine q35 -nodefaults -no-user-config -display none -monitor none -no-reboot
-  -bios /usr/share/qemu/qboot.rom
   -kernel "$kernel" -initrd "$initrd"
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off kvmq.verbose=$verbose"
+  -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
   -serial "file:$job/console.log"
   -device virtio-serial-pci,id=vser
   -fsdev "local,id=fs_root,path=/,security_model=none,readonly=on,multidevs=remap"
@@ -272,12 +302,13 @@ qargs=(
   -fsdev "local,id=fs_job,path=$job,security_model=none"
   -device virtio-9p-pci,fsdev=fs_job,mount_tag=kvmq_job
 )
-[ -r /usr/share/qemu/qboot.rom ] || qargs=("${qargs[@]/\/usr\/share\/qemu\/qboot.rom/}")
+# qboot (from qemu-system-data) boots a -kernel faster than SeaBIOS
+if [ -r /usr/share/qemu/qboot.rom ]; then qargs+=(-bios /usr/share/qemu/qboot.rom); fi
 for i in "${!shares[@]}"; do
   qargs+=(-fsdev "local,id=fs_s$i,path=${shares[$i]},security_model=none,multidevs=remap"
     -device "virtio-9p-pci,fsdev=fs_s$i,mount_tag=kvmq_share$i")
 done
-qargs+=(-chardev "stdio,id=c_out,signal=off" -device "virtserialport,bus=vser.0,chardev=c_out,name=kvmq.stdout"
+qargs+=(-chardev "file,id=c_out,path=$job/stdout.fifo" -device "virtserialport,bus=vser.0,chardev=c_out,name=kvmq.stdout"
   -chardev "file,id=c_err,path=$job/stderr.fifo" -device "virtserialport,bus=vser.0,chardev=c_err,name=kvmq.stderr")
 
 log "kernel $kver, initrd $initrd, cpu $cpu, smp $smp, mem $mem, shares: ${shares[*]}"
@@ -293,7 +324,11 @@ wait "$qpid"
 qrc=$?
 set -e
 qpid=""
-wait "$catpid" 2>/dev/null || true
+# if QEMU died before opening the FIFOs, let the cats' opens complete (O_RDWR never blocks)
+: <>"$job/stdout.fifo"
+: <>"$job/stderr.fifo"
+wait "$outpid" "$errpid" 2>/dev/null || true
+outpid="" errpid=""
 t1=$(date +%s.%N)
 log "VM ran $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s"
 if [ "$verbose" = 1 ]; then

@@ -12,15 +12,44 @@ const HEADER = 2; // vcpu count, done count
 
 export class VcpuControl {
   private readonly w: Int32Array;
+  /** Per vCPU: [first KVM_RUN, loop end] in ms since the epoch (performance.timeOrigin-based). */
+  private readonly times: Float64Array;
 
   constructor(readonly shared: SharedArrayBuffer) {
-    this.w = new Int32Array(shared);
+    const vcpus = new Int32Array(shared, 0, 1)[0]!;
+    const words = HEADER + vcpus * WORDS_PER_VCPU;
+    this.w = new Int32Array(shared, 0, words);
+    this.times = new Float64Array(shared, Math.ceil((words * 4) / 8) * 8, 2 * vcpus);
   }
 
   static create(vcpus: number): VcpuControl {
-    const c = new VcpuControl(new SharedArrayBuffer((HEADER + vcpus * WORDS_PER_VCPU) * 4));
-    c.w[0] = vcpus;
-    return c;
+    const words = HEADER + vcpus * WORDS_PER_VCPU;
+    const sab = new SharedArrayBuffer(Math.ceil((words * 4) / 8) * 8 + 16 * vcpus);
+    new Int32Array(sab, 0, 1)[0] = vcpus;
+    return new VcpuControl(sab);
+  }
+
+  static now(): number {
+    return performance.timeOrigin + performance.now();
+  }
+
+  markRunStart(i: number): void {
+    this.times[2 * i] = VcpuControl.now();
+  }
+
+  markRunEnd(i: number): void {
+    this.times[2 * i + 1] = VcpuControl.now();
+  }
+
+  /** Seconds from the first vCPU's first KVM_RUN to the last vCPU's end, or undefined. */
+  runSeconds(): number | undefined {
+    let start = Infinity;
+    let end = 0;
+    for (let i = 0; i < this.vcpus; i++) {
+      if (this.times[2 * i]! > 0) start = Math.min(start, this.times[2 * i]!);
+      end = Math.max(end, this.times[2 * i + 1]!);
+    }
+    return start < end ? (end - start) / 1000 : undefined;
   }
 
   get vcpus(): number {

@@ -67,6 +67,7 @@ function main(d: VcpuThreadData): void {
   const latency = new LatencySamples(d.latency);
   let faultAt = 0;
   control.setStatus(d.index, VcpuStatus.Running);
+  control.markRunStart(d.index);
   try {
     for (;;) {
       if (control.stopRequested(d.index)) break;
@@ -94,6 +95,7 @@ function main(d: VcpuThreadData): void {
       stopWith(outcome);
       break;
     }
+    control.markRunEnd(d.index);
     control.setStatus(d.index, VcpuStatus.Stopped);
   } catch (e) {
     writeStderr(`tsvmm: vCPU ${d.index} thread failed: ${(e as Error).stack ?? e}\n`);
