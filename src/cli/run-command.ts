@@ -35,9 +35,9 @@ export function registerRunCommand(program: Command): void {
       process.off('SIGINT', onSignal);
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
-      else {
-        process.stderr.write(`tsvmm: VM stopped, run state ${r.state}\n`);
-        process.exitCode = 1;
+      if (r.state !== 'shutdown' || r.exitCode !== 0) {
+        process.stderr.write(`tsvmm: VM stopped, run state ${r.state}, exit status ${r.state === 'shutdown' ? r.exitCode : 1}\n`);
+        if (r.state !== 'shutdown') process.exitCode = 1;
       }
     });
 }

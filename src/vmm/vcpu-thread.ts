@@ -62,7 +62,8 @@ function main(d: VcpuThreadData): void {
     memory ??= new GuestMemory(d.shared.ram);
     const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory)}` : '';
     writeStderr(`${o.lines.join('\n')}${dump}\n`);
-    machine.runState.transition(o.state);
+    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1.
+    machine.runState.transition(o.state, 1);
   };
   const latency = new LatencySamples(d.latency);
   let faultAt = 0;

@@ -11,7 +11,7 @@ import { Machine, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } f
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { isTerminal, type RunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
-import { writeStdout } from '../log';
+import { log, writeStdout } from '../log';
 import { resolveGuest, loadGuest } from '../boot/guest-image';
 import { setupLongMode, vcpuBootState } from '../boot/long-mode';
 import { writeBootInfo, BOOT_INFO_GPA, type BootInfo } from '../boot/boot-info';
@@ -98,7 +98,7 @@ export class Vm {
     for (let i = 0; i < vcpuCount; i++) {
       const v = new KvmVcpu(kvmVm.createVcpu(i), i, mmapSize);
       const entry = entries[Math.min(i, entries.length - 1)]!;
-      const { regs, sregs } = vcpuBootState(i, entry);
+      const { regs, sregs } = vcpuBootState(i, entry, vcpuCount);
       v.setSregs(sregs);
       v.setRegs(regs);
       vcpus.push(v);
@@ -137,6 +137,7 @@ export class Vm {
         this.machine.runState.transition('internal-error');
       });
     }
+    log('info', `VM running: ${this.vcpus.length} vCPU thread(s) started`);
   }
 
   /** Asks the VM to stop (e.g. on SIGINT): the run state becomes `shutdown` with this status. */

@@ -1,0 +1,304 @@
+// kvm-loop: the plain-C baseline of tsvmm's exit benchmark. It runs a guest from a boot image that
+// tsvmm wrote (src/boot/boot-image.ts documents the format) with the same KVM_RUN round trips as
+// tsvmm, and no JS: one memslot of guest RAM at GPA 0, the vCPU registers exactly as tsvmm set
+// them (KVM_SET_SREGS, then KVM_SET_REGS), no CPUID and no in-kernel irqchip (as tsvmm), and one
+// pthread per vCPU looping on KVM_RUN. It answers:
+//   - PIO OUT of 4 bytes to port 0x510                 counted (a device hit)
+//   - MMIO write to controlBase + 0x18 (BENCH)         counted (a device hit)
+//   - MMIO write to controlBase + 0x08 (VCPU_DONE)     the vCPU's thread ends
+//   - anything else                                    printed; the process exits with status 1
+// When every thread has ended it prints one JSON line:
+//   {"exits": N, "seconds": S, "exitsPerSecond": R, "deviceHits": H, "vcpus": V}
+// N counts every KVM_RUN that returned with an exit (device hits plus the VCPU_DONE exits); S runs
+// from the first KVM_RUN of any vCPU to the end of the last one.
+//
+//   kvm-loop IMAGE          run it (needs /dev/kvm: exit status 2 when it cannot be opened)
+//   kvm-loop --check IMAGE  only parse the image and print a JSON summary (no KVM needed)
+//
+// Exit status: 0 success, 1 bad image or unexpected guest behaviour or KVM failure, 2 no /dev/kvm,
+// 64 usage.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IMAGE_MAGIC "TSVMBIMG"
+#define IMAGE_VERSION 1u
+#define IMAGE_HEADER_SIZE 0x30u
+#define MAX_VCPUS 64u
+#define MAX_RAM 0xb0000000ull
+#define BENCH_PORT 0x510
+#define CTL_VCPU_DONE 0x08
+#define CTL_BENCH 0x18
+/* Intel VMX needs a TSS region; the same address tsvmm's src/vmm/vm.ts uses. */
+#define KVM_TSS_GPA 0xfffbd000ul
+
+struct image {
+  uint32_t vcpus;
+  uint64_t ram_size;
+  uint64_t data_size;
+  uint64_t control_base;
+  struct kvm_regs regs[MAX_VCPUS];
+  struct kvm_sregs sregs[MAX_VCPUS];
+  const uint8_t *data;
+};
+
+struct vcpu {
+  int index;
+  int fd;
+  struct kvm_run *run;
+  uint64_t control_base;
+  uint64_t exits;
+  uint64_t hits;
+  struct timespec start, end;
+};
+
+static pthread_barrier_t start_barrier;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("kvm-loop: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(1);
+}
+
+static uint32_t rd32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static uint64_t rd64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+static void read_image(const char *path, struct image *img) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("cannot open boot image %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) < 0) die("cannot stat %s: %s", path, strerror(errno));
+  size_t len = (size_t)st.st_size;
+  if (len < IMAGE_HEADER_SIZE) die("%s: %zu bytes is shorter than the %u-byte header", path, len, IMAGE_HEADER_SIZE);
+  uint8_t *buf = malloc(len);
+  if (!buf) die("out of memory reading %s", path);
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = read(fd, buf + got, len - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("reading %s: %s", path, r < 0 ? strerror(errno) : "unexpected end of file");
+    got += (size_t)r;
+  }
+  close(fd);
+
+  if (memcmp(buf, IMAGE_MAGIC, 8) != 0) die("%s: bad magic at offset 0 (expected '%s')", path, IMAGE_MAGIC);
+  uint32_t version = rd32(buf + 0x08);
+  if (version != IMAGE_VERSION) die("%s: unsupported version %u at offset 0x8 (expected %u)", path, version, IMAGE_VERSION);
+  img->vcpus = rd32(buf + 0x0c);
+  if (img->vcpus < 1 || img->vcpus > MAX_VCPUS) die("%s: vCPU count %u at offset 0xc must be 1..%u", path, img->vcpus, MAX_VCPUS);
+  img->ram_size = rd64(buf + 0x10);
+  img->data_size = rd64(buf + 0x18);
+  img->control_base = rd64(buf + 0x20);
+  uint32_t sz_regs = rd32(buf + 0x28), sz_sregs = rd32(buf + 0x2c);
+  if (sz_regs != sizeof(struct kvm_regs) || sz_sregs != sizeof(struct kvm_sregs))
+    die("%s: struct sizes %u/%u at offset 0x28 differ from this build's kvm_regs/kvm_sregs (%zu/%zu)", path, sz_regs, sz_sregs,
+        sizeof(struct kvm_regs), sizeof(struct kvm_sregs));
+  if (img->ram_size == 0 || img->ram_size % 4096 != 0 || img->ram_size > MAX_RAM)
+    die("%s: RAM size 0x%" PRIx64 " must be a positive multiple of 4096 up to 0x%llx", path, img->ram_size, MAX_RAM);
+  if (img->data_size > img->ram_size) die("%s: %" PRIu64 " bytes of RAM contents exceed the RAM size %" PRIu64, path, img->data_size, img->ram_size);
+  size_t states = (size_t)img->vcpus * (sizeof(struct kvm_regs) + sizeof(struct kvm_sregs));
+  if (len != IMAGE_HEADER_SIZE + states + img->data_size)
+    die("%s: file is %zu bytes; the header says %zu", path, len, (size_t)(IMAGE_HEADER_SIZE + states + img->data_size));
+  const uint8_t *p = buf + IMAGE_HEADER_SIZE;
+  for (uint32_t i = 0; i < img->vcpus; i++) {
+    memcpy(&img->regs[i], p, sizeof(struct kvm_regs));
+    p += sizeof(struct kvm_regs);
+    memcpy(&img->sregs[i], p, sizeof(struct kvm_sregs));
+    p += sizeof(struct kvm_sregs);
+  }
+  img->data = p;
+}
+
+static void print_check(const struct image *img) {
+  printf("{\"vcpus\": %u, \"ramSize\": %" PRIu64 ", \"dataSize\": %" PRIu64 ", \"controlBase\": %" PRIu64 ", \"vcpuStates\": [", img->vcpus,
+         img->ram_size, img->data_size, img->control_base);
+  for (uint32_t i = 0; i < img->vcpus; i++) {
+    const struct kvm_regs *r = &img->regs[i];
+    const struct kvm_sregs *s = &img->sregs[i];
+    printf("%s{\"rip\": %llu, \"rsp\": %llu, \"rdi\": %llu, \"rsi\": %llu, \"rdx\": %llu, \"rflags\": %llu, \"cs\": %u, \"csL\": %u, "
+           "\"tr\": %u, \"trBase\": %llu, \"gdtBase\": %llu, \"gdtLimit\": %u, \"cr0\": %llu, \"cr3\": %llu, \"cr4\": %llu, "
+           "\"efer\": %llu, \"apicBase\": %llu}",
+           i ? ", " : "", r->rip, r->rsp, r->rdi, r->rsi, r->rdx, r->rflags, s->cs.selector, s->cs.l, s->tr.selector, s->tr.base,
+           s->gdt.base, s->gdt.limit, s->cr0, s->cr3, s->cr4, s->efer, s->apic_base);
+  }
+  uint64_t nonzero = 0;
+  for (uint64_t i = 0; i < img->data_size; i++) nonzero += img->data[i] != 0;
+  printf("], \"nonZeroDataBytes\": %" PRIu64 "}\n", nonzero);
+}
+
+static double seconds(const struct timespec *t) { return (double)t->tv_sec + (double)t->tv_nsec / 1e9; }
+
+static void unexpected(struct vcpu *v, const char *what) __attribute__((noreturn));
+static void unexpected(struct vcpu *v, const char *what) {
+  struct kvm_run *run = v->run;
+  switch (run->exit_reason) {
+  case KVM_EXIT_IO: {
+    const uint8_t *d = (const uint8_t *)run + run->io.data_offset;
+    uint64_t val = 0;
+    memcpy(&val, d, run->io.size <= 8 ? run->io.size : 8);
+    fprintf(stderr, "kvm-loop: vCPU %d: %s: port I/O %s port 0x%x size %u count %u data 0x%" PRIx64 "\n", v->index, what,
+            run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in", run->io.port, run->io.size, run->io.count, val);
+    break;
+  }
+  case KVM_EXIT_MMIO: {
+    uint64_t val = 0;
+    memcpy(&val, run->mmio.data, run->mmio.len <= 8 ? run->mmio.len : 8);
+    fprintf(stderr, "kvm-loop: vCPU %d: %s: MMIO %s at 0x%llx len %u data 0x%" PRIx64 "\n", v->index, what, run->mmio.is_write ? "write" : "read",
+            run->mmio.phys_addr, run->mmio.len, val);
+    break;
+  }
+  case KVM_EXIT_INTERNAL_ERROR:
+    fprintf(stderr, "kvm-loop: vCPU %d: %s: KVM internal error, suberror %u\n", v->index, what, run->internal.suberror);
+    for (uint32_t i = 0; i < run->internal.ndata && i < 16; i++)
+      fprintf(stderr, "kvm-loop:   data[%u] = 0x%llx\n", i, run->internal.data[i]);
+    break;
+  case KVM_EXIT_FAIL_ENTRY:
+    fprintf(stderr, "kvm-loop: vCPU %d: %s: entry failed, hardware reason 0x%llx\n", v->index, what,
+            (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+    break;
+  default:
+    fprintf(stderr, "kvm-loop: vCPU %d: %s: exit reason %u\n", v->index, what, run->exit_reason);
+  }
+  struct kvm_regs regs;
+  if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0) fprintf(stderr, "kvm-loop: vCPU %d: rip 0x%llx rsp 0x%llx\n", v->index, regs.rip, regs.rsp);
+  exit(1);
+}
+
+static void *vcpu_thread(void *arg) {
+  struct vcpu *v = arg;
+  struct kvm_run *run = v->run;
+  const uint64_t bench = v->control_base + CTL_BENCH;
+  const uint64_t done = v->control_base + CTL_VCPU_DONE;
+  pthread_barrier_wait(&start_barrier);
+  clock_gettime(CLOCK_MONOTONIC, &v->start);
+  for (;;) {
+    if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      fprintf(stderr, "kvm-loop: vCPU %d: KVM_RUN failed: %s (exit_reason %u)\n", v->index, strerror(errno), run->exit_reason);
+      exit(1);
+    }
+    v->exits++;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+      if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == BENCH_PORT && run->io.size == 4) {
+        v->hits += run->io.count;
+        continue;
+      }
+      unexpected(v, "unexpected port I/O");
+    case KVM_EXIT_MMIO:
+      if (run->mmio.is_write && run->mmio.phys_addr == bench) {
+        v->hits++;
+        continue;
+      }
+      if (run->mmio.is_write && run->mmio.phys_addr == done) {
+        clock_gettime(CLOCK_MONOTONIC, &v->end);
+        return NULL;
+      }
+      unexpected(v, "unexpected MMIO");
+    default:
+      unexpected(v, "unexpected exit");
+    }
+  }
+}
+
+int main(int argc, char **argv) {
+  int check = 0;
+  const char *path = NULL;
+  if (argc == 3 && strcmp(argv[1], "--check") == 0) {
+    check = 1;
+    path = argv[2];
+  } else if (argc == 2 && argv[1][0] != '-') {
+    path = argv[1];
+  } else {
+    fprintf(stderr, "usage: kvm-loop [--check] BOOT_IMAGE\n");
+    return 64;
+  }
+  static struct image img;
+  read_image(path, &img);
+  if (check) {
+    print_check(&img);
+    return 0;
+  }
+
+  int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (kvm < 0) {
+    fprintf(stderr, "kvm-loop: cannot open /dev/kvm: %s (this machine has no usable KVM)\n", strerror(errno));
+    return 2;
+  }
+  int api = ioctl(kvm, KVM_GET_API_VERSION, 0);
+  if (api != KVM_API_VERSION) die("KVM API version %d, expected %d", api, KVM_API_VERSION);
+  int vm;
+  do vm = ioctl(kvm, KVM_CREATE_VM, 0);
+  while (vm < 0 && errno == EINTR);
+  if (vm < 0) die("KVM_CREATE_VM: %s", strerror(errno));
+  if (ioctl(vm, KVM_SET_TSS_ADDR, KVM_TSS_GPA) < 0) die("KVM_SET_TSS_ADDR: %s", strerror(errno));
+
+  void *ram = mmap(NULL, img.ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (ram == MAP_FAILED) die("mmap of %" PRIu64 " bytes of guest RAM: %s", img.ram_size, strerror(errno));
+  memcpy(ram, img.data, img.data_size);
+  struct kvm_userspace_memory_region region = {
+      .slot = 0, .flags = 0, .guest_phys_addr = 0, .memory_size = img.ram_size, .userspace_addr = (uint64_t)(uintptr_t)ram};
+  if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+
+  int mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (mmap_size < (int)sizeof(struct kvm_run)) die("KVM_GET_VCPU_MMAP_SIZE: %s", mmap_size < 0 ? strerror(errno) : "too small");
+  static struct vcpu vcpus[MAX_VCPUS];
+  for (uint32_t i = 0; i < img.vcpus; i++) {
+    struct vcpu *v = &vcpus[i];
+    v->index = (int)i;
+    v->control_base = img.control_base;
+    v->fd = ioctl(vm, KVM_CREATE_VCPU, i);
+    if (v->fd < 0) die("KVM_CREATE_VCPU %u: %s", i, strerror(errno));
+    v->run = mmap(NULL, (size_t)mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+    if (v->run == MAP_FAILED) die("mmap of vCPU %u's kvm_run: %s", i, strerror(errno));
+    if (ioctl(v->fd, KVM_SET_SREGS, &img.sregs[i]) < 0) die("KVM_SET_SREGS vCPU %u: %s", i, strerror(errno));
+    if (ioctl(v->fd, KVM_SET_REGS, &img.regs[i]) < 0) die("KVM_SET_REGS vCPU %u: %s", i, strerror(errno));
+  }
+
+  pthread_barrier_init(&start_barrier, NULL, img.vcpus);
+  pthread_t threads[MAX_VCPUS];
+  for (uint32_t i = 0; i < img.vcpus; i++) {
+    int e = pthread_create(&threads[i], NULL, vcpu_thread, &vcpus[i]);
+    if (e) die("pthread_create: %s", strerror(e));
+  }
+  uint64_t exits = 0, hits = 0;
+  double t0 = 0, t1 = 0;
+  for (uint32_t i = 0; i < img.vcpus; i++) {
+    pthread_join(threads[i], NULL);
+    exits += vcpus[i].exits;
+    hits += vcpus[i].hits;
+    double s = seconds(&vcpus[i].start), e = seconds(&vcpus[i].end);
+    if (i == 0 || s < t0) t0 = s;
+    if (i == 0 || e > t1) t1 = e;
+  }
+  double secs = t1 - t0;
+  printf("{\"exits\": %" PRIu64 ", \"seconds\": %.6f, \"exitsPerSecond\": %.1f, \"deviceHits\": %" PRIu64 ", \"vcpus\": %u}\n", exits, secs,
+         secs > 0 ? (double)exits / secs : 0.0, hits, img.vcpus);
+  return 0;
+}

@@ -1,0 +1,112 @@
+// Builds the built-in guests: guests/<name>.S -> build/guests/<name>.bin (plus <name>.elf, kept for
+// symbols and disassembly). Each guest is assembled with GNU as (-I guests/include), linked with
+// the common runtime (guests/include/runtime.S) by guests/guest.ld at 1 MiB, and flattened with
+// objcopy -O binary. A guest is rebuilt only when its outputs are older than its source, the
+// include directory, the linker script or this script. Called by scripts/build.js; also runnable
+// alone: `node scripts/build-guests.js`.
+'use strict';
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const TOOLS = ['as', 'ld', 'objcopy'];
+
+function mtime(p) {
+  return fs.existsSync(p) ? fs.statSync(p).mtimeMs : 0;
+}
+
+function newestIn(dir) {
+  let t = 0;
+  if (!fs.existsSync(dir)) return t;
+  for (const n of fs.readdirSync(dir)) {
+    const p = path.join(dir, n);
+    const st = fs.statSync(p);
+    t = Math.max(t, st.isDirectory() ? newestIn(p) : st.mtimeMs);
+  }
+  return t;
+}
+
+function stale(outputs, newestInput) {
+  return outputs.some((o) => !fs.existsSync(o) || mtime(o) < newestInput);
+}
+
+function checkTools() {
+  const missing = [];
+  for (const t of TOOLS) {
+    try {
+      execFileSync(t, ['--version'], { stdio: 'ignore' });
+    } catch (e) {
+      if (e && e.code === 'ENOENT') missing.push(t);
+      else throw e;
+    }
+  }
+  if (missing.length > 0) {
+    throw new Error(
+      `build-guests: ${missing.join(', ')} not found on PATH; the built-in guests need GNU binutils ` +
+        `(as, ld, objcopy for x86-64), e.g. \`apt-get install binutils\``,
+    );
+  }
+}
+
+function run(cmd, args, cwd) {
+  try {
+    execFileSync(cmd, args, { cwd, stdio: ['ignore', 'inherit', 'inherit'] });
+  } catch (e) {
+    if (e && e.code === 'ENOENT') checkTools();
+    throw new Error(`build-guests: \`${cmd} ${args.join(' ')}\` failed${e && e.status != null ? ` (exit ${e.status})` : ''}`);
+  }
+}
+
+/** Names of the guests under guests/ (one per guests/<name>.S). */
+function guestNames(root) {
+  const dir = path.join(root, 'guests');
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.S'))
+    .map((f) => f.slice(0, -2))
+    .sort();
+}
+
+/** Builds every stale guest; returns the names it (re)built. */
+function buildGuests(root) {
+  const names = guestNames(root);
+  if (names.length === 0) return [];
+  const guestsDir = path.join(root, 'guests');
+  const incDir = path.join(guestsDir, 'include');
+  const linkerScript = path.join(guestsDir, 'guest.ld');
+  const outDir = path.join(root, 'build', 'guests');
+  const objDir = path.join(outDir, 'obj');
+  const sharedNewest = Math.max(newestIn(incDir), mtime(linkerScript), mtime(__filename));
+
+  const work = names.filter((n) => {
+    const src = path.join(guestsDir, `${n}.S`);
+    return stale([path.join(outDir, `${n}.bin`), path.join(outDir, `${n}.elf`)], Math.max(sharedNewest, mtime(src)));
+  });
+  if (work.length === 0) return [];
+  checkTools();
+  fs.mkdirSync(objDir, { recursive: true });
+
+  const asArgs = ['--64', '--fatal-warnings', '-I', incDir];
+  const runtimeSrc = path.join(incDir, 'runtime.S');
+  const runtimeObj = path.join(objDir, 'runtime.o');
+  if (stale([runtimeObj], sharedNewest)) run('as', [...asArgs, '-o', runtimeObj, runtimeSrc], root);
+
+  for (const n of work) {
+    const src = path.join(guestsDir, `${n}.S`);
+    const obj = path.join(objDir, `${n}.o`);
+    const elf = path.join(outDir, `${n}.elf`);
+    const bin = path.join(outDir, `${n}.bin`);
+    run('as', [...asArgs, '-o', obj, src], root);
+    run('ld', ['-m', 'elf_x86_64', '-T', linkerScript, '--no-relax', '-nostdlib', '-static', '-o', elf, obj, runtimeObj], root);
+    run('objcopy', ['-O', 'binary', elf, bin], root);
+  }
+  return work;
+}
+
+module.exports = { buildGuests, guestNames };
+
+if (require.main === module) {
+  const built = buildGuests(path.resolve(__dirname, '..'));
+  process.stdout.write(built.length ? `built guests: ${built.join(', ')}\n` : 'guests are up to date\n');
+}
