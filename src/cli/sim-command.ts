@@ -38,6 +38,7 @@ export interface SimCliOptions {
   accessors: number;
   toggles: number;
   hostRevoke?: boolean;
+  hostRevokeCycles?: number;
   ramFault?: boolean;
   configAccess: ConfigAccess;
   slice: KernelSlice;
@@ -60,6 +61,7 @@ export interface SimReport {
   widths: number[];
   configAccess: ConfigAccess;
   hostRevoke: boolean;
+  hostRevokeCycles: number;
   ramFault: boolean;
   slice: KernelSlice;
   schedules: number;
@@ -103,6 +105,7 @@ export function validateSimOptions(o: SimCliOptions): string | undefined {
   if (o.exhaustive && o.random) return '--exhaustive and --random cannot be combined: pick one exploration mode';
   if (o.random && o.bound !== undefined) return '--bound applies to --exhaustive; with --random use --seeds';
   if (!o.random && o.seeds !== undefined) return '--seeds applies to --random; with --exhaustive use --bound';
+  if (o.hostRevokeCycles !== undefined && !o.hostRevoke) return '--host-revoke-cycles needs --host-revoke';
   if (o.policy !== 'tsvmm' && o.barOrder === 'unmap-first') return `--bar-order unmap-first is tsvmm's; the ${o.policy} policy always uses QEMU's order`;
   return undefined;
 }
@@ -116,6 +119,7 @@ export function simOptionsFrom(o: SimCliOptions): { sim: SimOptions; explore: Ex
     accessors: o.accessors,
     toggles: o.toggles,
     hostRevoke: o.hostRevoke === true,
+    hostRevokeCycles: o.hostRevokeCycles ?? 1,
     ramFault: o.ramFault === true,
     configAccess: o.configAccess,
     slice: o.slice,
@@ -148,6 +152,7 @@ export function runSim(sim: SimOptions, opts: ExploreOptions): SimReport {
     widths: [...sim.widths],
     configAccess: sim.configAccess,
     hostRevoke: sim.hostRevoke,
+    hostRevokeCycles: sim.hostRevoke ? sim.hostRevokeCycles : 0,
     ramFault: sim.ramFault,
     slice: sim.slice,
     schedules: r.schedules,
@@ -178,7 +183,7 @@ export function formatSimReport(r: SimReport): string {
   const out: string[] = [];
   out.push(
     `tsvmm sim: kernel ${r.kernel}, policy ${r.policy}, BAR order ${r.barOrder}; ${r.accessors} accessor vCPU(s) x widths ${r.widths.join('/')}, ` +
-      `${r.toggles} MEM toggle(s) via ${r.configAccess === 'ports' ? 'ports 0xcf8/0xcfc' : 'ECAM'}, host revoke ${r.hostRevoke ? 'on' : 'off'}${r.ramFault ? ', revoked RAM page probed' : ''}`,
+      `${r.toggles} MEM toggle(s) via ${r.configAccess === 'ports' ? 'ports 0xcf8/0xcfc' : 'ECAM'}, host revoke ${r.hostRevoke ? (r.hostRevokeCycles > 1 ? `x${r.hostRevokeCycles}` : 'on') : 'off'}${r.ramFault ? ', revoked RAM page probed' : ''}`,
   );
   const how = r.mode === 'exhaustive' ? `exhaustive, deviation bound ${r.bound}${r.complete ? ' (complete)' : ' (INCOMPLETE: --max-schedules reached)'}` : `random, ${r.seeds} seed(s), ${r.distinctSchedules} distinct`;
   out.push(`schedules explored: ${r.schedules} (${how}) in ${r.wallSeconds.toFixed(1)} s; longest ${r.maxScheduleSteps} steps`);
@@ -227,6 +232,7 @@ export function registerSimCommand(program: Command): void {
     .addOption(new Option('--accessors <N>', 'accessor vCPUs').argParser(intParser('--accessors', 1, MAX_ACCESSORS)).default(SIM_DEFAULTS.accessors))
     .addOption(new Option('--toggles <T>', 'times the toggler vCPU clears and sets COMMAND.MEM').argParser(intParser('--toggles', 0, 64)).default(SIM_DEFAULTS.toggles))
     .addOption(new Option('--host-revoke', 'add a host actor that revokes and restores the device without the device lock'))
+    .addOption(new Option('--host-revoke-cycles <N>', 'revoke/restore pairs the host actor performs (default 1)').argParser(intParser('--host-revoke-cycles', 1, 16)))
     .addOption(new Option('--ram-fault', 'revoke a RAM page and probe it: the VM must stop with diagnostics naming the gpa'))
     .addOption(new Option('--config-access <how>', 'how the toggler writes COMMAND').choices(CONFIG_ACCESSES).default('ports'))
     .addOption(new Option('--slice <granularity>', 'KVM_RUN returns after each in-kernel instruction (EINTR) or only on exits/faults').choices(['instruction', 'exit']).default('instruction'))

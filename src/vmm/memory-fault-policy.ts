@@ -163,7 +163,7 @@ class TsvmmPolicy implements MemoryFaultPolicy {
         kind: 'fatal',
         lines: [
           kvmRunFailed(errno),
-          `tsvmm: EFAULT from KVM_RUN on vCPU ${vcpu.vcpu} without a memory-fault exit, and no passthrough BAR mapping was revoked since the vCPU entered (revocation generation ${generationNow} unchanged) or is revoked now: the fault is outside any passthrough BAR`,
+          `tsvmm: EFAULT from KVM_RUN on vCPU ${vcpu.vcpu} without a memory-fault exit, and no passthrough BAR mapping was revoked when the vCPU entered (revocation generation ${vcpu.revocationGenerationAtEntry}, memory map generation ${vcpu.memoryMapGenerationAtEntry ?? '?'}), since then (now ${generationNow}, ${facts.memoryMapGeneration()}) or now: the fault is outside any passthrough BAR`,
           ...bars.map((b) => `  ${describeBar(b)}`),
         ],
       };

@@ -1,0 +1,520 @@
+// One run of the model: a real Machine (src/vmm/machine.ts) on the kernel model (kernel.ts), the
+// actors whose steps the explorer interleaves, and the invariant checks.
+//
+// Actors (the explorer picks which runs next; each step is atomic):
+//   vcpuN (the toggler)   a vCPU writing COMMAND.MEM off and on through config space
+//   vcpu0..N-1            accessor vCPUs running accessorProgram()
+//   host                  (with hostRevoke) the host taking the device away and giving it back
+// A vCPU's steps: "enter" (VcpuRunner.enter(): one KVM_RUN), "handle" (beginHandle(): takes the device
+// lock and dispatches; blocked while another actor holds the lock), each Step the dispatch returned
+// (a config write's device write, emulated update, memory-map update, memslot deletions/additions,
+// in the order the VMM returned them; a fault policy's resync), and "release" (endHandle()).
+// Exits that need no lock (EINTR, HLT) are dispatched within their enter step.
+// The host's steps: "revoke" (ShmHostDevice.hostRevoke(), without the device lock, as the host kernel
+// does), then "restore" (lock, hostRestore(), Machine.resyncBars()), its steps, "release".
+//
+// Invariants (the violation kinds):
+//   vm-death       the VM stopped (internal-error or another terminal state) other than for a fault
+//                  outside any BAR
+//   bad-value      a read returned something other than the device's true value while it decoded,
+//                  or other than all ones of its width while it did not
+//   bad-write      a write while decode was off landed, or one while it was on was dropped
+//   livelock       a vCPU took more than `livelockBound` steps without retiring an instruction
+//                  while the environment (the toggler, the host) took none
+//   missed-stop    an access to a revoked RAM page (outside any BAR) retired, or the stop it caused
+//                  does not name the gpa
+//   final-state    at the end the device decodes but its BAR has no memslot (the fast path was not
+//                  restored), or a memslot still points at a revoked mapping
+//   vmm-exception  VMM code threw
+// "Decodes" means the device's own state when the access takes effect: COMMAND.MEM set on the host
+// device and the host not holding it (ShmHostDevice.memoryEnabled() && !heldAway()). An access takes
+// effect inside KVM (through a mapped memslot) or, for an MMIO exit, when the VMM dispatches it under
+// the device lock; a read's value reaches the guest when the instruction retires on re-entry.
+import { allOnes, type VcpuExit } from '../kvm/exit';
+import type { BarOrder } from '../devices/pci/passthrough';
+import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
+import { Machine } from '../vmm/machine';
+import type { Outcome } from '../vmm/dispatch';
+import type { MemoryFaultPolicy, PolicyName } from '../vmm/memory-fault-policy';
+import type { Step } from '../vmm/steps';
+import { VcpuRunner } from '../vmm/vcpu-runner';
+import { SimHostMemory } from './host-memory';
+import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
+import { accessorProgram, formatInstruction, scratchOffset, togglerProgram, WIDTHS, type ConfigAccess, type Instruction, type Width } from './program';
+
+export const VIOLATION_KINDS = ['vm-death', 'bad-value', 'bad-write', 'livelock', 'missed-stop', 'final-state', 'vmm-exception'] as const;
+export type ViolationKind = (typeof VIOLATION_KINDS)[number];
+
+export interface Violation {
+  kind: ViolationKind;
+  actor: string;
+  message: string;
+  /** The VMM's diagnostics for a stop (QEMU's wording where it has one), plus the register dump. */
+  lines: string[];
+  /** Index of the step (0-based) during which it was detected. */
+  step: number;
+}
+
+export const EXERCISED_COUNTERS = ['kernelFaults', 'efaultRecovered', 'memoryFaultRecovered', 'emulatedMmioRecovered', 'urReads', 'urDroppedWrites', 'configWrites'] as const;
+export type ExercisedCounter = (typeof EXERCISED_COUNTERS)[number];
+
+export interface SimOptions {
+  kernel: KernelVariant;
+  policy: PolicyName;
+  barOrder: BarOrder;
+  accessors: number;
+  toggles: number;
+  hostRevoke: boolean;
+  /** With hostRevoke: how many revoke/restore pairs the host actor performs. */
+  hostRevokeCycles: number;
+  configAccess: ConfigAccess;
+  /** Revoke a RAM page and make accessor 0 read it last: the VM must stop, naming the gpa. */
+  ramFault: boolean;
+  widths: readonly Width[];
+  slice: KernelSlice;
+  livelockBound: number;
+  /** A run longer than this is cut short as a livelock. */
+  maxSteps: number;
+  /** Test hook: wraps or replaces the machine's memory-fault policy (planted bugs). */
+  policyOverride?: (base: MemoryFaultPolicy) => MemoryFaultPolicy;
+  /** Test hook: runs on each new world before its first step (planted bugs in devices or the model). */
+  plant?: (world: World) => void;
+}
+
+export const DEFAULT_SIM_OPTIONS: SimOptions = {
+  kernel: 'patched',
+  policy: 'tsvmm',
+  barOrder: 'unmap-first',
+  accessors: 2,
+  toggles: 2,
+  hostRevoke: false,
+  hostRevokeCycles: 1,
+  configAccess: 'ports',
+  ramFault: false,
+  widths: WIDTHS,
+  slice: 'instruction',
+  livelockBound: 64,
+  maxSteps: 20_000,
+};
+
+export const SIM_RAM_BYTES = 2n << 20n;
+/** The RAM page the ramFault scenario revokes (1 MiB: clear of everything else). */
+export const RAM_PROBE_GPA = 0x10_0000n;
+const PASSTHROUGH_SLOT = 3;
+const PASSTHROUGH_NAME = 'pt0';
+
+const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+
+interface Actor {
+  readonly name: string;
+  /** Its steps change what the accessors face (the toggler, the host): they end a livelock count. */
+  readonly environment: boolean;
+  done: boolean;
+  enabled(): boolean;
+  /** Runs one step; returns its label when the world records a trace. */
+  step(): string | undefined;
+}
+
+class VcpuActor implements Actor {
+  done = false;
+  phase: 'enter' | 'handle' | 'steps' | 'release' = 'enter';
+  /** Own steps since this vCPU last retired an instruction. */
+  sinceRetire = 0;
+  /** For an MMIO read handled by the VMM: what the guest must see when it retires. */
+  expectedRead: { value: bigint; decoding: boolean } | undefined;
+  private exit: VcpuExit | undefined;
+  private outcome: Outcome | undefined;
+  private queue: Step[] = [];
+
+  constructor(
+    private readonly world: World,
+    readonly name: string,
+    readonly vcpu: SimVcpu,
+    readonly runner: VcpuRunner,
+    /** The toggler: part of the environment whose steps are progress for the others. */
+    readonly environment: boolean,
+  ) {}
+
+  enabled(): boolean {
+    if (this.done) return false;
+    return !(this.phase === 'handle' && this.world.machine.lock.held);
+  }
+
+  step(): string | undefined {
+    this.sinceRetire++;
+    const w = this.world;
+    switch (this.phase) {
+      case 'enter': {
+        const exit = this.runner.enter();
+        if (!this.runner.needsLock(exit)) {
+          const h = this.runner.beginHandle(exit, true)!;
+          this.runner.endHandle();
+          this.finish(h.outcome);
+          return w.tracing ? `${this.name}: ${formatEntry(this.vcpu.last!)}` : undefined;
+        }
+        this.exit = exit;
+        this.phase = 'handle';
+        return w.tracing ? `${this.name}: ${formatEntry(this.vcpu.last!)}` : undefined;
+      }
+      case 'handle': {
+        const exit = this.exit!;
+        const h = this.runner.beginHandle(exit, true);
+        if (!h) throw new Error(`${this.name}: scheduled while the device lock is held`);
+        this.outcome = h.outcome;
+        this.queue = [...h.pending];
+        if (exit.kind === 'mmio') w.mmioDispatched(this);
+        const label = w.tracing ? `${this.name}: handle ${describeExit(exit)} -> ${describeOutcome(h.outcome, this.queue.length)}` : undefined;
+        if (h.outcome.kind === 'stop' || h.outcome.kind === 'vm-exit') {
+          // The VM stops here; the other vCPUs are kicked out and never re-enter.
+          this.runner.endHandle();
+          this.finish(h.outcome);
+          return label;
+        }
+        this.phase = this.queue.length > 0 ? 'steps' : 'release';
+        return label;
+      }
+      case 'steps': {
+        const s = this.queue.shift()!;
+        const more = s.run();
+        if (more && more.length > 0) this.queue.unshift(...more);
+        if (this.queue.length === 0) this.phase = 'release';
+        return w.tracing ? `${this.name}: ${s.name}` : undefined;
+      }
+      case 'release':
+        this.runner.endHandle();
+        this.finish(this.outcome!);
+        return w.tracing ? `${this.name}: release device lock` : undefined;
+    }
+  }
+
+  private finish(outcome: Outcome): void {
+    this.exit = undefined;
+    this.outcome = undefined;
+    switch (outcome.kind) {
+      case 'continue':
+        this.phase = 'enter';
+        return;
+      case 'vcpu-done':
+        this.done = true;
+        this.sinceRetire = 0;
+        return;
+      case 'vm-exit':
+        this.done = true;
+        this.world.vmExited(this, outcome.code);
+        return;
+      case 'stop':
+        this.done = true;
+        this.world.vmStopped(this, outcome);
+        return;
+    }
+  }
+}
+
+class HostActor implements Actor {
+  done = false;
+  readonly environment = true;
+  private phase: 'revoke' | 'restore' | 'steps' | 'release' = 'revoke';
+  private queue: Step[] = [];
+  private cycles: number;
+
+  constructor(private readonly world: World, readonly name: string, cycles: number) {
+    this.cycles = cycles;
+    this.done = cycles <= 0;
+  }
+
+  enabled(): boolean {
+    if (this.done) return false;
+    return !(this.phase === 'restore' && this.world.machine.lock.held);
+  }
+
+  step(): string | undefined {
+    const w = this.world;
+    switch (this.phase) {
+      case 'revoke':
+        // The host kernel takes the device away (runtime PM, a host-side reset): no VMM lock.
+        w.host.hostRevoke();
+        this.phase = 'restore';
+        return w.tracing ? `${this.name}: revoke ${PASSTHROUGH_NAME} (host holds the device; no device lock)` : undefined;
+      case 'restore':
+        // The VMM is told the device is back: under its lock, restore and resync the BARs.
+        if (!w.machine.lock.tryLock()) throw new Error('host: scheduled while the device lock is held');
+        w.host.hostRestore();
+        this.queue = [...w.machine.resyncBars()];
+        this.phase = this.queue.length > 0 ? 'steps' : 'release';
+        return w.tracing ? `${this.name}: take device lock, restore ${PASSTHROUGH_NAME}, resync BARs (${this.queue.length} step(s))` : undefined;
+      case 'steps': {
+        const s = this.queue.shift()!;
+        const more = s.run();
+        if (more && more.length > 0) this.queue.unshift(...more);
+        if (this.queue.length === 0) this.phase = 'release';
+        return w.tracing ? `${this.name}: ${s.name}` : undefined;
+      }
+      case 'release':
+        w.machine.lock.unlock();
+        this.phase = 'revoke';
+        this.done = --this.cycles <= 0;
+        return w.tracing ? `${this.name}: release device lock` : undefined;
+    }
+  }
+}
+
+function describeExit(e: VcpuExit): string {
+  switch (e.kind) {
+    case 'mmio':
+      return `MMIO ${e.isWrite ? `write ${hex(e.gpa)}/${e.len} = ${hex(e.data)}` : `read ${hex(e.gpa)}/${e.len}`}`;
+    case 'io':
+      return `IO ${e.direction} ${hex(e.port)}/${e.size}`;
+    case 'memory-fault':
+      return `KVM_EXIT_MEMORY_FAULT gpa=${hex(e.gpa)} size=${hex(e.size)} flags=${hex(e.flags)}`;
+    case 'run-error':
+      return `KVM_RUN error errno ${e.errno}`;
+    default:
+      return e.kind;
+  }
+}
+
+function describeOutcome(o: Outcome, steps: number): string {
+  switch (o.kind) {
+    case 'continue':
+      return steps > 0 ? `continue, ${steps} step(s) under the lock` : 'continue';
+    case 'vcpu-done':
+      return `vCPU done (${o.reason})`;
+    case 'vm-exit':
+      return `VM exit ${o.code}`;
+    case 'stop':
+      return `VM STOPPED (${o.state}): ${o.lines[0] ?? ''}`;
+  }
+}
+
+export class World implements SimObserver {
+  readonly hostMemory = new SimHostMemory();
+  readonly vm: SimVm;
+  readonly machine: Machine;
+  readonly host: ShmHostDevice;
+  readonly actors: Actor[] = [];
+  readonly bar0: bigint;
+  stopped = false;
+  violation: Violation | undefined;
+  /** Steps taken so far in this run. */
+  stepIndex = 0;
+  readonly tracing: boolean;
+  readonly trace: string[] = [];
+  /** How the VM ended, for reports. */
+  stopLines: string[] | undefined;
+  private readonly byVcpu = new Map<SimVcpu, VcpuActor>();
+  /** Each accessor's scratch register as the device must hold it. */
+  private readonly scratchModel: bigint[];
+  private readonly bar0File: { fd: number; offset: number };
+
+  constructor(readonly options: SimOptions, tracing = false) {
+    this.tracing = tracing;
+    this.vm = new SimVm(this.hostMemory, options.kernel, options.slice);
+    const nVcpus = options.accessors + 1;
+    this.machine = Machine.create(
+      { ramBytes: SIM_RAM_BYTES, vcpus: nVcpus, passthrough: [{ name: PASSTHROUGH_NAME, slot: PASSTHROUGH_SLOT, backend: 'shm' }], policy: options.policy, barOrder: options.barOrder },
+      this.vm,
+      this.hostMemory,
+      () => {},
+    );
+    if (options.policyOverride) (this.machine as { policy: MemoryFaultPolicy }).policy = options.policyOverride(this.machine.policy);
+    const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
+    this.bar0 = bars.get(0)!;
+    const dev = this.machine.passthrough[0]!;
+    this.host = dev.host as ShmHostDevice;
+    const hostBar0 = dev.host.regions().find((r) => r.index === 0)!.hostAddress!;
+    this.bar0File = this.hostMemory.fileAt(hostBar0)!;
+    this.scratchModel = Array.from({ length: options.accessors }, (_, k) => this.peekScratch(k));
+
+    let ramProbe: bigint | undefined;
+    if (options.ramFault) {
+      const ram = this.machine.shared.ram[0]!;
+      this.hostMemory.setAccessible(ram.hostAddress + RAM_PROBE_GPA - ram.gpa, 4096, false);
+      ramProbe = RAM_PROBE_GPA;
+    }
+    // Scheduling order (the default schedule runs each actor until it blocks or ends, in this order):
+    // the toggler first, then the accessors, then the host.
+    const toggler = this.addVcpu(options.accessors, togglerProgram(PASSTHROUGH_SLOT, options.toggles, options.configAccess), true);
+    this.actors.push(toggler);
+    for (let k = 0; k < options.accessors; k++) {
+      this.actors.push(this.addVcpu(k, accessorProgram(k, this.bar0, options.widths, k === 0 ? ramProbe : undefined), false));
+    }
+    if (options.hostRevoke) this.actors.push(new HostActor(this, 'host', options.hostRevokeCycles));
+    options.plant?.(this);
+  }
+
+  private addVcpu(index: number, program: Instruction[], environment: boolean): VcpuActor {
+    const v = this.vm.createVcpu(index, program, this);
+    const a = new VcpuActor(this, `vcpu${index}`, v, new VcpuRunner(v, this.machine), environment);
+    this.byVcpu.set(v, a);
+    return a;
+  }
+
+  /** The device decodes memory accesses: COMMAND.MEM on the host device, and the host not holding it. */
+  deviceDecoding(): boolean {
+    return this.host.memoryEnabled() && !this.host.heldAway();
+  }
+
+  get finished(): boolean {
+    return this.stopped || this.violation !== undefined || this.actors.every((a) => a.done);
+  }
+
+  /** Indices of actors that can take a step now. */
+  enabledActors(): number[] {
+    const out: number[] = [];
+    if (this.finished) return out;
+    this.actors.forEach((a, i) => {
+      if (a.enabled()) out.push(i);
+    });
+    return out;
+  }
+
+  /** Runs one step of actor `i`; checks the per-step invariants. */
+  runStep(i: number): void {
+    const a = this.actors[i]!;
+    let label: string | undefined;
+    try {
+      label = a.step();
+    } catch (e) {
+      this.violate('vmm-exception', a.name, `VMM code threw: ${(e as Error).stack ?? String(e)}`);
+    }
+    if (this.tracing) this.trace.push(label ?? `${a.name}: (threw)`);
+    // A vCPU waiting out the guest's own toggling or the host's hold is not livelocked: the count is
+    // of its steps while the environment stands still.
+    if (a.environment) for (const x of this.actors) if (x !== a && x instanceof VcpuActor) x.sinceRetire = 0;
+    if (!this.violation && a instanceof VcpuActor && !a.done && a.sinceRetire > this.options.livelockBound) {
+      this.violate('livelock', a.name, `${a.name} took ${a.sinceRetire} steps without retiring an instruction (at ${formatInstruction(a.vcpu.current())})`);
+    }
+    this.stepIndex++;
+    if (!this.violation && !this.stopped && this.stepIndex >= this.options.maxSteps) {
+      this.violate('livelock', a.name, `the run took ${this.stepIndex} steps without finishing`);
+    }
+    if (!this.violation && !this.stopped && this.actors.every((x) => x.done)) this.checkFinalState();
+  }
+
+  private violate(kind: ViolationKind, actor: string, message: string, lines: string[] = []): void {
+    if (this.violation) return;
+    this.violation = { kind, actor, message, lines, step: this.stepIndex };
+  }
+
+  // ---- SimObserver ----
+
+  kernelAccess(vcpu: SimVcpu, insn: Instruction, value: bigint | undefined): void {
+    this.checkEffect(this.byVcpu.get(vcpu)!, insn, value, this.deviceDecoding());
+  }
+
+  retire(vcpu: SimVcpu, insn: Instruction, value: bigint | undefined, via: 'kernel' | 'exit'): void {
+    const a = this.byVcpu.get(vcpu)!;
+    a.sinceRetire = 0;
+    if (insn.op === 'load' && insn.tag.kind === 'ram-probe') {
+      this.violate('missed-stop', a.name, `${formatInstruction(insn)} retired (value ${value === undefined ? '-' : hex(value)}) although the host mapping of RAM gpa ${hex(insn.gpa)} is revoked; the VM must stop`);
+      return;
+    }
+    if (via === 'exit' && insn.op === 'load' && a.expectedRead) {
+      const e = a.expectedRead;
+      a.expectedRead = undefined;
+      if (value !== e.value) this.badRead(a, insn, value, e.value, e.decoding, 'MMIO exit');
+    }
+  }
+
+  /** The VMM just dispatched an MMIO exit: the access took effect now. */
+  mmioDispatched(a: VcpuActor): void {
+    const insn = a.vcpu.pendingInstruction();
+    if (!insn || (insn.op !== 'load' && insn.op !== 'store') || (insn.tag.kind !== 'id' && insn.tag.kind !== 'scratch')) return;
+    const decoding = this.deviceDecoding();
+    if (insn.op === 'load') {
+      a.expectedRead = { value: this.expectedLoad(insn, decoding), decoding };
+      return;
+    }
+    this.checkEffect(a, insn, undefined, decoding);
+  }
+
+  /** What a load of the ID or a scratch register must return (the caller checked the tag). */
+  private expectedLoad(insn: Extract<Instruction, { op: 'load' }>, decoding: boolean): bigint {
+    const mask = allOnes(insn.width);
+    if (!decoding) return mask;
+    if (insn.tag.kind === 'scratch') return this.scratchModel[insn.tag.accessor]! & mask;
+    return SHM_DEVICE_ID_VALUE & mask;
+  }
+
+  /** An access took effect with the device decoding or not: check a load's value or a store's landing. */
+  private checkEffect(a: VcpuActor, insn: Instruction, value: bigint | undefined, decoding: boolean): void {
+    if (insn.op === 'load') {
+      if (insn.tag.kind === 'ram-probe' || (insn.tag.kind !== 'id' && insn.tag.kind !== 'scratch')) return;
+      const want = this.expectedLoad(insn, decoding);
+      if (value !== want) this.badRead(a, insn, value, want, decoding, 'inside KVM');
+      return;
+    }
+    if (insn.op !== 'store' || insn.tag.kind !== 'scratch') return;
+    const k = insn.tag.accessor;
+    const mask = allOnes(insn.width);
+    const before = this.scratchModel[k]!;
+    if (decoding) this.scratchModel[k] = (before & ~mask) | (insn.value & mask);
+    const now = this.peekScratch(k);
+    if (now !== this.scratchModel[k]) {
+      const what = decoding ? 'was dropped although the device decoded' : 'landed although decode was off';
+      this.violate('bad-write', a.name, `${formatInstruction(insn)} ${what}: scratch register holds ${hex(now)}, expected ${hex(this.scratchModel[k]!)}`);
+    }
+  }
+
+  private badRead(a: VcpuActor, insn: Instruction, got: bigint | undefined, want: bigint, decoding: boolean, via: string): void {
+    const state = decoding ? 'decode on: the true value' : 'decode off: all ones';
+    this.violate('bad-value', a.name, `${formatInstruction(insn)} (${via}) returned ${got === undefined ? 'nothing' : hex(got)}, expected ${hex(want)} (${state})`);
+  }
+
+  private peekScratch(k: number): bigint {
+    return this.hostMemory.peek(this.bar0File.fd, this.bar0File.offset + Number(scratchOffset(k)), 8);
+  }
+
+  // ---- run-state changes ----
+
+  vmStopped(a: VcpuActor, o: Extract<Outcome, { kind: 'stop' }>): void {
+    this.stopped = true;
+    const faulting = a.vcpu.pendingInstruction() ?? a.vcpu.current();
+    const dump = o.dumpRegisters ? [`vCPU ${a.vcpu.index} RIP=${hex(a.vcpu.pc)} (program: ${formatInstruction(faulting)})`] : [];
+    this.stopLines = [...o.lines, ...dump];
+    if (faulting.op === 'load' && faulting.tag.kind === 'ram-probe' && o.state === 'internal-error') {
+      // Expected: a fault outside any BAR stops the VM. Its diagnostics must let a user find the gpa:
+      // the VMM's own lines when the kernel reports it (patched: memory_fault.gpa; emulated: the MMIO
+      // exit), else the register dump (unpatched KVM reports no gpa at all).
+      const gpa = hex(faulting.gpa);
+      const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : o.lines.some((l) => l.includes(gpa));
+      if (!named) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not name the gpa`, this.stopLines);
+      return;
+    }
+    this.violate('vm-death', a.name, `VM stopped (${o.state}) on ${a.name} at ${formatInstruction(faulting)}`, this.stopLines);
+  }
+
+  vmExited(a: VcpuActor, code: number): void {
+    this.stopped = true;
+    this.violate('vm-death', a.name, `the VM exited with status ${code}`);
+  }
+
+  /** What this run exercised (kernel faults, VMM recoveries, UR answers), for the report. */
+  exercised(): Record<ExercisedCounter, number> {
+    const st = this.machine.stats;
+    const f = this.vm.faults;
+    return {
+      kernelFaults: f.efault + f.memoryFault + f.emulatedMmio,
+      efaultRecovered: st.get('fault.efaultRecovered'),
+      memoryFaultRecovered: st.get('fault.memoryFaultRecovered'),
+      emulatedMmioRecovered: st.get('fault.emulatedMmioRecovered'),
+      urReads: st.get('ur.reads'),
+      urDroppedWrites: st.get('ur.droppedWrites'),
+      configWrites: st.get('pci.configWrites'),
+    };
+  }
+
+  private checkFinalState(): void {
+    if (this.options.ramFault) {
+      this.violate('missed-stop', 'vcpu0', `the run ended without stopping the VM for the fault at RAM gpa ${hex(RAM_PROBE_GPA)}`);
+      return;
+    }
+    const dev = this.machine.passthrough[0]!;
+    const slot = this.vm.slotAt(this.bar0);
+    if (this.deviceDecoding() && (!slot || !this.hostMemory.accessible(slot.hostAddress))) {
+      this.violate('final-state', 'vmm', `at the end BAR0 decodes but ${slot ? 'its memslot points at a revoked mapping' : 'has no memslot'}: accesses stay on the slow path`);
+    } else if (slot && !this.hostMemory.accessible(slot.hostAddress) && !dev.options.keepMemslotOnDecodeOff) {
+      this.violate('final-state', 'vmm', 'at the end a BAR0 memslot points at a revoked host mapping');
+    }
+  }
+}

@@ -1,0 +1,256 @@
+// The explorer (src/sim/explorer.ts) driving the real VMM on the kernel model: tsvmm survives every
+// interleaving within a bound on every kernel variant, in both BAR orders and with host revocations;
+// the reference policies (QEMU master, cloud-hypervisor) die; planted bugs are caught with a short
+// schedule; a fault outside any BAR stops the VM with a message naming the gpa.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { explore, replay, runSchedule, shrinkSchedule, type ExploreOptions } from '../src/sim/explorer';
+import { DEFAULT_SIM_OPTIONS, RAM_PROBE_GPA, World, type SimOptions } from '../src/sim/world';
+import { KERNEL_VARIANTS } from '../src/sim/kernel';
+import { RefaultGuard, type FaultDecision, type MemoryFaultPolicy } from '../src/vmm/memory-fault-policy';
+
+const EXHAUSTIVE = (bound: number): ExploreOptions => ({ mode: 'exhaustive', bound, seeds: 0, seed0: 1, maxSchedules: 200_000, shrink: true });
+const RANDOM = (seeds: number): ExploreOptions => ({ mode: 'random', bound: 0, seeds, seed0: 7, maxSchedules: 0, shrink: true });
+const sim = (o: Partial<SimOptions>): SimOptions => ({ ...DEFAULT_SIM_OPTIONS, ...o });
+
+/** A policy built from another, with some methods replaced (planted bugs). */
+function planted(base: MemoryFaultPolicy, patch: Partial<Pick<MemoryFaultPolicy, 'unassignedRead' | 'onRunError' | 'onMemoryFault'>>): MemoryFaultPolicy {
+  return {
+    name: base.name,
+    barOrder: base.barOrder,
+    keepMemslotOnDecodeOff: base.keepMemslotOnDecodeOff,
+    unassignedRead: patch.unassignedRead ?? ((len) => base.unassignedRead(len)),
+    onRunError: patch.onRunError ?? ((e, f, v) => base.onRunError(e, f, v)),
+    onMemoryFault: patch.onMemoryFault ?? ((x, f, v) => base.onMemoryFault(x, f, v)),
+  };
+}
+
+const retryWithoutResync = (): FaultDecision => ({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] });
+
+describe('tsvmm survives every interleaving within the bound', () => {
+  for (const kernel of KERNEL_VARIANTS) {
+    for (const barOrder of ['qemu', 'unmap-first'] as const) {
+      for (const hostRevoke of [false, true]) {
+        test(`${kernel}, BAR order ${barOrder}${hostRevoke ? ', host revoke' : ''}: 0 violations (exhaustive, bound 1)`, () => {
+          const r = explore(sim({ kernel, barOrder, hostRevoke }), EXHAUSTIVE(1));
+          assert.equal(r.complete, true);
+          assert.ok(r.schedules > 50, `only ${r.schedules} schedules`);
+          assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+          if (barOrder === 'qemu' || hostRevoke) assert.ok(r.schedulesWithKernelFaults > 0, 'the race window was reached');
+        });
+      }
+    }
+  }
+
+  test('unpatched, QEMU order, host revoke: 0 violations at bound 2, and the fault path is exercised', () => {
+    const r = explore(sim({ kernel: 'unpatched', barOrder: 'qemu', hostRevoke: true, toggles: 2 }), EXHAUSTIVE(2));
+    assert.equal(r.violations, 0, r.firstViolation?.schedule.join('\n'));
+    assert.ok(r.schedules > 10_000, `${r.schedules} schedules`);
+    assert.ok(r.exercised.efaultRecovered > 0);
+    assert.ok(r.exercised.urReads > 0 && r.exercised.urDroppedWrites > 0);
+  });
+
+  for (const kernel of KERNEL_VARIANTS) {
+    test(`${kernel}: 0 violations over random schedules (3 accessors, ECAM config writes, host revoke)`, () => {
+      const r = explore(sim({ kernel, barOrder: 'qemu', hostRevoke: true, accessors: 3, toggles: 3, configAccess: 'ecam' }), RANDOM(300));
+      assert.equal(r.violations, 0, r.firstViolation?.schedule.join('\n'));
+      assert.ok(r.distinctSchedules > 250);
+    });
+  }
+
+  test('run-to-exit slicing (no EINTR between in-kernel accesses): 0 violations', () => {
+    for (const kernel of KERNEL_VARIANTS) {
+      const r = explore(sim({ kernel, barOrder: 'qemu', hostRevoke: true, slice: 'exit' }), EXHAUSTIVE(1));
+      assert.equal(r.violations, 0, `${kernel}: ${r.firstViolation?.message}`);
+    }
+  });
+});
+
+describe('reference policies die', () => {
+  test('QEMU master: EFAULT is fatal on the unpatched kernel', () => {
+    const r = explore(sim({ kernel: 'unpatched', policy: 'qemu' }), EXHAUSTIVE(1));
+    assert.ok(r.violationsByKind['vm-death'] > 0);
+    const fv = r.firstViolation!;
+    assert.equal(fv.kind, 'vm-death');
+    assert.deepEqual(fv.lines.slice(0, 1), ['error: kvm run failed Bad address']);
+    // The minimal schedule: the config write's device write, then the vCPU faults before the memslot goes.
+    const s = fv.schedule.join('\n');
+    assert.match(s, /pt0: device-config-write[\s\S]*vcpu\d: enter \(load1 0xc0000000\) -> EFAULT \(exit_reason 0\)[\s\S]*memslot-delete/);
+    assert.ok(fv.schedule.length <= 14, `${fv.schedule.length} steps`);
+  });
+
+  test('QEMU master: KVM_EXIT_MEMORY_FAULT on the patched kernel ends in "Convert non guest_memfd backed memory region"', () => {
+    const r = explore(sim({ kernel: 'patched', policy: 'qemu' }), EXHAUSTIVE(1));
+    assert.ok(r.violationsByKind['vm-death'] > 0);
+    assert.match(r.firstViolation!.lines[0]!, /^Convert non guest_memfd backed memory region \(0xc0000000 ,\+ 0x1000\) to shared$/);
+    assert.ok(r.violationsByKind['bad-value'] > 0, 'and unassigned reads return 0, not all ones');
+  });
+
+  test('cloud-hypervisor: any KVM_RUN error ends the VM (memslots kept on MEM clear)', () => {
+    for (const kernel of ['unpatched', 'patched'] as const) {
+      const r = explore(sim({ kernel, policy: 'cloud-hypervisor' }), EXHAUSTIVE(1));
+      assert.ok(r.violationsByKind['vm-death'] > 0, kernel);
+      assert.match(r.firstViolation!.lines[0]!, kernel === 'unpatched' ? /^VCPU generated error: VcpuRun\(Bad address\)$/ : /^Unexpected exit reason on vcpu run: MemoryFault/);
+    }
+  });
+});
+
+describe('planted bugs are caught', () => {
+  test('re-entering without deleting the memslot (and no guard) livelocks', () => {
+    const s = sim({
+      kernel: 'patched',
+      hostRevoke: true,
+      accessors: 1,
+      toggles: 1,
+      policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
+    });
+    const r = explore(s, EXHAUSTIVE(2));
+    assert.ok(r.violationsByKind.livelock > 0);
+    const fv = r.firstViolation!;
+    assert.equal(fv.kind, 'livelock');
+    assert.match(fv.message, /without retiring an instruction/);
+    assert.match(fv.schedule[0]!, /^host: revoke pt0/);
+  });
+
+  test('re-entering without deleting the memslot hits the refault guard: a VM death naming the loop', () => {
+    const s = sim({
+      kernel: 'patched',
+      hostRevoke: true,
+      accessors: 1,
+      toggles: 1,
+      policyOverride: (base) =>
+        planted(base, {
+          onMemoryFault: (f, facts, v): FaultDecision => {
+            const n = v.guard.record(`mf:${f.gpa}`, facts.memoryMapGeneration());
+            if (n > v.guard.limit) return { kind: 'fatal', lines: [`tsvmm: refault loop on vCPU ${v.vcpu}: retried ${n} times without any memory-map change`] };
+            return retryWithoutResync();
+          },
+        }),
+    });
+    const r = explore(s, EXHAUSTIVE(2));
+    assert.ok(r.violationsByKind['vm-death'] > 0);
+    assert.match(r.firstViolation!.lines[0]!, /refault loop/);
+    assert.equal(new RefaultGuard().limit, 4);
+  });
+
+  test('answering an Unsupported Request with zero instead of all ones gives bad values', () => {
+    const r = explore(sim({ kernel: 'patched', policyOverride: (base) => planted(base, { unassignedRead: () => 0n }) }), EXHAUSTIVE(1));
+    assert.ok(r.violationsByKind['bad-value'] > 0);
+    assert.match(r.firstViolation!.message, /returned 0x0, expected 0xff \(decode off: all ones\)/);
+  });
+
+  test('a slow path that writes while the host holds the device away gives bad writes', () => {
+    const s = sim({
+      kernel: 'patched',
+      hostRevoke: true,
+      plant: (w) => {
+        // The device forgets vfio's "-EIO while not accessible" rule for writes.
+        const h = w.host as unknown as { heldAway(): boolean; regionWrite(i: number, o: bigint, l: number, v: bigint): boolean };
+        const write = h.regionWrite.bind(h);
+        h.regionWrite = (i, o, l, v) => {
+          if (!h.heldAway()) return write(i, o, l, v);
+          w.hostMemory.pwrite(w.hostMemory.fileAt(w.machine.passthrough[0]!.host.regions()[0]!.hostAddress!)!.fd, new Uint8Array(new BigUint64Array([v]).buffer).subarray(0, l), Number(o));
+          return true;
+        };
+      },
+    });
+    const r = explore(s, EXHAUSTIVE(2));
+    assert.ok(r.violationsByKind['bad-write'] > 0);
+    assert.match(r.firstViolation!.message, /landed although decode was off/);
+  });
+
+  test('the EFAULT policy before the fix (revocation generation only) dies when the revocation preceded the entry', () => {
+    // tsvmm's unannotated-EFAULT rule once looked only at "revoked since entry or revoked now". A vCPU
+    // that entered after the device write revoked the mapping, but before the memslot was deleted,
+    // faulted through the stale memslot and was then declared fatal. Keep that bug caught.
+    const old = (base: MemoryFaultPolicy) =>
+      planted(base, { onRunError: (e, f, v) => base.onRunError(e, f, { vcpu: v.vcpu, guard: v.guard, revocationGenerationAtEntry: v.revocationGenerationAtEntry }) });
+    const cases = [
+      { o: { barOrder: 'qemu' as const }, bound: 1 },
+      // Host revoke, then a vCPU enters, then the guest's MEM clear deletes the memslot: two deviations.
+      { o: { barOrder: 'unmap-first' as const, hostRevoke: true, accessors: 1, toggles: 1 }, bound: 2 },
+    ];
+    for (const { o, bound } of cases) {
+      const r = explore(sim({ kernel: 'unpatched', ...o, policyOverride: old }), EXHAUSTIVE(bound));
+      assert.ok(r.violationsByKind['vm-death'] > 0, o.barOrder);
+      assert.match(r.firstViolation!.lines[1]!, /the fault is outside any passthrough BAR/);
+    }
+  });
+});
+
+describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
+  const gpa = `0x${RAM_PROBE_GPA.toString(16)}`;
+  for (const kernel of KERNEL_VARIANTS) {
+    test(`${kernel}: every schedule stops with internal-error and diagnostics naming ${gpa}`, () => {
+      const r = explore(sim({ kernel, ramFault: true, barOrder: 'qemu', hostRevoke: true }), EXHAUSTIVE(1));
+      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}`);
+      // The default schedule, looked at directly.
+      const run = runSchedule(sim({ kernel, ramFault: true }), (_p, _e, def) => def, true);
+      assert.equal(run.world.stopped, true);
+      const lines = run.world.stopLines!;
+      if (kernel === 'unpatched') {
+        // No gpa from KVM: the VMM says where it is not, the register dump says which access it was.
+        assert.equal(lines[0], 'error: kvm run failed Bad address');
+        assert.match(lines.join('\n'), /outside any passthrough BAR/);
+        assert.match(lines[lines.length - 1]!, new RegExp(`load8 ${gpa}`));
+      } else {
+        assert.ok(lines.slice(0, -1).some((l) => l.includes(gpa)), lines.join('\n'));
+      }
+    });
+  }
+
+  test('a policy that retries every fault never stops: caught', () => {
+    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }), EXHAUSTIVE(0));
+    assert.equal(r.violations, 1);
+    assert.equal(r.firstViolation!.kind, 'livelock');
+  });
+
+  test('a stop whose diagnostics do not name the gpa is caught', () => {
+    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', lines: ['error: kvm run failed Bad address'] }) }) }), EXHAUSTIVE(0));
+    assert.equal(r.firstViolation?.kind, 'missed-stop');
+  });
+});
+
+describe('the explorer itself', () => {
+  test('bound 1 explores the default schedule plus one schedule per (step, other enabled actor)', () => {
+    const s = sim({ kernel: 'patched', barOrder: 'qemu', hostRevoke: true });
+    const def = runSchedule(s, (_p, _e, d) => d);
+    const expected = 1 + def.decisions.reduce((n, d) => n + d.enabled.length - 1, 0);
+    assert.equal(explore(s, EXHAUSTIVE(0)).schedules, 1);
+    assert.equal(explore(s, EXHAUSTIVE(1)).schedules, expected);
+  });
+
+  test('runs are deterministic and violations replay from their choices', () => {
+    const s = sim({ kernel: 'unpatched', policy: 'qemu' });
+    const a = explore(s, EXHAUSTIVE(1));
+    const b = explore(s, EXHAUSTIVE(1));
+    assert.equal(a.schedules, b.schedules);
+    assert.deepEqual(a.violationsByKind, b.violationsByKind);
+    assert.deepEqual(a.firstViolation!.schedule, b.firstViolation!.schedule);
+    const r = replay(s, a.firstViolation!.choices)!;
+    assert.equal(r.violation?.kind, 'vm-death');
+    assert.deepEqual(r.world.trace, a.firstViolation!.schedule);
+  });
+
+  test('shrinking keeps the violation and never grows the schedule', () => {
+    const s = sim({ kernel: 'unpatched', policy: 'cloud-hypervisor', accessors: 2 });
+    const r = explore({ ...s }, { ...EXHAUSTIVE(1), shrink: false });
+    const choices = r.firstViolation!.choices;
+    const shrunk = shrinkSchedule(s, choices, 'vm-death');
+    assert.ok(shrunk.length <= choices.length);
+    assert.equal(replay(s, shrunk)!.violation?.kind, 'vm-death');
+  });
+
+  test('the maxSchedules cap is reported as an incomplete exploration', () => {
+    const r = explore(sim({}), { ...EXHAUSTIVE(2), maxSchedules: 10 });
+    assert.equal(r.schedules, 10);
+    assert.equal(r.complete, false);
+  });
+
+  test('a world built from scratch matches the machine the VMM builds: BAR0 at 0xc0000000 with a memslot', () => {
+    const w = new World(sim({}));
+    assert.equal(w.bar0, 0xc000_0000n);
+    assert.ok(w.vm.slotAt(w.bar0));
+    assert.equal(w.deviceDecoding(), true);
+  });
+});
