@@ -177,3 +177,17 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
   v.setUint32(Run.exitReason, 77, true);
   assert.equal((s.dispatch(decodeExit(v, 0)) as { lines: string[] }).lines[0], 'KVM: unknown exit reason 77');
 });
+
+test('resync with two passthrough devices commits each memslot once', () => {
+  const vm = new RecordingVm();
+  const host = new FakeHostMemory();
+  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }, { name: 'b', slot: 4, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' }, vm, host, () => {});
+  m.assignBars();
+  const hosts = m.passthrough.map((d) => d.host as ShmHostDevice);
+  hosts.forEach((h) => h.hostRevoke());
+  runSteps(m.resyncBars());
+  assert.equal(vm.slots.size, 1, 'only RAM keeps a memslot while both devices are held away');
+  hosts.forEach((h) => h.hostRestore());
+  runSteps(m.resyncBars());
+  assert.equal(vm.slots.size, 5);
+});

@@ -276,7 +276,10 @@ export class Machine implements DispatchTarget {
   }
 
   resyncBars(): Step[] {
-    return this.passthrough.flatMap((d) => d.syncRegions(false));
+    // One commit for all devices: each device's commit would cover the whole map, and running
+    // several would add the same memslot twice.
+    for (const d of this.passthrough) d.updateRegions(false);
+    return this.memoryMap.commitSteps();
   }
 
   /**

@@ -151,6 +151,12 @@ export class PassthroughDevice implements PciFunction {
    * decoding (the first step of the unmap-first order).
    */
   syncRegions(forceDecodeOff: boolean): Step[] {
+    this.updateRegions(forceDecodeOff);
+    return this.memoryMap.commitSteps();
+  }
+
+  /** The region-table half of syncRegions(), for callers that commit once for several devices. */
+  updateRegions(forceDecodeOff: boolean): void {
     for (const bar of this.config.bars()) {
       if (bar.kind === 'io' || !this.handlerIds.has(bar.index)) continue;
       const region = this.regionOf(bar.index);
@@ -169,7 +175,6 @@ export class PassthroughDevice implements PciFunction {
         this.memoryMap.updateRegion(region.id, { kind, gpa: bar.address, hostAddress });
       }
     }
-    return this.memoryMap.commitSteps();
   }
 
   /** Per-BAR facts for the memory-fault policy. */
