@@ -10,6 +10,7 @@ import path from 'node:path';
 import { KvmSystem } from '../src/kvm/kvm';
 import { Vm } from '../src/vmm/vm';
 import { writeBootImage } from '../src/boot/boot-image';
+import { measureDispatchDesigns } from './dispatch-design';
 
 const C_LOOP = path.resolve(__dirname, '../../build/bench/kvm-loop');
 
@@ -50,6 +51,11 @@ function snapshot(vm: Vm, file: string): void {
 }
 
 async function main(): Promise<void> {
+  const d = await measureDispatchDesigns();
+  process.stdout.write(
+    `device-model dispatch (no KVM): shared lock ${d.lockedDispatchNs.toFixed(0)} ns, contended by a second thread ${d.contendedLockedDispatchNs.toFixed(0)} ns, ` +
+      `round trip to a device-model worker ${(d.workerRoundTripNs / 1000).toFixed(1)} us (${(d.workerRoundTripNs / d.lockedDispatchNs).toFixed(0)}x)\n\n`,
+  );
   const kvm = KvmSystem.availability(process.env.TSVMM_KVM ?? '/dev/kvm');
   if (!kvm.available) {
     process.stderr.write(`bench: cannot run: ${kvm.reason}\n`);
