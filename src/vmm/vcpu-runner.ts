@@ -22,8 +22,12 @@ export class VcpuRunner {
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
 
-  /** One KVM_RUN. The revocation generation is read first: a revocation after this read and before
-   * the fault is then visible as a change, whatever the interleaving. */
+  /**
+   * One KVM_RUN. The revocation generation is read first and BAR accessibility after it: a
+   * revocation after the first read is then visible as a change, and one before it is visible as
+   * "revoked at entry" (the backend marks a mapping inaccessible before it bumps the generation;
+   * see ShmHostDevice.revokeLocked()).
+   */
   enter(): VcpuExit {
     this.revocationGenerationAtEntry = this.machine.revocationGeneration();
     this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();

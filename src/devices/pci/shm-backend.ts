@@ -186,11 +186,15 @@ export class ShmHostDevice implements HostDevice {
   }
 
   private revokeLocked(): void {
-    // Bump the generation before the mappings go: a vCPU that reads the generation before entering
-    // KVM_RUN and then faults on the revoked mapping must see a changed generation.
+    // Order matters, against VcpuRunner.enter(), which reads the generation and then accessibility
+    // before KVM_RUN, lock-free: (1) mark the mapping inaccessible, (2) bump the generation,
+    // (3) revoke. A vCPU that read the old generation sees it changed when it faults; one that read
+    // the new one also sees "inaccessible" at entry. With (1) after (3), a vCPU could read the new
+    // generation and "accessible", fault, and find nothing changed (seen on real KVM with
+    // `tsvmm race --bar-order qemu`; the model made both writes one step).
+    Atomics.store(this.words, S_ACCESSIBLE, 0);
     Atomics.add(this.words, S_REVOCATION_GEN, 1);
     for (const b of this.bars) this.host.setAccessible(this.addresses[b.index]!, Number(b.size), false);
-    Atomics.store(this.words, S_ACCESSIBLE, 0);
   }
 
   private readFile(index: number, offset: bigint, len: number): bigint | undefined {
