@@ -31,6 +31,7 @@ export interface RaceReport {
   firstBad?: { vcpu: number; value: string; width: number; offset: number; expected: string };
   vmDeaths: number;
   runState: string;
+  exitStatus: number;
   faultToCompletionMicros?: { samples: number; median: number; p99: number };
   wallSeconds: number;
 }
@@ -116,7 +117,10 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     hostRevocations: s.get('host.revocations'),
     badValues: sum((x) => x.badValues),
     ...(firstBad ? { firstBad } : {}),
-    vmDeaths: r.state === 'internal-error' ? 1 : 0,
+    // Any stop other than the guest's own clean one is a death (internal-error, a triple fault's
+    // shutdown with status 1, a guest panic).
+    vmDeaths: r.state === 'shutdown' && r.exitCode === 0 ? 0 : 1,
+    exitStatus: r.exitCode,
     runState: r.state,
     ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) } } : {}),
     wallSeconds: round(r.wallSeconds),
