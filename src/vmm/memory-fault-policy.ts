@@ -20,6 +20,7 @@
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
 import { describeErrnoName } from './errno';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
+import { allOnes } from '../kvm/exit';
 import type { FlatRange } from '../memory/flatten';
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 import type { Step } from './steps';
@@ -78,11 +79,6 @@ export interface MemoryFaultPolicy {
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 const EFAULT = 14;
-const ALL_ONES_64 = 0xffff_ffff_ffff_ffffn;
-
-function allOnes(len: number): bigint {
-  return len >= 8 ? ALL_ONES_64 : (1n << BigInt(8 * len)) - 1n;
-}
 
 function kvmRunFailed(errno: number): string {
   return `error: kvm run failed ${describeErrnoName(errno)}`;

@@ -31,6 +31,7 @@ import type { AccessContext, MmioHandler } from '../device';
 import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-space';
 import type { PciFunction } from './host-bridge';
 import type { HostDevice } from './host-device';
+import { commandAfterWrite } from './command-register';
 
 export type BarOrder = 'qemu' | 'unmap-first';
 
@@ -122,7 +123,7 @@ export class PassthroughDevice implements PciFunction {
       return [deviceWrite, emulated];
     }
     const mapUpdate = step(`${this.name}: memory-map-update`, () => this.syncRegions(false));
-    const clearsMemory = this.config.memoryEnabled() && (previewCommand(this.config.command(), offset, size, value) & PCI_COMMAND_MEMORY) === 0;
+    const clearsMemory = this.config.memoryEnabled() && (commandAfterWrite(this.config.command(), offset, size, value) & PCI_COMMAND_MEMORY) === 0;
     if (clearsMemory && this.options.barOrder === 'unmap-first' && !this.options.keepMemslotOnDecodeOff) {
       const unmap = step(`${this.name}: memory-map-update (decode off)`, () => this.syncRegions(true));
       return [unmap, deviceWrite, emulated, mapUpdate];
@@ -189,18 +190,6 @@ export class PassthroughDevice implements PciFunction {
   barOverlapping(gpa: bigint, size: bigint): BarState | undefined {
     return this.config.bars().find((b) => b.kind !== 'io' && b.address !== 0n && !b.sizing && gpa < b.address + b.size && b.address < gpa + size);
   }
-}
-
-/** Applies a config write's bytes to a COMMAND value (masks do not matter for the MEM bit). */
-export function previewCommand(command: number, offset: number, size: number, value: number): number {
-  let cmd = command;
-  for (let i = 0; i < size; i++) {
-    const reg = offset + i;
-    if (reg !== PCI_COMMAND && reg !== PCI_COMMAND + 1) continue;
-    const shift = (reg - PCI_COMMAND) * 8;
-    cmd = (cmd & ~(0xff << shift)) | (((value >>> (8 * i)) & 0xff) << shift);
-  }
-  return cmd;
 }
 
 /**

@@ -13,6 +13,7 @@
 import type { HostMemory } from '../../memory/host-memory';
 import { DeviceLock } from '../../vmm/device-lock';
 import type { HostDevice, HostDeviceIdentity, HostRegion } from './host-device';
+import { commandAfterWrite } from './command-register';
 
 /** Register file in BAR0 (all little-endian u64). */
 export const ShmRegs = {
@@ -146,14 +147,7 @@ export class ShmHostDevice implements HostDevice {
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     if (offset >= 6 || offset + size <= 4) return; // only COMMAND matters to the host side here
     this.memoryLock.with(() => {
-      let cmd = this.command();
-      for (let i = 0; i < size; i++) {
-        const reg = offset + i;
-        if (reg !== 4 && reg !== 5) continue;
-        const shift = (reg - 4) * 8;
-        cmd = (cmd & ~(0xff << shift)) | (((value >>> (8 * i)) & 0xff) << shift);
-      }
-      Atomics.store(this.words, S_COMMAND, cmd);
+      Atomics.store(this.words, S_COMMAND, commandAfterWrite(this.command(), offset, size, value));
       this.applyAccessLocked();
     });
   }
