@@ -11,6 +11,7 @@ import { KvmSystem } from '../src/kvm/kvm';
 import { Vm } from '../src/vmm/vm';
 import { writeBootImage } from '../src/boot/boot-image';
 import { measureDispatchDesigns } from './dispatch-design';
+import { measureExitHandlingCost } from './exit-handling-cost';
 
 const C_LOOP = path.resolve(__dirname, '../../build/bench/kvm-loop');
 
@@ -55,6 +56,13 @@ async function main(): Promise<void> {
   process.stdout.write(
     `device-model dispatch (no KVM): shared lock ${d.lockedDispatchNs.toFixed(0)} ns, contended by a second thread ${d.contendedLockedDispatchNs.toFixed(0)} ns, ` +
       `round trip to a device-model worker ${(d.workerRoundTripNs / 1000).toFixed(1)} us (${(d.workerRoundTripNs / d.lockedDispatchNs).toFixed(0)}x)\n\n`,
+  );
+  const cost = measureExitHandlingCost();
+  // Exit round trips on the target host, from C (shared/design/host-notes.md): PIO 7.5 us, MMIO 7.9 us.
+  const predicted = (exitUs: number, ns: number) => (exitUs / (exitUs + ns / 1000)).toFixed(3);
+  process.stdout.write(
+    `exit handling in JS (no KVM; decode + lock + dispatch to the device): PIO ${cost.pioNs.toFixed(0)} ns, MMIO ${cost.mmioNs.toFixed(0)} ns per exit; ` +
+      `predicted tsvmm/C with 7.5/7.9 us exits: PIO ${predicted(7.5, cost.pioNs)}, MMIO ${predicted(7.9, cost.mmioNs)} (the native call adds 0.2-0.3 us more)\n\n`,
   );
   const kvm = KvmSystem.availability(process.env.TSVMM_KVM ?? '/dev/kvm');
   if (!kvm.available) {

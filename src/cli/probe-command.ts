@@ -84,7 +84,7 @@ export function probe(kvmPath: string): ProbeReport {
   const cpl0 = probeAccess('probe-read-cpl0', kvmPath);
   let verdict: string;
   if (cpl3.answer === 'annotated') verdict = `this kernel carries the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot exits with KVM_EXIT_MEMORY_FAULT (KVM_CAP_MEMORY_FAULT_INFO=${cap})`;
-  else if (cpl3.answer === 'unannotated') verdict = `this kernel does not carry the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot fails KVM_RUN with EFAULT and no KVM_EXIT_MEMORY_FAULT, although KVM_CAP_MEMORY_FAULT_INFO=${cap}`;
+  else if (cpl3.answer === 'unannotated') verdict = `this kernel does not carry the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot fails KVM_RUN with EFAULT and no KVM_EXIT_MEMORY_FAULT${cap ? `, although KVM_CAP_MEMORY_FAULT_INFO=${cap}` : ` (KVM_CAP_MEMORY_FAULT_INFO=0)`}`;
   else verdict = `inconclusive: a CPL3 access to a revoked mapping behind a memslot gave ${cpl3.answer} (${cpl3.detail}); KVM_CAP_MEMORY_FAULT_INFO=${cap}`;
   return { kvm: true, apiVersion, memoryFaultInfoCap: cap, cpl3, cpl0, verdict };
 }
