@@ -36,7 +36,7 @@ import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
 import type { MemoryFaultPolicy, PolicyName } from '../vmm/memory-fault-policy';
-import type { Step } from '../vmm/steps';
+import { StepQueue } from '../vmm/steps';
 import { VcpuRunner } from '../vmm/vcpu-runner';
 import { SimHostMemory } from './host-memory';
 import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
@@ -124,7 +124,7 @@ class VcpuActor implements Actor {
   expectedRead: { value: bigint; decoding: boolean } | undefined;
   private exit: VcpuExit | undefined;
   private outcome: Outcome | undefined;
-  private queue: Step[] = [];
+  private queue = new StepQueue();
 
   constructor(
     private readonly world: World,
@@ -161,7 +161,7 @@ class VcpuActor implements Actor {
         const h = this.runner.beginHandle(exit, true);
         if (!h) throw new Error(`${this.name}: scheduled while the device lock is held`);
         this.outcome = h.outcome;
-        this.queue = [...h.pending];
+        this.queue = new StepQueue(h.pending);
         if (exit.kind === 'mmio') w.mmioDispatched(this);
         const label = w.tracing ? `${this.name}: handle ${describeExit(exit)} -> ${describeOutcome(h.outcome, this.queue.length)}` : undefined;
         if (h.outcome.kind === 'stop' || h.outcome.kind === 'vm-exit') {
@@ -174,9 +174,7 @@ class VcpuActor implements Actor {
         return label;
       }
       case 'steps': {
-        const s = this.queue.shift()!;
-        const more = s.run();
-        if (more && more.length > 0) this.queue.unshift(...more);
+        const s = this.queue.runNext();
         if (this.queue.length === 0) this.phase = 'release';
         return w.tracing ? `${this.name}: ${s.name}` : undefined;
       }
@@ -214,7 +212,7 @@ class HostActor implements Actor {
   done = false;
   readonly environment = true;
   private phase: 'revoke' | 'restore' | 'steps' | 'release' = 'revoke';
-  private queue: Step[] = [];
+  private queue = new StepQueue();
   private cycles: number;
 
   constructor(private readonly world: World, readonly name: string, cycles: number) {
@@ -239,13 +237,11 @@ class HostActor implements Actor {
         // The VMM is told the device is back: under its lock, restore and resync the BARs.
         if (!w.machine.lock.tryLock()) throw new Error('host: scheduled while the device lock is held');
         w.host.hostRestore();
-        this.queue = [...w.machine.resyncBars()];
+        this.queue = new StepQueue(w.machine.resyncBars());
         this.phase = this.queue.length > 0 ? 'steps' : 'release';
         return w.tracing ? `${this.name}: take device lock, restore ${PASSTHROUGH_NAME}, resync BARs (${this.queue.length} step(s))` : undefined;
       case 'steps': {
-        const s = this.queue.shift()!;
-        const more = s.run();
-        if (more && more.length > 0) this.queue.unshift(...more);
+        const s = this.queue.runNext();
         if (this.queue.length === 0) this.phase = 'release';
         return w.tracing ? `${this.name}: ${s.name}` : undefined;
       }

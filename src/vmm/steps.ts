@@ -13,11 +13,30 @@ export function step(name: string, run: () => void | readonly Step[]): Step {
   return { name, run };
 }
 
+/** Steps still to run, one at a time; a step's follow-ups run before the steps after it. */
+export class StepQueue {
+  private readonly queue: Step[];
+
+  constructor(steps: readonly Step[] = []) {
+    this.queue = [...steps];
+  }
+
+  get length(): number {
+    return this.queue.length;
+  }
+
+  /** Runs the next step and returns it. */
+  runNext(): Step {
+    const s = this.queue.shift();
+    if (!s) throw new Error('StepQueue: no step left to run');
+    const more = s.run();
+    if (more && more.length > 0) this.queue.unshift(...more);
+    return s;
+  }
+}
+
 /** Runs steps back to back, follow-ups first (depth first). */
 export function runSteps(steps: readonly Step[]): void {
-  const queue = [...steps];
-  while (queue.length > 0) {
-    const more = queue.shift()!.run();
-    if (more && more.length > 0) queue.unshift(...more);
-  }
+  const q = new StepQueue(steps);
+  while (q.length > 0) q.runNext();
 }
