@@ -16,7 +16,7 @@ export class KvmUnavailableError extends Error {
   }
   static explain(path: string, errno: number): string {
     const n = native().constants;
-    if (errno === n.ENOENT) return `${path} does not exist: this host has no KVM (load kvm_intel/kvm_amd, or enable nested virtualisation)`;
+    if (errno === n.ENOENT) return `${path} does not exist: this host has no KVM (load kvm_intel/kvm_amd, or enable nested virtualisation; scripts/kvm-in-qemu.sh runs tsvmm against a KVM inside QEMU)`;
     if (errno === n.EACCES || errno === n.EPERM) return `permission denied opening ${path}: add this user to the group that owns it (usually \`kvm\`) or run as root`;
     if (errno === n.ENODEV || errno === n.ENXIO) return `${path} exists but no KVM driver is bound to it (${describeErrno(errno)}); on a host that is itself a KVM guest, nested virtualisation may be off`;
     return `cannot open ${path}: ${describeErrno(errno)}`;
