@@ -60,9 +60,4 @@ export class GuestMemory {
     }
     return undefined;
   }
-
-  unmap(): void {
-    // Views are dropped with the thread; explicit munmap is not needed for correctness here and
-    // would leave dangling views if anything still held one.
-  }
 }

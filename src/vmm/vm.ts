@@ -14,7 +14,7 @@ import type { VcpuThreadData } from './vcpu-thread';
 import { log, writeStdout } from '../log';
 import { resolveGuest, loadGuest } from '../boot/guest-image';
 import { setupLongMode, vcpuBootState } from '../boot/long-mode';
-import { writeBootInfo, BOOT_INFO_GPA, type BootInfo } from '../boot/boot-info';
+import { writeBootInfo, type BootInfo } from '../boot/boot-info';
 import { CONTROL_BASE } from '../devices/control';
 import type { Stats } from './stats';
 import { LatencySamples } from './latency';
@@ -104,10 +104,6 @@ export class Vm {
       vcpus.push(v);
     }
     return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars);
-  }
-
-  static bootInfoGpa(): number {
-    return Number(BOOT_INFO_GPA);
   }
 
   /** Starts one worker thread per vCPU. */
