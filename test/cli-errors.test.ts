@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runCli } from './cli';
 import { parseSize } from '../src/cli/size';
+import { KvmUnavailableError } from '../src/kvm/kvm';
+import { native } from '../src/native';
 
 test('no KVM device: a clear message naming the path', async () => {
   const r = await runCli(['run', '--guest', 'hello', '--kvm', '/nonexistent/kvm']);
@@ -38,4 +40,11 @@ test('size parsing', () => {
   assert.equal(parseSize('4096'), 4096n);
   assert.throws(() => parseSize('0'), /greater than zero/);
   assert.throws(() => parseSize('-1M'), /invalid size/);
+});
+
+test('KVM open errors name the cause: missing, no permission, no driver bound', () => {
+  const n = native().constants;
+  assert.match(KvmUnavailableError.explain('/dev/kvm', n.ENOENT!), /^\/dev\/kvm does not exist: this host has no KVM/);
+  assert.match(KvmUnavailableError.explain('/dev/kvm', n.EACCES!), /^permission denied opening \/dev\/kvm: add this user to the group that owns it \(usually `kvm`\)/);
+  assert.match(KvmUnavailableError.explain('/dev/kvm', n.ENODEV!), /^\/dev\/kvm exists but no KVM driver is bound to it \(No such device \(errno 19\)\)/);
 });
