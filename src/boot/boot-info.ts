@@ -43,7 +43,7 @@
 //   0x78 PROBE_VALUE        probe-read / probe-read-cpl0 (vCPU 0): the 8 bytes read at PROBE_GPA
 // Roles in `race`: vCPU 0 is the toggler; vCPU k >= 1 is accessor k-1 and uses the scratch
 // register at BAR0 + 0x100 + 8*(k-1).
-import { BENCH_PORT, CONTROL_BASE } from '../devices/control';
+import { BENCH_PORT, CONTROL_BASE, ControlRegs } from '../devices/control';
 import { COM1_BASE } from '../devices/serial';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import * as L from './layout';
@@ -101,19 +101,8 @@ export const ResultState = { NOT_STARTED: 0, RUNNING: 1, FINISHED: 2 } as const;
 /** PCI configuration access method the race toggler uses. */
 export const ConfigAccess = { PORTS: 0, ECAM: 1 } as const;
 
-/** tsvmm control device registers (src/devices/control.ts documents them; offsets from CONTROL_BASE). */
-export const ControlRegs = {
-  EXIT: 0x00,
-  VCPU_DONE: 0x08,
-  CONSOLE: 0x10,
-  BENCH: 0x18,
-  PANIC_VEC: 0x20,
-  PANIC_ERR: 0x28,
-  PANIC_RIP: 0x30,
-  PANIC_GO: 0x38,
-  VCPU_INDEX: 0x40,
-  MAGIC: 0x48,
-} as const;
+/** tsvmm control device registers, defined by the device (offsets from CONTROL_BASE). */
+export { ControlRegs } from '../devices/control';
 
 export interface BootInfo {
   vcpus: number;

@@ -15,6 +15,20 @@ export const CONTROL_BASE = 0xfeb0_0000n;
 export const CONTROL_SIZE = 0x1000n;
 export const CONTROL_MAGIC = 0x4c54_434d_4d56_5354n; // "TSVMMCTL"
 
+/** Register offsets (guests/include/tsvmm.inc gets them through src/boot/boot-info.ts). */
+export const ControlRegs = {
+  EXIT: 0x00,
+  VCPU_DONE: 0x08,
+  CONSOLE: 0x10,
+  BENCH: 0x18,
+  PANIC_VEC: 0x20,
+  PANIC_ERR: 0x28,
+  PANIC_RIP: 0x30,
+  PANIC_GO: 0x38,
+  VCPU_INDEX: 0x40,
+  MAGIC: 0x48,
+} as const;
+
 const EXCEPTION_NAMES = ['#DE', '#DB', 'NMI', '#BP', '#OF', '#BR', '#UD', '#NM', '#DF', '#09', '#TS', '#NP', '#SS', '#GP', '#PF', '#15', '#MF', '#AC', '#MC', '#XM', '#VE', '#CP'];
 
 export class ControlDevice implements MmioHandler {
@@ -26,12 +40,12 @@ export class ControlDevice implements MmioHandler {
   constructor(private readonly stats: Stats, private readonly console: (bytes: Uint8Array) => void) {}
 
   mmioRead(offset: bigint, _len: number, ctx: AccessContext): bigint {
-    switch (offset) {
-      case 0x18n:
+    switch (Number(offset)) {
+      case ControlRegs.BENCH:
         return BigInt(this.stats.get('bench.deviceHits'));
-      case 0x40n:
+      case ControlRegs.VCPU_INDEX:
         return BigInt(ctx.vcpu);
-      case 0x48n:
+      case ControlRegs.MAGIC:
         return CONTROL_MAGIC;
       default:
         return 0n;
@@ -39,29 +53,29 @@ export class ControlDevice implements MmioHandler {
   }
 
   mmioWrite(offset: bigint, _len: number, value: bigint, ctx: AccessContext): void {
-    switch (offset) {
-      case 0x00n:
+    switch (Number(offset)) {
+      case ControlRegs.EXIT:
         ctx.request = { kind: 'vm-exit', code: Number(value & 0xffn) };
         return;
-      case 0x08n:
+      case ControlRegs.VCPU_DONE:
         ctx.request = { kind: 'vcpu-done' };
         return;
-      case 0x10n:
+      case ControlRegs.CONSOLE:
         this.console(Uint8Array.of(Number(value & 0xffn)));
         return;
-      case 0x18n:
+      case ControlRegs.BENCH:
         this.stats.add('bench.deviceHits');
         return;
-      case 0x20n:
+      case ControlRegs.PANIC_VEC:
         this.panic.vector = value;
         return;
-      case 0x28n:
+      case ControlRegs.PANIC_ERR:
         this.panic.error = value;
         return;
-      case 0x30n:
+      case ControlRegs.PANIC_RIP:
         this.panic.rip = value;
         return;
-      case 0x38n: {
+      case ControlRegs.PANIC_GO: {
         const v = Number(this.panic.vector);
         const name = EXCEPTION_NAMES[v] ?? `vector ${v}`;
         ctx.request = {

@@ -19,6 +19,7 @@ import { COM1_BASE, Serial16550 } from '../devices/serial';
 import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from '../devices/control';
 import { PciConfigSpace } from '../devices/pci/config-space';
 import { PciHostBridge } from '../devices/pci/host-bridge';
+import { PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from '../devices/pci/constants';
 import { ShmHostDevice } from '../devices/pci/shm-backend';
 import { PassthroughDevice, passthroughDefinition, type BarOrder, type PassthroughBarInfo } from '../devices/pci/passthrough';
 import { DeviceLock } from './device-lock';
@@ -296,12 +297,12 @@ export class Machine implements DispatchTarget {
         for (const b of d.config.bars()) {
           if (b.kind === 'io') continue;
           next = (next + b.size - 1n) & ~(b.size - 1n);
-          this.configWriteNow(d, 0x10 + 4 * b.index, 4, Number(next & 0xffff_ffffn));
-          if (b.kind === 'mem64') this.configWriteNow(d, 0x14 + 4 * b.index, 4, Number(next >> 32n));
+          this.configWriteNow(d, PCI_BASE_ADDRESS_0 + 4 * b.index, 4, Number(next & 0xffff_ffffn));
+          if (b.kind === 'mem64') this.configWriteNow(d, PCI_BASE_ADDRESS_0 + 4 * b.index + 4, 4, Number(next >> 32n));
           bars.set(b.index, next);
           next += b.size;
         }
-        this.configWriteNow(d, 0x04, 2, d.config.command() | 0x2 | 0x4);
+        this.configWriteNow(d, PCI_COMMAND, 2, d.config.command() | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
         out.set(d.name, bars);
       }
     });

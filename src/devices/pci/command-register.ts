@@ -1,7 +1,7 @@
 // The COMMAND register value a config write produces, from the write's bytes alone (the MEM, IO and
 // MASTER bits are writable on every function, so masks do not matter for them). Used where a write
 // must be judged before it is applied: the passthrough BAR order, and the host side's own view.
-const PCI_COMMAND = 0x04;
+import { PCI_COMMAND } from './constants';
 
 export function commandAfterWrite(command: number, offset: number, size: number, value: number): number {
   let cmd = command;

@@ -32,6 +32,7 @@ import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-s
 import type { PciFunction } from './host-bridge';
 import type { HostDevice } from './host-device';
 import { commandAfterWrite } from './command-register';
+import { PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_5, PCI_COMMAND, PCI_COMMAND_MEMORY } from './constants';
 
 export type BarOrder = 'qemu' | 'unmap-first';
 
@@ -50,10 +51,7 @@ export interface MmioWindow {
   end: bigint;
 }
 
-const PCI_COMMAND = 0x04;
-const PCI_COMMAND_MEMORY = 0x2;
-const BAR_REGISTERS_START = 0x10;
-const BAR_REGISTERS_END = 0x28;
+const BAR_REGISTERS_END = PCI_BASE_ADDRESS_5 + 4;
 
 function overlaps(offset: number, size: number, start: number, end: number): boolean {
   return offset < end && start < offset + size;
@@ -119,7 +117,7 @@ export class PassthroughDevice implements PciFunction {
       const effect = this.config.write(offset, size, value);
       if ((effect.commandBefore ^ effect.commandAfter) & PCI_COMMAND_MEMORY) this.stats.add('pci.barToggles');
     });
-    if (!overlaps(offset, size, PCI_COMMAND, PCI_COMMAND + 2) && !overlaps(offset, size, BAR_REGISTERS_START, BAR_REGISTERS_END)) {
+    if (!overlaps(offset, size, PCI_COMMAND, PCI_COMMAND + 2) && !overlaps(offset, size, PCI_BASE_ADDRESS_0, BAR_REGISTERS_END)) {
       return [deviceWrite, emulated];
     }
     const mapUpdate = step(`${this.name}: memory-map-update`, () => this.syncRegions(false));

@@ -14,6 +14,7 @@ import type { HostMemory } from '../../memory/host-memory';
 import { DeviceLock } from '../../vmm/device-lock';
 import type { HostDevice, HostDeviceIdentity, HostRegion } from './host-device';
 import { commandAfterWrite } from './command-register';
+import { PCI_COMMAND_MEMORY } from './constants';
 
 /** Register file in BAR0 (all little-endian u64). */
 export const ShmRegs = {
@@ -56,7 +57,6 @@ const S_HELD_AWAY = 2;
 const S_ACCESSIBLE = 3;
 const S_FD0 = 4; // fds for up to 6 BARs: words 4..9
 const WORDS = 12;
-const PCI_COMMAND_MEMORY = 0x2;
 
 export class ShmBackendError extends Error {
   constructor(message: string) {
