@@ -73,7 +73,6 @@ async function main(): Promise<void> {
   const pioIters = Number(process.env.TSVMM_BENCH_PIO ?? 100_000);
   const mmioIters = Number(process.env.TSVMM_BENCH_MMIO ?? 50_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-bench-'));
-  const rows: string[] = [];
   process.stdout.write(`${'figure'.padEnd(18)} ${'tsvmm exits/s'.padStart(14)} ${'C exits/s'.padStart(14)} ${'tsvmm/C'.padStart(8)}\n`);
   for (const [kind, guest, iterations, counter] of [
     ['PIO', 'pio-loop', pioIters, 'exits.io'],
@@ -92,7 +91,6 @@ async function main(): Promise<void> {
       const c = c1.exitsPerSecond >= c2.exitsPerSecond ? c1 : c2;
       const row = `${`${kind} ${vcpus} vCPU${vcpus > 1 ? 's' : ''}`.padEnd(18)} ${t.exitsPerSecond.toFixed(0).padStart(14)} ${c.exitsPerSecond.toFixed(0).padStart(14)} ${(t.exitsPerSecond / c.exitsPerSecond).toFixed(3).padStart(8)}`;
       process.stdout.write(`${row}\n`);
-      rows.push(row);
     }
   }
   fs.rmSync(dir, { recursive: true, force: true });

@@ -19,7 +19,6 @@ for (;;) {
   if (Atomics.load(box, 0) === 2) break;
   box[1] = box[1] + 1;                // the "device": a counter
   Atomics.store(box, 0, 0);
-  Atomics.notify(box, 2, 1);
   Atomics.store(box, 2, 1);
   Atomics.notify(box, 2, 1);
 }`;
@@ -43,7 +42,7 @@ export async function measureDispatchDesigns(n = 200_000): Promise<DispatchDesig
   // Two threads hammering the same lock (2 vCPUs exiting at once). The rival uses the same
   // DeviceLock class, compiled next to this file.
   const stop = new Int32Array(new SharedArrayBuffer(4));
-  const rival2 = new Worker(
+  const rival = new Worker(
     `const { workerData } = require('node:worker_threads');
      const { DeviceLock } = require(workerData.lockModule);
      const lock = new DeviceLock(workerData.lock);
@@ -55,7 +54,7 @@ export async function measureDispatchDesigns(n = 200_000): Promise<DispatchDesig
   await new Promise((r) => setTimeout(r, 50));
   const contendedLockedDispatchNs = lockedLoop(lock, counter, n / 4);
   Atomics.store(stop, 0, 1);
-  await rival2.terminate();
+  await rival.terminate();
 
   // Mailbox round trips to a device-model worker.
   const box = new Int32Array(new SharedArrayBuffer(16));
