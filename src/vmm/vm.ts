@@ -149,7 +149,7 @@ export class Vm {
       if (isTerminal(s)) break;
       // A worker that died without changing the state must not hang us: poll at a low rate.
       await rs.waitChange(s, 200);
-      if (this.workers.length > 0 && this.control.vcpus > 0 && this.allThreadsGone()) break;
+      if (this.allThreadsGone()) break;
     }
     await this.stopVcpus();
     return { state: rs.state, exitCode: rs.exitCode, wallSeconds: (performance.now() - this.startedAt) / 1000 };
