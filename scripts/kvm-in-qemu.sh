@@ -30,9 +30,13 @@
 #   KVMQ_CACHE=dir      where the initramfs is cached (default <project>/.cache/kvm-qemu)
 #   KVMQ_KERNEL_VERSION force a kernel (a directory name under /lib/modules)
 #   KVMQ_KEEP=1         keep the per-run job directory (run.sh, console.log, qemu.err) for debugging
+#   KVMQ_VFIO=1         give the guest an emulated Intel IOMMU (intel_iommu=on) and an ivshmem-plain
+#                       PCI function at 0000:00:10.0 (BAR2: 1 MiB of shared memory), bind that
+#                       function to vfio-pci before COMMAND runs and export
+#                       TSVMM_VFIO_DEVICE=0000:00:10.0: a real vfio-pci device to pass through
 set -euo pipefail
 
-SCRIPT_VERSION=1
+SCRIPT_VERSION=2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 project=$(cd "$here/.." && pwd)
 cache=${KVMQ_CACHE:-$project/.cache/kvm-qemu}
@@ -40,6 +44,8 @@ mem=${KVMQ_MEM:-4G}
 smp=${KVMQ_SMP:-2}
 cpu=${KVMQ_CPU:-max,vendor=AuthenticAMD}
 verbose=${KVMQ_VERBOSE:-0}
+vfio=${KVMQ_VFIO:-0}
+VFIO_BDF=0000:00:10.0
 
 start=$EPOCHREALTIME
 log() { if [ "$verbose" = 1 ]; then echo "kvm-in-qemu: [$(awk "BEGIN{printf \"%.2f\", $EPOCHREALTIME - $start}")s] $*" >&2; fi; }
@@ -166,7 +172,8 @@ if [ ! -s "$initrd" ]; then
     for d in $(grep -E "^$m:" "$moddir/modules.dep" | cut -d: -f2); do resolve "$d"; done
     echo "$m"
   }
-  want=(kvm-amd kvm-intel virtio_pci virtio_console 9pnet_virtio 9p overlay)
+  # vfio-pci + type1: loaded always (they bind nothing by themselves); KVMQ_VFIO=1 uses them
+  want=(kvm-amd kvm-intel virtio_pci virtio_console 9pnet_virtio 9p overlay vfio-pci vfio_iommu_type1)
   modlist=()
   for w in "${want[@]}"; do
     p=$(grep -oE "^kernel/[^:]*/$w\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -1 | tr -d :) || true
@@ -275,6 +282,18 @@ for s in "${sorted[@]}"; do add_share "$s"; done
     printf 'export %s=%q\n' "$v" "${!v}"
   done < <(compgen -e)
   printf 'export KVM_IN_QEMU=1\n'
+  if [ "$vfio" = 1 ]; then
+    # driver_override + drivers_probe: the documented way to bind one function to vfio-pci
+    cat <<VFIO_EOF
+d=/sys/bus/pci/devices/$VFIO_BDF
+if [ -e \$d ] && echo vfio-pci >\$d/driver_override && { [ ! -e \$d/driver ] || echo $VFIO_BDF >\$d/driver/unbind; } &&
+  echo $VFIO_BDF >/sys/bus/pci/drivers_probe && [ -e /sys/bus/pci/drivers/vfio-pci/$VFIO_BDF ]; then
+  export TSVMM_VFIO_DEVICE=$VFIO_BDF
+else
+  echo "kvm-in-qemu: could not bind $VFIO_BDF to vfio-pci (iommu_group: \$(readlink \$d/iommu_group 2>/dev/null || echo none))" >&2
+fi
+VFIO_EOF
+  fi
   printf 'cd %q || exit 126\n' "$cwd"
   printf 'exec'
   printf ' %q' "$@"
@@ -290,11 +309,19 @@ cat "$job/stdout.fifo" &
 outpid=$!
 cat "$job/stderr.fifo" >&2 &
 errpid=$!
+append="console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
+viommu=()
+if [ "$vfio" = 1 ]; then
+  # The IOMMU comes before every PCI device (QEMU wants it first); intremap needs a split irqchip.
+  viommu=(-device intel-iommu,intremap=off)
+  append="$append intel_iommu=on"
+fi
 qargs=(
   -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem"
   -machine q35 -nodefaults -no-user-config -display none -monitor none -no-reboot
+  "${viommu[@]}"
   -kernel "$kernel" -initrd "$initrd"
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
+  -append "$append"
   -serial "file:$job/console.log"
   -device virtio-serial-pci,id=vser
   -fsdev "local,id=fs_root,path=/,security_model=none,readonly=on,multidevs=remap"
@@ -302,6 +329,10 @@ qargs=(
   -fsdev "local,id=fs_job,path=$job,security_model=none"
   -device virtio-9p-pci,fsdev=fs_job,mount_tag=kvmq_job
 )
+if [ "$vfio" = 1 ]; then
+  qargs+=(-object memory-backend-memfd,id=kvmq_ivshmem,size=1M,share=on
+    -device "ivshmem-plain,memdev=kvmq_ivshmem,addr=0x${VFIO_BDF:8:2}")
+fi
 # qboot (from qemu-system-data) boots a -kernel faster than SeaBIOS
 if [ -r /usr/share/qemu/qboot.rom ]; then qargs+=(-bios /usr/share/qemu/qboot.rom); fi
 for i in "${!shares[@]}"; do
