@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <linux/vfio.h>
 #include <node_api.h>
 #include <signal.h>
 #include <stddef.h>
@@ -311,7 +312,7 @@ static napi_value make_constants(napi_env env) {
   C(PROT_NONE); C(PROT_READ); C(PROT_WRITE); C(PROT_EXEC);
   C(MAP_SHARED); C(MAP_PRIVATE); C(MAP_ANONYMOUS); C(MAP_NORESERVE);
   C(EINTR); C(EAGAIN); C(EFAULT); C(EHWPOISON); C(ENOENT); C(EACCES); C(EIO); C(EINVAL);
-  C(ENODEV); C(EEXIST); C(ENOSYS); C(EBADF); C(EPERM); C(ENXIO);
+  C(ENODEV); C(EEXIST); C(ENOSYS); C(EBADF); C(EPERM); C(ENXIO); C(EBUSY);
   C(SIGUSR2);
   C(KVM_API_VERSION);
   C(KVM_GET_API_VERSION); C(KVM_CREATE_VM); C(KVM_CHECK_EXTENSION); C(KVM_GET_VCPU_MMAP_SIZE);
@@ -344,6 +345,37 @@ static napi_value make_constants(napi_env env) {
   set_num(env, c, "kvm_sregs_apic_base", offsetof(struct kvm_sregs, apic_base));
   set_num(env, c, "kvm_sregs_gdt", offsetof(struct kvm_sregs, gdt));
   set_num(env, c, "kvm_sregs_tr", offsetof(struct kvm_sregs, tr));
+  // VFIO (linux/vfio.h): every request is _IO(';', ...) with a caller-sized, argsz-led struct.
+  C(VFIO_API_VERSION); C(VFIO_TYPE1_IOMMU); C(VFIO_TYPE1v2_IOMMU);
+  C(VFIO_GET_API_VERSION); C(VFIO_CHECK_EXTENSION); C(VFIO_SET_IOMMU); C(VFIO_GROUP_GET_STATUS);
+  C(VFIO_GROUP_SET_CONTAINER); C(VFIO_GROUP_UNSET_CONTAINER); C(VFIO_GROUP_GET_DEVICE_FD);
+  C(VFIO_DEVICE_GET_INFO); C(VFIO_DEVICE_GET_REGION_INFO); C(VFIO_DEVICE_RESET);
+  C(VFIO_IOMMU_MAP_DMA); C(VFIO_IOMMU_UNMAP_DMA);
+  C(VFIO_GROUP_FLAGS_VIABLE); C(VFIO_GROUP_FLAGS_CONTAINER_SET);
+  C(VFIO_DEVICE_FLAGS_RESET); C(VFIO_DEVICE_FLAGS_PCI);
+  C(VFIO_REGION_INFO_FLAG_READ); C(VFIO_REGION_INFO_FLAG_WRITE); C(VFIO_REGION_INFO_FLAG_MMAP);
+  C(VFIO_REGION_INFO_FLAG_CAPS); C(VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+  C(VFIO_DMA_MAP_FLAG_READ); C(VFIO_DMA_MAP_FLAG_WRITE);
+  C(VFIO_PCI_BAR0_REGION_INDEX); C(VFIO_PCI_ROM_REGION_INDEX); C(VFIO_PCI_CONFIG_REGION_INDEX);
+  set_num(env, c, "sizeof_vfio_group_status", sizeof(struct vfio_group_status));
+  set_num(env, c, "sizeof_vfio_device_info", sizeof(struct vfio_device_info));
+  set_num(env, c, "vfio_device_info_num_regions", offsetof(struct vfio_device_info, num_regions));
+  set_num(env, c, "vfio_device_info_num_irqs", offsetof(struct vfio_device_info, num_irqs));
+  set_num(env, c, "sizeof_vfio_region_info", sizeof(struct vfio_region_info));
+  set_num(env, c, "vfio_region_info_index", offsetof(struct vfio_region_info, index));
+  set_num(env, c, "vfio_region_info_cap_offset", offsetof(struct vfio_region_info, cap_offset));
+  set_num(env, c, "vfio_region_info_size", offsetof(struct vfio_region_info, size));
+  set_num(env, c, "vfio_region_info_offset", offsetof(struct vfio_region_info, offset));
+  set_num(env, c, "sizeof_vfio_info_cap_header", sizeof(struct vfio_info_cap_header));
+  set_num(env, c, "vfio_info_cap_header_next", offsetof(struct vfio_info_cap_header, next));
+  set_num(env, c, "vfio_sparse_mmap_nr_areas", offsetof(struct vfio_region_info_cap_sparse_mmap, nr_areas));
+  set_num(env, c, "vfio_sparse_mmap_areas", offsetof(struct vfio_region_info_cap_sparse_mmap, areas));
+  set_num(env, c, "sizeof_vfio_region_sparse_mmap_area", sizeof(struct vfio_region_sparse_mmap_area));
+  set_num(env, c, "sizeof_vfio_iommu_type1_dma_map", sizeof(struct vfio_iommu_type1_dma_map));
+  set_num(env, c, "vfio_dma_map_vaddr", offsetof(struct vfio_iommu_type1_dma_map, vaddr));
+  set_num(env, c, "vfio_dma_map_iova", offsetof(struct vfio_iommu_type1_dma_map, iova));
+  set_num(env, c, "vfio_dma_map_size", offsetof(struct vfio_iommu_type1_dma_map, size));
+  set_num(env, c, "sizeof_vfio_iommu_type1_dma_unmap", sizeof(struct vfio_iommu_type1_dma_unmap));
 #undef C
   return c;
 }

@@ -1,6 +1,7 @@
 // `tsvmm race`: the disabled-BAR reproducer on real KVM. vCPU 0 toggles PCI_COMMAND.MEM of a
 // passthrough function (shm backend: its host mapping is really revoked on MEM 1->0, as vfio-pci
-// does); vCPUs 1..N-1 hammer BAR0 at CPL3 and classify every value they read.
+// does; vfio backend: vfio-pci itself revokes it); vCPUs 1..N-1 hammer a BAR at CPL3 and classify
+// every value they read.
 import type { Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { readResults } from '../boot/boot-info';
@@ -9,9 +10,14 @@ import { runSteps } from '../vmm/steps';
 import { isTerminal } from '../vmm/run-state';
 import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
+import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
+import { parseBdf } from '../vfio/sysfs';
+import { InvalidArgumentError } from 'commander';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
 
 export interface RaceReport {
+  /** 'shm', or 'vfio <bdf> BAR<n>'. */
+  device: string;
   policy: PolicyName;
   barOrder: 'qemu' | 'unmap-first';
   vcpus: number;
@@ -44,6 +50,36 @@ export interface RaceOptions {
   configAccess: 'cf8' | 'ecam';
   hostRevokeRate: number;
   kvmPath?: string;
+  /** Pass a real vfio-pci function through instead of the shm device. */
+  vfio?: { bdf: string; bar: number };
+}
+
+export class RaceDeviceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RaceDeviceError';
+  }
+}
+
+/**
+ * A vfio BAR gets the register file the race guest checks (the shm device's: the ID value at 0,
+ * one scratch register per accessor at 0x100), written through the device fd before the vCPUs
+ * start. So the BAR must be memory that reads back what is written (ivshmem's BAR2 is).
+ */
+function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): void {
+  const dev = vm.machine.passthrough[0]!;
+  const region = dev.host.regions().find((r) => r.index === bar);
+  if (!region || region.kind === 'io') throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} is not a memory BAR (memory BARs: ${dev.host.regions().filter((r) => r.kind !== 'io').map((r) => r.index).join(', ') || 'none'})`);
+  if (region.hostAddress === undefined) throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} cannot be mmapped whole, so no memslot can race with its revocation; pick a BAR vfio-pci lets user space mmap`);
+  const need = ShmRegs.SCRATCH + 8n * BigInt(accessors);
+  if (region.size < need) throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} is ${region.size} bytes; the race needs ${need}`);
+  vm.machine.lock.with(() => {
+    const ok = dev.host.regionWrite(bar, ShmRegs.ID, 8, SHM_DEVICE_ID_VALUE) && [...Array(accessors).keys()].every((k) => dev.host.regionWrite(bar, ShmRegs.SCRATCH + 8n * BigInt(k), 8, 0n));
+    const back = dev.host.regionRead(bar, ShmRegs.ID, 8);
+    if (!ok || back !== SHM_DEVICE_ID_VALUE) {
+      throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} does not read back what was written (${back === undefined ? 'access refused' : `0x${back.toString(16)}`}): the race needs a BAR that behaves like memory, such as ivshmem's BAR2`);
+    }
+  });
 }
 
 /** Host-initiated revocations at random moments (Poisson, `rate` per second), each held briefly. */
@@ -76,12 +112,27 @@ function startHostRevoker(vm: Vm, rate: number): () => void {
 
 export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
+  if (o.vfio && o.hostRevokeRate > 0) throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
   const vm = Vm.create({
-    machine: { ramBytes: 64n << 20n, vcpus: o.vcpus, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: o.policy, barOrder },
+    machine: {
+      ramBytes: 64n << 20n,
+      vcpus: o.vcpus,
+      passthrough: [o.vfio ? { name: 'pt0', slot: 3, backend: 'vfio', host: o.vfio.bdf } : { name: 'pt0', slot: 3, backend: 'shm' }],
+      policy: o.policy,
+      barOrder,
+    },
     guest: 'race',
-    params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0 },
+    params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 },
     kvmPath: o.kvmPath,
   });
+  if (o.vfio) {
+    try {
+      prepareVfioBar(vm, o.vfio.bdf, o.vfio.bar, o.vcpus - 1);
+    } catch (e) {
+      vm.close();
+      throw e;
+    }
+  }
   vm.start();
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
   const r = await vm.wait();
@@ -100,6 +151,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   vm.close();
   const sum = (f: (x: (typeof results)[number]) => bigint) => Number(accessors.reduce((t, x) => t + f(x), 0n));
   return {
+    device: o.vfio ? `vfio ${o.vfio.bdf} BAR${o.vfio.bar}` : 'shm',
     policy: o.policy,
     barOrder,
     vcpus: o.vcpus,
@@ -139,6 +191,8 @@ export function registerRaceCommand(program: Command): void {
     .option('--bar-order <o>', 'BAR disable order: qemu|unmap-first (default unmap-first; the qemu policy implies qemu)', 'unmap-first')
     .option('--config-access <m>', 'how the toggler reaches config space: cf8|ecam', 'cf8')
     .option('--host-revoke <rate>', 'host-initiated revocations per second at random moments (0 = off)', '0')
+    .option('--vfio <bdf>', 'race on a real vfio-pci function (DDDD:BB:DD.F) instead of the shm device')
+    .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--json', 'print the report as JSON')
     .action(async (raw: Record<string, string | boolean>) => {
@@ -152,6 +206,7 @@ export function registerRaceCommand(program: Command): void {
           configAccess: parseChoice('--config-access', String(raw.configAccess), ['cf8', 'ecam'] as const),
           hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
           kvmPath: String(raw.kvm),
+          ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
         };
         report = await runRace(o);
       } catch (e) {

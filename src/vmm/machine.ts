@@ -21,6 +21,8 @@ import { PciConfigSpace } from '../devices/pci/config-space';
 import { PciHostBridge } from '../devices/pci/host-bridge';
 import { PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from '../devices/pci/constants';
 import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { VfioHostDevice, type VfioDeviceShared } from '../devices/pci/vfio-backend';
+import type { HostDevice } from '../devices/pci/host-device';
 import { PassthroughDevice, passthroughDefinition, type BarOrder, type PassthroughBarInfo } from '../devices/pci/passthrough';
 import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
@@ -40,12 +42,22 @@ export const PCI_MMIO_END = CONTROL_BASE;
 /** RAM chunks are at most this big, so each thread's view of one stays under V8's 4 GiB limit. */
 const RAM_CHUNK_MAX = 0x8000_0000n;
 
-export interface PassthroughConfig {
-  name: string;
-  /** PCI device number on bus 0 (function 0). */
-  slot: number;
-  backend: 'shm';
-}
+export type PassthroughConfig =
+  | {
+      name: string;
+      /** PCI device number on bus 0 (function 0). */
+      slot: number;
+      /** Host shared memory playing vfio-pci's role (src/devices/pci/shm-backend.ts). */
+      backend: 'shm';
+    }
+  | {
+      name: string;
+      slot: number;
+      /** A real function owned by vfio-pci (src/devices/pci/vfio-backend.ts). */
+      backend: 'vfio';
+      /** Its host PCI address, DDDD:BB:DD.F. */
+      host: string;
+    };
 
 export interface MachineConfig {
   ramBytes: bigint;
@@ -71,8 +83,10 @@ export interface MachineShared {
   memoryMap: SharedArrayBuffer;
   hostBridge: SharedArrayBuffer;
   ram: RamChunk[];
-  devices: { host: SharedArrayBuffer; config: SharedArrayBuffer }[];
+  devices: { host: HostDeviceShared; config: SharedArrayBuffer }[];
 }
+
+type HostDeviceShared = { backend: 'shm'; shared: SharedArrayBuffer } | { backend: 'vfio'; state: VfioDeviceShared };
 
 export class MachineConfigError extends Error {
   constructor(message: string) {
@@ -139,7 +153,9 @@ export class Machine implements DispatchTarget {
     addRam(0n, low);
     if (config.ramBytes > low) addRam(HIGH_RAM_BASE, config.ramBytes - low);
 
-    const hosts = config.passthrough.map((p) => ShmHostDevice.create(p.name, hostMemory));
+    // vfio devices DMA into guest RAM at bus address = GPA.
+    const dma = ram.map((c) => ({ hostAddress: c.hostAddress, gpa: c.gpa, size: c.size }));
+    const hosts = config.passthrough.map((p) => (p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory)));
     const configs = hosts.map((h) => PciConfigSpace.create(passthroughDefinition(h)));
     const shared: MachineShared = {
       config,
@@ -149,7 +165,10 @@ export class Machine implements DispatchTarget {
       memoryMap: MemoryMap.create().shared,
       hostBridge: new PciHostBridge().shared,
       ram,
-      devices: hosts.map((h, i) => ({ host: h.shared, config: configs[i]!.shared })),
+      devices: hosts.map((h, i) => ({
+        host: h instanceof VfioHostDevice ? { backend: 'vfio' as const, state: h.state } : { backend: 'shm' as const, shared: h.shared },
+        config: configs[i]!.shared,
+      })),
     };
     const m = Machine.attach(shared, vm, hostMemory, console);
     m.lock.with(() => {
@@ -177,7 +196,8 @@ export class Machine implements DispatchTarget {
     );
     let handler = HANDLER_FIRST_BAR;
     shared.config.passthrough.forEach((p, i) => {
-      const host = ShmHostDevice.attach(p.name, hostMemory, shared.devices[i]!.host);
+      const h = shared.devices[i]!.host;
+      const host: HostDevice = h.backend === 'vfio' ? VfioHostDevice.attach(p.name, h.state) : ShmHostDevice.attach(p.name, hostMemory, h.shared);
       const config = PciConfigSpace.attach(passthroughDefinition(host), shared.devices[i]!.config);
       const ids = new Map<number, number>();
       for (const r of host.regions()) if (r.kind !== 'io') ids.set(r.index, handler++);

@@ -28,6 +28,8 @@ export interface VmOptions {
   guest: string;
   /** Guest parameters written into the boot info page. */
   params?: Partial<Pick<BootInfo, 'iterations' | 'toggles' | 'configAccess'>> & {
+    /** Which BAR of the first passthrough function the guest gets as BI_BAR0 (default 0). */
+    bar?: number;
     /** The address probe guests read; 'bar0' = the first passthrough function's BAR0. */
     probeGpa?: bigint | 'bar0';
   };
@@ -77,7 +79,7 @@ export class Vm {
     const { entries } = loadGuest(memory.low, image.bytes);
     const bars = machine.assignBars();
     const firstDevice = opts.machine.passthrough[0];
-    const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(0) ?? 0n) : 0n;
+    const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(opts.params?.bar ?? 0) ?? 0n) : 0n;
     const probe = opts.params?.probeGpa;
     writeBootInfo(new DataView(memory.low.buffer, memory.low.byteOffset, memory.low.byteLength), {
       vcpus: vcpuCount,
@@ -188,5 +190,7 @@ export class Vm {
     for (const v of this.vcpus) native().close(v.fd);
     this.kvmVm.close();
     this.system.close();
+    // After the VM: its memslots may point into the devices' BAR mappings.
+    for (const d of this.machine.passthrough) d.host.close?.();
   }
 }

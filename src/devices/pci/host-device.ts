@@ -41,4 +41,6 @@ export interface HostDevice {
   /** Increments whenever any host mapping of this device is revoked. Lock-free read. */
   revocationGeneration(): number;
   reset(): void;
+  /** Releases host resources (vfio: the device, group and container fds). Main thread, after the VM. */
+  close?(): void;
 }
