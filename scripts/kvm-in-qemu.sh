@@ -312,8 +312,9 @@ errpid=$!
 append="console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
 viommu=()
 if [ "$vfio" = 1 ]; then
-  # The IOMMU comes before every PCI device (QEMU wants it first); intremap needs a split irqchip.
-  viommu=(-device intel-iommu,intremap=off)
+  # The IOMMU comes before every PCI device (QEMU wants it first). Interrupt remapping on:
+  # vfio_iommu_type1 refuses (EPERM) a group on a platform without it.
+  viommu=(-device intel-iommu,intremap=on)
   append="$append intel_iommu=on"
 fi
 qargs=(
