@@ -142,7 +142,7 @@ describe('GDT and TSS', () => {
     }
   });
 
-  test('0x40 is a busy 64-bit TSS whose RSP0 is the vCPU kernel stack top; no I/O bitmap', () => {
+  test('0x40 is a busy 64-bit TSS whose RSP0 is the vCPU kernel stack top, IST1 its #DF stack; no I/O bitmap', () => {
     for (let i = 0; i < vcpus; i++) {
       const g = gdtOf(i);
       const d = decodeDescriptor(g[8]!, g[9]!);
@@ -150,9 +150,10 @@ describe('GDT and TSS', () => {
       assert.equal(g[9]! >> 32n, 0n, 'upper half of the high quadword is reserved (0)');
       const t = Number(L.tssGpa(i));
       assert.equal(v.getBigUint64(t + 4, true), L.kernelStackTop(i), 'RSP0');
+      assert.equal(v.getBigUint64(t + 0x24, true), L.dfStackTop(i), 'IST1 (the #DF stack)');
       assert.equal(v.getUint16(t + 0x66, true), 0x68, 'IOPB offset beyond the limit');
-      const rest = [...ram.subarray(t, t + 4), ...ram.subarray(t + 12, t + 0x66)];
-      assert.ok(rest.every((b) => b === 0), 'RSP1/RSP2/ISTs/reserved are zero');
+      const rest = [...ram.subarray(t, t + 4), ...ram.subarray(t + 12, t + 0x24), ...ram.subarray(t + 0x2c, t + 0x66)];
+      assert.ok(rest.every((b) => b === 0), 'RSP1/RSP2/IST2..7/reserved are zero');
     }
   });
 
@@ -262,6 +263,7 @@ describe('layout', () => {
       ['results', L.RESULTS_GPA, L.RESULTS_GPA + L.RESULTS_SIZE],
       ['kernel stacks', L.KERNEL_STACKS_GPA, L.KERNEL_STACKS_GPA + BigInt(L.MAX_VCPUS) * L.KERNEL_STACK_SIZE],
       ['user stacks', L.USER_STACKS_GPA, L.USER_STACKS_GPA + BigInt(L.MAX_VCPUS) * L.USER_STACK_SIZE],
+      ['double-fault stacks', L.DF_STACKS_GPA, L.DF_STACKS_GPA + BigInt(L.MAX_VCPUS) * L.DF_STACK_SIZE],
     ];
     regions.sort((a, b) => (a[1] < b[1] ? -1 : 1));
     for (let i = 1; i < regions.length; i++) assert.ok(regions[i - 1]![2] <= regions[i]![1], `${regions[i - 1]![0]} overlaps ${regions[i]![0]}`);

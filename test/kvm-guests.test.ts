@@ -44,6 +44,13 @@ test('a guest exception is reported by the guest runtime through the control dev
   assert.match(r.stderr, /run state guest-panicked/);
 });
 
+test('a double fault (exception frame pushed onto a bad stack) is reported, not a triple fault', { skip }, async () => {
+  const r = await runCli(['run', '--guest', 'double-fault']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /guest exception #DF \(vector 8, error code 0x0\) at rip 0x[0-9a-f]+ on vCPU 0/);
+  assert.doesNotMatch(r.stderr, /triple fault/);
+});
+
 test('Ctrl-C stops a running VM promptly (no hang inside KVM_RUN)', { skip }, async () => {
   let sentAt = 0;
   // SIGINT only once the vCPU threads run (the info log says so): before that Node's default

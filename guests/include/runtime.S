@@ -21,6 +21,7 @@
 
 	.set	IDT_EXCEPTION_GATES, 32
 	.set	STUB_SIZE, 16
+	.set	DF_IST, 1
 	.set	USER_RFLAGS, 0x2		# IF=0, IOPL=0 (this host shows CPL3 0x202 anyway)
 	.set	COM1_THR, COM1_BASE + 0
 	.set	COM1_LSR, COM1_BASE + 5
@@ -29,8 +30,11 @@
 	.text
 	.code64
 
-# rt_init: fills IDT_GPA[0..31] with 64-bit interrupt gates (selector KERNEL_CS, DPL0, IST0) to
-# the stubs below and loads the IDT. All vCPUs call it; they write identical bytes, so the order
+# rt_init: fills IDT_GPA[0..31] with 64-bit interrupt gates (selector KERNEL_CS, DPL0) to the stubs
+# below and loads the IDT. Every gate but #DF's uses the current stack (IST0); #DF's uses IST1, the
+# vCPU's own double-fault stack (TSS.IST1, set by the VMM), so a fault while the CPU pushes an
+# exception frame (a bad kernel stack) still reaches a handler and is reported as vector 8
+# instead of ending in a triple fault. All vCPUs call it; they write identical bytes, so the order
 # does not matter. Clobbers %rax, %rcx, %r8 and flags; preserves everything else.
 	.globl	rt_init
 	.type	rt_init, @function
@@ -54,6 +58,7 @@ rt_init:
 	addq	$16, %rcx
 	decl	%r8d
 	jnz	1b
+	orb	$DF_IST, IDT_GPA + 16 * 8 + 4	# gate byte 4, bits 2:0 = IST index
 	lidt	rt_idtr(%rip)
 	ret
 	.size	rt_init, . - rt_init

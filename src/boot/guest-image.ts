@@ -15,7 +15,7 @@ export const GUEST_MAGIC = 0x3154_5347_4d56_5354n; // "TSVMGST1"
 export const GUEST_HEADER_VERSION = 1;
 export const GUEST_HEADER_FIXED_SIZE = 16;
 
-export const BUILTIN_GUESTS = ['hello', 'pio-loop', 'mmio-loop', 'race', 'probe-read', 'probe-read-cpl0', 'triple-fault', 'exception'] as const;
+export const BUILTIN_GUESTS = ['hello', 'pio-loop', 'mmio-loop', 'race', 'probe-read', 'probe-read-cpl0', 'triple-fault', 'exception', 'double-fault'] as const;
 export type BuiltinGuest = (typeof BUILTIN_GUESTS)[number];
 
 export class UnknownGuestError extends Error {

@@ -11,6 +11,7 @@
 //   0x0001_0000  results area (64 KiB; layout in boot-info.ts)
 //   0x0002_0000  kernel stacks, 4 KiB per vCPU (0x20000..0x5ffff); vCPU i's top = base+(i+1)*4K
 //   0x0006_0000  user stacks, 4 KiB per vCPU (0x60000..0x9ffff)
+//   0x000a_0000  double-fault (IST1) stacks, 1 KiB per vCPU (0xa0000..0xaffff)
 //   0x0010_0000  the guest image (header + code), up to the end of low RAM
 // Everything the VMM writes lies below 1 MiB + the image, so 2 MiB of RAM (the machine minimum)
 // is enough for every built-in guest.
@@ -53,11 +54,15 @@ export const KERNEL_STACK_SIZE = 0x1000n;
 export const USER_STACKS_GPA = 0x6_0000n;
 export const USER_STACK_SIZE = 0x1000n;
 
+/** #DF runs on its own stack (TSS.IST1), so a fault while pushing an exception frame is reported. */
+export const DF_STACKS_GPA = 0xa_0000n;
+export const DF_STACK_SIZE = 0x400n;
+
 /** Where a guest image (header first) is loaded. */
 export const GUEST_LOAD_GPA = 0x10_0000n;
 
 /** End of the fixed boot structures (everything setupLongMode/writeBootInfo own is below). */
-export const BOOT_AREA_END = USER_STACKS_GPA + BigInt(MAX_VCPUS) * USER_STACK_SIZE; // 0xa0000
+export const BOOT_AREA_END = DF_STACKS_GPA + BigInt(MAX_VCPUS) * DF_STACK_SIZE; // 0xb0000
 
 export function gdtGpa(vcpu: number): bigint {
   checkVcpu(vcpu);
@@ -73,6 +78,12 @@ export function tssGpa(vcpu: number): bigint {
 export function kernelStackTop(vcpu: number): bigint {
   checkVcpu(vcpu);
   return KERNEL_STACKS_GPA + BigInt(vcpu + 1) * KERNEL_STACK_SIZE;
+}
+
+/** vCPU i's TSS.IST1: the stack the CPU switches to for #DF. */
+export function dfStackTop(vcpu: number): bigint {
+  checkVcpu(vcpu);
+  return DF_STACKS_GPA + BigInt(vcpu + 1) * DF_STACK_SIZE;
 }
 
 /** The stack the guest runtime gives vCPU i when it drops to CPL3. */

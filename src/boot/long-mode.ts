@@ -31,6 +31,7 @@ export const GDT_LIMIT = GDT_ENTRIES * 8 - 1; // 0x4f
 export const TSS_SIZE = 0x68;
 export const TSS_LIMIT = TSS_SIZE - 1;
 export const TSS_RSP0_OFFSET = 0x04;
+export const TSS_IST1_OFFSET = 0x24;
 export const TSS_IOPB_OFFSET = 0x66;
 
 // Descriptor access bytes and flag nibbles (G, D/B, L, AVL = bits 3..0 of the nibble).
@@ -163,6 +164,7 @@ export function setupLongMode(ram: Uint8Array, vcpus: number): void {
     v.setBigUint64(gdt + Selectors.TSS + 8, hi, true);
     const t = Number(tss);
     v.setBigUint64(t + TSS_RSP0_OFFSET, L.kernelStackTop(i), true);
+    v.setBigUint64(t + TSS_IST1_OFFSET, L.dfStackTop(i), true);
     v.setUint16(t + TSS_IOPB_OFFSET, TSS_SIZE, true); // bitmap beyond the limit: no I/O bitmap
   }
   configuredVcpus = vcpus;
