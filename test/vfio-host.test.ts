@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { blockingMembers, locateVfioGroup, parseBdf } from '../src/vfio/sysfs';
 import { openVfioDevice } from '../src/vfio/vfio';
-import { hostRegions, parseHostConfig } from '../src/devices/pci/vfio-backend';
+import { hostRegions, parseHostConfig, VfioHostDevice } from '../src/devices/pci/vfio-backend';
+import { native } from '../src/native';
 import { REGION_INFO_FLAG_MMAP, REGION_INFO_FLAG_READ, REGION_INFO_FLAG_WRITE } from '../src/vfio/uapi';
 
 function sysfsTree(devices: { bdf: string; group?: number; driver?: string }[]): string {
@@ -133,4 +134,49 @@ test('a looping capability list ends the walk', () => {
   const c = ivshmemConfig();
   c[0x41] = 0x40; // MSI-X points at itself; no PM capability is reachable
   assert.equal(parseHostConfig(c).pmCap, undefined);
+});
+
+test('the vfio backend records the revocations its config writes cause (MEM off, D3hot) and forwards every write', () => {
+  // The device fd is a memfd standing in for the config region (pwrite lands at its offset); the
+  // bookkeeping under test is the backend's own, the same on a real device fd.
+  const n = native();
+  const fd = n.memfdCreate('tsvmm-test-vfio-config', 0);
+  assert.ok(fd >= 0);
+  const CONFIG_OFFSET = 0x1_0000n;
+  const region = (size: bigint, offset: bigint) => ({ index: 0, flags: REGION_INFO_FLAG_READ | REGION_INFO_FLAG_WRITE, size, offset });
+  const regions = [region(0x100n, 0n), region(0n, 0n), region(0x10_0000n, 0n), region(0n, 0n), region(0n, 0n), region(0n, 0n), region(0n, 0n), region(0x100n, CONFIG_OFFSET)];
+  const layout = parseHostConfig(ivshmemConfig()); // COMMAND = MEM | MASTER, PM capability at 0x50
+  const words = new SharedArrayBuffer(16);
+  const handle = { bdf: '0000:00:10.0', group: 5, containerFd: -1, groupFd: -1, deviceFd: fd, iommuType: 3, flags: 3, regions };
+  const dev = VfioHostDevice.attach('pt0', { handle, layout, addresses: [], words });
+  new Int32Array(words)[0] = layout.command;
+  new Int32Array(words)[2] = 1; // accessible, as open() leaves it for MEM on in D0
+  const configWord = (off: number) => {
+    const b = new Uint8Array(2);
+    n.pread(fd, b, Number(CONFIG_OFFSET) + off);
+    return b[0]! | (b[1]! << 8);
+  };
+  try {
+    dev.configWrite(0x04, 2, 0x0004); // MEM off
+    assert.equal(dev.mappingAccessible(2), false);
+    assert.equal(dev.revocationGeneration(), 1);
+    assert.equal(configWord(0x04), 0x0004, 'the write reached the config region');
+    dev.configWrite(0x04, 2, 0x0006); // MEM on again
+    assert.equal(dev.mappingAccessible(2), true);
+    assert.equal(dev.revocationGeneration(), 1, 'enabling revokes nothing');
+    dev.configWrite(0x54, 2, 0x0003); // PMCSR: D3hot
+    assert.equal(dev.mappingAccessible(2), false, 'vfio-pci revokes in D3hot too');
+    assert.equal(dev.revocationGeneration(), 2);
+    dev.configWrite(0x04, 1, 0x00); // MEM off while already revoked: no second revocation
+    assert.equal(dev.revocationGeneration(), 2);
+    dev.configWrite(0x04, 2, 0x0006);
+    assert.equal(dev.mappingAccessible(2), false, 'still in D3hot');
+    dev.configWrite(0x54, 2, 0x0000); // back to D0 with MEM on
+    assert.equal(dev.mappingAccessible(2), true);
+    // Slow-path accesses stay inside the BAR and never go to the mapping.
+    assert.equal(dev.regionRead(2, 0x10_0000n - 4n, 8), undefined, 'past the end of the BAR');
+    assert.equal(dev.regionWrite(1, 0n, 4, 0n), false, 'no such BAR');
+  } finally {
+    n.close(fd);
+  }
 });
