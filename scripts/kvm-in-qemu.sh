@@ -30,6 +30,8 @@
 #   KVMQ_CACHE=dir      where the initramfs is cached (default <project>/.cache/kvm-qemu)
 #   KVMQ_KERNEL_VERSION force a kernel (a directory name under /lib/modules)
 #   KVMQ_KEEP=1         keep the per-run job directory (run.sh, console.log, qemu.err) for debugging
+#   KVMQ_MONITOR=path   a QEMU human monitor on this unix socket (e.g. for `info registers -a`
+#                       when the emulated machine stalls: socat - UNIX-CONNECT:path)
 #   KVMQ_VFIO=1         give the guest an emulated Intel IOMMU (intel_iommu=on) and an ivshmem-plain
 #                       PCI function at 0000:00:10.0 (BAR2: 1 MiB of shared memory), bind that
 #                       function to vfio-pci before COMMAND runs and export
@@ -310,6 +312,8 @@ outpid=$!
 cat "$job/stderr.fifo" >&2 &
 errpid=$!
 append="console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
+monitor=none
+if [ -n "${KVMQ_MONITOR:-}" ]; then monitor="unix:$KVMQ_MONITOR,server,nowait"; fi
 viommu=()
 if [ "$vfio" = 1 ]; then
   # The IOMMU comes before every PCI device (QEMU wants it first). Interrupt remapping on:
@@ -319,7 +323,8 @@ if [ "$vfio" = 1 ]; then
 fi
 qargs=(
   -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem"
-  -machine q35 -nodefaults -no-user-config -display none -monitor none -no-reboot
+  -machine q35 -nodefaults -no-user-config -display none -no-reboot
+  -monitor "$monitor"
   "${viommu[@]}"
   -kernel "$kernel" -initrd "$initrd"
   -append "$append"
