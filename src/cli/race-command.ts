@@ -2,7 +2,7 @@
 // passthrough function (shm backend: its host mapping is really revoked on MEM 1->0, as vfio-pci
 // does; vfio backend: vfio-pci itself revokes it); vCPUs 1..N-1 hammer a BAR at CPL3 and classify
 // every value they read.
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { readResults } from '../boot/boot-info';
 import { ShmHostDevice } from '../devices/pci/shm-backend';
@@ -12,7 +12,6 @@ import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
-import { InvalidArgumentError } from 'commander';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
 
 export interface RaceReport {
