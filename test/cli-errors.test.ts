@@ -33,6 +33,18 @@ test('bad size and bad vCPU count', async () => {
   assert.match(v.stderr, /--vcpus must be from 1 to 64, got 0/);
 });
 
+test('race --vfio: a malformed PCI address, a bad BAR and --host-revoke are refused as bad input', async () => {
+  const a = await runCli(['race', '--vfio', '01:20.0']);
+  assert.equal(a.code, 2);
+  assert.match(a.stderr, /^tsvmm: '01:20\.0' is not a PCI address: expected DDDD:BB:DD\.F or BB:DD\.F/m);
+  const b = await runCli(['race', '--vfio', '01:00.0', '--vfio-bar', '6']);
+  assert.equal(b.code, 2);
+  assert.match(b.stderr, /--vfio-bar must be from 0 to 5, got 6/);
+  const c = await runCli(['race', '--vfio', '01:00.0', '--host-revoke', '10']);
+  assert.equal(c.code, 2);
+  assert.match(c.stderr, /^tsvmm: --host-revoke needs the shm device/m);
+});
+
 test('size parsing', () => {
   assert.equal(parseSize('256M'), 256n << 20n);
   assert.equal(parseSize('1G'), 1n << 30n);
