@@ -155,7 +155,13 @@ export class Machine implements DispatchTarget {
 
     // vfio devices DMA into guest RAM at bus address = GPA.
     const dma = ram.map((c) => ({ hostAddress: c.hostAddress, gpa: c.gpa, size: c.size }));
-    const hosts = config.passthrough.map((p) => (p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory)));
+    const hosts: (ShmHostDevice | VfioHostDevice)[] = [];
+    try {
+      for (const p of config.passthrough) hosts.push(p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory));
+    } catch (e) {
+      for (const h of hosts) if (h instanceof VfioHostDevice) h.close(); // those opened before the failure
+      throw e;
+    }
     const configs = hosts.map((h) => PciConfigSpace.create(passthroughDefinition(h)));
     const shared: MachineShared = {
       config,
