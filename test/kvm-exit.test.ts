@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { allOnes, completeMmioRead, decodeExit, readLe } from '../src/kvm/exit';
+import { allOnes, completeMmioRead, decodeExit } from '../src/kvm/exit';
+import { readLe } from '../src/le-bytes';
 import { ExitReason, Run } from '../src/kvm/constants';
 
 function page(reason: number): DataView {

@@ -5,7 +5,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ExitReason, Run } from '../src/kvm/constants';
-import { completeMmioRead, decodeExit, readLe } from '../src/kvm/exit';
+import { completeMmioRead, decodeExit } from '../src/kvm/exit';
+import { readLe } from '../src/le-bytes';
 import { MemslotError } from '../src/hypervisor/hypervisor';
 import { SimHostMemory } from '../src/sim/host-memory';
 import { SimVcpu, SimVm, type KernelVariant, type SimObserver } from '../src/sim/kernel';

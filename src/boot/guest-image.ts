@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { GUEST_LOAD_GPA, MAX_VCPUS } from './layout';
+import { viewOf } from '../le-bytes';
 
 export const GUEST_MAGIC = 0x3154_5347_4d56_5354n; // "TSVMGST1"
 export const GUEST_HEADER_VERSION = 1;
@@ -91,7 +92,7 @@ export function parseGuestHeader(bytes: Uint8Array, name = 'guest image'): { ver
   if (bytes.byteLength < GUEST_HEADER_FIXED_SIZE) {
     throw new GuestImageError(`${name}: ${bytes.byteLength} bytes is shorter than the ${GUEST_HEADER_FIXED_SIZE}-byte header`);
   }
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const v = viewOf(bytes);
   const magic = v.getBigUint64(0, true);
   if (magic !== GUEST_MAGIC) {
     const found = Array.from(bytes.subarray(0, 8), (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');

@@ -13,6 +13,7 @@
 import type { Regs, Segment, Sregs } from '../kvm/regs';
 import { emptyRegs } from '../kvm/regs';
 import * as L from './layout';
+import { viewOf } from '../le-bytes';
 
 export const Selectors = {
   KERNEL_CODE32: 0x08,
@@ -136,7 +137,7 @@ export function setupLongMode(ram: Uint8Array, vcpus: number): void {
   if (ram.byteLength < Number(L.BOOT_AREA_END)) {
     throw new LongModeError(`long mode: guest RAM view is ${ram.byteLength} bytes; the boot structures need ${Number(L.BOOT_AREA_END)}`);
   }
-  const v = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
+  const v = viewOf(ram);
   const pml4 = Number(L.PML4_GPA);
   const pdpt = Number(L.PDPT_GPA);
   const pd = Number(L.PD_GPA);

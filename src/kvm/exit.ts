@@ -1,6 +1,7 @@
 // Decoding of the kvm_run page into a typed exit union. Pure: it reads only the bytes it is given and
 // the KVM_RUN return value, so tests feed it synthetic pages without KVM.
 import { ExitReason, KVM_EXIT_IO_OUT, Run } from './constants';
+import { readLe, writeLe } from '../le-bytes';
 
 export type VcpuExit =
   | { kind: 'io'; direction: 'in' | 'out'; size: 1 | 2 | 4; port: number; count: number; dataOffset: number }
@@ -33,20 +34,6 @@ function dataArray(view: DataView, ndataOffset: number, dataOffset: number, max:
   const out: bigint[] = [];
   for (let i = 0; i < n; i++) out.push(view.getBigUint64(dataOffset + 8 * i, true));
   return out;
-}
-
-/** Reads `len` (1..8) little-endian bytes at `offset` as an unsigned bigint. */
-export function readLe(view: DataView, offset: number, len: number): bigint {
-  let v = 0n;
-  for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(view.getUint8(offset + i));
-  return v;
-}
-
-export function writeLe(view: DataView, offset: number, len: number, value: bigint): void {
-  for (let i = 0; i < len; i++) {
-    view.setUint8(offset + i, Number(value & 0xffn));
-    value >>= 8n;
-  }
 }
 
 /**

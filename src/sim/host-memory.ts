@@ -7,6 +7,7 @@
 // JS (the VMM) never dereferences a mapping: only the kernel model reads or writes through one
 // (readMapped/writeMapped), and only after checking that the page is accessible.
 import type { HostMemory } from '../memory/host-memory';
+import { readLe, viewOf, writeLe } from '../le-bytes';
 
 export const SIM_PAGE_SIZE = 4096;
 const PAGE = BigInt(SIM_PAGE_SIZE);
@@ -120,16 +121,14 @@ export class SimHostMemory implements HostMemory {
     const { file, offset } = this.translate(hva, len);
     const buf = new Uint8Array(len);
     this.copyOut(file, offset, buf);
-    let v = 0n;
-    for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[i]!);
-    return v;
+    return readLe(viewOf(buf), 0, len);
   }
 
   /** A store through the mapping (the caller checked accessible()). */
   writeMapped(hva: bigint, len: number, value: bigint): void {
     const { file, offset } = this.translate(hva, len);
     const buf = new Uint8Array(len);
-    for (let i = 0; i < len; i++) buf[i] = Number((value >> BigInt(8 * i)) & 0xffn);
+    writeLe(viewOf(buf), 0, len, value);
     this.copyIn(file, offset, buf);
   }
 
@@ -139,9 +138,7 @@ export class SimHostMemory implements HostMemory {
     if (!f) throw new SimHostMemoryError(`peek: fd ${fd} is not open`);
     const buf = new Uint8Array(len);
     this.copyOut(f, offset, buf);
-    let v = 0n;
-    for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[i]!);
-    return v;
+    return readLe(viewOf(buf), 0, len);
   }
 
   /** The fd a mapping at `hva` is backed by, and the offset within it. */

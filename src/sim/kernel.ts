@@ -29,7 +29,7 @@
 import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
 import { MemslotError } from '../hypervisor/hypervisor';
 import { ExitReason, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, Run, SIZEOF_KVM_SREGS } from '../kvm/constants';
-import { readLe, writeLe } from '../kvm/exit';
+import { readLe, writeLe } from '../le-bytes';
 import { decodeSregs, emptyRegs, type Regs, type Sregs } from '../kvm/regs';
 import type { SimHostMemory } from './host-memory';
 import { formatInstruction, type Instruction } from './program';

@@ -6,6 +6,8 @@
 // which the caller sets to the buffer it passes (the kernel may ask for a larger one by returning
 // a bigger argsz, as VFIO_DEVICE_GET_REGION_INFO does when capabilities follow the struct).
 
+import { viewOf } from '../le-bytes';
+
 const VFIO_TYPE = 0x3b; // ';'
 const VFIO_BASE = 100;
 const io = (n: number) => (VFIO_TYPE << 8) | (VFIO_BASE + n);
@@ -83,36 +85,32 @@ export interface RegionInfoValue {
   sparseAreas?: SparseArea[];
 }
 
-function view(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
 /** A zeroed struct buffer of `size` bytes whose argsz field says `size`. */
 export function argszBuffer(size: number): Uint8Array {
   const b = new Uint8Array(size);
-  view(b).setUint32(0, size, true);
+  viewOf(b).setUint32(0, size, true);
   return b;
 }
 
 export function decodeGroupStatus(bytes: Uint8Array): { flags: number } {
-  return { flags: view(bytes).getUint32(4, true) };
+  return { flags: viewOf(bytes).getUint32(4, true) };
 }
 
 export function decodeDeviceInfo(bytes: Uint8Array): DeviceInfoValue {
-  const v = view(bytes);
+  const v = viewOf(bytes);
   return { flags: v.getUint32(DeviceInfo.flags, true), numRegions: v.getUint32(DeviceInfo.numRegions, true), numIrqs: v.getUint32(DeviceInfo.numIrqs, true) };
 }
 
 /** struct vfio_region_info asking for region `index`, `argsz` bytes long (>= 32). */
 export function encodeRegionInfoRequest(index: number, argsz: number = RegionInfo.size): Uint8Array {
   const b = argszBuffer(argsz);
-  view(b).setUint32(RegionInfo.index, index, true);
+  viewOf(b).setUint32(RegionInfo.index, index, true);
   return b;
 }
 
 /** The argsz the kernel wrote back: bigger than the buffer means "call again with this many bytes". */
 export function regionInfoArgsz(bytes: Uint8Array): number {
-  return view(bytes).getUint32(0, true);
+  return viewOf(bytes).getUint32(0, true);
 }
 
 /**
@@ -121,7 +119,7 @@ export function regionInfoArgsz(bytes: Uint8Array): number {
  */
 export function decodeRegionInfo(bytes: Uint8Array): RegionInfoValue {
   if (bytes.byteLength < RegionInfo.size) throw new VfioUapiError(`vfio_region_info: ${bytes.byteLength} bytes, need ${RegionInfo.size}`);
-  const v = view(bytes);
+  const v = viewOf(bytes);
   const info: RegionInfoValue = {
     index: v.getUint32(RegionInfo.index, true),
     flags: v.getUint32(RegionInfo.flags, true),
@@ -155,7 +153,7 @@ export function decodeRegionInfo(bytes: Uint8Array): RegionInfoValue {
 /** struct vfio_iommu_type1_dma_map for a read/write mapping. */
 export function encodeDmaMap(vaddr: bigint, iova: bigint, size: bigint): Uint8Array {
   const b = argszBuffer(DmaMap.size);
-  const v = view(b);
+  const v = viewOf(b);
   v.setUint32(DmaMap.flags, DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE, true);
   v.setBigUint64(DmaMap.vaddr, vaddr, true);
   v.setBigUint64(DmaMap.iova, iova, true);
@@ -165,7 +163,7 @@ export function encodeDmaMap(vaddr: bigint, iova: bigint, size: bigint): Uint8Ar
 
 export function encodeDmaUnmap(iova: bigint, size: bigint): Uint8Array {
   const b = argszBuffer(DmaUnmap.size);
-  const v = view(b);
+  const v = viewOf(b);
   v.setBigUint64(DmaUnmap.iova, iova, true);
   v.setBigUint64(DmaUnmap.unmapSize, size, true);
   return b;

@@ -15,6 +15,7 @@ import { DeviceLock } from '../../vmm/device-lock';
 import type { HostDevice, HostDeviceIdentity, HostRegion } from './host-device';
 import { commandAfterWrite } from './command-register';
 import { PCI_COMMAND_MEMORY } from './constants';
+import { readLe, viewOf, writeLe } from '../../le-bytes';
 
 /** Register file in BAR0 (all little-endian u64). */
 export const ShmRegs = {
@@ -71,6 +72,7 @@ export class ShmHostDevice implements HostDevice {
   private readonly addresses: BigUint64Array;
   private readonly memoryLock: DeviceLock;
   private readonly scratch = new Uint8Array(8);
+  private readonly scratchView = viewOf(this.scratch);
 
   private constructor(
     readonly name: string,
@@ -194,15 +196,12 @@ export class ShmHostDevice implements HostDevice {
   private readFile(index: number, offset: bigint, len: number): bigint | undefined {
     const buf = this.scratch.subarray(0, len);
     if (this.host.pread(this.fd(index), buf, Number(offset)) !== len) return undefined;
-    let v = 0n;
-    for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[i]!);
-    return v;
+    return readLe(this.scratchView, 0, len);
   }
 
   private writeFile(index: number, offset: bigint, len: number, value: bigint): boolean {
-    const buf = this.scratch.subarray(0, len);
-    for (let i = 0; i < len; i++) buf[i] = Number((value >> BigInt(8 * i)) & 0xffn);
-    return this.host.pwrite(this.fd(index), buf, Number(offset)) === len;
+    writeLe(this.scratchView, 0, len, value);
+    return this.host.pwrite(this.fd(index), this.scratch.subarray(0, len), Number(offset)) === len;
   }
 
   private inRange(index: number, offset: bigint, len: number): boolean {

@@ -40,6 +40,7 @@ import { PCI_CONFIG_REGION_INDEX, REGION_INFO_FLAG_READ, wholeRegionMappable } f
 import { closeVfioDevice, mapDma, mapRegion, openVfioDevice, regionPread, regionPwrite, resetDevice, type VfioDeviceHandle, type VfioOpenOptions } from '../../vfio/vfio';
 import { VfioSetupError } from '../../vfio/sysfs';
 import { log } from '../../log';
+import { readLe, viewOf, writeLe } from '../../le-bytes';
 
 /** PMCSR is at PM capability + 4; its low two bits are the power state (0 = D0, 3 = D3hot). */
 const PM_CTRL = 4;
@@ -57,7 +58,7 @@ export interface HostConfigLayout {
 /** Identity, BAR types and the PM capability from the first 256 bytes of a function's config space. */
 export function parseHostConfig(cfg: Uint8Array): HostConfigLayout {
   if (cfg.byteLength < PCI_STD_HEADER_BYTES) throw new VfioSetupError(`vfio: config space read returned ${cfg.byteLength} bytes`);
-  const v = new DataView(cfg.buffer, cfg.byteOffset, cfg.byteLength);
+  const v = viewOf(cfg);
   const u16 = (o: number) => v.getUint16(o, true);
   const identity: HostDeviceIdentity = {
     vendorId: u16(PCI_VENDOR_ID),
@@ -124,6 +125,7 @@ export class VfioHostDevice implements HostDevice {
   private readonly words: Int32Array;
   private readonly hostRegions: HostRegion[];
   private readonly scratch = new Uint8Array(8);
+  private readonly scratchView = viewOf(this.scratch);
 
   private constructor(readonly name: string, readonly state: VfioDeviceShared) {
     this.words = new Int32Array(state.words);
@@ -204,8 +206,7 @@ export class VfioHostDevice implements HostDevice {
     const after = this.wantAccessible();
     // Revoking: publish before the kernel zaps (inside the pwrite), as ShmHostDevice.revokeLocked().
     if (before && !after) this.markRevoked();
-    this.scratch.fill(0);
-    for (let i = 0; i < size; i++) this.scratch[i] = (value >>> (8 * i)) & 0xff;
+    writeLe(this.scratchView, 0, size, BigInt(value >>> 0));
     const r = regionPwrite(this.state.handle, PCI_CONFIG_REGION_INDEX, this.scratch.subarray(0, size), BigInt(offset));
     if (r !== size) log('warn', `vfio: ${this.name}: config write at 0x${offset.toString(16)} (${size} bytes) = 0x${value.toString(16)} returned ${r}`);
     if (!before && after) Atomics.store(this.words, W_ACCESSIBLE, 1);
@@ -221,16 +222,13 @@ export class VfioHostDevice implements HostDevice {
     const buf = this.scratch.subarray(0, len);
     // vfio-pci answers -EIO while memory decode is off or the function is not in D0.
     if (regionPread(this.state.handle, index, buf, offset) !== len) return undefined;
-    let v = 0n;
-    for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[i]!);
-    return v;
+    return readLe(this.scratchView, 0, len);
   }
 
   regionWrite(index: number, offset: bigint, len: number, value: bigint): boolean {
     if (!this.inRange(index, offset, len)) return false;
-    const buf = this.scratch.subarray(0, len);
-    for (let i = 0; i < len; i++) buf[i] = Number((value >> BigInt(8 * i)) & 0xffn);
-    return regionPwrite(this.state.handle, index, buf, offset) === len;
+    writeLe(this.scratchView, 0, len, value);
+    return regionPwrite(this.state.handle, index, this.scratch.subarray(0, len), offset) === len;
   }
 
   private inRange(index: number, offset: bigint, len: number): boolean {

@@ -1,0 +1,22 @@
+// Little-endian unsigned values of 1..8 bytes as bigints: the kvm_run data areas, a BAR register
+// read or written through a device fd, a model host's file bytes.
+
+/** Reads `len` (1..8) little-endian bytes at `offset` as an unsigned bigint. */
+export function readLe(view: DataView, offset: number, len: number): bigint {
+  let v = 0n;
+  for (let i = len - 1; i >= 0; i--) v = (v << 8n) | BigInt(view.getUint8(offset + i));
+  return v;
+}
+
+/** Writes the low `len` (1..8) bytes of `value` at `offset`, little-endian. */
+export function writeLe(view: DataView, offset: number, len: number, value: bigint): void {
+  for (let i = 0; i < len; i++) {
+    view.setUint8(offset + i, Number(value & 0xffn));
+    value >>= 8n;
+  }
+}
+
+/** A DataView over exactly the bytes of `bytes`. */
+export function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
