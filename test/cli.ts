@@ -1,5 +1,7 @@
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import type { RaceReport } from '../src/cli/race-command';
 
 export const BIN = path.resolve(__dirname, '../../bin/tsvmm.js');
 
@@ -31,4 +33,12 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutM
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** `tsvmm race --json ARGS`: the report from its last stdout line, with the exit status and stderr. */
+export async function runRaceJson(args: string[]): Promise<{ report: RaceReport; code: number | null; stderr: string }> {
+  const r = await runCli(['race', '--json', ...args], { timeoutMs: 300_000 });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  assert.ok(line.startsWith('{'), `no report; stderr: ${r.stderr}`);
+  return { report: JSON.parse(line) as RaceReport, code: r.code, stderr: r.stderr };
 }

@@ -5,17 +5,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { kvmSkip } from './kvm-available';
-import { runCli } from './cli';
-import type { RaceReport } from '../src/cli/race-command';
+import { runCli, runRaceJson } from './cli';
 
 const skip = kvmSkip;
 const TOGGLES = process.env.TSVMM_TEST_TOGGLES ?? '300';
 
-async function race(args: string[]): Promise<{ report: RaceReport; code: number | null; stderr: string }> {
-  const r = await runCli(['race', '--toggles', TOGGLES, '--json', ...args], { timeoutMs: 300_000 });
-  const line = r.stdout.trim().split('\n').pop()!;
-  return { report: JSON.parse(line) as RaceReport, code: r.code, stderr: r.stderr };
-}
+const race = (args: string[]) => runRaceJson(['--toggles', TOGGLES, ...args]);
 
 test('race, QEMU BAR order, 2 vCPUs: the race is hit and every access completes (UR while decode is off)', { skip }, async () => {
   const { report, code, stderr } = await race(['--vcpus', '2', '--bar-order', 'qemu']);

@@ -6,8 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kvmSkip } from './kvm-available';
-import { runCli } from './cli';
-import type { RaceReport } from '../src/cli/race-command';
+import { runCli, runRaceJson } from './cli';
 
 const device = process.env.TSVMM_VFIO_DEVICE;
 const bar = process.env.TSVMM_VFIO_BAR ?? '2';
@@ -15,12 +14,7 @@ const skip: string | false = kvmSkip || (device ? false : 'needs a vfio-pci func
 if (skip && !kvmSkip) process.stderr.write(`\n*** tsvmm: VFIO TESTS SKIPPED: ${skip} ***\n\n`);
 const TOGGLES = process.env.TSVMM_TEST_TOGGLES ?? '300';
 
-async function race(args: string[]): Promise<{ report: RaceReport; code: number | null; stderr: string }> {
-  const r = await runCli(['race', '--vfio', device!, '--vfio-bar', bar, '--toggles', TOGGLES, '--json', ...args], { timeoutMs: 300_000 });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  assert.ok(line.startsWith('{'), `no report; stderr: ${r.stderr}`);
-  return { report: JSON.parse(line) as RaceReport, code: r.code, stderr: r.stderr };
-}
+const race = (args: string[]) => runRaceJson(['--vfio', device!, '--vfio-bar', bar, '--toggles', TOGGLES, ...args]);
 
 test('vfio race, QEMU BAR order, 2 vCPUs: vfio-pci revokes under a live memslot, tsvmm recovers', { skip }, async () => {
   const { report, code, stderr } = await race(['--vcpus', '2', '--bar-order', 'qemu']);
