@@ -30,6 +30,9 @@
 #   KVMQ_CACHE=dir      where the initramfs is cached (default <project>/.cache/kvm-qemu)
 #   KVMQ_KERNEL_VERSION force a kernel (a directory name under /lib/modules)
 #   KVMQ_KEEP=1         keep the per-run job directory (run.sh, console.log, qemu.err) for debugging
+#   KVMQ_KVM_PARAMS="npt=0"  parameters for the kvm_amd/kvm_intel module inside (space-separated
+#                       name=value), e.g. npt=0 to run the inner KVM with shadow paging instead of
+#                       the nested paging that QEMU's TCG emulates
 #   KVMQ_MONITOR=path   a QEMU human monitor on this unix socket (e.g. for `info registers -a`
 #                       when the emulated machine stalls: socat - UNIX-CONNECT:path)
 #   KVMQ_VFIO=1         give the guest an emulated Intel IOMMU (intel_iommu=on) and an ivshmem-plain
@@ -112,7 +115,10 @@ vendor_mod=kvm-amd.ko
 grep -q GenuineIntel /proc/cpuinfo && vendor_mod=kvm-intel.ko
 for m in $(cat /modules.order); do
   case $m in kvm-amd.ko | kvm-intel.ko) [ "$m" = "$vendor_mod" ] || continue ;; esac
-  insmod /lib/modules/$m || echo "kvmq-init: insmod $m failed"
+  params=""
+  # kvmq.kvmparams=a=1,b=2 on the kernel command line: module parameters for the vendor module
+  [ "$m" = "$vendor_mod" ] && params=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^kvmq\.kvmparams=//p' | tr ',' ' ')
+  insmod /lib/modules/$m $params || echo "kvmq-init: insmod $m $params failed"
 done
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm modules (cpu flags: $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo))"
 say "modules loaded"
@@ -312,6 +318,11 @@ outpid=$!
 cat "$job/stderr.fifo" >&2 &
 errpid=$!
 append="console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
+kvm_params=${KVMQ_KVM_PARAMS:-}
+if [ -n "$kvm_params" ]; then
+  case $kvm_params in *[!A-Za-z0-9_=\ ]*) die "KVMQ_KVM_PARAMS must be space-separated name=value words: '$kvm_params'" ;; esac
+  append="$append kvmq.kvmparams=$(echo $kvm_params | tr ' ' ',')"
+fi
 monitor=none
 if [ -n "${KVMQ_MONITOR:-}" ]; then monitor="unix:$KVMQ_MONITOR,server,nowait"; fi
 viommu=()
