@@ -47,3 +47,21 @@ export function formatCpuState(regs: Regs, sregs: Sregs, code: Uint8Array | unde
   }
   return lines.join('\n');
 }
+
+/**
+ * After a triple fault, KVM on AMD hosts has already re-initialised the vCPU: the VMCB is undefined
+ * after a SHUTDOWN intercept, so svm.c's shutdown_interception() clears it and resets the vCPU
+ * before returning KVM_EXIT_SHUTDOWN. KVM_GET_REGS then shows the INIT state (CS:IP = f000:fff0,
+ * CS.base = ffff0000, paging and protection off), not where the guest died. Intel hosts keep the
+ * state. Say so, so nobody debugs the reset vector.
+ */
+export function lostShutdownStateNote(regs: Regs, sregs: Sregs): string | undefined {
+  const initState =
+    regs.rip === 0xfff0n && sregs.cs.selector === 0xf000 && sregs.cs.base === 0xffff0000n && (sregs.cr0 & 0x80000001n) === 0n;
+  if (!initState) return undefined;
+  return (
+    'tsvmm: these registers are the vCPU INIT state (CS:IP f000:fff0), not the state at the triple fault: ' +
+    'KVM on AMD re-initialises a vCPU when it intercepts a shutdown (arch/x86/kvm/svm/svm.c, shutdown_interception), ' +
+    'so where the guest died is lost; an Intel host keeps it'
+  );
+}

@@ -13,7 +13,7 @@ import { GuestMemory } from '../memory/guest-memory';
 import { Machine, type MachineShared } from './machine';
 import { VcpuRunner } from './vcpu-runner';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
-import { formatCpuState } from './diagnostics';
+import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
 import type { Outcome } from './dispatch';
@@ -32,7 +32,7 @@ export interface VcpuThreadData {
   latency: SharedArrayBuffer;
 }
 
-function dumpState(vcpu: KvmVcpu, memory: GuestMemory): string {
+function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, { kind: 'stop' }>['state']): string {
   try {
     const regs = vcpu.getRegs();
     const sregs = vcpu.getSregs();
@@ -41,7 +41,9 @@ function dumpState(vcpu: KvmVcpu, memory: GuestMemory): string {
     const start = regs.rip - BigInt(before);
     const phys = memory.translate(start, sregs.cr0, sregs.cr3, sregs.cr4);
     const code = phys === undefined ? undefined : memory.slice(phys, before + 21);
-    return formatCpuState(regs, sregs, code, before);
+    const dump = formatCpuState(regs, sregs, code, before);
+    const note = state === 'shutdown' ? lostShutdownStateNote(regs, sregs) : undefined;
+    return note ? `${dump}\n${note}` : dump;
   } catch (e) {
     return `(register dump unavailable: ${(e as Error).message})`;
   }
@@ -60,7 +62,7 @@ function main(d: VcpuThreadData): void {
   let memory: GuestMemory | undefined;
   const stopWith = (o: Extract<Outcome, { kind: 'stop' }>) => {
     memory ??= new GuestMemory(d.shared.ram);
-    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory)}` : '';
+    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o.state)}` : '';
     writeStderr(`${o.lines.join('\n')}${dump}\n`);
     // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1.
     machine.runState.transition(o.state, 1);
