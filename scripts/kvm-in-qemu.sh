@@ -30,9 +30,10 @@
 #   KVMQ_CACHE=dir      where the initramfs is cached (default <project>/.cache/kvm-qemu)
 #   KVMQ_KERNEL_VERSION force a kernel (a directory name under /lib/modules)
 #   KVMQ_KEEP=1         keep the per-run job directory (run.sh, console.log, qemu.err) for debugging
-#   KVMQ_KVM_PARAMS="npt=0"  parameters for the kvm_amd/kvm_intel module inside (space-separated
-#                       name=value), e.g. npt=0 to run the inner KVM with shadow paging instead of
-#                       the nested paging that QEMU's TCG emulates
+#   KVMQ_KVM_PARAMS="kvm_amd.npt=0 kvm.tdp_mmu=0"  module parameters for the KVM inside,
+#                       space-separated module.name=value (module kvm, kvm_amd or kvm_intel); e.g.
+#                       kvm_amd.npt=0 runs the inner KVM with shadow paging instead of the nested
+#                       paging that QEMU's TCG emulates
 #   KVMQ_MONITOR=path   a QEMU human monitor on this unix socket (e.g. for `info registers -a`
 #                       when the emulated machine stalls: socat - UNIX-CONNECT:path)
 #   KVMQ_VFIO=1         give the guest an emulated Intel IOMMU (intel_iommu=on) and an ivshmem-plain
@@ -115,9 +116,10 @@ vendor_mod=kvm-amd.ko
 grep -q GenuineIntel /proc/cpuinfo && vendor_mod=kvm-intel.ko
 for m in $(cat /modules.order); do
   case $m in kvm-amd.ko | kvm-intel.ko) [ "$m" = "$vendor_mod" ] || continue ;; esac
-  params=""
-  # kvmq.kvmparams=a=1,b=2 on the kernel command line: module parameters for the vendor module
-  [ "$m" = "$vendor_mod" ] && params=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^kvmq\.kvmparams=//p' | tr ',' ' ')
+  # kvmq.kvmparams=kvm_amd.npt=0,kvm.tdp_mmu=0 on the kernel command line (insmod, unlike
+  # modprobe, does not read module.param= words from /proc/cmdline)
+  mod=$(basename "$m" .ko | tr - _)
+  params=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^kvmq\.kvmparams=//p' | tr ',' '\n' | sed -n "s/^$mod\\.//p" | tr '\n' ' ')
   insmod /lib/modules/$m $params || echo "kvmq-init: insmod $m $params failed"
 done
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm modules (cpu flags: $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo))"
@@ -320,7 +322,10 @@ errpid=$!
 append="console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable kvmq.verbose=$verbose"
 kvm_params=${KVMQ_KVM_PARAMS:-}
 if [ -n "$kvm_params" ]; then
-  case $kvm_params in *[!A-Za-z0-9_=\ ]*) die "KVMQ_KVM_PARAMS must be space-separated name=value words: '$kvm_params'" ;; esac
+  for w in $kvm_params; do
+    case $w in kvm.*=* | kvm_amd.*=* | kvm_intel.*=*) ;; *) die "KVMQ_KVM_PARAMS: '$w' is not module.name=value for kvm, kvm_amd or kvm_intel" ;; esac
+    case $w in *[!A-Za-z0-9_.=]*) die "KVMQ_KVM_PARAMS: '$w' has characters a module parameter cannot" ;; esac
+  done
   append="$append kvmq.kvmparams=$(echo $kvm_params | tr ' ' ',')"
 fi
 monitor=none
