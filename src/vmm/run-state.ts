@@ -41,11 +41,23 @@ export class SharedRunState {
     }
   }
 
+  /** Changes `from` to `to` only if the state is `from` now (pause/resume: never out of a terminal state). */
+  transitionFrom(from: RunState, to: RunState): boolean {
+    if (Atomics.compareExchange(this.words, 0, CODE[from], CODE[to]) !== CODE[from]) return false;
+    Atomics.notify(this.words, 0);
+    return true;
+  }
+
   /** Resolves when the state changes away from `from`. */
   async waitChange(from: RunState, timeoutMs?: number): Promise<RunState> {
     const r = Atomics.waitAsync(this.words, 0, CODE[from], timeoutMs);
     if (r.async) await r.value;
     return this.state;
+  }
+
+  /** Blocks this (worker) thread while the state is `state`, at most timeoutMs. */
+  waitWhile(state: RunState, timeoutMs: number): void {
+    Atomics.wait(this.words, 0, CODE[state], timeoutMs);
   }
 
   /** The shared word itself, for Atomics.waitAsync loops. */

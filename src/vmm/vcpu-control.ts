@@ -5,6 +5,8 @@ export enum VcpuStatus {
   Running = 1,
   Stopped = 2,
   Failed = 3,
+  /** Out of KVM_RUN, waiting for the run state to leave `paused`. */
+  Paused = 4,
 }
 
 const WORDS_PER_VCPU = 4; // tid, status, stop, done

@@ -74,6 +74,16 @@ function main(d: VcpuThreadData): void {
   try {
     for (;;) {
       if (control.stopRequested(d.index)) break;
+      const held = machine.runState.state;
+      if (held === 'paused' || held === 'prelaunch') {
+        // QMP `stop` (Vm.pause() set the state, then kicked us out of KVM_RUN) or `--paused`
+        // (QEMU's -S): stay out of KVM_RUN until the state changes (cont, or a terminal state).
+        // Only here, at the loop top, between dispatches: a paused vCPU never holds the device lock.
+        control.setStatus(d.index, VcpuStatus.Paused);
+        while (machine.runState.state === held && !control.stopRequested(d.index)) machine.runState.waitWhile(held, 1000);
+        control.setStatus(d.index, VcpuStatus.Running);
+        continue;
+      }
       const { exit, outcome } = runner.run();
       if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
         if (faultAt === 0) faultAt = performance.now();

@@ -108,12 +108,12 @@ export class Vm {
     return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars);
   }
 
-  /** Starts one worker thread per vCPU. */
-  start(): void {
+  /** Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S). */
+  start(opts: { paused?: boolean } = {}): void {
     const n = native();
     const kick = n.constants.SIGUSR2!;
     if (n.installKickHandler(kick) < 0) throw new Error('cannot install the vCPU kick signal handler');
-    this.machine.runState.transition('running');
+    if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
     for (const v of this.vcpus) {
       const data: VcpuThreadData = {
@@ -143,6 +143,51 @@ export class Vm {
     this.machine.runState.transition('shutdown', exitCode);
   }
 
+  /**
+   * QMP `stop`: running -> paused, then kicks every vCPU out of KVM_RUN and resolves once none runs
+   * guest code (each is Paused, or its thread already ended). The state is set before the kick, so a
+   * vCPU that clears immediate_exit after an earlier kick still sees `paused` at its loop top.
+   */
+  async pause(): Promise<void> {
+    const rs = this.machine.runState;
+    if (!rs.transitionFrom('running', 'paused')) return; // already paused or stopped: nothing runs
+    const n = native();
+    const pid = n.getpid();
+    const kick = n.constants.SIGUSR2!;
+    for (;;) {
+      if (rs.state !== 'paused') return; // a terminal state won meanwhile
+      let running = 0;
+      for (const v of this.vcpus) {
+        const s = this.control.status(v.index);
+        if (s !== VcpuStatus.Running && s !== VcpuStatus.Starting) continue;
+        running++;
+        v.setImmediateExit(true);
+        const tid = this.control.tid(v.index);
+        if (tid > 0) n.tgkill(pid, tid, kick);
+      }
+      if (running === 0) return;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /** QMP `cont`: paused (or prelaunch) -> running; the vCPU threads wake on the state word. */
+  resume(): void {
+    const rs = this.machine.runState;
+    if (!rs.transitionFrom('paused', 'running')) rs.transitionFrom('prelaunch', 'running');
+  }
+
+  /** Resolves once every vCPU thread has registered its host thread id (or ended, or the VM stopped). */
+  async threadsStarted(): Promise<void> {
+    const rs = this.machine.runState;
+    const pending = () => this.vcpus.some((v) => this.control.tid(v.index) === 0 && this.control.status(v.index) === VcpuStatus.Starting);
+    while (pending() && !isTerminal(rs.state)) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  /** Each vCPU's index and host thread id (0 until its thread has started). */
+  vcpuThreads(): { index: number; threadId: number }[] {
+    return this.vcpus.map((v) => ({ index: v.index, threadId: this.control.tid(v.index) }));
+  }
+
   /** Resolves when the VM reached a terminal state and every vCPU thread has exited. */
   async wait(): Promise<VmResult> {
     const rs = this.machine.runState;
@@ -160,7 +205,7 @@ export class Vm {
   private allThreadsGone(): boolean {
     for (let i = 0; i < this.control.vcpus; i++) {
       const s = this.control.status(i);
-      if (s === VcpuStatus.Running || s === VcpuStatus.Starting) return false;
+      if (s === VcpuStatus.Running || s === VcpuStatus.Starting || s === VcpuStatus.Paused) return false;
     }
     return true;
   }
