@@ -23,7 +23,7 @@ fi
 # KVMQ_VFIO=1: the emulated machine also has an IOMMU and an ivshmem function bound to vfio-pci,
 # so kvm-vfio.test.js races on a real vfio-pci device.
 run_suites() {
-  KVMQ_KVM_PARAMS=${1:-} KVMQ_VFIO=1 KVMQ_TIMEOUT=${KVMQ_TIMEOUT:-1200} scripts/kvm-in-qemu.sh node --test --test-concurrency=1 dist/test/kvm-guests.test.js dist/test/kvm-race.test.js dist/test/kvm-vfio.test.js
+  KVMQ_KVM_PARAMS=${1:-} KVMQ_VFIO=1 KVMQ_TIMEOUT=${KVMQ_TIMEOUT:-1200} scripts/kvm-in-qemu.sh node --test --test-concurrency=1 dist/test/kvm-guests.test.js dist/test/kvm-race.test.js dist/test/kvm-vfio.test.js dist/test/kvm-qmp.test.js
 }
 
 run_suites

@@ -33,6 +33,18 @@ test('bad size and bad vCPU count', async () => {
   assert.match(v.stderr, /--vcpus must be from 1 to 64, got 0/);
 });
 
+test('run --qmp: a path that is not a socket, a missing directory, and --paused without --qmp are bad input', async () => {
+  const a = await runCli(['run', '--guest', 'hello', '--qmp', __filename]);
+  assert.equal(a.code, 2);
+  assert.equal(a.stderr, `tsvmm: --qmp ${__filename}: the path exists and is not a socket\n`);
+  const b = await runCli(['run', '--guest', 'hello', '--qmp', '/nonexistent-dir/qmp.sock']);
+  assert.equal(b.code, 2);
+  assert.equal(b.stderr, 'tsvmm: --qmp /nonexistent-dir/qmp.sock: directory /nonexistent-dir does not exist\n');
+  const c = await runCli(['run', '--guest', 'hello', '--paused']);
+  assert.equal(c.code, 2);
+  assert.equal(c.stderr, 'tsvmm: --paused needs --qmp: nothing else could start the vCPUs\n');
+});
+
 test('race --vfio: a malformed PCI address, a bad BAR and --host-revoke are refused as bad input', async () => {
   const a = await runCli(['race', '--vfio', '01:20.0']);
   assert.equal(a.code, 2);

@@ -1,8 +1,10 @@
 // `tsvmm run`: boot a guest, serial/console on stdout, exit with the guest's status.
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { parseSize } from './size';
 import { parseIntOption, reportErrorAndExit } from './common';
+import { QmpServer, checkSocketPath } from '../qmp/server';
+import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
 
 export function registerRunCommand(program: Command): void {
   program
@@ -13,9 +15,13 @@ export function registerRunCommand(program: Command): void {
     .option('--mem <size>', 'guest RAM (e.g. 256M, 1G)', '64M')
     .option('--iterations <n>', 'loop count for the loop guests', '100000')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
-    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string }) => {
+    .option('--qmp <path>', 'a QMP (QEMU Machine Protocol) server on this unix socket; a VM that stops in internal-error or guest-panicked then stays up for inspection until QMP quit')
+    .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
+    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean }) => {
       let vm: Vm | undefined;
       try {
+        if (o.paused && !o.qmp) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
+        if (o.qmp) checkSocketPath(o.qmp); // bad input fails before KVM is touched
         vm = Vm.create({
           machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
           guest: o.guest,
@@ -25,13 +31,51 @@ export function registerRunCommand(program: Command): void {
       } catch (e) {
         reportErrorAndExit(e);
       }
+      let cause: ShutdownCause = 'guest-shutdown';
+      let quit: () => void = () => {};
+      const quitRequested = new Promise<void>((resolve) => (quit = resolve));
       const onSignal = () => {
         process.stderr.write('tsvmm: terminating on signal SIGINT\n');
+        cause = 'host-signal';
         vm!.requestShutdown(130);
+        quit();
       };
       process.once('SIGINT', onSignal);
-      vm!.start();
+      vm!.start({ paused: o.paused === true });
+      let qmp: QmpServer | undefined;
+      if (o.qmp) {
+        // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
+        await vm!.threadsStarted();
+        try {
+          qmp = await QmpServer.listen(
+            o.qmp,
+            vmQmpTarget(vm!, {
+              emit: (name, data) => qmp?.broadcast(name, data),
+              onQuit: () => {
+                cause = 'host-qmp-quit';
+                vm!.requestShutdown(0);
+                quit();
+              },
+            }),
+          );
+        } catch (e) {
+          // The path was checked before the VM was built; this is a race with another process.
+          vm!.requestShutdown(1);
+          await vm!.wait();
+          vm!.close();
+          reportErrorAndExit(e);
+        }
+      }
       const r = await vm!.wait();
+      if (qmp) {
+        for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
+        if (r.state !== 'shutdown') {
+          // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect.
+          process.stderr.write(`tsvmm: VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit\n`);
+          await quitRequested;
+        }
+        await qmp.close();
+      }
       process.off('SIGINT', onSignal);
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;

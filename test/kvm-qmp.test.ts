@@ -1,0 +1,96 @@
+// QMP against a real VM on /dev/kvm: pause and resume the vCPU threads, quit, and a VM stopped by a
+// guest failure that stays up for inspection until quit (skipped, loudly, without KVM).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { kvmSkip } from './kvm-available';
+import { runCli, type CliResult } from './cli';
+import { connectQmp } from './qmp-client';
+
+const skip = kvmSkip;
+
+/** Starts `tsvmm run ARGS --qmp SOCKET`, connects once the socket exists, negotiates. */
+async function startWithQmp(args: string[]) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-kvm-qmp-'));
+  const socket = path.join(dir, 'qmp.sock');
+  let pid = 0;
+  const done: Promise<CliResult> = runCli(['run', ...args, '--qmp', socket], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
+  const deadline = Date.now() + 60_000;
+  let qmp: Awaited<ReturnType<typeof connectQmp>> | undefined;
+  while (!qmp) {
+    // The file appears at bind(), a moment before listen(): until then connect() is refused.
+    try {
+      qmp = await connectQmp(socket);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw e;
+      if (Date.now() > deadline) throw new Error(`no QMP server after 60 s: ${JSON.stringify(await Promise.race([done, Promise.resolve('still running')]))}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  assert.ok('QMP' in (await qmp.next()));
+  assert.deepEqual((await qmp.command('qmp_capabilities')).return, {});
+  return { qmp, done, pid: () => pid };
+}
+
+/** Nanoseconds this thread has spent on a CPU (/proc/PID/task/TID/schedstat, first field). */
+function cpuNs(pid: number, tid: number): number {
+  return Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+}
+
+async function cpuNsOver(pid: number, tid: number, ms: number): Promise<number> {
+  const before = cpuNs(pid, tid);
+  await new Promise((r) => setTimeout(r, ms));
+  return cpuNs(pid, tid) - before;
+}
+
+test('QMP stop pauses the vCPU threads (no CPU time), cont resumes them, quit ends the VM with SHUTDOWN', { skip }, async () => {
+  const { qmp, done, pid } = await startWithQmp(['--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000']);
+  assert.deepEqual((await qmp.command('query-status')).return, { status: 'running', running: true });
+  const cpus = (await qmp.command('query-cpus-fast')).return as { 'cpu-index': number; 'thread-id': number }[];
+  assert.deepEqual(cpus.map((c) => c['cpu-index']), [0, 1]);
+  for (const c of cpus) assert.ok(c['thread-id'] > 0, 'each vCPU reports its host thread');
+  const tid = cpus[0]!['thread-id'];
+  assert.ok((await cpuNsOver(pid(), tid, 500)) > 50e6, 'a running vCPU thread uses CPU');
+
+  assert.deepEqual((await qmp.command('stop')).return, {});
+  await qmp.event('STOP');
+  assert.deepEqual((await qmp.command('query-status')).return, { status: 'paused', running: false });
+  for (const c of cpus) assert.ok((await cpuNsOver(pid(), c['thread-id'], 500)) < 20e6, `paused vCPU ${c['cpu-index']} still uses CPU`);
+  // stop on a paused VM succeeds and changes nothing.
+  assert.deepEqual((await qmp.command('stop')).return, {});
+
+  assert.deepEqual((await qmp.command('cont')).return, {});
+  await qmp.event('RESUME');
+  assert.deepEqual((await qmp.command('query-status')).return, { status: 'running', running: true });
+  assert.ok((await cpuNsOver(pid(), tid, 500)) > 50e6, 'a resumed vCPU thread uses CPU again');
+
+  assert.deepEqual((await qmp.command('quit')).return, {});
+  assert.deepEqual((await qmp.event('SHUTDOWN')).data, { guest: false, reason: 'host-qmp-quit' });
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('--paused waits in prelaunch for cont; a guest failure then stops the VM, which stays up for QMP until quit', { skip }, async () => {
+  const { qmp, done, pid } = await startWithQmp(['--guest', 'exception', '--paused']);
+  assert.deepEqual((await qmp.command('query-status')).return, { status: 'prelaunch', running: false });
+  const [cpu] = (await qmp.command('query-cpus-fast')).return as { 'thread-id': number }[];
+  assert.ok(cpu!['thread-id'] > 0);
+  assert.ok((await cpuNsOver(pid(), cpu!['thread-id'], 300)) < 20e6, 'a vCPU in prelaunch uses CPU');
+  assert.deepEqual((await qmp.command('cont')).return, {});
+  await qmp.event('RESUME');
+  // The guest hits #UD at once: QEMU's events for a panicked guest, and the VMM stays up.
+  assert.deepEqual((await qmp.event('GUEST_PANICKED')).data, { action: 'pause' });
+  await qmp.event('STOP');
+  assert.deepEqual((await qmp.command('query-status')).return, { status: 'guest-panicked', running: false });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual((await qmp.command('query-status')).return, { status: 'guest-panicked', running: false });
+  assert.equal(((await qmp.command('cont')).error as { desc: string }).desc, 'Resetting the Virtual Machine is required');
+  assert.deepEqual((await qmp.command('quit')).return, {});
+  const r = await done;
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /guest exception #UD/);
+  assert.match(r.stderr, /VM stopped in guest-panicked; QMP stays up on .* until quit/);
+});
