@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { QmpSession, type QmpMessage, type QmpTarget } from '../src/qmp/session';
-import { QmpServer, QmpSocketError } from '../src/qmp/server';
+import { QmpServer, QmpSocketError, CLOSE_GRACE_MS } from '../src/qmp/server';
+import net from 'node:net';
 import { terminalEvents } from '../src/qmp/vm-target';
 import { connectQmp as connect } from './qmp-client';
 import type { RunState } from '../src/vmm/run-state';
@@ -171,6 +172,23 @@ test('server: greeting, commands split and batched across writes, a bad line doe
     await server.close();
   }
   assert.equal(fs.existsSync(p), false, 'close removes the socket file');
+});
+
+test('server: close() does not wait for a client that keeps its end open, and the client still gets pending output', async () => {
+  const p = tmpSocket();
+  const server = await QmpServer.listen(p, new FakeTarget());
+  // allowHalfOpen: this client never closes its side by itself, as a stuck management tool.
+  const raw = net.createConnection({ path: p, allowHalfOpen: true });
+  let got = '';
+  raw.setEncoding('utf8').on('data', (d: string) => (got += d));
+  await new Promise<void>((r) => raw.once('connect', () => r()));
+  const ended = new Promise<void>((r) => raw.once('end', () => r()));
+  const t0 = Date.now();
+  await server.close();
+  assert.ok(Date.now() - t0 < CLOSE_GRACE_MS + 1000, 'close() hung on a half-open client');
+  await ended;
+  assert.match(got, /"QMP"/);
+  raw.destroy();
 });
 
 test('server: a stale socket is replaced, any other file at the path is refused', async () => {

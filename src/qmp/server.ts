@@ -8,6 +8,9 @@ import { QmpSession, type QmpMessage, type QmpTarget } from './session';
 /** A line longer than this is refused (and dropped) instead of growing the buffer without bound. */
 export const MAX_LINE_BYTES = 1 << 20;
 
+/** How long close() lets clients read what is left before it cuts them off. */
+export const CLOSE_GRACE_MS = 500;
+
 export class QmpSocketError extends Error {
   override name = 'QmpSocketError';
 }
@@ -51,10 +54,17 @@ export class QmpServer {
     for (const s of this.sessions) s.event(name, data);
   }
 
-  /** Stops listening, removes the socket file and ends every connection (after pending output). */
+  /**
+   * Stops listening, removes the socket file and ends every connection after its pending output
+   * (the `quit` reply, the SHUTDOWN event). A client that does not close its end within
+   * CLOSE_GRACE_MS is cut off: server.close() waits for every connection, and a quit must not hang.
+   */
   async close(): Promise<void> {
     for (const s of this.sockets) s.end();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const grace = setTimeout(() => this.sockets.forEach((s) => s.destroy()), CLOSE_GRACE_MS);
+    await closed;
+    clearTimeout(grace);
     fs.rmSync(this.path, { force: true });
   }
 
