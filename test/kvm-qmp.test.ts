@@ -32,7 +32,16 @@ async function startWithQmp(args: string[]) {
   }
   assert.ok('QMP' in (await qmp.next()));
   assert.deepEqual((await qmp.command('qmp_capabilities')).return, {});
-  return { qmp, done, pid: () => pid };
+  /** Ends the VMM if a failed assertion left it running (it would keep the test file alive). */
+  const cleanup = () => {
+    qmp!.sock.destroy();
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  return { qmp, done, pid: () => pid, cleanup };
 }
 
 /** Nanoseconds this thread has spent on a CPU (/proc/PID/task/TID/schedstat, first field). */
@@ -46,8 +55,9 @@ async function cpuNsOver(pid: number, tid: number, ms: number): Promise<number> 
   return cpuNs(pid, tid) - before;
 }
 
-test('QMP stop pauses the vCPU threads (no CPU time), cont resumes them, quit ends the VM with SHUTDOWN', { skip }, async () => {
-  const { qmp, done, pid } = await startWithQmp(['--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000']);
+test('QMP stop pauses the vCPU threads (no CPU time), cont resumes them, quit ends the VM with SHUTDOWN', { skip }, async (t) => {
+  const { qmp, done, pid, cleanup } = await startWithQmp(['--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000']);
+  t.after(cleanup);
   assert.deepEqual((await qmp.command('query-status')).return, { status: 'running', running: true });
   const cpus = (await qmp.command('query-cpus-fast')).return as { 'cpu-index': number; 'thread-id': number }[];
   assert.deepEqual(cpus.map((c) => c['cpu-index']), [0, 1]);
@@ -73,8 +83,9 @@ test('QMP stop pauses the vCPU threads (no CPU time), cont resumes them, quit en
   assert.equal(r.code, 0, r.stderr);
 });
 
-test('--paused waits in prelaunch for cont; a guest failure then stops the VM, which stays up for QMP until quit', { skip }, async () => {
-  const { qmp, done, pid } = await startWithQmp(['--guest', 'exception', '--paused']);
+test('--paused waits in prelaunch for cont; a guest failure then stops the VM, which stays up for QMP until quit', { skip }, async (t) => {
+  const { qmp, done, pid, cleanup } = await startWithQmp(['--guest', 'exception', '--paused']);
+  t.after(cleanup);
   assert.deepEqual((await qmp.command('query-status')).return, { status: 'prelaunch', running: false });
   const [cpu] = (await qmp.command('query-cpus-fast')).return as { 'thread-id': number }[];
   assert.ok(cpu!['thread-id'] > 0);

@@ -19,8 +19,17 @@ export async function connectQmp(socketPath: string) {
     }
   });
   await new Promise<void>((r, j) => sock.once('connect', () => r()).once('error', j));
-  const next = async (): Promise<QmpMessage> => {
-    while (lines.length === 0) await new Promise<void>((r) => waiters.push(r));
+  /** The next message; a test must fail, not hang, when the server never sends one. */
+  const next = async (timeoutMs = 60_000): Promise<QmpMessage> => {
+    const deadline = Date.now() + timeoutMs;
+    while (lines.length === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no QMP message from ${socketPath} within ${timeoutMs} ms`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        waiters.push(() => (clearTimeout(t), r()));
+      });
+    }
     return lines.shift()!;
   };
   const events: QmpMessage[] = [];

@@ -26,14 +26,13 @@ export function vmQmpTarget(vm: Vm, hooks: VmQmpHooks): QmpTarget {
   return {
     version: packageVersion(),
     status: () => vm.machine.runState.state,
+    // Events follow what this call did, not the state read afterwards: a guest that fails right
+    // after cont has already left `running` (and gets its own events when the VM stops).
     stop: async () => {
-      const before = vm.machine.runState.state;
-      await vm.pause();
-      if (before === 'running' && vm.machine.runState.state === 'paused') hooks.emit('STOP');
+      if (await vm.pause()) hooks.emit('STOP');
     },
     cont: async () => {
-      vm.resume();
-      if (vm.machine.runState.state === 'running') hooks.emit('RESUME');
+      if (vm.resume()) hooks.emit('RESUME');
     },
     quit: () => hooks.onQuit(),
     vcpuThreads: () => vm.vcpuThreads(),

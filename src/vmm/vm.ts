@@ -147,15 +147,16 @@ export class Vm {
    * QMP `stop`: running -> paused, then kicks every vCPU out of KVM_RUN and resolves once none runs
    * guest code (each is Paused, or its thread already ended). The state is set before the kick, so a
    * vCPU that clears immediate_exit after an earlier kick still sees `paused` at its loop top.
+   * Returns whether this call paused the VM (false: it was not running).
    */
-  async pause(): Promise<void> {
+  async pause(): Promise<boolean> {
     const rs = this.machine.runState;
-    if (!rs.transitionFrom('running', 'paused')) return; // already paused or stopped: nothing runs
+    if (!rs.transitionFrom('running', 'paused')) return false; // already paused or stopped: nothing runs
     const n = native();
     const pid = n.getpid();
     const kick = n.constants.SIGUSR2!;
     for (;;) {
-      if (rs.state !== 'paused') return; // a terminal state won meanwhile
+      if (rs.state !== 'paused') return true; // a terminal state won meanwhile
       let running = 0;
       for (const v of this.vcpus) {
         const s = this.control.status(v.index);
@@ -165,15 +166,18 @@ export class Vm {
         const tid = this.control.tid(v.index);
         if (tid > 0) n.tgkill(pid, tid, kick);
       }
-      if (running === 0) return;
+      if (running === 0) return true;
       await new Promise((r) => setTimeout(r, 1));
     }
   }
 
-  /** QMP `cont`: paused (or prelaunch) -> running; the vCPU threads wake on the state word. */
-  resume(): void {
+  /**
+   * QMP `cont`: paused (or prelaunch) -> running; the vCPU threads wake on the state word. Returns
+   * whether this call resumed the VM: the guest may stop again before the caller looks.
+   */
+  resume(): boolean {
     const rs = this.machine.runState;
-    if (!rs.transitionFrom('paused', 'running')) rs.transitionFrom('prelaunch', 'running');
+    return rs.transitionFrom('paused', 'running') || rs.transitionFrom('prelaunch', 'running');
   }
 
   /** Resolves once every vCPU thread has registered its host thread id (or ended, or the VM stopped). */
