@@ -34,6 +34,8 @@
 #                       space-separated module.name=value (module kvm, kvm_amd or kvm_intel); e.g.
 #                       kvm_amd.npt=0 runs the inner KVM with shadow paging instead of the nested
 #                       paging that QEMU's TCG emulates
+#   KVMQ_WEDGE_SECS=120 stop the VM (exit 125) once its kernel reports a CPU stuck this long (a
+#                       soft lockup): the emulated machine sometimes wedges for good
 #   KVMQ_MONITOR=path   a QEMU human monitor on this unix socket (e.g. for `info registers -a`
 #                       when the emulated machine stalls: socat - UNIX-CONNECT:path)
 #   KVMQ_VFIO=1         give the guest an emulated Intel IOMMU (intel_iommu=on) and an ivshmem-plain
@@ -247,6 +249,7 @@ job=$(mktemp -d "$cache/jobs/job.XXXXXX")
 qpid="" outpid="" errpid=""
 cleanup() {
   if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi
+  if [ -n "${wpid:-}" ]; then kill "$wpid" 2>/dev/null || true; fi
   if [ -n "$outpid$errpid" ]; then kill $outpid $errpid 2>/dev/null || true; fi
   if [ "${KVMQ_KEEP:-0}" = 1 ]; then echo "kvm-in-qemu: kept $job" >&2; else rm -rf "$job"; fi
 }
@@ -372,11 +375,31 @@ else
   qemu-system-x86_64 "${qargs[@]}" </dev/null 2>"$job/qemu.err" &
 fi
 qpid=$!
+# The emulated machine sometimes wedges: its kernel then reports a soft lockup every ~28 s while
+# nothing progresses (seen: both CPUs stuck for 300+ s, during a plain mmio-loop test). Waiting for
+# KVMQ_TIMEOUT would waste the rest of the budget, so stop it once a CPU has been stuck for
+# KVMQ_WEDGE_SECS (default 120; the kernel's own threshold is ~20 s and slow TCG trips it briefly).
+wedge=${KVMQ_WEDGE_SECS:-120}
+(
+  while kill -0 "$qpid" 2>/dev/null; do
+    sleep 5
+    stuck=$(sed -n 's/.*soft lockup - CPU#[0-9]* stuck for \([0-9]*\)s.*/\1/p' "$job/console.log" 2>/dev/null | sort -n | tail -1)
+    if [ -n "$stuck" ] && [ "$stuck" -ge "$wedge" ]; then
+      echo "$stuck" >"$job/wedged"
+      kill -TERM "$qpid" 2>/dev/null # timeout(1) passes it on to QEMU
+      break
+    fi
+  done
+) &
+wpid=$!
 set +e
 wait "$qpid"
 qrc=$?
 set -e
 qpid=""
+kill "$wpid" 2>/dev/null || true
+wait "$wpid" 2>/dev/null || true
+wpid=""
 # if QEMU died before opening the FIFOs, let the cats' opens complete (O_RDWR never blocks)
 : <>"$job/stdout.fifo"
 : <>"$job/stderr.fifo"
@@ -397,7 +420,11 @@ if [ "$qrc" = 124 ]; then
   echo "kvm-in-qemu: timed out after ${KVMQ_TIMEOUT}s" >&2
   exit 124
 fi
-echo "kvm-in-qemu: the VM stopped without reporting an exit status (qemu exit $qrc)" >&2
+if [ -s "$job/wedged" ]; then
+  echo "kvm-in-qemu: the emulated machine wedged (its kernel reports a CPU stuck for $(cat "$job/wedged") s); stopped it" >&2
+else
+  echo "kvm-in-qemu: the VM stopped without reporting an exit status (qemu exit $qrc)" >&2
+fi
 if [ "$verbose" != 1 ]; then
   echo "---- qemu stderr ----" >&2
   cat "$job/qemu.err" >&2 || true

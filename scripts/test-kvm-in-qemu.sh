@@ -11,7 +11,7 @@
 # result is the second run's. tsvmm's code is the same in both modes, so a real, repeatable
 # failure fails both and fails CI; the assertions are the same. Exit status: the test runner's,
 # or 0 with a loud line when the emulated machine itself could not complete (kvm-in-qemu.sh: 125
-# crash, 124 timeout) or QEMU cannot be installed.
+# crash or wedge, 124 timeout) or QEMU cannot be installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
