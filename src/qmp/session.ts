@@ -41,7 +41,6 @@ export interface QmpTarget {
 
 type Handler = (args: QmpMessage) => Promise<unknown> | unknown;
 
-const RUNNING_STATES: readonly RunState[] = ['running'];
 /** qmp_cont refuses these: the VM needs a reset, which tsvmm does not do (QEMU: runstate_needs_reset). */
 const NEEDS_RESET: readonly RunState[] = ['shutdown', 'internal-error', 'guest-panicked'];
 
@@ -66,8 +65,7 @@ export class QmpSession {
   }
 
   greeting(): QmpMessage {
-    const v = this.target.version;
-    return { QMP: { version: { qemu: { major: v.major, minor: v.minor, micro: v.micro }, package: v.package }, capabilities: [] } };
+    return { QMP: { version: this.queryVersion(), capabilities: [] } };
   }
 
   /** An asynchronous event; only clients that finished negotiation receive events. */
@@ -125,10 +123,10 @@ export class QmpSession {
 
   private queryStatus(): unknown {
     const status = this.target.status();
-    return { status, running: RUNNING_STATES.includes(status) };
+    return { status, running: status === 'running' };
   }
 
-  private queryVersion(): unknown {
+  private queryVersion(): QmpMessage {
     const v = this.target.version;
     return { qemu: { major: v.major, minor: v.minor, micro: v.micro }, package: v.package };
   }

@@ -152,9 +152,6 @@ export class Vm {
   async pause(): Promise<boolean> {
     const rs = this.machine.runState;
     if (!rs.transitionFrom('running', 'paused')) return false; // already paused or stopped: nothing runs
-    const n = native();
-    const pid = n.getpid();
-    const kick = n.constants.SIGUSR2!;
     for (;;) {
       if (rs.state !== 'paused') return true; // a terminal state won meanwhile
       let running = 0;
@@ -162,12 +159,24 @@ export class Vm {
         const s = this.control.status(v.index);
         if (s !== VcpuStatus.Running && s !== VcpuStatus.Starting) continue;
         running++;
-        v.setImmediateExit(true);
-        const tid = this.control.tid(v.index);
-        if (tid > 0) n.tgkill(pid, tid, kick);
+        this.kick(v);
       }
       if (running === 0) return true;
       await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /**
+   * Gets a vCPU out of KVM_RUN: immediate_exit covers a thread that is about to enter it, SIGUSR2
+   * (a no-op handler without SA_RESTART) one that is inside. Only a Running thread is signalled: a
+   * Starting one has no tid yet, and a Paused or ended one is not in KVM_RUN.
+   */
+  private kick(v: KvmVcpu): void {
+    v.setImmediateExit(true);
+    const tid = this.control.tid(v.index);
+    if (tid > 0 && this.control.status(v.index) === VcpuStatus.Running) {
+      const n = native();
+      n.tgkill(n.getpid(), tid, n.constants.SIGUSR2!);
     }
   }
 
@@ -216,9 +225,6 @@ export class Vm {
 
   /** Kicks every vCPU out of KVM_RUN until its thread has exited. */
   private async stopVcpus(): Promise<void> {
-    const n = native();
-    const pid = n.getpid();
-    const kick = n.constants.SIGUSR2!;
     let done = false;
     const all = Promise.all(this.exited).then(() => {
       done = true;
@@ -226,9 +232,7 @@ export class Vm {
     while (!done) {
       for (const v of this.vcpus) {
         this.control.requestStop(v.index);
-        v.setImmediateExit(true); // covers a thread that is about to enter KVM_RUN
-        const tid = this.control.tid(v.index);
-        if (tid > 0 && this.control.status(v.index) === VcpuStatus.Running) n.tgkill(pid, tid, kick);
+        this.kick(v);
       }
       await Promise.race([all, new Promise((r) => setTimeout(r, 10))]);
     }
