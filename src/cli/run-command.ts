@@ -20,8 +20,8 @@ export function registerRunCommand(program: Command): void {
     .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean }) => {
       let vm: Vm | undefined;
       try {
-        if (o.paused && !o.qmp) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
-        if (o.qmp) checkSocketPath(o.qmp); // bad input fails before KVM is touched
+        if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
+        if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
         vm = Vm.create({
           machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
           guest: o.guest,
@@ -43,7 +43,7 @@ export function registerRunCommand(program: Command): void {
       process.once('SIGINT', onSignal);
       vm!.start({ paused: o.paused === true });
       let qmp: QmpServer | undefined;
-      if (o.qmp) {
+      if (o.qmp !== undefined) {
         // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
         await vm!.threadsStarted();
         try {
