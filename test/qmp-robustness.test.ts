@@ -7,27 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
-import { QmpSession, type QmpMessage, type QmpTarget } from '../src/qmp/session';
+import { QmpSession, type QmpMessage } from '../src/qmp/session';
 import { QmpServer, QmpSocketError } from '../src/qmp/server';
 import { runCli } from './cli';
-import type { RunState } from '../src/vmm/run-state';
-
-export class RecordingTarget implements QmpTarget {
-  state: RunState = 'running';
-  calls: string[] = [];
-  readonly version = { major: 0, minor: 1, micro: 0, package: 'tsvmm 0.1.0' };
-  status = () => this.state;
-  stop = async () => {
-    this.calls.push('stop');
-    if (this.state === 'running') this.state = 'paused';
-  };
-  cont = async () => {
-    this.calls.push('cont');
-    if (this.state === 'paused') this.state = 'running';
-  };
-  quit = () => void this.calls.push('quit');
-  vcpuThreads = () => [{ index: 0, threadId: 1 }];
-}
+import { RecordingTarget } from './qmp-target';
 
 async function negotiated(target = new RecordingTarget()) {
   const out: QmpMessage[] = [];

@@ -81,7 +81,7 @@ export class QmpInputFramer {
           continue;
         }
       } else if (b === 0x7d || b === 0x5d) {
-        if (--this.depth === 0) {
+        if (--this.depth === 0 && this.size + (i + 1 - start) <= this.maxBytes) {
           this.emit(out, chunk, start, i + 1);
           this.mode = 'idle';
           continue;
