@@ -4,10 +4,12 @@ import { registerRunCommand } from './run-command';
 import { registerRaceCommand } from './race-command';
 import { registerProbeCommand } from './probe-command';
 import { registerSimCommand } from './sim-command';
+import { packageVersion } from '../version';
 
 export function buildProgram(): Command {
   const program = new Command('tsvmm')
     .description('a KVM virtual machine monitor in TypeScript')
+    .version(`tsvmm ${packageVersion().text}`, '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .exitOverride();
   registerRunCommand(program);

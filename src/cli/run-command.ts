@@ -16,8 +16,9 @@ export function registerRunCommand(program: Command): void {
     .option('--iterations <n>', 'loop count for the loop guests', '100000')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--qmp <path>', 'a QMP (QEMU Machine Protocol) server on this unix socket; a VM that stops in internal-error or guest-panicked then stays up for inspection until QMP quit')
+    .option('--name <name>', 'the VM\'s name, reported by QMP query-name (QEMU\'s -name)')
     .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
-    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean }) => {
+    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string }) => {
       let vm: Vm | undefined;
       try {
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
@@ -50,6 +51,7 @@ export function registerRunCommand(program: Command): void {
           qmp = await QmpServer.listen(
             o.qmp,
             vmQmpTarget(vm!, {
+              name: o.name,
               emit: (name, data) => qmp?.broadcast(name, data),
               onQuit: () => {
                 cause = 'host-qmp-quit';

@@ -39,6 +39,8 @@ export interface QmpTarget {
   /** One entry per vCPU: index and the host thread id running it (0 if not started). */
   vcpuThreads(): { index: number; threadId: number }[];
   readonly version: { major: number; minor: number; micro: number; package: string };
+  /** The VM's name (QEMU's -name), if it was given one. */
+  readonly name?: string;
 }
 
 type Handler = (args: QmpMessage) => Promise<unknown> | unknown;
@@ -63,6 +65,20 @@ export class QmpSession {
       ['stop', { handler: () => this.target.stop().then(() => ({})), params: [] }],
       ['cont', { handler: () => this.cont(), params: [] }],
       ['quit', { handler: () => ({}), params: [] }],
+      // tsvmm always runs its guests on KVM: there is no other accelerator to fall back to.
+      ['query-kvm', { handler: () => ({ enabled: true, present: true }), params: [] }],
+      ['query-name', { handler: () => (this.target.name === undefined ? {} : { name: this.target.name }), params: [] }],
+      [
+        'system_powerdown',
+        {
+          handler: () => {
+            // QEMU presses the ACPI power button; tsvmm's machine has no ACPI, so there is no way to ask
+            // the guest to shut down. Saying so beats an accepted command that does nothing.
+            throw new QmpCommandError('GenericError', 'system_powerdown is not supported: this machine has no ACPI power button to ask the guest to shut down; use quit');
+          },
+          params: [],
+        },
+      ],
     ]);
   }
 

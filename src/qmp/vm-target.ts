@@ -1,21 +1,15 @@
 // The QMP commands' view of a running Vm, and the events its state changes produce.
-import fs from 'node:fs';
-import path from 'node:path';
+import { packageVersion } from '../version';
 import type { Vm } from '../vmm/vm';
 import type { RunState } from '../vmm/run-state';
 import type { QmpMessage, QmpTarget } from './session';
-
-function packageVersion(): { major: number; minor: number; micro: number; package: string } {
-  // dist/src/qmp/ -> the package root
-  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
-  const [major = 0, minor = 0, micro = 0] = pkg.version.split('.').map((p) => Number.parseInt(p, 10) || 0);
-  return { major, minor, micro, package: `tsvmm ${pkg.version}` };
-}
 
 /** Why the VM left the running states, as QMP's SHUTDOWN event names it (qapi/run-state.json). */
 export type ShutdownCause = 'guest-shutdown' | 'host-qmp-quit' | 'host-signal';
 
 export interface VmQmpHooks {
+  /** The VM's name (`--name`), if it has one. */
+  name?: string;
   /** Sends an event to every negotiated client. */
   emit(name: string, data?: QmpMessage): void;
   /** `quit` was accepted (its reply is already sent). */
@@ -25,6 +19,7 @@ export interface VmQmpHooks {
 export function vmQmpTarget(vm: Vm, hooks: VmQmpHooks): QmpTarget {
   return {
     version: packageVersion(),
+    name: hooks.name,
     status: () => vm.machine.runState.state,
     // Events follow what this call did, not the state read afterwards: a guest that fails right
     // after cont has already left `running` (and gets its own events when the VM stops).
