@@ -11,6 +11,7 @@
 //   reads it (src/qmp/json.ts: duplicate keys refused, 64-bit integer ids echoed exactly).
 import type { RunState } from '../vmm/run-state';
 import { parseQmpJson, QmpJsonError } from './json';
+import { queryPciReply, type PciFunctionInfo } from './query-pci';
 
 export type QmpMessage = Record<string, unknown>;
 
@@ -41,6 +42,8 @@ export interface QmpTarget {
   readonly version: { major: number; minor: number; micro: number; package: string };
   /** The VM's name (QEMU's -name), if it was given one. */
   readonly name?: string;
+  /** Bus 0's PCI functions (src/qmp/query-pci.ts); none when absent. */
+  pciFunctions?(): PciFunctionInfo[];
 }
 
 type Handler = (args: QmpMessage) => Promise<unknown> | unknown;
@@ -65,6 +68,7 @@ export class QmpSession {
       ['stop', { handler: () => this.target.stop().then(() => ({})), params: [] }],
       ['cont', { handler: () => this.cont(), params: [] }],
       ['quit', { handler: () => ({}), params: [] }],
+      ['query-pci', { handler: () => queryPciReply(this.target.pciFunctions?.() ?? []), params: [] }],
       // tsvmm always runs its guests on KVM: there is no other accelerator to fall back to.
       ['query-kvm', { handler: () => ({ enabled: true, present: true }), params: [] }],
       ['query-name', { handler: () => (this.target.name === undefined ? {} : { name: this.target.name }), params: [] }],
@@ -86,11 +90,15 @@ export class QmpSession {
     return { QMP: { version: this.queryVersion(), capabilities: [] } };
   }
 
-  /** An asynchronous event; only clients that finished negotiation receive events. */
+  /**
+   * An asynchronous event; only clients that finished negotiation receive events. An event without
+   * data has no "data" member, as QEMU sends STOP, RESUME and RESET.
+   */
   event(name: string, data: QmpMessage = {}, nowMs = Date.now()): void {
     if (!this.negotiated) return;
     const micros = Math.round(nowMs * 1000);
-    this.send({ event: name, data, timestamp: { seconds: Math.floor(micros / 1e6), microseconds: micros % 1e6 } });
+    const timestamp = { seconds: Math.floor(micros / 1e6), microseconds: micros % 1e6 };
+    this.send(Object.keys(data).length === 0 ? { event: name, timestamp } : { event: name, data, timestamp });
   }
 
   /**

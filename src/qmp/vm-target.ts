@@ -1,5 +1,6 @@
 // The QMP commands' view of a running Vm, and the events its state changes produce.
 import { packageVersion } from '../version';
+import { machinePciFunctions } from './query-pci';
 import type { Vm } from '../vmm/vm';
 import type { RunState } from '../vmm/run-state';
 import type { QmpMessage, QmpTarget } from './session';
@@ -31,6 +32,7 @@ export function vmQmpTarget(vm: Vm, hooks: VmQmpHooks): QmpTarget {
     },
     quit: () => hooks.onQuit(),
     vcpuThreads: () => vm.vcpuThreads(),
+    pciFunctions: () => machinePciFunctions(vm.machine),
   };
 }
 
