@@ -13,6 +13,8 @@ import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+import { checkSocketPath } from '../qmp/server';
+import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -51,6 +53,8 @@ export interface RaceOptions {
   kvmPath?: string;
   /** Pass a real vfio-pci function through instead of the shm device. */
   vfio?: { bdf: string; bar: number };
+  /** A QMP server on this unix socket for the race's duration. */
+  qmp?: string;
 }
 
 export class RaceDeviceError extends Error {
@@ -112,6 +116,7 @@ function startHostRevoker(vm: Vm, rate: number): () => void {
 export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
   if (o.vfio && o.hostRevokeRate > 0) throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
+  if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
   const vm = Vm.create({
     machine: {
       ramBytes: 64n << 20n,
@@ -134,8 +139,19 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   }
   vm.start();
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
+  let qmp: VmQmp | undefined;
+  try {
+    if (o.qmp !== undefined) qmp = await serveVmQmp(vm, o.qmp);
+  } catch (e) {
+    stopRevoker();
+    vm.requestShutdown(1);
+    await vm.wait();
+    vm.close();
+    throw e;
+  }
   const r = await vm.wait();
   stopRevoker();
+  await qmp?.finish(r.state);
   const ram = vm.memory.low;
   const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
   const accessors = results.slice(1);
@@ -193,6 +209,7 @@ export function registerRaceCommand(program: Command): void {
     .option('--vfio <bdf>', 'race on a real vfio-pci function (DDDD:BB:DD.F) instead of the shm device')
     .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
+    .option('--qmp <path>', 'a QMP server on this unix socket while the race runs (query-pci shows the BAR\'s decode state; stop/cont pause it)')
     .option('--json', 'print the report as JSON')
     .action(async (raw: Record<string, string | boolean>) => {
       let report: RaceReport;
@@ -205,6 +222,7 @@ export function registerRaceCommand(program: Command): void {
           configAccess: parseChoice('--config-access', String(raw.configAccess), ['cf8', 'ecam'] as const),
           hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
           kvmPath: String(raw.kvm),
+          ...(raw.qmp !== undefined ? { qmp: String(raw.qmp) } : {}),
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
         };
         report = await runRace(o);

@@ -1,0 +1,44 @@
+// A QMP server for a running Vm, for commands other than `run` (which keeps its own, with the
+// stay-up-for-inspection behaviour): listen once the vCPU threads exist, `quit` shuts the VM down,
+// and finish() sends the events of the state the VM ended in, then closes.
+import type { Vm } from '../vmm/vm';
+import type { RunState } from '../vmm/run-state';
+import { QmpServer } from './server';
+import { vmQmpTarget, terminalEvents, type ShutdownCause } from './vm-target';
+
+export interface VmQmp {
+  readonly server: QmpServer;
+  /** Whether a client asked for `quit`. */
+  readonly quitRequested: boolean;
+  /** Sends the terminal state's events (SHUTDOWN, or STOP for internal-error...) and closes. */
+  finish(state: RunState): Promise<void>;
+}
+
+export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } = {}): Promise<VmQmp> {
+  // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
+  await vm.threadsStarted();
+  let cause: ShutdownCause = 'guest-shutdown';
+  let server: QmpServer | undefined;
+  server = await QmpServer.listen(
+    path,
+    vmQmpTarget(vm, {
+      name: opts.name,
+      emit: (name, data) => server?.broadcast(name, data),
+      onQuit: () => {
+        cause = 'host-qmp-quit';
+        vm.requestShutdown(0);
+      },
+    }),
+  );
+  const s = server;
+  return {
+    server: s,
+    get quitRequested() {
+      return cause === 'host-qmp-quit';
+    },
+    finish: async (state) => {
+      for (const [name, data] of terminalEvents(state, cause)) s.broadcast(name, data);
+      await s.close();
+    },
+  };
+}
