@@ -15,6 +15,8 @@ import { parseBdf } from '../vfio/sysfs';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
 import { checkSocketPath } from '../qmp/server';
 import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
+import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
+import { metricsSourceOf } from '../metrics/vm-source';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -55,6 +57,8 @@ export interface RaceOptions {
   vfio?: { bdf: string; bar: number };
   /** A QMP server on this unix socket for the race's duration. */
   qmp?: string;
+  /** Prometheus metrics while the race runs. */
+  metrics?: MetricsOptions;
 }
 
 export class RaceDeviceError extends Error {
@@ -117,6 +121,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
   if (o.vfio && o.hostRevokeRate > 0) throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
   if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
+  const metrics = await startMetrics(o.metrics ?? {});
   const vm = Vm.create({
     machine: {
       ramBytes: 64n << 20n,
@@ -137,6 +142,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       throw e;
     }
   }
+  metrics?.attach(metricsSourceOf(vm));
   vm.start();
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
   let qmp: VmQmp | undefined;
@@ -152,6 +158,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const r = await vm.wait();
   stopRevoker();
   await qmp?.finish(r.state);
+  await metrics?.close();
   const ram = vm.memory.low;
   const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
   const accessors = results.slice(1);
@@ -210,6 +217,8 @@ export function registerRaceCommand(program: Command): void {
     .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--qmp <path>', 'a QMP server on this unix socket while the race runs (query-pci shows the BAR\'s decode state; stop/cont pause it)')
+    .option(...METRICS_LISTEN_OPTION)
+    .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--json', 'print the report as JSON')
     .action(async (raw: Record<string, string | boolean>) => {
       let report: RaceReport;
@@ -223,6 +232,7 @@ export function registerRaceCommand(program: Command): void {
           hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
           kvmPath: String(raw.kvm),
           ...(raw.qmp !== undefined ? { qmp: String(raw.qmp) } : {}),
+          metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
         };
         report = await runRace(o);

@@ -5,6 +5,9 @@ import { parseSize } from './size';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { QmpServer, checkSocketPath } from '../qmp/server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
+import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
+import type { MetricsServer } from '../metrics/metrics';
+import { metricsSourceOf } from '../metrics/vm-source';
 
 export function registerRunCommand(program: Command): void {
   program
@@ -18,11 +21,15 @@ export function registerRunCommand(program: Command): void {
     .option('--qmp <path>', 'a QMP (QEMU Machine Protocol) server on this unix socket; a VM that stops in internal-error or guest-panicked then stays up for inspection until QMP quit')
     .option('--name <name>', 'the VM\'s name, reported by QMP query-name (QEMU\'s -name)')
     .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
-    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string }) => {
+    .option(...METRICS_LISTEN_OPTION)
+    .option(...METRICS_ALLOW_REMOTE_OPTION)
+    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string } & MetricsOptions) => {
       let vm: Vm | undefined;
+      let metrics: MetricsServer | undefined;
       try {
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
         if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
+        metrics = await startMetrics(o);
         vm = Vm.create({
           machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
           guest: o.guest,
@@ -32,6 +39,7 @@ export function registerRunCommand(program: Command): void {
       } catch (e) {
         reportErrorAndExit(e);
       }
+      metrics?.attach(metricsSourceOf(vm!));
       let cause: ShutdownCause = 'guest-shutdown';
       let quit: () => void = () => {};
       const quitRequested = new Promise<void>((resolve) => (quit = resolve));
@@ -79,6 +87,7 @@ export function registerRunCommand(program: Command): void {
         await qmp.close();
       }
       process.off('SIGINT', onSignal);
+      await metrics?.close();
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
       if (r.state !== 'shutdown' || r.exitCode !== 0) {
