@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { report, writeStderr } from '../log';
 
 /** Parses an integer option with bounds, or throws commander's error with a precise message. */
 export function parseIntOption(name: string, value: string, min: number, max: number): number {
@@ -17,7 +18,7 @@ export function parseChoice<T extends string>(name: string, value: string, choic
 export function reportErrorAndExit(e: unknown): never {
   const err = e as Error;
   const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError', 'BadPciAddressError', 'RaceDeviceError', 'QmpSocketError', 'MetricsListenError'].includes(err?.name);
-  process.stderr.write(`tsvmm: ${err?.message ?? String(e)}\n`);
-  if (process.env.TSVMM_DEBUG) process.stderr.write(`${err?.stack}\n`);
+  report('error', err?.message ?? String(e));
+  if (process.env.TSVMM_DEBUG) writeStderr(`${err?.stack}\n`);
   process.exit(input ? 2 : 1);
 }

@@ -1,4 +1,5 @@
 // --metrics-listen / --metrics-allow-remote, shared by `run` and `race`.
+import { report } from '../log';
 import { parseListenAddress, startMetricsServer, type MetricsServer } from '../metrics/metrics';
 
 export interface MetricsOptions {
@@ -13,6 +14,6 @@ export const METRICS_ALLOW_REMOTE_OPTION = ['--metrics-allow-remote', 'allow --m
 export async function startMetrics(o: MetricsOptions): Promise<MetricsServer | undefined> {
   if (o.metricsListen === undefined) return undefined;
   const server = await startMetricsServer(parseListenAddress(o.metricsListen, o.metricsAllowRemote === true));
-  process.stderr.write(`tsvmm: metrics on ${server.url}\n`);
+  report('info', `metrics on ${server.url}`);
   return server;
 }

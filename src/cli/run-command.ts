@@ -3,6 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { parseSize } from './size';
 import { parseIntOption, reportErrorAndExit } from './common';
+import { report } from '../log';
 import { QmpServer, checkSocketPath } from '../qmp/server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
@@ -44,7 +45,7 @@ export function registerRunCommand(program: Command): void {
       let quit: () => void = () => {};
       const quitRequested = new Promise<void>((resolve) => (quit = resolve));
       const onSignal = () => {
-        process.stderr.write('tsvmm: terminating on signal SIGINT\n');
+        report('warn', 'terminating on signal SIGINT');
         cause = 'host-signal';
         vm!.requestShutdown(130);
         quit();
@@ -81,7 +82,7 @@ export function registerRunCommand(program: Command): void {
         for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
           // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect.
-          process.stderr.write(`tsvmm: VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit\n`);
+          report('warn', `VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit`);
           await quitRequested;
         }
         await qmp.close();
@@ -91,7 +92,7 @@ export function registerRunCommand(program: Command): void {
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
       if (r.state !== 'shutdown' || r.exitCode !== 0) {
-        process.stderr.write(`tsvmm: VM stopped, run state ${r.state}, exit status ${r.state === 'shutdown' ? r.exitCode : 1}\n`);
+        report('error', `VM stopped, run state ${r.state}, exit status ${r.state === 'shutdown' ? r.exitCode : 1}`);
         if (r.state !== 'shutdown') process.exitCode = 1;
       }
     });
