@@ -4,6 +4,7 @@ import { Vm } from '../vmm/vm';
 import { parseSize } from './size';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
+import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
 import { QmpServer, checkSocketPath } from '../qmp/server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
@@ -14,7 +15,7 @@ export function registerRunCommand(program: Command): void {
   program
     .command('run')
     .description('boot a guest; its serial and console output go to stdout; exit status = the guest\'s')
-    .requiredOption('--guest <name|file>', 'a built-in guest (hello, pio-loop, mmio-loop, race, ...) or a guest image file')
+    .option('--guest <name|file>', 'a built-in guest (hello, pio-loop, mmio-loop, race, ...) or a guest image file (required, here or in --config)')
     .option('--vcpus <n>', 'number of vCPUs', '1')
     .option('--mem <size>', 'guest RAM (e.g. 256M, 1G)', '64M')
     .option('--iterations <n>', 'loop count for the loop guests', '100000')
@@ -24,10 +25,21 @@ export function registerRunCommand(program: Command): void {
     .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
     .option(...METRICS_LISTEN_OPTION)
     .option(...METRICS_ALLOW_REMOTE_OPTION)
-    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string } & MetricsOptions) => {
+    .option('--config <file>', 'read options from a JSON file (keys: the long option names); command-line options win')
+    .option('--print-config', 'print the options the command line and --config add up to, as a config file, and exit')
+    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
       let vm: Vm | undefined;
       let metrics: MetricsServer | undefined;
       try {
+        if (o.config !== undefined) {
+          applyRunConfig(cmd, readRunConfig(o.config));
+          o = cmd.opts();
+        }
+        if (o.printConfig) {
+          process.stdout.write(`${JSON.stringify(effectiveRunConfig(cmd), null, 2)}\n`);
+          return;
+        }
+        if (o.guest === undefined) throw new InvalidArgumentError("required option '--guest <name|file>' not specified (on the command line or in --config)");
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
         if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
         metrics = await startMetrics(o);
