@@ -91,3 +91,40 @@ test('race --qmp: query-pci follows the BAR through decode on and off; two clien
   assert.equal(report.badValues, 0);
   assert.equal(fs.existsSync(socket), false, 'the socket is removed');
 });
+
+test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAULT_RECOVERED events', { skip: kvmSkip }, async (t) => {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+  let pid = 0;
+  // The QEMU BAR order revokes the mapping under a live memslot: faults to recover.
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--bar-order', 'qemu', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const q = await connectWhenUp(socket, done);
+  const events: { data: Record<string, unknown>; at: number }[] = [];
+  const t0 = Date.now();
+  while (events.length < 3 && Date.now() - t0 < 60_000) {
+    const e = await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED');
+    events.push({ data: e.data as Record<string, unknown>, at: Date.now() });
+  }
+  assert.deepEqual((await q.command('quit')).return, {});
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+  process.stderr.write(`# fault events: ${JSON.stringify(events.map((e) => e.data))}\n`);
+  assert.equal(events.length, 3);
+  for (const { data } of events) {
+    assert.deepEqual(Object.keys(data).sort(), ['bar', 'device', 'dropped', 'gpa', 'latency-us', 'recovery', 'vcpu']);
+    assert.equal(data.device, 'pt0');
+    assert.equal(data.bar, 0);
+    assert.equal(data.vcpu, 1, 'vCPU 1 is the accessor');
+    assert.ok(['efault', 'annotated-fault'].includes(data.recovery as string));
+    assert.ok((data['latency-us'] as number) > 0);
+  }
+  // One per second at most (QEMU's throttle), with a little slack for delivery.
+  for (let i = 1; i < events.length; i++) assert.ok(events[i]!.at - events[i - 1]!.at > 800, `events ${events[i]!.at - events[i - 1]!.at} ms apart`);
+  assert.ok(events.slice(1).some((e) => (e.data.dropped as number) > 0), 'a busy race drops (and counts) faults between events');
+});

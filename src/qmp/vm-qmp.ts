@@ -1,10 +1,12 @@
 // A QMP server for a running Vm, for commands other than `run` (which keeps its own, with the
 // stay-up-for-inspection behaviour): listen once the vCPU threads exist, `quit` shuts the VM down,
-// and finish() sends the events of the state the VM ended in, then closes.
+// recovered memory faults become rate-limited events (fault-event-pump.ts), and finish() sends the
+// events of the state the VM ended in, then closes.
 import type { Vm } from '../vmm/vm';
 import type { RunState } from '../vmm/run-state';
 import { QmpServer } from './server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from './vm-target';
+import { startFaultEventPump, type FaultAttribution } from './fault-event-pump';
 
 export interface VmQmp {
   readonly server: QmpServer;
@@ -31,14 +33,28 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
     }),
   );
   const s = server;
+  const pump = startFaultEventPump(vm.faultEvents, passthroughBarAt(vm), (name, data) => s.broadcast(name, data));
   return {
     server: s,
     get quitRequested() {
       return cause === 'host-qmp-quit';
     },
     finish: async (state) => {
+      pump.stop();
       for (const [name, data] of terminalEvents(state, cause)) s.broadcast(name, data);
       await s.close();
     },
   };
+}
+
+/** The passthrough BAR whose programmed range holds an address (read under the device lock). */
+function passthroughBarAt(vm: Vm): FaultAttribution {
+  return (gpa) =>
+    vm.machine.lock.with(() => {
+      for (const d of vm.machine.passthrough) {
+        const bar = d.barOverlapping(gpa, 1n);
+        if (bar) return { device: d.name, bar: bar.index };
+      }
+      return undefined;
+    });
 }
