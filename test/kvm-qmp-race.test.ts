@@ -128,3 +128,30 @@ test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAU
   for (let i = 1; i < events.length; i++) assert.ok(events[i]!.at - events[i - 1]!.at > 800, `events ${events[i]!.at - events[i - 1]!.at} ms apart`);
   assert.ok(events.slice(1).some((e) => (e.data.dropped as number) > 0), 'a busy race drops (and counts) faults between events');
 });
+
+test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query-status says internal-error until quit', { skip: kvmSkip }, async (t) => {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+  let pid = 0;
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const q = await connectWhenUp(socket, done);
+  // The first EFAULT is fatal under the QEMU policy: STOP comes first, then the state is queryable.
+  await q.event('STOP');
+  assert.deepEqual((await q.command('query-status')).return, { status: 'internal-error', running: false });
+  assert.equal(((await q.command('cont')).error as { desc: string }).desc, 'Resetting the Virtual Machine is required');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual((await q.command('query-status')).return, { status: 'internal-error', running: false }, 'the VMM stays up for inspection');
+  assert.deepEqual((await q.command('quit')).return, {});
+  const r = await done;
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^error: kvm run failed Bad address$/m);
+  assert.match(r.stderr, /VM stopped in internal-error; QMP stays up on .* until quit/);
+  const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { vmDeaths: number; runState: string };
+  assert.deepEqual([report.vmDeaths, report.runState], [1, 'internal-error']);
+});

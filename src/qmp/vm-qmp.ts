@@ -6,13 +6,18 @@ import type { Vm } from '../vmm/vm';
 import type { RunState } from '../vmm/run-state';
 import { QmpServer } from './server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from './vm-target';
+import { report } from '../log';
 import { startFaultEventPump, type FaultAttribution } from './fault-event-pump';
 
 export interface VmQmp {
   readonly server: QmpServer;
   /** Whether a client asked for `quit`. */
   readonly quitRequested: boolean;
-  /** Sends the terminal state's events (SHUTDOWN, or STOP for internal-error...) and closes. */
+  /**
+   * Sends the terminal state's events (SHUTDOWN, or STOP for internal-error...) and closes. A VM
+   * stopped by a failure (internal-error, guest-panicked) stays inspectable until `quit`, as with
+   * `run --qmp` and QEMU.
+   */
   finish(state: RunState): Promise<void>;
 }
 
@@ -21,6 +26,8 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
   await vm.threadsStarted();
   let cause: ShutdownCause = 'guest-shutdown';
   let server: QmpServer | undefined;
+  let quit: () => void = () => {};
+  const quitRequested = new Promise<void>((resolve) => (quit = resolve));
   server = await QmpServer.listen(
     path,
     vmQmpTarget(vm, {
@@ -29,6 +36,7 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
       onQuit: () => {
         cause = 'host-qmp-quit';
         vm.requestShutdown(0);
+        quit();
       },
     }),
   );
@@ -42,6 +50,10 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
     finish: async (state) => {
       pump.stop();
       for (const [name, data] of terminalEvents(state, cause)) s.broadcast(name, data);
+      if (state !== 'shutdown') {
+        report('warn', `VM stopped in ${state}; QMP stays up on ${s.path} until quit`);
+        await quitRequested;
+      }
       await s.close();
     },
   };
