@@ -69,9 +69,11 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
+let bindCount = 0;
+
 /** Where to bind before the socket is renamed into place (see listen); short, same directory. */
 function bindPath(path: string): string {
-  const tmp = nodePath.join(nodePath.dirname(path), `.tsvmm-${process.pid}.qmp`);
+  const tmp = nodePath.join(nodePath.dirname(path), `.tsvmm-${process.pid}-${bindCount++}.qmp`);
   return Buffer.byteLength(tmp) <= MAX_SOCKET_PATH_BYTES ? tmp : path;
 }
 
@@ -98,13 +100,21 @@ export class QmpServer {
     // bind a private name and rename it into place: the close then unlinks nothing of anyone else's,
     // and close() removes `path` only while it is still this server's socket (same inode).
     const bound = bindPath(path);
-    if (bound !== path) fs.rmSync(bound, { force: true });
-    else if (state === 'stale') fs.unlinkSync(path);
+    const fsStep = (what: string, f: () => void) => {
+      try {
+        f();
+      } catch (e) {
+        server.close();
+        throw new QmpSocketError(`--qmp ${path}: cannot ${what}: ${(e as Error).message}`);
+      }
+    };
+    if (bound !== path) fsStep('prepare the socket', () => fs.rmSync(bound, { force: true }));
+    else if (state === 'stale') fsStep('remove the stale socket', () => fs.unlinkSync(path));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) => reject(new QmpSocketError(`--qmp ${path}: cannot listen: ${e.message}`)));
       server.listen(bound, () => resolve());
     });
-    if (bound !== path) fs.renameSync(bound, path);
+    if (bound !== path) fsStep('put the socket in place', () => fs.renameSync(bound, path));
     const st = fs.statSync(path);
     const qmp = new QmpServer(server, path, { dev: st.dev, ino: st.ino });
     server.on('connection', (s) => qmp.accept(s, target));
