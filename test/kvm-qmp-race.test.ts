@@ -132,7 +132,8 @@ test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAU
 test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query-status says internal-error until quit', { skip: kvmSkip }, async (t) => {
   const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
   let pid = 0;
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  // --paused: the VM cannot die before this client has negotiated (it can within 0.4 s otherwise).
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--paused', '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
   t.after(() => {
     try {
       if (pid) process.kill(pid, 'SIGKILL');
@@ -141,6 +142,9 @@ test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query
     }
   });
   const q = await connectWhenUp(socket, done);
+  assert.deepEqual((await q.command('query-status')).return, { status: 'prelaunch', running: false });
+  assert.deepEqual((await q.command('cont')).return, {});
+  await q.event('RESUME');
   // The first EFAULT is fatal under the QEMU policy: STOP comes first, then the state is queryable.
   await q.event('STOP');
   assert.deepEqual((await q.command('query-status')).return, { status: 'internal-error', running: false });

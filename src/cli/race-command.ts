@@ -57,6 +57,8 @@ export interface RaceOptions {
   vfio?: { bdf: string; bar: number };
   /** A QMP server on this unix socket for the race's duration. */
   qmp?: string;
+  /** Start with the vCPUs in prelaunch until QMP cont (QEMU's -S); needs qmp. */
+  paused?: boolean;
   /** Prometheus metrics while the race runs. */
   metrics?: MetricsOptions;
 }
@@ -120,6 +122,7 @@ function startHostRevoker(vm: Vm, rate: number): () => void {
 export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
   if (o.vfio && o.hostRevokeRate > 0) throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
+  if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
   if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
   const metrics = await startMetrics(o.metrics ?? {});
   const vm = Vm.create({
@@ -143,7 +146,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     }
   }
   metrics?.attach(metricsSourceOf(vm));
-  vm.start();
+  vm.start({ paused: o.paused === true });
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
   let qmp: VmQmp | undefined;
   try {
@@ -217,6 +220,7 @@ export function registerRaceCommand(program: Command): void {
     .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--qmp <path>', 'a QMP server on this unix socket while the race runs (query-pci shows the BAR\'s decode state; stop/cont pause it)')
+    .option('--paused', 'with --qmp: start in prelaunch until QMP cont (QEMU\'s -S)')
     .option(...METRICS_LISTEN_OPTION)
     .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--json', 'print the report as JSON')
@@ -232,6 +236,7 @@ export function registerRaceCommand(program: Command): void {
           hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
           kvmPath: String(raw.kvm),
           ...(raw.qmp !== undefined ? { qmp: String(raw.qmp) } : {}),
+          paused: raw.paused === true,
           metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
         };
