@@ -133,11 +133,14 @@ async function record(): Promise<{ greeting: Received; exchanges: Map<string, Re
     }
   });
   await new Promise<void>((r, j) => c.once('connect', () => r()).once('error', j));
+  /** Every message up to the reply, plus whatever follows within 40 ms (events after a reply). */
   const settle = async () => {
+    const deadline = Date.now() + 10_000;
+    while (!msgs.some((m) => !('event' in m.json)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     let n = -1;
     while (n !== msgs.length) {
       n = msgs.length;
-      await new Promise((r) => setTimeout(r, 60));
+      await new Promise((r) => setTimeout(r, 40));
     }
     return msgs.splice(0);
   };
