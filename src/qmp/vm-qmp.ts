@@ -16,9 +16,10 @@ export interface VmQmp {
   /**
    * Sends the terminal state's events (SHUTDOWN, or STOP for internal-error...) and closes. A VM
    * stopped by a failure (internal-error, guest-panicked) stays inspectable until `quit`, as with
-   * `run --qmp` and QEMU.
+   * `run --qmp` and QEMU. `cause` overrides why the VM shut down (e.g. 'host-signal' when a
+   * signal handler stopped it); by default it is the guest's doing or QMP quit.
    */
-  finish(state: RunState): Promise<void>;
+  finish(state: RunState, cause?: ShutdownCause): Promise<void>;
 }
 
 export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } = {}): Promise<VmQmp> {
@@ -47,9 +48,9 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
     get quitRequested() {
       return cause === 'host-qmp-quit';
     },
-    finish: async (state) => {
+    finish: async (state, why) => {
       pump.stop();
-      for (const [name, data] of terminalEvents(state, cause)) s.broadcast(name, data);
+      for (const [name, data] of terminalEvents(state, why ?? cause)) s.broadcast(name, data);
       if (state !== 'shutdown') {
         report('warn', `VM stopped in ${state}; QMP stays up on ${s.path} until quit`);
         await quitRequested;
