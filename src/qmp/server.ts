@@ -179,7 +179,7 @@ class QmpClient {
   ) {
     this.session = new QmpSession(target, (m) => this.send(m));
     socket.on('data', (chunk: Buffer) => {
-      this.queue.push(...this.framer.push(chunk));
+      for (const item of this.framer.push(chunk)) this.queue.push(item); // a 64 KiB read can hold 32K messages: no spread
       if (this.queue.length > 0) socket.pause(); // resumed once the queue is handled
       void this.pump();
     });
