@@ -47,3 +47,68 @@ test('run --qmp --name: query-name, query-kvm, query-pci, system_powerdown refus
   const r = await done;
   assert.equal(r.code, 0, r.stderr);
 });
+
+async function startRun(args: string[], t: { after(fn: () => void): void }) {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-run-reset-')), 'qmp.sock');
+  let pid = 0;
+  const done = runCli(['run', ...args, '--qmp', socket], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  let q: Awaited<ReturnType<typeof connectQmp>> | undefined;
+  for (const deadline = Date.now() + 60_000; !q; ) {
+    try {
+      q = await connectQmp(socket);
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  assert.ok('QMP' in (await q.next()));
+  await q.command('qmp_capabilities');
+  return { q, done, pid: () => pid };
+}
+
+test('system_reset after a guest panic: RESET, prelaunch, and on cont the guest really runs again', { skip: kvmSkip }, async (t) => {
+  const { q, done } = await startRun(['--guest', 'exception', '--paused'], t);
+  await q.command('cont');
+  await q.event('GUEST_PANICKED');
+  await q.event('STOP');
+  assert.equal(((await q.command('cont')).error as { desc: string }).desc, 'Resetting the Virtual Machine is required');
+  assert.deepEqual((await q.command('system_reset')).return, {});
+  assert.deepEqual((await q.event('RESET')).data, { guest: false, reason: 'host-qmp-system-reset' });
+  // As QEMU: a VM that was not running comes back in prelaunch.
+  assert.deepEqual((await q.command('query-status')).return, { status: 'prelaunch', running: false });
+  assert.deepEqual((await q.command('cont')).return, {});
+  await q.event('RESUME');
+  assert.deepEqual((await q.event('GUEST_PANICKED')).data, { action: 'pause' });
+  assert.deepEqual((await q.command('query-status')).return, { status: 'guest-panicked', running: false });
+  await q.command('quit');
+  const r = await done;
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.match(/guest exception #UD/g)?.length, 2, 'the guest ran (and failed) twice');
+});
+
+test('system_reset of a running VM: RESET, new vCPU threads that run the guest from the start', { skip: kvmSkip }, async (t) => {
+  const { q, done, pid } = await startRun(['--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000'], t);
+  const before = ((await q.command('query-cpus-fast')).return as { 'thread-id': number }[]).map((c) => c['thread-id']);
+  assert.deepEqual((await q.command('system_reset')).return, {});
+  assert.deepEqual((await q.event('RESET')).data, { guest: false, reason: 'host-qmp-system-reset' });
+  assert.deepEqual((await q.command('query-status')).return, { status: 'running', running: true });
+  const after = ((await q.command('query-cpus-fast')).return as { 'thread-id': number }[]).map((c) => c['thread-id']);
+  assert.equal(after.length, 2);
+  for (const tid of after) assert.ok(!before.includes(tid), `vCPU thread ${tid} survived the reset`);
+  const cpu = (tid: number) => Number(fs.readFileSync(`/proc/${pid()}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+  const c0 = cpu(after[0]!);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(cpu(after[0]!) - c0 > 30e6, 'the new vCPU thread runs the guest');
+  for (const tid of before) assert.equal(fs.existsSync(`/proc/${pid()}/task/${tid}`), false, `old vCPU thread ${tid} is gone`);
+  await q.command('quit');
+  assert.deepEqual((await q.event('SHUTDOWN')).data, { guest: false, reason: 'host-qmp-quit' });
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+});

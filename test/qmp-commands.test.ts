@@ -51,3 +51,16 @@ test('tsvmm --version and -V print the package version and exit 0', async () => 
     assert.equal(r.stdout, `tsvmm ${pkg.version}\n`);
   }
 });
+
+test('system_reset exists only for a target that can reset, and answers once the reset is done', async () => {
+  let ask = await negotiated();
+  assert.equal(((await ask('{"execute":"system_reset"}')).error as { class: string }).class, 'CommandNotFound');
+  const target = new RecordingTarget();
+  let resets = 0;
+  Object.assign(target, { reset: async () => void resets++ });
+  ask = await negotiated(target);
+  assert.deepEqual(await ask('{"execute":"system_reset","id":9}'), { return: {}, id: 9 });
+  assert.equal(resets, 1);
+  const names = ((await ask('{"execute":"query-commands"}')).return as { name: string }[]).map((c) => c.name);
+  assert.ok(names.includes('system_reset'));
+});

@@ -1,12 +1,13 @@
 // `tsvmm run`: boot a guest, serial/console on stdout, exit with the guest's status.
 import { InvalidArgumentError, type Command } from 'commander';
-import { Vm } from '../vmm/vm';
+import { Vm, type VmOptions } from '../vmm/vm';
 import { parseSize } from './size';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
 import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
 import { QmpServer, checkSocketPath } from '../qmp/server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
+import { VmReset } from '../qmp/vm-reset';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import type { MetricsServer } from '../metrics/metrics';
 import { metricsSourceOf } from '../metrics/vm-source';
@@ -29,6 +30,7 @@ export function registerRunCommand(program: Command): void {
     .option('--print-config', 'print the options the command line and --config add up to, as a config file, and exit')
     .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
       let vm: Vm | undefined;
+      let vmOptions: VmOptions | undefined;
       let metrics: MetricsServer | undefined;
       try {
         if (o.config !== undefined) {
@@ -43,12 +45,13 @@ export function registerRunCommand(program: Command): void {
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
         if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
         metrics = await startMetrics(o);
-        vm = Vm.create({
+        vmOptions = {
           machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
           guest: o.guest,
           params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
           kvmPath: o.kvm,
-        });
+        };
+        vm = Vm.create(vmOptions);
       } catch (e) {
         reportErrorAndExit(e);
       }
@@ -65,13 +68,14 @@ export function registerRunCommand(program: Command): void {
       process.once('SIGINT', onSignal);
       vm!.start({ paused: o.paused === true });
       let qmp: QmpServer | undefined;
+      const reset = new VmReset();
       if (o.qmp !== undefined) {
         // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
         await vm!.threadsStarted();
         try {
           qmp = await QmpServer.listen(
             o.qmp,
-            vmQmpTarget(vm!, {
+            vmQmpTarget(() => vm!, {
               name: o.name,
               emit: (name, data) => qmp?.broadcast(name, data),
               onQuit: () => {
@@ -79,6 +83,7 @@ export function registerRunCommand(program: Command): void {
                 vm!.requestShutdown(0);
                 quit();
               },
+              onReset: () => reset.request(vm!),
             }),
           );
         } catch (e) {
@@ -89,15 +94,29 @@ export function registerRunCommand(program: Command): void {
           reportErrorAndExit(e);
         }
       }
-      const r = await vm!.wait();
-      if (qmp) {
+      // Until the VM ends for good: a QMP system_reset replaces it with a fresh one (vm-reset.ts).
+      let waiting = vm!.wait();
+      let r: Awaited<typeof waiting>;
+      for (;;) {
+        // (reset.requested first: after a stay-up the old VM's `waiting` has long resolved.)
+        if (reset.requested || (await Promise.race([waiting.then(() => false), reset.signal.then(() => true)]))) {
+          vm = await reset.perform(vm!, waiting, () => Vm.create(vmOptions!));
+          metrics?.attach(metricsSourceOf(vm));
+          waiting = vm.wait();
+          continue;
+        }
+        r = await waiting;
+        if (!qmp) break;
         for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
-          // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect.
+          // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect,
+          // until quit or system_reset.
           report('warn', `VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit`);
-          await quitRequested;
+          await Promise.race([quitRequested, reset.signal]);
+          if (reset.requested) continue;
         }
         await qmp.close();
+        break;
       }
       process.off('SIGINT', onSignal);
       await metrics?.close();

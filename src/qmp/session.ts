@@ -44,6 +44,8 @@ export interface QmpTarget {
   readonly name?: string;
   /** Bus 0's PCI functions (src/qmp/query-pci.ts); none when absent. */
   pciFunctions?(): PciFunctionInfo[];
+  /** A real reset (system_reset); the command exists only when the target can do it. */
+  reset?(): Promise<void>;
 }
 
 type Handler = (args: QmpMessage) => Promise<unknown> | unknown;
@@ -68,6 +70,7 @@ export class QmpSession {
       ['stop', { handler: () => this.target.stop().then(() => ({})), params: [] }],
       ['cont', { handler: () => this.cont(), params: [] }],
       ['quit', { handler: () => ({}), params: [] }],
+      ...(target.reset ? [['system_reset', { handler: () => target.reset!().then(() => ({})), params: [] as string[] }] as const] : []),
       ['query-pci', { handler: () => queryPciReply(this.target.pciFunctions?.() ?? []), params: [] }],
       // tsvmm always runs its guests on KVM: there is no other accelerator to fall back to.
       ['query-kvm', { handler: () => ({ enabled: true, present: true }), params: [] }],

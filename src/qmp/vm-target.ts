@@ -15,24 +15,37 @@ export interface VmQmpHooks {
   emit(name: string, data?: QmpMessage): void;
   /** `quit` was accepted (its reply is already sent). */
   onQuit(): void;
+  /** system_reset: resolves once the VM was reset (src/qmp/vm-reset.ts). Without it, no system_reset. */
+  onReset?(): Promise<void>;
 }
 
-export function vmQmpTarget(vm: Vm, hooks: VmQmpHooks): QmpTarget {
+/** `vm` may be a getter: after a reset the commands act on the new VM. */
+export function vmQmpTarget(vmOrGetter: Vm | (() => Vm), hooks: VmQmpHooks): QmpTarget {
+  const current = typeof vmOrGetter === 'function' ? vmOrGetter : () => vmOrGetter;
+  const onReset = hooks.onReset;
   return {
     version: packageVersion(),
     name: hooks.name,
-    status: () => vm.machine.runState.state,
+    status: () => current().machine.runState.state,
     // Events follow what this call did, not the state read afterwards: a guest that fails right
     // after cont has already left `running` (and gets its own events when the VM stops).
     stop: async () => {
-      if (await vm.pause()) hooks.emit('STOP');
+      if (await current().pause()) hooks.emit('STOP');
     },
     cont: async () => {
-      if (vm.resume()) hooks.emit('RESUME');
+      if (current().resume()) hooks.emit('RESUME');
     },
     quit: () => hooks.onQuit(),
-    vcpuThreads: () => vm.vcpuThreads(),
-    pciFunctions: () => machinePciFunctions(vm.machine),
+    vcpuThreads: () => current().vcpuThreads(),
+    pciFunctions: () => machinePciFunctions(current().machine),
+    ...(onReset
+      ? {
+          reset: async () => {
+            await onReset();
+            hooks.emit('RESET', { guest: false, reason: 'host-qmp-system-reset' });
+          },
+        }
+      : {}),
   };
 }
 
