@@ -26,7 +26,7 @@ function source(): MetricsSource {
   stats.add('fault.efaultRecovered', 5);
   stats.add('ur.reads', 2);
   stats.add('ur.droppedWrites', 4);
-  return { stats, runState: () => 'paused', vcpus: 3, memslotOps: () => 11, latencyMicros: () => [1.5, 3, 40, 2000] };
+  return { stats, runState: () => 'paused', vcpus: 3, memslotOps: () => 11, latencyMicros: () => [1.5, 3, 40, 2000], vcpuStates: () => ['paused', 'paused', 'stopped'] };
 }
 
 const value = (text: string, series: string) => {
@@ -46,6 +46,9 @@ test('metrics mirror the VM counters, run state and latency samples', async () =
   assert.equal(value(text, 'tsvmm_vm_run_state{state="paused"}'), 1);
   assert.equal(value(text, 'tsvmm_vm_run_state{state="running"}'), 0);
   assert.equal(value(text, 'tsvmm_vcpus'), 3);
+  assert.equal(value(text, 'tsvmm_vcpu_state{vcpu="1",state="paused"}'), 1);
+  assert.equal(value(text, 'tsvmm_vcpu_state{vcpu="2",state="stopped"}'), 1);
+  assert.equal(value(text, 'tsvmm_vcpu_state{vcpu="2",state="running"}'), 0);
   assert.equal(value(text, 'tsvmm_fault_to_completion_seconds_count'), 4);
   assert.equal(value(text, 'tsvmm_fault_to_completion_seconds_bucket{le="0.000002"}'), 1);
   assert.equal(value(text, 'tsvmm_fault_to_completion_seconds_bucket{le="0.00005"}'), 3);
@@ -121,7 +124,12 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
   const faults = async () => {
     const text = await (await fetch(url!)).text();
     const recovered = ['efault-recovered', 'memory-fault-exit-recovered', 'emulated-mmio-recovered'].map((o) => value(text, `tsvmm_memory_faults_total{outcome="${o}"}`));
-    return { recovered: recovered.reduce((a, b) => a + b, 0), exits: value(text, 'tsvmm_vcpu_exits_total{reason="mmio"}'), running: value(text, 'tsvmm_vm_run_state{state="running"}') };
+    return {
+      recovered: recovered.reduce((a, b) => a + b, 0),
+      exits: value(text, 'tsvmm_vcpu_exits_total{reason="mmio"}'),
+      running: value(text, 'tsvmm_vm_run_state{state="running"}'),
+      vcpu1Running: value(text, 'tsvmm_vcpu_state{vcpu="1",state="running"}'),
+    };
   };
   const first = await faults();
   let later = first;
@@ -131,6 +139,7 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
   }
   process.stderr.write(`# race metrics: recovered faults ${first.recovered} -> ${later.recovered}, MMIO exits ${first.exits} -> ${later.exits}\n`);
   assert.equal(later.running, 1);
+  assert.equal(later.vcpu1Running, 1, 'the accessor vCPU thread is running');
   assert.ok(later.recovered > first.recovered, `recovered faults did not move: ${JSON.stringify([first, later])}`);
   assert.ok(later.exits > first.exits);
   if (promtool) {

@@ -16,7 +16,12 @@ export interface MetricsSource {
   memslotOps(): number;
   /** The fault-to-completion samples the VMM keeps, in microseconds. */
   latencyMicros(): number[];
+  /** Each vCPU thread's state (VcpuStatus names, lower case). */
+  vcpuStates?(): string[];
 }
+
+/** What a vCPU thread can be doing (src/vmm/vcpu-control.ts VcpuStatus). */
+export const VCPU_STATES = ['starting', 'running', 'stopped', 'failed', 'paused'] as const;
 
 /** A --metrics-listen value that cannot be served. */
 export class MetricsListenError extends Error {
@@ -105,6 +110,20 @@ export function createRegistry(source: () => MetricsSource | undefined): client.
       const s = source();
       this.reset();
       if (s) this.set(s.vcpus);
+    },
+  });
+  new client.Gauge({
+    name: 'tsvmm_vcpu_state',
+    help: "each vCPU thread's state: 1 for the current one, 0 for the others (paused: out of KVM_RUN for QMP stop)",
+    labelNames: ['vcpu', 'state'],
+    registers: [registry],
+    collect() {
+      const s = source();
+      this.reset();
+      const states = s?.vcpuStates?.() ?? [];
+      states.forEach((now, i) => {
+        for (const st of VCPU_STATES) this.set({ vcpu: String(i), state: st }, st === now ? 1 : 0);
+      });
     },
   });
   new client.Histogram({
