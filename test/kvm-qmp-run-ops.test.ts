@@ -70,7 +70,7 @@ async function startRun(args: string[], t: { after(fn: () => void): void }) {
   }
   assert.ok('QMP' in (await q.next()));
   await q.command('qmp_capabilities');
-  return { q, done, pid: () => pid };
+  return { q, done, pid: () => pid, socket };
 }
 
 test('system_reset after a guest panic: RESET, prelaunch, and on cont the guest really runs again', { skip: kvmSkip }, async (t) => {
@@ -111,4 +111,19 @@ test('system_reset of a running VM: RESET, new vCPU threads that run the guest f
   assert.deepEqual((await q.event('SHUTDOWN')).data, { guest: false, reason: 'host-qmp-quit' });
   const r = await done;
   assert.equal(r.code, 0, r.stderr);
+});
+
+test('a second VM on the same --qmp path is refused and the first keeps its socket', { skip: kvmSkip }, async (t) => {
+  const { q, done, socket } = await startRun(['--guest', 'mmio-loop', '--iterations', '2000000000'], t);
+  const second = await runCli(['run', '--guest', 'hello', '--qmp', socket]);
+  assert.equal(second.code, 2, second.stderr);
+  assert.equal(second.stderr, `tsvmm: --qmp ${socket}: another server is listening on this socket\n`);
+  assert.equal(second.stdout, '', 'the second guest ran anyway');
+  assert.deepEqual((await q.command('query-status')).return, { status: 'running', running: true });
+  const again = await connectQmp(socket);
+  assert.ok('QMP' in (await again.next()), 'the first VM still answers on its path');
+  again.sock.destroy();
+  await q.command('quit');
+  assert.equal((await done).code, 0);
+  assert.equal(fs.existsSync(socket), false);
 });
