@@ -267,3 +267,16 @@ test('server: a client that never reads cannot grow memory past the bound or sta
     void server;
   });
 });
+
+test('server: invalid UTF-8 is refused as QEMU refuses it; valid UTF-8 is echoed', async () => {
+  await withServer(async (p) => {
+    const c = await rawClient(p);
+    c.write('{"execute":"qmp_capabilities"}\n');
+    c.write(Buffer.from('{"execute":"query-status","id":"a\xffb"}\n', 'latin1'));
+    c.write(Buffer.from('{"execute":"query-status","id":"\u00e9"}\n', 'utf8'));
+    const l = await c.waitLines(4, 5000);
+    assert.deepEqual(JSON.parse(l[2]!), { error: { class: 'GenericError', desc: 'JSON parse error, invalid UTF-8 sequence' } });
+    assert.equal(JSON.parse(l[3]!).id, '\u00e9');
+    c.sock.destroy();
+  });
+});

@@ -16,6 +16,7 @@ export const MAX_MESSAGE_BYTES = 1 << 20;
 
 export type FramedInput = { kind: 'message'; text: string } | { kind: 'error'; desc: string };
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const LF = 0x0a;
 const CR = 0x0d;
 const QUOTE = 0x22;
@@ -104,7 +105,13 @@ export class QmpInputFramer {
 
   private emit(out: FramedInput[], chunk: Buffer, start: number, end: number): void {
     this.keep(chunk.subarray(start, end));
-    out.push({ kind: 'message', text: Buffer.concat(this.parts).toString('utf8') });
+    const bytes = Buffer.concat(this.parts);
+    try {
+      out.push({ kind: 'message', text: UTF8.decode(bytes) });
+    } catch {
+      // QEMU refuses invalid UTF-8 too (its lexer reports a stray byte), rather than read U+FFFD.
+      out.push({ kind: 'error', desc: 'JSON parse error, invalid UTF-8 sequence' });
+    }
     this.parts = [];
     this.size = 0;
   }
