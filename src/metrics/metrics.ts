@@ -191,6 +191,8 @@ export async function startMetricsServer(addr: ListenAddress): Promise<MetricsSe
     );
     server.listen(addr.port, addr.host, () => resolve());
   });
+  // The VM keeps the process alive, not its metrics: an error path that forgets close() cannot hang.
+  server.unref();
   const bound = server.address() as net.AddressInfo;
   const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
   return {
