@@ -71,7 +71,11 @@ function answers(path: string): Promise<boolean> {
 
 let bindCount = 0;
 
-/** Where to bind before the socket is renamed into place (see listen); short, same directory. */
+/**
+ * Where to bind before the socket is renamed into place (see listen); short, same directory. When
+ * even that name would not fit in sun_path (a path within a few bytes of the limit, in a directory
+ * whose own name is long), the server binds `path` itself and libuv's unlink-on-close is back.
+ */
 function bindPath(path: string): string {
   const tmp = nodePath.join(nodePath.dirname(path), `.tsvmm-${process.pid}-${bindCount++}.qmp`);
   return Buffer.byteLength(tmp) <= MAX_SOCKET_PATH_BYTES ? tmp : path;
