@@ -1,4 +1,5 @@
-// tsvmm native layer: the only code in the project that makes system calls.
+// tsvmm native layer: the only code in the project that issues ioctl, mmap, mprotect and signals
+// (Node itself still makes the file, socket and futex system calls the TypeScript code asks for).
 //
 // Conventions (every function below):
 // - Failures are returned as a negative errno number, never thrown: the TypeScript side decides
@@ -380,6 +381,9 @@ static napi_value make_constants(napi_env env) {
   return c;
 }
 
+// Defined after the module init (kvmAbi, the generated KVM ABI table).
+static napi_value register_kvm_abi(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
 #define F(js, fn) {js, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
@@ -407,5 +411,134 @@ NAPI_MODULE_INIT() {
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   napi_value consts = make_constants(env);
   napi_set_named_property(env, exports, "constants", consts);
+  if (!register_kvm_abi(env, exports)) return NULL;
+  return exports;
+}
+
+// kvmAbi(): the KVM UAPI that src/kvm/constants.ts spells out as literals, computed by the C
+// compiler from <linux/kvm.h> (Linux's asm-offsets pattern). Keys are the TypeScript names, grouped
+// as the TypeScript tables are, so test/kvm-constants.test.ts can compare every entry in both
+// directions. A value these headers lack (added after 6.1, e.g. KVM_EXIT_MEMORY_FAULT) is left out,
+// and the test lists it as "not in these headers" by name.
+static void set_group(napi_env env, napi_value obj, const char* name, napi_value group) {
+  napi_set_named_property(env, obj, name, group);
+}
+
+static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value abi, run, exits, sys_events, caps, ioctls, sizes, misc;
+  CHECK(napi_create_object(env, &abi));
+  CHECK(napi_create_object(env, &run));
+  CHECK(napi_create_object(env, &exits));
+  CHECK(napi_create_object(env, &sys_events));
+  CHECK(napi_create_object(env, &caps));
+  CHECK(napi_create_object(env, &ioctls));
+  CHECK(napi_create_object(env, &sizes));
+  CHECK(napi_create_object(env, &misc));
+#define RUN(ts, field) set_num(env, run, ts, (double)offsetof(struct kvm_run, field))
+  RUN("requestInterruptWindow", request_interrupt_window);
+  RUN("immediateExit", immediate_exit);
+  RUN("exitReason", exit_reason);
+  RUN("readyForInterruptInjection", ready_for_interrupt_injection);
+  RUN("ifFlag", if_flag);
+  RUN("flags", flags);
+  RUN("cr8", cr8);
+  RUN("apicBase", apic_base);
+  RUN("union", io);
+  RUN("ioDirection", io.direction);
+  RUN("ioSize", io.size);
+  RUN("ioPort", io.port);
+  RUN("ioCount", io.count);
+  RUN("ioDataOffset", io.data_offset);
+  RUN("mmioPhysAddr", mmio.phys_addr);
+  RUN("mmioData", mmio.data);
+  RUN("mmioLen", mmio.len);
+  RUN("mmioIsWrite", mmio.is_write);
+  RUN("failEntryHardwareReason", fail_entry.hardware_entry_failure_reason);
+  RUN("failEntryCpu", fail_entry.cpu);
+  RUN("hwHardwareReason", hw.hardware_exit_reason);
+  RUN("internalSuberror", internal.suberror);
+  RUN("internalNdata", internal.ndata);
+  RUN("internalData", internal.data);
+  RUN("systemEventType", system_event.type);
+  RUN("systemEventNdata", system_event.ndata);
+  RUN("systemEventData", system_event.data);
+#ifdef KVM_EXIT_MEMORY_FAULT
+  RUN("memoryFaultFlags", memory_fault.flags);
+  RUN("memoryFaultGpa", memory_fault.gpa);
+  RUN("memoryFaultSize", memory_fault.size);
+#endif
+  set_num(env, run, "size", (double)sizeof(struct kvm_run));
+#undef RUN
+#define NUM(obj, ts, name) set_num(env, obj, ts, (double)(name))
+  NUM(exits, "UNKNOWN", KVM_EXIT_UNKNOWN);
+  NUM(exits, "EXCEPTION", KVM_EXIT_EXCEPTION);
+  NUM(exits, "IO", KVM_EXIT_IO);
+  NUM(exits, "HYPERCALL", KVM_EXIT_HYPERCALL);
+  NUM(exits, "DEBUG", KVM_EXIT_DEBUG);
+  NUM(exits, "HLT", KVM_EXIT_HLT);
+  NUM(exits, "MMIO", KVM_EXIT_MMIO);
+  NUM(exits, "IRQ_WINDOW_OPEN", KVM_EXIT_IRQ_WINDOW_OPEN);
+  NUM(exits, "SHUTDOWN", KVM_EXIT_SHUTDOWN);
+  NUM(exits, "FAIL_ENTRY", KVM_EXIT_FAIL_ENTRY);
+  NUM(exits, "INTR", KVM_EXIT_INTR);
+  NUM(exits, "INTERNAL_ERROR", KVM_EXIT_INTERNAL_ERROR);
+  NUM(exits, "SYSTEM_EVENT", KVM_EXIT_SYSTEM_EVENT);
+  NUM(exits, "DIRTY_RING_FULL", KVM_EXIT_DIRTY_RING_FULL);
+#ifdef KVM_EXIT_MEMORY_FAULT
+  NUM(exits, "MEMORY_FAULT", KVM_EXIT_MEMORY_FAULT);
+#endif
+  NUM(sys_events, "SHUTDOWN", KVM_SYSTEM_EVENT_SHUTDOWN);
+  NUM(sys_events, "RESET", KVM_SYSTEM_EVENT_RESET);
+  NUM(sys_events, "CRASH", KVM_SYSTEM_EVENT_CRASH);
+  NUM(sys_events, "WAKEUP", KVM_SYSTEM_EVENT_WAKEUP);
+  NUM(sys_events, "SUSPEND", KVM_SYSTEM_EVENT_SUSPEND);
+  NUM(sys_events, "SEV_TERM", KVM_SYSTEM_EVENT_SEV_TERM);
+  NUM(caps, "KVM_CAP_USER_MEMORY", KVM_CAP_USER_MEMORY);
+  NUM(caps, "KVM_CAP_IMMEDIATE_EXIT", KVM_CAP_IMMEDIATE_EXIT);
+  NUM(caps, "KVM_CAP_NR_MEMSLOTS", KVM_CAP_NR_MEMSLOTS);
+#ifdef KVM_CAP_MEMORY_FAULT_INFO
+  NUM(caps, "KVM_CAP_MEMORY_FAULT_INFO", KVM_CAP_MEMORY_FAULT_INFO);
+#endif
+  // Every request src/kvm/kvm.ts issues (it reads them through native.ts c(), from `constants`).
+  NUM(ioctls, "KVM_GET_API_VERSION", KVM_GET_API_VERSION);
+  NUM(ioctls, "KVM_CREATE_VM", KVM_CREATE_VM);
+  NUM(ioctls, "KVM_CHECK_EXTENSION", KVM_CHECK_EXTENSION);
+  NUM(ioctls, "KVM_GET_VCPU_MMAP_SIZE", KVM_GET_VCPU_MMAP_SIZE);
+  NUM(ioctls, "KVM_CREATE_VCPU", KVM_CREATE_VCPU);
+  NUM(ioctls, "KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION);
+  NUM(ioctls, "KVM_SET_TSS_ADDR", KVM_SET_TSS_ADDR);
+  NUM(ioctls, "KVM_SET_IDENTITY_MAP_ADDR", KVM_SET_IDENTITY_MAP_ADDR);
+  NUM(ioctls, "KVM_RUN", KVM_RUN);
+  NUM(ioctls, "KVM_GET_REGS", KVM_GET_REGS);
+  NUM(ioctls, "KVM_SET_REGS", KVM_SET_REGS);
+  NUM(ioctls, "KVM_GET_SREGS", KVM_GET_SREGS);
+  NUM(ioctls, "KVM_SET_SREGS", KVM_SET_SREGS);
+  set_num(env, sizes, "SIZEOF_KVM_REGS", (double)sizeof(struct kvm_regs));
+  set_num(env, sizes, "SIZEOF_KVM_SREGS", (double)sizeof(struct kvm_sregs));
+  set_num(env, sizes, "SIZEOF_KVM_USERSPACE_MEMORY_REGION", (double)sizeof(struct kvm_userspace_memory_region));
+  NUM(misc, "KVM_API_VERSION", KVM_API_VERSION);
+  NUM(misc, "KVM_EXIT_IO_IN", KVM_EXIT_IO_IN);
+  NUM(misc, "KVM_EXIT_IO_OUT", KVM_EXIT_IO_OUT);
+  NUM(misc, "KVM_INTERNAL_ERROR_EMULATION", KVM_INTERNAL_ERROR_EMULATION);
+#ifdef KVM_MEMORY_EXIT_FLAG_PRIVATE
+  NUM(misc, "KVM_MEMORY_EXIT_FLAG_PRIVATE", KVM_MEMORY_EXIT_FLAG_PRIVATE);
+#endif
+#undef NUM
+  set_group(env, abi, "run", run);
+  set_group(env, abi, "exitReason", exits);
+  set_group(env, abi, "systemEventType", sys_events);
+  set_group(env, abi, "caps", caps);
+  set_group(env, abi, "ioctls", ioctls);
+  set_group(env, abi, "sizes", sizes);
+  set_group(env, abi, "misc", misc);
+  return abi;
+}
+
+// Registered apart from the function table above so that table can grow without touching this.
+static napi_value register_kvm_abi(napi_env env, napi_value exports) {
+  napi_value fn;
+  if (napi_create_function(env, "kvmAbi", NAPI_AUTO_LENGTH, n_kvm_abi, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "kvmAbi", fn) != napi_ok) return NULL;
   return exports;
 }

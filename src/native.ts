@@ -1,4 +1,5 @@
-// Typed view of the N-API addon (native/tsvmm.c), the only code in tsvmm that makes system calls.
+// Typed view of the N-API addon (native/tsvmm.c), the only code in tsvmm that issues ioctl, mmap,
+// mprotect and signals (fs, sockets and Atomics.wait go through Node).
 // Every function returns a negative errno on failure instead of throwing; `check()` turns that into
 // a NativeError where the caller has no better answer.
 import path from 'node:path';
@@ -31,6 +32,19 @@ export interface Native {
   unblockSignal(signal: number): number;
   strerror(errno: number): string;
   readonly constants: NativeConstants;
+  /** The KVM UAPI as the C compiler sees <linux/kvm.h>, keyed by the names src/kvm/constants.ts uses. */
+  kvmAbi(): KvmAbi;
+}
+
+/** Groups of kvmAbi(); a value the build's headers lack is absent (see test/kvm-constants.test.ts). */
+export interface KvmAbi {
+  readonly run: NativeConstants;
+  readonly exitReason: NativeConstants;
+  readonly systemEventType: NativeConstants;
+  readonly caps: NativeConstants;
+  readonly ioctls: NativeConstants;
+  readonly sizes: NativeConstants;
+  readonly misc: NativeConstants;
 }
 
 let loaded: Native | undefined;

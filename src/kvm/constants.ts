@@ -1,6 +1,11 @@
 // KVM UAPI values the decoder and the run loop use. Offsets are the x86_64 `struct kvm_run` layout
-// (include/uapi/linux/kvm.h); test/kvm-constants.test.ts checks every one that this machine's 6.1
-// headers define against the values the native addon read from them.
+// (include/uapi/linux/kvm.h). They stay literals, not values read from the addon at start-up: the
+// exit decoder and the model checker (src/sim) import them without loading native code, and the
+// `as const` literal types let exits narrow to a typed union. test/kvm-constants.test.ts compares
+// EVERY export here with the addon's kvmAbi() (computed by the C compiler from <linux/kvm.h>), in
+// both directions; a value these headers lack is named there as such.
+//
+// Ioctl request numbers are not mirrored here: src/kvm/kvm.ts reads them from the addon by name.
 
 export const KVM_API_VERSION = 12;
 
