@@ -1,5 +1,8 @@
 // Builds the built-in guests: guests/<name>.S -> build/guests/<name>.bin (plus <name>.elf, kept for
-// symbols and disassembly). Each guest is assembled with GNU as (-I guests/include), linked with
+// symbols and disassembly). First it generates build/guests/include/tsvmm.inc from the template
+// guests/include/tsvmm.inc.in and asmConstants() (src/boot/boot-info.ts, compiled to dist/ by the
+// tsc step that runs before this one), so the guests' constants are the TypeScript ones by
+// construction. Each guest is assembled with GNU as (-I build/guests/include -I guests/include), linked with
 // the common runtime (guests/include/runtime.S) by guests/guest.ld at 1 MiB, and flattened with
 // objcopy -O binary. A guest is rebuilt only when its outputs are older than its source, the
 // include directory, the linker script or this script. Called by scripts/build.js; also runnable
@@ -57,6 +60,55 @@ function run(cmd, args, cwd) {
   }
 }
 
+const INCLUDE_TEMPLATE = 'tsvmm.inc.in';
+const CONSTANTS_MARKER = '@CONSTANTS@';
+
+class IncludeTemplateError extends Error {}
+
+/**
+ * The text of tsvmm.inc: the template with its CONSTANTS_MARKER line replaced by one `.set` per
+ * constant, in hex. The template may define no value itself, so every number a guest sees comes
+ * from TypeScript.
+ */
+function renderInclude(template, constants) {
+  const lines = template.split('\n');
+  const marks = lines.filter((l) => l.trim() === CONSTANTS_MARKER).length;
+  if (marks !== 1) throw new IncludeTemplateError(`build-guests: ${INCLUDE_TEMPLATE} must have exactly one ${CONSTANTS_MARKER} line (has ${marks})`);
+  lines.forEach((l, i) => {
+    if (/^\s*\.(set|equ|equiv|eqv)\b/.test(l.replace(/#.*/, ''))) {
+      throw new IncludeTemplateError(`build-guests: ${INCLUDE_TEMPLATE}:${i + 1} defines a value by hand (${l.trim()}); add it to asmConstants() in src/boot/boot-info.ts instead`);
+    }
+  });
+  const names = Object.keys(constants);
+  const width = Math.max(0, ...names.map((n) => n.length)) + 1;
+  const sets = names.map((name) => {
+    const v = constants[name];
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new IncludeTemplateError(`build-guests: constant name '${name}' is not an assembler symbol`);
+    if (typeof v !== 'bigint' || v < 0n || v >= 1n << 64n) throw new IncludeTemplateError(`build-guests: ${name} = ${String(v)} is not a u64 bigint`);
+    return `.set ${`${name},`.padEnd(width + 1)} 0x${v.toString(16)}`;
+  });
+  return lines.map((l) => (l.trim() === CONSTANTS_MARKER ? sets.join('\n') : l)).join('\n');
+}
+
+/** asmConstants() from the compiled TypeScript next to this script (dist/ of this checkout). */
+function loadAsmConstants() {
+  const file = path.resolve(__dirname, '../dist/src/boot/boot-info.js');
+  if (!fs.existsSync(file)) throw new Error(`build-guests: ${file} is missing; run \`npm run build\` (tsc runs before the guests are built)`);
+  return require(file).asmConstants();
+}
+
+/** Writes <root>/build/guests/include/tsvmm.inc when its text changes (so an unchanged one keeps its mtime and no guest rebuilds). */
+function generateInclude(root, constants) {
+  const template = path.join(root, 'guests', 'include', INCLUDE_TEMPLATE);
+  const out = path.join(root, 'build', 'guests', 'include', 'tsvmm.inc');
+  const text = renderInclude(fs.readFileSync(template, 'utf8'), constants);
+  if (!fs.existsSync(out) || fs.readFileSync(out, 'utf8') !== text) {
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    fs.writeFileSync(out, text);
+  }
+  return out;
+}
+
 /** Names of the guests under guests/ (one per guests/<name>.S). */
 function guestNames(root) {
   const dir = path.join(root, 'guests');
@@ -68,16 +120,20 @@ function guestNames(root) {
     .sort();
 }
 
-/** Builds every stale guest; returns the names it (re)built. */
-function buildGuests(root) {
+/**
+ * Builds every stale guest; returns the names it (re)built. `constants` defaults to this checkout's
+ * asmConstants() (a test building a copy of guests/ elsewhere still uses this checkout's values).
+ */
+function buildGuests(root, constants) {
   const names = guestNames(root);
   if (names.length === 0) return [];
   const guestsDir = path.join(root, 'guests');
   const incDir = path.join(guestsDir, 'include');
+  const generated = generateInclude(root, constants ?? loadAsmConstants());
   const linkerScript = path.join(guestsDir, 'guest.ld');
   const outDir = path.join(root, 'build', 'guests');
   const objDir = path.join(outDir, 'obj');
-  const sharedNewest = Math.max(newestIn(incDir), mtime(linkerScript), mtime(__filename));
+  const sharedNewest = Math.max(newestIn(incDir), mtime(generated), mtime(linkerScript), mtime(__filename));
 
   const work = names.filter((n) => {
     const src = path.join(guestsDir, `${n}.S`);
@@ -87,7 +143,7 @@ function buildGuests(root) {
   checkTools();
   fs.mkdirSync(objDir, { recursive: true });
 
-  const asArgs = ['--64', '--fatal-warnings', '-I', incDir];
+  const asArgs = ['--64', '--fatal-warnings', '-I', path.dirname(generated), '-I', incDir];
   const runtimeSrc = path.join(incDir, 'runtime.S');
   const runtimeObj = path.join(objDir, 'runtime.o');
   if (stale([runtimeObj], sharedNewest)) run('as', [...asArgs, '-o', runtimeObj, runtimeSrc], root);
@@ -104,7 +160,7 @@ function buildGuests(root) {
   return work;
 }
 
-module.exports = { buildGuests, guestNames };
+module.exports = { buildGuests, guestNames, renderInclude, generateInclude, IncludeTemplateError, CONSTANTS_MARKER };
 
 if (require.main === module) {
   const built = buildGuests(path.resolve(__dirname, '..'));

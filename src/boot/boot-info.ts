@@ -1,7 +1,7 @@
 // The boot info page: what the VMM tells a guest before it starts (machine shape, per-guest
 // parameters), plus the results area guests fill in and the VMM reads after the run.
-// guests/include/tsvmm.inc mirrors every offset here; test/boot-info.test.ts parses it and compares
-// with asmConstants() so the two cannot drift.
+// scripts/build-guests.js generates the guests' tsvmm.inc (build/guests/include/) from
+// asmConstants() below and the template guests/include/tsvmm.inc.in, so guests cannot drift.
 //
 // Boot info page at BOOT_INFO_GPA (0x7000), little-endian, u64 unless noted:
 //   0x00 MAGIC           'TSVMBOOT' (BOOT_INFO_MAGIC)
@@ -270,8 +270,8 @@ function log2(v: bigint): bigint {
 }
 
 /**
- * Every constant guests/include/tsvmm.inc must define, by its name there. The inc file may define
- * nothing else numerically (test/boot-info.test.ts checks both directions).
+ * Every constant the guests' tsvmm.inc defines, by its name there: scripts/build-guests.js writes
+ * one `.set` per entry (test/boot-info.test.ts checks the output and the built guests' symbols).
  */
 export function asmConstants(): Record<string, bigint> {
   const c: Record<string, bigint> = {

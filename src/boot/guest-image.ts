@@ -5,7 +5,7 @@
 //   0x08 u32    header version (1)
 //   0x0c u32    entry count n (1..MAX_VCPUS)
 //   0x10 u64[n] entry GPAs; vCPU i starts at entries[min(i, n-1)]
-// Every entry must point inside the image, past the header. guests/include/tsvmm.inc has the
+// Every entry must point inside the image, past the header. guests/include/tsvmm.inc.in has the
 // GUEST_HEADER macro that emits it.
 import fs from 'node:fs';
 import path from 'node:path';

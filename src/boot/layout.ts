@@ -1,5 +1,5 @@
 // Guest-physical layout of everything the VMM and the built-in guests agree on before the guest
-// runs. guests/include/tsvmm.inc mirrors these values (test/boot-info.test.ts compares them).
+// runs. The guests' tsvmm.inc is generated from these values (asmConstants() in boot-info.ts).
 //
 //   0x0000_0000  (unused page; mapped like all low memory)
 //   0x0000_1000  PML4                                  } identity map of [0, 4 GiB) with 2 MiB

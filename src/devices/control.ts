@@ -1,6 +1,6 @@
 // The tsvmm control device: one MMIO page through which guests (including CPL3 code, which cannot
 // do port I/O on this host) stop themselves, print, report exceptions and drive the benchmark.
-// Layout (64-bit registers; guests/include/tsvmm.inc mirrors it):
+// Layout (64-bit registers; the guests' tsvmm.inc is generated from ControlRegs):
 //   0x00 EXIT       write: the VM shuts down with exit status = value & 0xff
 //   0x08 VCPU_DONE  write: this vCPU stops (the VM shuts down when every vCPU has)
 //   0x10 CONSOLE    write: low byte goes to the console
@@ -15,7 +15,7 @@ export const CONTROL_BASE = 0xfeb0_0000n;
 export const CONTROL_SIZE = 0x1000n;
 export const CONTROL_MAGIC = 0x4c54_434d_4d56_5354n; // "TSVMMCTL"
 
-/** Register offsets (guests/include/tsvmm.inc gets them through src/boot/boot-info.ts). */
+/** Register offsets (the guests' tsvmm.inc gets them through asmConstants() in src/boot/boot-info.ts). */
 export const ControlRegs = {
   EXIT: 0x00,
   VCPU_DONE: 0x08,
