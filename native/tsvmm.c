@@ -525,6 +525,49 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(misc, "KVM_MEMORY_EXIT_FLAG_PRIVATE", KVM_MEMORY_EXIT_FLAG_PRIVATE);
 #endif
 #undef NUM
+  // Field layouts src/kvm/regs.ts and src/kvm/kvm.ts encode positionally.
+  napi_value regs, sregs, segment, dtable, region;
+  CHECK(napi_create_object(env, &regs));
+  CHECK(napi_create_object(env, &sregs));
+  CHECK(napi_create_object(env, &segment));
+  CHECK(napi_create_object(env, &dtable));
+  CHECK(napi_create_object(env, &region));
+#define OFF(obj, ts, type, field) set_num(env, obj, ts, (double)offsetof(struct type, field))
+  OFF(regs, "rax", kvm_regs, rax); OFF(regs, "rbx", kvm_regs, rbx); OFF(regs, "rcx", kvm_regs, rcx);
+  OFF(regs, "rdx", kvm_regs, rdx); OFF(regs, "rsi", kvm_regs, rsi); OFF(regs, "rdi", kvm_regs, rdi);
+  OFF(regs, "rsp", kvm_regs, rsp); OFF(regs, "rbp", kvm_regs, rbp); OFF(regs, "r8", kvm_regs, r8);
+  OFF(regs, "r9", kvm_regs, r9); OFF(regs, "r10", kvm_regs, r10); OFF(regs, "r11", kvm_regs, r11);
+  OFF(regs, "r12", kvm_regs, r12); OFF(regs, "r13", kvm_regs, r13); OFF(regs, "r14", kvm_regs, r14);
+  OFF(regs, "r15", kvm_regs, r15); OFF(regs, "rip", kvm_regs, rip); OFF(regs, "rflags", kvm_regs, rflags);
+  OFF(sregs, "cs", kvm_sregs, cs); OFF(sregs, "ds", kvm_sregs, ds); OFF(sregs, "es", kvm_sregs, es);
+  OFF(sregs, "fs", kvm_sregs, fs); OFF(sregs, "gs", kvm_sregs, gs); OFF(sregs, "ss", kvm_sregs, ss);
+  OFF(sregs, "tr", kvm_sregs, tr); OFF(sregs, "ldt", kvm_sregs, ldt); OFF(sregs, "gdt", kvm_sregs, gdt);
+  OFF(sregs, "idt", kvm_sregs, idt); OFF(sregs, "cr0", kvm_sregs, cr0); OFF(sregs, "cr2", kvm_sregs, cr2);
+  OFF(sregs, "cr3", kvm_sregs, cr3); OFF(sregs, "cr4", kvm_sregs, cr4); OFF(sregs, "cr8", kvm_sregs, cr8);
+  OFF(sregs, "efer", kvm_sregs, efer); OFF(sregs, "apicBase", kvm_sregs, apic_base);
+  OFF(sregs, "interruptBitmap", kvm_sregs, interrupt_bitmap);
+  OFF(segment, "base", kvm_segment, base); OFF(segment, "limit", kvm_segment, limit);
+  OFF(segment, "selector", kvm_segment, selector); OFF(segment, "type", kvm_segment, type);
+  OFF(segment, "present", kvm_segment, present); OFF(segment, "dpl", kvm_segment, dpl);
+  OFF(segment, "db", kvm_segment, db); OFF(segment, "s", kvm_segment, s); OFF(segment, "l", kvm_segment, l);
+  OFF(segment, "g", kvm_segment, g); OFF(segment, "avl", kvm_segment, avl);
+  OFF(segment, "unusable", kvm_segment, unusable);
+  set_num(env, segment, "size", (double)sizeof(struct kvm_segment));
+  OFF(dtable, "base", kvm_dtable, base); OFF(dtable, "limit", kvm_dtable, limit);
+  set_num(env, dtable, "size", (double)sizeof(struct kvm_dtable));
+  OFF(region, "slot", kvm_userspace_memory_region, slot);
+  OFF(region, "flags", kvm_userspace_memory_region, flags);
+  OFF(region, "guestPhysAddr", kvm_userspace_memory_region, guest_phys_addr);
+  OFF(region, "memorySize", kvm_userspace_memory_region, memory_size);
+  OFF(region, "userspaceAddr", kvm_userspace_memory_region, userspace_addr);
+  set_num(env, region, "size", (double)sizeof(struct kvm_userspace_memory_region));
+  set_num(env, misc, "KVM_MEM_READONLY", (double)KVM_MEM_READONLY);
+#undef OFF
+  set_group(env, abi, "regs", regs);
+  set_group(env, abi, "sregs", sregs);
+  set_group(env, abi, "segment", segment);
+  set_group(env, abi, "dtable", dtable);
+  set_group(env, abi, "userspaceMemoryRegion", region);
   set_group(env, abi, "run", run);
   set_group(env, abi, "exitReason", exits);
   set_group(env, abi, "systemEventType", sys_events);

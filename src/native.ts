@@ -45,6 +45,11 @@ export interface KvmAbi {
   readonly ioctls: NativeConstants;
   readonly sizes: NativeConstants;
   readonly misc: NativeConstants;
+  readonly regs: NativeConstants;
+  readonly sregs: NativeConstants;
+  readonly segment: NativeConstants;
+  readonly dtable: NativeConstants;
+  readonly userspaceMemoryRegion: NativeConstants;
 }
 
 let loaded: Native | undefined;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native, type NativeConstants } from '../src/native';
 import * as K from '../src/kvm/constants';
+import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, GPR_NAMES, SEGMENT_NAMES, type Sregs } from '../src/kvm/regs';
 
 const abi = native().kvmAbi();
 
@@ -40,12 +41,62 @@ function pick(prefix: string): Record<string, number | bigint> {
   return Object.fromEntries(Object.entries(K).filter(([k]) => k.startsWith(prefix))) as Record<string, number | bigint>;
 }
 
-const MISC = ['KVM_API_VERSION', 'KVM_EXIT_IO_IN', 'KVM_EXIT_IO_OUT', 'KVM_INTERNAL_ERROR_EMULATION', 'KVM_MEMORY_EXIT_FLAG_PRIVATE'];
-const GROUPED = new Set(['Run', 'ExitReason', 'SystemEventType', ...MISC]);
+const MISC = ['KVM_API_VERSION', 'KVM_EXIT_IO_IN', 'KVM_EXIT_IO_OUT', 'KVM_INTERNAL_ERROR_EMULATION', 'KVM_MEMORY_EXIT_FLAG_PRIVATE', 'KVM_MEM_READONLY'];
+const GROUPED = new Set(['Run', 'ExitReason', 'SystemEventType', 'UserspaceMemoryRegion', ...MISC]);
 const lacking: string[] = [];
 
 test('every struct kvm_run offset (io, mmio, internal, system_event, fail_entry, ...) and sizeof match', () => {
   lacking.push(...compare('run', K.Run, abi.run));
+});
+
+test('struct kvm_userspace_memory_region field offsets match', () => {
+  compare('userspaceMemoryRegion', { ...K.UserspaceMemoryRegion, size: K.SIZEOF_KVM_USERSPACE_MEMORY_REGION }, abi.userspaceMemoryRegion);
+});
+
+test('kvm_regs as regs.ts encodes it: every register at the offset the compiler gives', () => {
+  assert.deepEqual(Object.keys(abi.regs).sort(), [...GPR_NAMES].sort(), 'regs.ts names every kvm_regs field');
+  const regs = Object.fromEntries(GPR_NAMES.map((n, i) => [n, 0x1111_0000_0000_0000n + BigInt(i + 1)])) as ReturnType<typeof decodeRegs>;
+  const buf = encodeRegs(regs);
+  assert.equal(buf.length, K.SIZEOF_KVM_REGS);
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (const n of GPR_NAMES) assert.equal(v.getBigUint64(abi.regs[n]!, true), regs[n], `kvm_regs.${n}`);
+  assert.deepEqual(decodeRegs(buf), regs);
+});
+
+test('kvm_sregs as regs.ts encodes it: every segment field, table, control register and the bitmap', () => {
+  const seg = abi.segment;
+  const dt = abi.dtable;
+  const so = abi.sregs;
+  let k = 1;
+  const s = {} as Record<string, unknown>;
+  for (const n of SEGMENT_NAMES) {
+    s[n] = { base: 0xaa00_0000_0000n + BigInt(k++), limit: 0x1000 + k++, selector: 0x100 + k++, type: k++, present: k++, dpl: k++, db: k++, s: k++, l: k++, g: k++, avl: k++, unusable: k++ };
+  }
+  s.gdt = { base: 0xbb00_0000n, limit: 0x1234 };
+  s.idt = { base: 0xcc00_0000n, limit: 0x4321 };
+  for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apicBase']) s[n] = 0xdd00n + BigInt(k++);
+  s.interruptBitmap = [1n, 2n, 3n, 4n];
+  const sregs = s as Sregs;
+  const buf = encodeSregs(sregs);
+  assert.equal(buf.length, K.SIZEOF_KVM_SREGS);
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const u8 = (o: number) => v.getUint8(o);
+  for (const n of SEGMENT_NAMES) {
+    const b = so[n]!;
+    const x = sregs[n];
+    assert.equal(v.getBigUint64(b + seg.base!, true), x.base, `${n}.base`);
+    assert.equal(v.getUint32(b + seg.limit!, true), x.limit, `${n}.limit`);
+    assert.equal(v.getUint16(b + seg.selector!, true), x.selector, `${n}.selector`);
+    for (const f of ['type', 'present', 'dpl', 'db', 's', 'l', 'g', 'avl', 'unusable'] as const) assert.equal(u8(b + seg[f]!), x[f], `${n}.${f}`);
+  }
+  assert.equal(seg.size, 24);
+  for (const t of ['gdt', 'idt'] as const) {
+    assert.equal(v.getBigUint64(so[t]! + dt.base!, true), sregs[t].base, `${t}.base`);
+    assert.equal(v.getUint16(so[t]! + dt.limit!, true), sregs[t].limit, `${t}.limit`);
+  }
+  for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apicBase'] as const) assert.equal(v.getBigUint64(so[n]!, true), sregs[n], n);
+  sregs.interruptBitmap.forEach((w, i) => assert.equal(v.getBigUint64(so.interruptBitmap! + 8 * i, true), w, `interrupt_bitmap[${i}]`));
+  assert.deepEqual(decodeSregs(buf), sregs);
 });
 
 test('every exit reason and system event type matches', () => {

@@ -88,3 +88,8 @@ export const Run = {
 export const SIZEOF_KVM_REGS = 144;
 export const SIZEOF_KVM_SREGS = 312;
 export const SIZEOF_KVM_USERSPACE_MEMORY_REGION = 32;
+
+/** struct kvm_userspace_memory_region field offsets (KVM_SET_USER_MEMORY_REGION). */
+export const UserspaceMemoryRegion = { slot: 0, flags: 4, guestPhysAddr: 8, memorySize: 16, userspaceAddr: 24 } as const;
+/** kvm_userspace_memory_region.flags: the guest may read, and a write exits as MMIO. */
+export const KVM_MEM_READONLY = 1 << 1;

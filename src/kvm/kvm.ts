@@ -3,11 +3,10 @@
 import { c, check, describeErrno, native, NativeError } from '../native';
 import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
 import { MemslotError } from '../hypervisor/hypervisor';
-import { KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION } from './constants';
+import { KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_MEM_READONLY, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION, UserspaceMemoryRegion as R } from './constants';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, type Regs, type Sregs } from './regs';
 
 export const DEFAULT_KVM_PATH = '/dev/kvm';
-const KVM_MEM_READONLY = 1 << 1;
 
 export class KvmUnavailableError extends Error {
   constructor(readonly path: string, readonly errno: number) {
@@ -108,11 +107,11 @@ export class KvmVm implements HypervisorVm {
 
   private setRegion(spec: MemslotSpec, size: bigint): void {
     const v = new DataView(this.regionBuf.buffer);
-    v.setUint32(0, spec.slot, true);
-    v.setUint32(4, spec.readOnly ? KVM_MEM_READONLY : 0, true);
-    v.setBigUint64(8, spec.gpa, true);
-    v.setBigUint64(16, size, true);
-    v.setBigUint64(24, spec.hostAddress, true);
+    v.setUint32(R.slot, spec.slot, true);
+    v.setUint32(R.flags, spec.readOnly ? KVM_MEM_READONLY : 0, true);
+    v.setBigUint64(R.guestPhysAddr, spec.gpa, true);
+    v.setBigUint64(R.memorySize, size, true);
+    v.setBigUint64(R.userspaceAddr, spec.hostAddress, true);
     const r = native().ioctlBuffer(this.fd, c('KVM_SET_USER_MEMORY_REGION'), this.regionBuf);
     if (r < 0) throw new MemslotError({ ...spec, size }, -r, describeErrno(r));
   }
