@@ -578,10 +578,52 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   return abi;
 }
 
+// vfioAbi(): every struct layout src/vfio/uapi.ts spells out, keyed "<TS table>.<TS field>"
+// (test/vfio-uapi.test.ts compares every table entry with these, both ways).
+static napi_value n_vfio_abi(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o;
+  CHECK(napi_create_object(env, &o));
+#define OFF(ts, type, field) set_num(env, o, ts, (double)offsetof(struct type, field))
+#define SIZE(ts, type) set_num(env, o, ts, (double)sizeof(struct type))
+  SIZE("DeviceInfo.size", vfio_device_info);
+  OFF("DeviceInfo.flags", vfio_device_info, flags);
+  OFF("DeviceInfo.numRegions", vfio_device_info, num_regions);
+  OFF("DeviceInfo.numIrqs", vfio_device_info, num_irqs);
+  SIZE("RegionInfo.size", vfio_region_info);
+  OFF("RegionInfo.flags", vfio_region_info, flags);
+  OFF("RegionInfo.index", vfio_region_info, index);
+  OFF("RegionInfo.capOffset", vfio_region_info, cap_offset);
+  OFF("RegionInfo.regionSize", vfio_region_info, size);
+  OFF("RegionInfo.offset", vfio_region_info, offset);
+  SIZE("CapHeader.size", vfio_info_cap_header);
+  OFF("CapHeader.id", vfio_info_cap_header, id);
+  OFF("CapHeader.version", vfio_info_cap_header, version);
+  OFF("CapHeader.next", vfio_info_cap_header, next);
+  OFF("SparseMmap.nrAreas", vfio_region_info_cap_sparse_mmap, nr_areas);
+  OFF("SparseMmap.areas", vfio_region_info_cap_sparse_mmap, areas);
+  SIZE("SparseMmap.areaSize", vfio_region_sparse_mmap_area);
+  SIZE("DmaMap.size", vfio_iommu_type1_dma_map);
+  OFF("DmaMap.flags", vfio_iommu_type1_dma_map, flags);
+  OFF("DmaMap.vaddr", vfio_iommu_type1_dma_map, vaddr);
+  OFF("DmaMap.iova", vfio_iommu_type1_dma_map, iova);
+  OFF("DmaMap.mapSize", vfio_iommu_type1_dma_map, size);
+  SIZE("DmaUnmap.size", vfio_iommu_type1_dma_unmap);
+  OFF("DmaUnmap.flags", vfio_iommu_type1_dma_unmap, flags);
+  OFF("DmaUnmap.iova", vfio_iommu_type1_dma_unmap, iova);
+  OFF("DmaUnmap.unmapSize", vfio_iommu_type1_dma_unmap, size);
+  SIZE("GroupStatus.size", vfio_group_status);
+#undef OFF
+#undef SIZE
+  return o;
+}
+
 // Registered apart from the function table above so that table can grow without touching this.
 static napi_value register_kvm_abi(napi_env env, napi_value exports) {
-  napi_value fn;
+  napi_value fn, vfn;
   if (napi_create_function(env, "kvmAbi", NAPI_AUTO_LENGTH, n_kvm_abi, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "kvmAbi", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "vfioAbi", NAPI_AUTO_LENGTH, n_vfio_abi, NULL, &vfn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "vfioAbi", vfn) != napi_ok) return NULL;
   return exports;
 }

@@ -34,6 +34,8 @@ export interface Native {
   readonly constants: NativeConstants;
   /** The KVM UAPI as the C compiler sees <linux/kvm.h>, keyed by the names src/kvm/constants.ts uses. */
   kvmAbi(): KvmAbi;
+  /** VFIO struct layouts from <linux/vfio.h>, keyed "<table>.<field>" as src/vfio/uapi.ts names them. */
+  vfioAbi(): NativeConstants;
 }
 
 /** Groups of kvmAbi(); a value the build's headers lack is absent (see test/kvm-constants.test.ts). */

@@ -5,6 +5,25 @@ import assert from 'node:assert/strict';
 import { native } from '../src/native';
 import * as U from '../src/vfio/uapi';
 
+test('every VFIO struct table in uapi.ts matches offsetof/sizeof from the compiler, both ways', () => {
+  const abi = native().vfioAbi();
+  const tables: Record<string, Record<string, number>> = {
+    DeviceInfo: U.DeviceInfo,
+    RegionInfo: U.RegionInfo,
+    CapHeader: U.CapHeader,
+    SparseMmap: U.SparseMmap,
+    DmaMap: U.DmaMap,
+    DmaUnmap: U.DmaUnmap,
+    GroupStatus: { size: U.SIZEOF_GROUP_STATUS },
+  };
+  const ours = new Map<string, number>(Object.entries(tables).flatMap(([t, fields]) => Object.entries(fields).map(([f, v]) => [`${t}.${f}`, v] as const)));
+  for (const [name, value] of ours) assert.equal(value, abi[name], `${name}: uapi.ts has ${value}, <linux/vfio.h> ${abi[name]}`);
+  for (const name of Object.keys(abi)) assert.ok(ours.has(name), `vfioAbi().${name} has no counterpart in src/vfio/uapi.ts`);
+  // Every exported table of uapi.ts is one of the above (a new one must be added here and to n_vfio_abi).
+  const objectExports = Object.entries(U).filter(([, v]) => typeof v === 'object' && v !== null && !Array.isArray(v)).map(([k]) => k);
+  for (const name of objectExports) assert.ok(name === 'Vfio' || name in tables, `src/vfio/uapi.ts exports table ${name}, which this test does not compare`);
+});
+
 test('VFIO request numbers, flags and struct layouts match the kernel headers', () => {
   const c = native().constants;
   assert.equal(U.VFIO_API_VERSION, c.VFIO_API_VERSION);
