@@ -1,5 +1,5 @@
 // Typed wrappers over the KVM system, VM and vCPU file descriptors (one class per fd, as in
-// rust-vmm's kvm-ioctls). All syscalls go through the native layer.
+// rust-vmm's kvm-ioctls). Every ioctl and mmap goes through the native layer.
 import { c, check, describeErrno, native, NativeError } from '../native';
 import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
 import { MemslotError } from '../hypervisor/hypervisor';

@@ -1,5 +1,5 @@
 // The VFIO container / group / device fds (legacy group API, type1 IOMMU), as QEMU's and
-// cloud-hypervisor's vfio layers use them. The syscalls go through the native layer; everything
+// cloud-hypervisor's vfio layers use them. The ioctls and mmaps go through the native layer; everything
 // here returns plain values and throws VfioSetupError with the step, the errno and what to do.
 //
 // Open sequence (Documentation/driver-api/vfio.rst):
