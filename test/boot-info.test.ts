@@ -189,7 +189,8 @@ describe('tsvmm.inc is generated from asmConstants()', () => {
       fs.mkdirSync(path.join(tmp, 'guests/include'), { recursive: true });
       fs.copyFileSync(TEMPLATE, path.join(tmp, 'guests/include/tsvmm.inc.in'));
       const out = guestBuild.generateInclude(tmp, ts);
-      const past = new Date(Date.now() - 60_000);
+      // Whole seconds: utimes takes seconds as a double, so a millisecond time may come back 0.001 off.
+      const past = new Date((Math.floor(Date.now() / 1000) - 60) * 1000);
       fs.utimesSync(out, past, past);
       guestBuild.generateInclude(tmp, ts);
       assert.equal(fs.statSync(out).mtimeMs, past.getTime());
