@@ -199,6 +199,31 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
     });
   }
 
+  for (const kernel of KERNEL_VARIANTS) {
+    test(`${kernel}, two devices, the host holds pt0 away: the fault is diagnosed as outside every BAR on every schedule (exhaustive, bound 2)`, () => {
+      const r = explore(sim({ kernel, ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1 }), EXHAUSTIVE(2));
+      assert.equal(r.complete, true);
+      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+    });
+  }
+
+  test('planted: the EFAULT rule before the per-device fix (any BAR accessible anywhere explains a revoked-at-entry fault) is caught with two devices', () => {
+    // The old rule: "some BAR was revoked at entry" and "some BAR (of any device) is accessible now".
+    const old = (base: MemoryFaultPolicy) =>
+      planted(base, {
+        onRunError: (e, f, v) => {
+          const any = v.barRevokedAtEntry !== undefined && f.passthroughBars().some(v.barRevokedAtEntry);
+          return base.onRunError(e, f, { ...v, barRevokedAtEntry: () => any });
+        },
+      });
+    const two = explore(sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }), EXHAUSTIVE(2));
+    assert.ok(two.violationsByKind['missed-stop'] > 0, 'caught');
+    assert.match(two.firstViolation!.message, /do not say it is outside every passthrough BAR: tsvmm: refault loop/);
+    // With one device the old rule was right: nothing to catch.
+    const one = explore(sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }), EXHAUSTIVE(2));
+    assert.equal(one.violations, 0, one.firstViolation?.message);
+  });
+
   test('a policy that retries every fault never stops: caught', () => {
     const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }), EXHAUSTIVE(0));
     assert.equal(r.violations, 1);

@@ -70,6 +70,12 @@ export interface SimOptions {
   configAccess: ConfigAccess;
   /** Revoke a RAM page and make accessor 0 read it last: the VM must stop, naming the gpa. */
   ramFault: boolean;
+  /**
+   * Passthrough devices: pt0 (accessed, toggled, revoked by the host actor) and, with 2, pt1 at the
+   * next slot, which stays decoding and accessible: its BARs are the "other device" the fault policy
+   * must not mistake for an explanation of a fault that is not theirs.
+   */
+  devices: 1 | 2;
   widths: readonly Width[];
   slice: KernelSlice;
   livelockBound: number;
@@ -91,6 +97,7 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   hostRevokeCycles: 1,
   configAccess: 'ports',
   ramFault: false,
+  devices: 1,
   widths: WIDTHS,
   slice: 'instruction',
   livelockBound: 64,
@@ -102,6 +109,7 @@ export const SIM_RAM_BYTES = 2n << 20n;
 export const RAM_PROBE_GPA = 0x10_0000n;
 const PASSTHROUGH_SLOT = 3;
 const PASSTHROUGH_NAME = 'pt0';
+const SECOND_DEVICE = { name: 'pt1', slot: 4, backend: 'shm' } as const;
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
@@ -307,7 +315,13 @@ export class World implements SimObserver {
     this.vm = new SimVm(this.hostMemory, options.kernel, options.slice);
     const nVcpus = options.accessors + 1;
     this.machine = Machine.create(
-      { ramBytes: SIM_RAM_BYTES, vcpus: nVcpus, passthrough: [{ name: PASSTHROUGH_NAME, slot: PASSTHROUGH_SLOT, backend: 'shm' }], policy: options.policy, barOrder: options.barOrder },
+      {
+        ramBytes: SIM_RAM_BYTES,
+        vcpus: nVcpus,
+        passthrough: [{ name: PASSTHROUGH_NAME, slot: PASSTHROUGH_SLOT, backend: 'shm' }, ...(options.devices === 2 ? [SECOND_DEVICE] : [])],
+        policy: options.policy,
+        barOrder: options.barOrder,
+      },
       this.vm,
       this.hostMemory,
       () => {},
@@ -475,6 +489,10 @@ export class World implements SimObserver {
       const gpa = hex(faulting.gpa);
       const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : o.lines.some((l) => l.includes(gpa));
       if (!named) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not name the gpa`, this.stopLines);
+      // And they must say what it is: a fault outside every BAR, not a BAR fault that looped. (With the
+      // unpatched kernel only the VMM's own conclusion can say so; KVM gives no gpa.)
+      const outside = o.lines.some((l) => /outside any passthrough BAR|not in any passthrough BAR|inside RAM region/.test(l));
+      if (!outside) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
       return;
     }
     this.violate('vm-death', a.name, `VM stopped (${o.state}) on ${a.name} at ${formatInstruction(faulting)}`, this.stopLines);
@@ -505,12 +523,15 @@ export class World implements SimObserver {
       this.violate('missed-stop', 'vcpu0', `the run ended without stopping the VM for the fault at RAM gpa ${hex(RAM_PROBE_GPA)}`);
       return;
     }
-    const dev = this.machine.passthrough[0]!;
-    const slot = this.vm.slotAt(this.bar0);
-    if (this.deviceDecoding() && (!slot || !this.hostMemory.accessible(slot.hostAddress))) {
-      this.violate('final-state', 'vmm', `at the end BAR0 decodes but ${slot ? 'its memslot points at a revoked mapping' : 'has no memslot'}: accesses stay on the slow path`);
-    } else if (slot && !this.hostMemory.accessible(slot.hostAddress) && !dev.options.keepMemslotOnDecodeOff) {
-      this.violate('final-state', 'vmm', 'at the end a BAR0 memslot points at a revoked host mapping');
+    for (const dev of this.machine.passthrough) {
+      const host = dev.host as ShmHostDevice;
+      const bar0 = dev.config.bars().find((b) => b.index === 0)!.address;
+      const slot = this.vm.slotAt(bar0);
+      if (host.memoryEnabled() && !host.heldAway() && (!slot || !this.hostMemory.accessible(slot.hostAddress))) {
+        this.violate('final-state', 'vmm', `at the end ${dev.name} BAR0 decodes but ${slot ? 'its memslot points at a revoked mapping' : 'has no memslot'}: accesses stay on the slow path`);
+      } else if (slot && !this.hostMemory.accessible(slot.hostAddress) && !dev.options.keepMemslotOnDecodeOff) {
+        this.violate('final-state', 'vmm', `at the end a ${dev.name} BAR0 memslot points at a revoked host mapping`);
+      }
     }
   }
 }

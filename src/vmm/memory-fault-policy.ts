@@ -55,8 +55,8 @@ export interface VcpuFaultState {
   revocationGenerationAtEntry: number;
   /** The memory-map generation read before that KVM_RUN (absent: not tracked). */
   memoryMapGenerationAtEntry?: number;
-  /** Some passthrough BAR's host mapping was revoked when the vCPU entered. */
-  barRevokedAtEntry?: boolean;
+  /** Whether this BAR's host mapping was revoked when the vCPU entered (absent: not tracked). */
+  barRevokedAtEntry?: (bar: PassthroughBarInfo) => boolean;
   guard: RefaultGuard;
 }
 
@@ -152,8 +152,11 @@ class TsvmmPolicy implements MemoryFaultPolicy {
     const generationNow = facts.revocationGeneration();
     const revokedSinceEntry = generationNow !== vcpu.revocationGenerationAtEntry;
     // A mapping revoked before entry, while its memslot still existed, faults the same way; by now
-    // that memslot may be gone (the map changed) or the mapping restored (accessible again).
-    const staleAtEntry = vcpu.barRevokedAtEntry === true && (facts.memoryMapGeneration() !== vcpu.memoryMapGenerationAtEntry || bars.some((b) => b.hostAccessible));
+    // that memslot may be gone (the map changed) or that mapping restored (accessible again).
+    // Decided per BAR: another device's accessible mapping explains nothing about this fault.
+    const mapChanged = facts.memoryMapGeneration() !== vcpu.memoryMapGenerationAtEntry;
+    const revokedAtEntry = vcpu.barRevokedAtEntry;
+    const staleAtEntry = revokedAtEntry !== undefined && bars.some((b) => revokedAtEntry(b) && (mapChanged || b.hostAccessible));
     if (!revokedSinceEntry && revokedNow.length === 0 && !staleAtEntry) {
       return {
         kind: 'fatal',

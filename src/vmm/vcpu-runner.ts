@@ -8,6 +8,7 @@ import { dispatchExit, exitNeedsLock, type Outcome } from './dispatch';
 import { RefaultGuard } from './memory-fault-policy';
 import type { Machine } from './machine';
 import { runSteps, type Step } from './steps';
+import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
 export class VcpuRunner {
   readonly guard = new RefaultGuard();
@@ -15,9 +16,15 @@ export class VcpuRunner {
   revocationGenerationAtEntry = 0;
   /** The memory-map generation read before the last entry. */
   memoryMapGenerationAtEntry = 0;
-  /** Some passthrough BAR's host mapping was revoked at the last entry (a memslot may still have
-   * pointed at it, so an EFAULT can come from it even after that memslot is gone). */
-  barRevokedAtEntry = false;
+  /** Per passthrough device (machine order), a bit per BAR index whose host mapping was revoked at
+   * the last entry (a memslot may still have pointed at it, so an EFAULT can come from it even after
+   * that memslot is gone). Reused: no allocation per entry. */
+  private readonly revokedAtEntry: number[] = [];
+  /** Whether a BAR's host mapping was revoked at the last entry (the EFAULT policy asks). */
+  readonly barRevokedAtEntry = (b: PassthroughBarInfo): boolean => {
+    const i = this.machine.passthrough.indexOf(b.device);
+    return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
+  };
   private holdsLock = false;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
@@ -31,14 +38,19 @@ export class VcpuRunner {
   enter(): VcpuExit {
     this.revocationGenerationAtEntry = this.machine.revocationGeneration();
     this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
-    this.barRevokedAtEntry = this.anyBarRevoked();
+    this.recordRevokedBars();
     const ret = this.vcpu.run();
     return decodeExit(this.vcpu.runPage, ret);
   }
 
-  private anyBarRevoked(): boolean {
-    for (const d of this.machine.passthrough) for (const i of d.slowPaths.keys()) if (!d.host.mappingAccessible(i)) return true;
-    return false;
+  private recordRevokedBars(): void {
+    const devices = this.machine.passthrough;
+    for (let k = 0; k < devices.length; k++) {
+      const d = devices[k]!;
+      let bits = 0;
+      for (const i of d.slowPaths.keys()) if (!d.host.mappingAccessible(i)) bits |= 1 << i;
+      this.revokedAtEntry[k] = bits;
+    }
   }
 
   /** Whether beginHandle() would need the device lock for this exit. */
