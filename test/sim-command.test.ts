@@ -17,6 +17,7 @@ const base: SimCliOptions = {
   maxSchedules: 1_000_000,
   livelockBound: 64,
   shrink: true,
+  devices: 1,
 };
 
 describe('tsvmm sim options', () => {

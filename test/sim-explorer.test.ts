@@ -279,3 +279,124 @@ describe('the explorer itself', () => {
     assert.equal(w.deviceDecoding(), true);
   });
 });
+
+describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
+  for (const kernel of ['patched', 'bug-on'] as const) {
+    for (const barOrder of ['qemu', 'unmap-first'] as const) {
+      test(`${kernel}, BAR order ${barOrder}: every schedule stops with "hardware memory error (EHWPOISON) at gpa 0xc0000000", never re-entering (exhaustive, bound 1)`, () => {
+        const r = explore(sim({ kernel, barOrder, poison: true, hostRevoke: true }), EXHAUSTIVE(1));
+        assert.equal(r.complete, true);
+        assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+        const run = runSchedule(sim({ kernel, barOrder, poison: true }), (_p, _e, def) => def, true);
+        assert.match(run.world.stopLines![0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0xc0000000 size 0x1000 on vCPU 0 \(pt0 BAR0/);
+      });
+    }
+  }
+
+  test('planted: the policy before the fix (errno ignored: EHWPOISON retried like EFAULT) is caught', () => {
+    const old = (base: MemoryFaultPolicy) => planted(base, { onMemoryFault: (f, facts, v) => base.onMemoryFault({ ...f, errno: 14 }, facts, v) });
+    const r = explore(sim({ kernel: 'patched', poison: true, policyOverride: old }), EXHAUSTIVE(0));
+    assert.equal(r.firstViolation?.kind, 'missed-stop');
+    assert.match(r.firstViolation!.message, /re-entered KVM_RUN after a hardware memory error \(EHWPOISON\) at gpa 0xc0000000/);
+  });
+
+  test('the unpatched and emulated kernels refuse the scenario (they would SIGBUS the vCPU thread)', () => {
+    assert.throws(() => new World(sim({ kernel: 'unpatched', poison: true })), /poison needs kernel patched or bug-on/);
+  });
+});
+
+describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
+  const buggedSim = (o: Partial<SimOptions> = {}) => sim({ kernel: 'bug-on', kernelBug: true, accessors: 2, toggles: 1, ...o });
+
+  for (const barOrder of ['qemu', 'unmap-first'] as const) {
+    test(`BAR order ${barOrder}, host revoke: no schedule re-enters the bugged VM; one report naming KVM_BUG_ON (exhaustive, bound 2)`, () => {
+      const r = explore(buggedSim({ barOrder, hostRevoke: true }), EXHAUSTIVE(2));
+      assert.equal(r.complete, true);
+      assert.ok(r.schedules > 1000, `${r.schedules} schedules`);
+      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+    });
+  }
+
+  test('random schedules, 3 accessors: 0 violations, and other vCPUs did meet EIO', () => {
+    let othersSawEio = 0;
+    const r = explore(buggedSim({ accessors: 3, hostRevoke: true, plant: (w) => w.onFinish.push(() => (othersSawEio += w.vcpusThatSawEio() > 1 ? 1 : 0)) }), RANDOM(300));
+    assert.equal(r.violations, 0, r.firstViolation?.message);
+    assert.ok(othersSawEio > 0, 'some schedule had a second vCPU enter the bugged VM before the first report (the case that must stay quiet)');
+  });
+
+  test('the default schedule: internal-error, one report, registers unreadable, said so', () => {
+    const run = runSchedule(buggedSim(), (_p, _e, def) => def, true);
+    assert.equal(run.world.machine.runState.state, 'internal-error');
+    const lines = run.world.stopLines!;
+    assert.match(lines[0]!, /^tsvmm: the kernel declared the VM bugged \(KVM_BUG_ON\): KVM_RUN on vCPU 0 failed with EIO/);
+    assert.equal(run.violation, undefined);
+  });
+
+  test('the same access on kernels without the second patch is a plain EFAULT outside every BAR', () => {
+    for (const kernel of ['unpatched', 'patched', 'emulated'] as const) {
+      const r = explore(sim({ kernel, kernelBug: true, accessors: 1, toggles: 1 }), EXHAUSTIVE(1));
+      assert.equal(r.violations, 0, `${kernel}: ${r.firstViolation?.message}`);
+    }
+  });
+
+  test('planted: the old decoder (EIO as a plain KVM_RUN error: "kvm run failed Input/output error") is caught', () => {
+    const r = explore(
+      buggedSim({
+        plant: (w) => {
+          for (const runner of w.runners()) {
+            const enter = runner.enter.bind(runner);
+            runner.enter = () => {
+              const e = enter();
+              return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
+            };
+          }
+        },
+      }),
+      EXHAUSTIVE(1),
+    );
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /does not say so/);
+    assert.equal(r.firstViolation!.lines[0], 'error: kvm run failed Input/output error');
+  });
+
+  test('planted: retrying the EIO (a policy that treats it as a fault to recover) is caught as a re-entry', () => {
+    const r = explore(
+      buggedSim({
+        policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
+        plant: (w) => {
+          for (const runner of w.runners()) {
+            const enter = runner.enter.bind(runner);
+            runner.enter = () => {
+              const e = enter();
+              return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
+            };
+          }
+        },
+      }),
+      EXHAUSTIVE(0),
+    );
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /vcpu0 entered KVM_RUN on a bugged VM after its own KVM_RUN had failed with EIO/);
+  });
+
+  test('planted: a vCPU loop that does not check the run state before KVM_RUN is caught', () => {
+    const r = explore(buggedSim({ plant: (w) => w.runners().forEach((runner) => (runner.mayEnter = () => true)) }), EXHAUSTIVE(1));
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /entered KVM_RUN on a bugged VM after the VM stopped \(internal-error\)/);
+  });
+
+  test('planted: every vCPU printing its own EIO report (no recordStop) is caught as a storm', () => {
+    const r = explore(
+      buggedSim({
+        accessors: 3,
+        plant: (w) => {
+          // Every EIO report claims to be the first: what the VMM did before recordStop().
+          w.machine.runState.claimBugReport = () => true;
+        },
+      }),
+      RANDOM(300),
+    );
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /a second stop report for the bugged VM/);
+  });
+});

@@ -8,6 +8,7 @@ import type { FaultFacts, MemoryFaultPolicy, VcpuFaultState } from './memory-fau
 import type { AccessContext } from '../devices/device';
 import type { Stats } from './stats';
 import { MmioInRamError } from './machine-errors';
+import type { SharedRunState } from './run-state';
 
 export type Outcome =
   | { kind: 'continue' }
@@ -15,8 +16,13 @@ export type Outcome =
   | { kind: 'vcpu-done'; reason: string }
   /** The guest powered the machine off with an exit status. */
   | { kind: 'vm-exit'; code: number }
-  /** The VM stops in `state` with these diagnostics (QEMU's wording where QEMU has one). */
-  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; lines: string[]; dumpRegisters: boolean };
+  /**
+   * The VM stops in `state` with these diagnostics (QEMU's wording where QEMU has one). `vmBugged`:
+   * KVM declared the VM bugged; every vCPU sees EIO, and only the first one's report is printed.
+   */
+  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; lines: string[]; dumpRegisters: boolean; vmBugged?: boolean };
+
+export type StopOutcome = Extract<Outcome, { kind: 'stop' }>;
 
 export const CONTINUE: Outcome = Object.freeze({ kind: 'continue' });
 
@@ -87,6 +93,33 @@ function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarg
   return deviceRequest(m);
 }
 
+/**
+ * KVM declared the VM bugged (KVM_RUN, or any VM/vCPU ioctl, failed with EIO): its own stop, on
+ * whichever vCPU thread sees it. No retry and no refault guard, since it is not a fault; the VM goes
+ * to internal-error and no thread enters KVM_RUN on it again (VcpuRunner.mayEnter()).
+ */
+export function vmBuggedStop(vcpu: number, what: string): StopOutcome {
+  return {
+    kind: 'stop',
+    state: 'internal-error',
+    lines: [
+      `tsvmm: the kernel declared the VM bugged (KVM_BUG_ON): ${what} on vCPU ${vcpu} failed with EIO. KVM now fails every ioctl on this VM and its vCPUs; the VM stops (internal-error) and is never entered again`,
+    ],
+    dumpRegisters: true,
+    vmBugged: true,
+  };
+}
+
+/**
+ * Moves the run state to a stop's state (the first terminal state wins); returns whether the stop's
+ * diagnostics should be printed. Every vCPU of a bugged VM gets EIO: only the first one's report
+ * is printed, so a bugged VM yields one message, not one per vCPU.
+ */
+export function recordStop(runState: SharedRunState, o: StopOutcome): boolean {
+  runState.transition(o.state, 1);
+  return o.vmBugged !== true || runState.claimBugReport();
+}
+
 export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Outcome {
   m.ctx.reset(v.vcpu);
   if (exit.kind !== 'memory-fault' && exit.kind !== 'run-error' && exit.kind !== 'interrupted') v.guard.progress();
@@ -131,6 +164,8 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       m.ctx.pending.push(...d.steps);
       return CONTINUE;
     }
+    case 'vm-bugged':
+      return vmBuggedStop(v.vcpu, 'KVM_RUN');
     case 'unknown':
       return stop([`KVM: unknown exit, hardware reason ${exit.hardwareReason.toString(16)}`]);
     case 'unsupported':

@@ -79,6 +79,7 @@ export interface MemoryFaultPolicy {
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 const EFAULT = 14;
+const EHWPOISON = 133;
 
 function kvmRunFailed(errno: number): string {
   return `error: kvm run failed ${describeErrnoName(errno)}`;
@@ -136,6 +137,28 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
   };
 }
 
+/**
+ * EHWPOISON: the host page behind the gpa is poisoned (an uncorrectable memory error). Fatal, not
+ * retried: re-entering touches the poison again, no memory-map change can replace a device's
+ * (or RAM's) page, and tsvmm cannot do what QEMU does for poisoned guest RAM (record the page and
+ * inject a machine check: QEMU's SIGBUS/BUS_MCEERR_AR path, kvm_arch_on_sigbus_vcpu()), because
+ * tsvmm sets up no MCE banks for the guest (no KVM_X86_SETUP_MCE) and its guests have no #MC
+ * handler. A BAR is device memory besides: QEMU's poison list only covers RAM it can remap at reset.
+ */
+function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+  const size = fault.size === 0n ? 0x1000n : fault.size;
+  const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
+  const r = facts.resolve(fault.gpa);
+  const what = bar ? describeBar(bar) : r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
+  return {
+    kind: 'fatal',
+    lines: [
+      `tsvmm: hardware memory error (EHWPOISON) at gpa ${hex(fault.gpa)} size ${hex(fault.size)} on vCPU ${vcpu.vcpu} (${what}): the host page is poisoned; the VM stops rather than consume the poison again`,
+      kvmRunFailed(fault.errno),
+    ],
+  };
+}
+
 class TsvmmPolicy implements MemoryFaultPolicy {
   readonly name = 'tsvmm' as const;
   readonly keepMemslotOnDecodeOff = false;
@@ -146,6 +169,9 @@ class TsvmmPolicy implements MemoryFaultPolicy {
   }
 
   onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+    if (errno === EHWPOISON) {
+      return { kind: 'fatal', lines: [`tsvmm: hardware memory error (EHWPOISON) from KVM_RUN on vCPU ${vcpu.vcpu}: KVM gave no gpa (no KVM_EXIT_MEMORY_FAULT); the host page is poisoned`, kvmRunFailed(errno)] };
+    }
     if (errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
     const bars = facts.passthroughBars();
     const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
@@ -174,6 +200,7 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     const where = `gpa ${hex(fault.gpa)} size ${hex(fault.size)} flags ${hex(fault.flags)}`;
+    if (fault.errno === EHWPOISON) return hardwareMemoryError(fault, facts, vcpu);
     if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
       return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`, `tsvmm: memory fault at ${where} on vCPU ${vcpu.vcpu}`] };
     }

@@ -7,7 +7,12 @@ import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Outcome } from './dispatch';
 import { RefaultGuard } from './memory-fault-policy';
 import type { Machine } from './machine';
-import { runSteps, type Step } from './steps';
+import { StepQueue, type Step } from './steps';
+import { vmBuggedStop, type StopOutcome } from './dispatch';
+import { MemslotError } from '../hypervisor/hypervisor';
+import { isTerminal } from './run-state';
+
+const EIO = 5;
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
 export class VcpuRunner {
@@ -28,6 +33,29 @@ export class VcpuRunner {
   private holdsLock = false;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
+
+  /**
+   * Whether this vCPU may enter KVM_RUN now: not once the VM reached a terminal state (a stop on any
+   * vCPU, a bugged VM). The vCPU loop's top asks it before every entry (vcpu-thread.ts, and the
+   * simulator's vCPU actors), so a thread never re-enters a VM that another thread stopped.
+   */
+  mayEnter(): boolean {
+    return !isTerminal(this.machine.runState.state);
+  }
+
+  /**
+   * Runs the next step a dispatch queued (a memslot change, a device write). A memslot ioctl failing with
+   * EIO means KVM declared the VM bugged meanwhile: that is this vCPU's stop, not a thread crash.
+   */
+  runNextStep(q: StepQueue): StopOutcome | undefined {
+    try {
+      q.runNext();
+      return undefined;
+    } catch (e) {
+      if (e instanceof MemslotError && e.errno === EIO) return vmBuggedStop(this.vcpu.index, 'KVM_SET_USER_MEMORY_REGION');
+      throw e;
+    }
+  }
 
   /**
    * One KVM_RUN. The revocation generation is read first and BAR accessibility after it: a
@@ -99,11 +127,19 @@ export class VcpuRunner {
   run(): { exit: VcpuExit; outcome: Outcome } {
     const exit = this.enter();
     const h = this.beginHandle(exit)!;
+    let outcome = h.outcome;
     try {
-      runSteps(h.pending);
+      const q = new StepQueue(h.pending);
+      while (q.length > 0) {
+        const stop = this.runNextStep(q);
+        if (stop) {
+          outcome = stop;
+          break;
+        }
+      }
     } finally {
       this.endHandle();
     }
-    return { exit, outcome: h.outcome };
+    return { exit, outcome };
   }
 }

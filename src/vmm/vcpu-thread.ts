@@ -16,7 +16,7 @@ import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
-import type { Outcome } from './dispatch';
+import { recordStop, type StopOutcome } from './dispatch';
 import { LatencySamples } from './latency';
 
 export interface VcpuThreadData {
@@ -32,7 +32,8 @@ export interface VcpuThreadData {
   latency: SharedArrayBuffer;
 }
 
-function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, { kind: 'stop' }>['state']): string {
+function dumpState(vcpu: KvmVcpu, memory: GuestMemory, o: StopOutcome): string {
+  const state = o.state;
   try {
     const regs = vcpu.getRegs();
     const sregs = vcpu.getSregs();
@@ -45,6 +46,7 @@ function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, {
     const note = state === 'shutdown' ? lostShutdownStateNote(regs, sregs) : undefined;
     return note ? `${dump}\n${note}` : dump;
   } catch (e) {
+    if (o.vmBugged) return `vCPU ${vcpu.index} registers unreadable: ${(e as Error).message} (a bugged VM refuses every vCPU ioctl)`;
     return `(register dump unavailable: ${(e as Error).message})`;
   }
 }
@@ -60,12 +62,13 @@ function main(d: VcpuThreadData): void {
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
   const runner = new VcpuRunner(vcpu, machine);
   let memory: GuestMemory | undefined;
-  const stopWith = (o: Extract<Outcome, { kind: 'stop' }>) => {
+  const stopWith = (o: StopOutcome) => {
+    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1. The other
+    // vCPUs of a bugged VM see EIO too; recordStop() lets only the first report print.
+    if (!recordStop(machine.runState, o)) return;
     memory ??= new GuestMemory(d.shared.ram);
-    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o.state)}` : '';
+    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o)}` : '';
     writeStderr(`${o.lines.join('\n')}${dump}\n`);
-    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1.
-    machine.runState.transition(o.state, 1);
   };
   const latency = new LatencySamples(d.latency);
   let faultAt = 0;
@@ -73,7 +76,7 @@ function main(d: VcpuThreadData): void {
   control.markRunStart(d.index);
   try {
     for (;;) {
-      if (control.stopRequested(d.index)) break;
+      if (control.stopRequested(d.index) || !runner.mayEnter()) break;
       const held = machine.runState.state;
       if (held === 'paused' || held === 'prelaunch') {
         // QMP `stop` (Vm.pause() set the state, then kicked us out of KVM_RUN) or `--paused`
