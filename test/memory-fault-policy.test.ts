@@ -7,7 +7,8 @@ import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { runSteps } from '../src/vmm/steps';
 import { Run, ExitReason } from '../src/kvm/constants';
-import { recordStop, vmBuggedStop, type StopOutcome } from '../src/vmm/dispatch';
+import { recordStop, type StopOutcome } from '../src/vmm/dispatch';
+import { vmBuggedStop } from '../src/vmm/memory-fault-policy';
 import { MemslotError, type MemslotSpec } from '../src/hypervisor/hypervisor';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 

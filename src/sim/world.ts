@@ -43,7 +43,7 @@ import type { MemoryFaultPolicy, PolicyName } from '../vmm/memory-fault-policy';
 import { StepQueue } from '../vmm/steps';
 import { recordStop } from '../vmm/dispatch';
 import { isTerminal } from '../vmm/run-state';
-import { MemslotError } from '../hypervisor/hypervisor';
+import { stopForFailedStep } from '../vmm/memory-fault-policy';
 import { VcpuRunner } from '../vmm/vcpu-runner';
 import { SimHostMemory } from './host-memory';
 import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
@@ -297,7 +297,7 @@ class HostActor implements Actor {
           // KVM declared the VM bugged (KVM_BUG_ON): every memslot ioctl now fails with EIO. The
           // resync is dropped; the report is the vCPUs' (KVM_REQ_VM_DEAD makes each KVM_RUN return
           // EIO, and the first vCPU to see it names itself), so nothing is printed here.
-          if (!(e instanceof MemslotError && e.errno === 5)) throw e;
+          if (!stopForFailedStep(e, -1)) throw e;
           w.machine.lock.unlock();
           this.done = true;
           return w.tracing ? `${this.name}: ${name} -> EIO (the VM is bugged and stopped): resync dropped` : undefined;

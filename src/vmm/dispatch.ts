@@ -4,10 +4,10 @@
 // the caller (exitNeedsLock); the rest need no lock.
 import { completeMmioRead, type VcpuExit } from '../kvm/exit';
 import { SystemEventType } from '../kvm/constants';
-import type { FaultFacts, MemoryFaultPolicy, VcpuFaultState } from './memory-fault-policy';
+import { vmBuggedStop, type FaultFacts, type MemoryFaultPolicy, type VcpuFaultState } from './memory-fault-policy';
 import type { AccessContext } from '../devices/device';
 import type { Stats } from './stats';
-import { MmioInRamError } from './machine-errors';
+import { MmioFaultStop } from './machine-errors';
 import type { SharedRunState } from './run-state';
 
 export type Outcome =
@@ -87,27 +87,10 @@ function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarg
     if (exit.isWrite) m.mmioWrite(exit.gpa, exit.len, exit.data);
     else completeMmioRead(run, exit.len, m.mmioRead(exit.gpa, exit.len));
   } catch (e) {
-    if (e instanceof MmioInRamError) return stop(['error: kvm run failed Bad address', `tsvmm: ${e.message}`]);
+    if (e instanceof MmioFaultStop) return stop(e.lines);
     throw e;
   }
   return deviceRequest(m);
-}
-
-/**
- * KVM declared the VM bugged (KVM_RUN, or any VM/vCPU ioctl, failed with EIO): its own stop, on
- * whichever vCPU thread sees it. No retry and no refault guard, since it is not a fault; the VM goes
- * to internal-error and no thread enters KVM_RUN on it again (VcpuRunner.mayEnter()).
- */
-export function vmBuggedStop(vcpu: number, what: string): StopOutcome {
-  return {
-    kind: 'stop',
-    state: 'internal-error',
-    lines: [
-      `tsvmm: the kernel declared the VM bugged (KVM_BUG_ON): ${what} on vCPU ${vcpu} failed with EIO. KVM now fails every ioctl on this VM and its vCPUs; the VM stops (internal-error) and is never entered again`,
-    ],
-    dumpRegisters: true,
-    vmBugged: true,
-  };
 }
 
 /**

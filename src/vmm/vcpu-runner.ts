@@ -5,14 +5,12 @@
 import { decodeExit, type VcpuExit } from '../kvm/exit';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Outcome } from './dispatch';
-import { RefaultGuard } from './memory-fault-policy';
 import type { Machine } from './machine';
 import { StepQueue, type Step } from './steps';
-import { vmBuggedStop, type StopOutcome } from './dispatch';
-import { MemslotError } from '../hypervisor/hypervisor';
+import type { StopOutcome } from './dispatch';
+import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
 
-const EIO = 5;
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
 export class VcpuRunner {
@@ -52,7 +50,8 @@ export class VcpuRunner {
       q.runNext();
       return undefined;
     } catch (e) {
-      if (e instanceof MemslotError && e.errno === EIO) return vmBuggedStop(this.vcpu.index, 'KVM_SET_USER_MEMORY_REGION');
+      const stop = stopForFailedStep(e, this.vcpu.index);
+      if (stop) return stop;
       throw e;
     }
   }
