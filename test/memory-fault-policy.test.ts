@@ -10,6 +10,8 @@ import { Run, ExitReason } from '../src/kvm/constants';
 import { recordStop, type StopOutcome } from '../src/vmm/dispatch';
 import { vmBuggedStop } from '../src/vmm/memory-fault-policy';
 import { MemslotError, type MemslotSpec } from '../src/hypervisor/hypervisor';
+import { vmQmpTarget, terminalEvents } from '../src/qmp/vm-target';
+import type { Vm } from '../src/vmm/vm';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 
 const EFAULT = 14;
@@ -151,4 +153,13 @@ test('a memslot ioctl failing with EIO during a dispatch (the VM was bugged mean
   assert.equal(o.kind, 'stop');
   assert.match(o.lines[0]!, /KVM_BUG_ON\): KVM_SET_USER_MEMORY_REGION on vCPU 0 failed with EIO/);
   assert.equal(m.lock.held, false, 'the device lock was released');
+});
+
+test('a bugged VM is in internal-error for QMP: query-status and the events a management tool gets', () => {
+  const { m } = machine();
+  m.runState.transition('running');
+  assert.equal(recordStop(m.runState, vmBuggedStop(1, 'KVM_RUN')), true);
+  const target = vmQmpTarget({ machine: m } as unknown as Vm, { emit: () => {}, onQuit: () => {} });
+  assert.equal(target.status(), 'internal-error');
+  assert.deepEqual(terminalEvents('internal-error', 'guest-shutdown').map(([name]) => name), ['STOP']);
 });
