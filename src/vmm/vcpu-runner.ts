@@ -10,6 +10,7 @@ import { StepQueue, type Step } from './steps';
 import type { StopOutcome } from './dispatch';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
+import type { FaultLatency } from './fault-latency';
 
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
@@ -29,6 +30,14 @@ export class VcpuRunner {
     return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
   };
   private holdsLock = false;
+  /** Called when an access that faulted completes (its MMIO exit returned), with the interval's parts. */
+  onFaultCompleted: ((p: FaultLatency) => void) | undefined;
+  /** Times (performance.now(), ms) of the entry being handled, taken only while a fault is timed. */
+  private timed = false;
+  private tReturned = 0;
+  private tLocked = 0;
+  /** The fault interval in progress: its start and the parts summed so far (ms). */
+  private pending: { start: number; lockWait: number; classification: number; memslotWork: number } | undefined;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
 
@@ -67,6 +76,10 @@ export class VcpuRunner {
     this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
     this.recordRevokedBars();
     const ret = this.vcpu.run();
+    // A fault returns -1: the clock starts here, before decoding. Timing only faults and the entries
+    // after them keeps performance.now() off the ordinary exit path.
+    this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
+    if (this.timed) this.tReturned = performance.now();
     return decodeExit(this.vcpu.runPage, ret);
   }
 
@@ -99,6 +112,7 @@ export class VcpuRunner {
       }
       this.holdsLock = true;
     }
+    if (this.timed) this.tLocked = performance.now();
     try {
       const outcome = dispatchExit(exit, this.machine, {
         vcpu: this.vcpu.index,
@@ -125,7 +139,17 @@ export class VcpuRunner {
   /** enter + dispatch + steps + unlock, back to back. */
   run(): { exit: VcpuExit; outcome: Outcome } {
     const exit = this.enter();
+    if (this.timed && this.pending && exit.kind === 'mmio') {
+      // The retried access completed: the interval ends at this KVM_RUN's return.
+      const p = this.pending;
+      this.pending = undefined;
+      const total = this.tReturned - p.start;
+      const us = (ms: number) => ms * 1000;
+      this.onFaultCompleted!({ total: us(total), lockWait: us(p.lockWait), classification: us(p.classification), memslotWork: us(p.memslotWork), reentry: us(total - p.lockWait - p.classification - p.memslotWork) });
+      this.timed = false;
+    }
     const h = this.beginHandle(exit)!;
+    const tDispatched = this.timed ? performance.now() : 0;
     let outcome = h.outcome;
     try {
       const q = new StepQueue(h.pending);
@@ -138,6 +162,12 @@ export class VcpuRunner {
       }
     } finally {
       this.endHandle();
+    }
+    if (this.timed && (exit.kind === 'run-error' || exit.kind === 'memory-fault') && outcome.kind === 'continue') {
+      const p = (this.pending ??= { start: this.tReturned, lockWait: 0, classification: 0, memslotWork: 0 });
+      p.lockWait += this.tLocked - this.tReturned;
+      p.classification += tDispatched - this.tLocked;
+      p.memslotWork += performance.now() - tDispatched;
     }
     return { exit, outcome };
   }

@@ -16,8 +16,10 @@ import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
-import { recordStop, type StopOutcome } from './dispatch';
+import type { Outcome } from './dispatch';
 import { LatencySamples } from './latency';
+import { recordStop, type StopOutcome } from './dispatch';
+import { FaultLatencyParts } from './fault-latency';
 
 export interface VcpuThreadData {
   shared: MachineShared;
@@ -30,6 +32,8 @@ export interface VcpuThreadData {
   kickSignal: number;
   /** Fault-to-completion latency samples (LatencySamples). */
   latency: SharedArrayBuffer;
+  /** Their parts (FaultLatencyParts), if the VM keeps them. */
+  faultParts?: SharedArrayBuffer;
 }
 
 function dumpState(vcpu: KvmVcpu, memory: GuestMemory, o: StopOutcome): string {
@@ -71,7 +75,12 @@ function main(d: VcpuThreadData): void {
     writeStderr(`${o.lines.join('\n')}${dump}\n`);
   };
   const latency = new LatencySamples(d.latency);
-  let faultAt = 0;
+  const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
+  // From KVM_RUN's return with the fault to the return of the exit that completes the access.
+  runner.onFaultCompleted = (p) => {
+    latency.add(p.total);
+    faultParts?.add(p);
+  };
   control.setStatus(d.index, VcpuStatus.Running);
   control.markRunStart(d.index);
   try {
@@ -88,12 +97,6 @@ function main(d: VcpuThreadData): void {
         continue;
       }
       const { exit, outcome } = runner.run();
-      if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
-        if (faultAt === 0) faultAt = performance.now();
-      } else if (faultAt !== 0 && exit.kind === 'mmio') {
-        latency.add((performance.now() - faultAt) * 1000);
-        faultAt = 0;
-      }
       if (exit.kind === 'interrupted') {
         vcpu.setImmediateExit(false);
         if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;

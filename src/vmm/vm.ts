@@ -18,6 +18,7 @@ import { writeBootInfo, type BootInfo } from '../boot/boot-info';
 import { CONTROL_BASE } from '../devices/control';
 import type { Stats } from './stats';
 import { LatencySamples } from './latency';
+import { FaultLatencyParts } from './fault-latency';
 
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
@@ -48,6 +49,8 @@ export class Vm {
   private readonly workers: Worker[] = [];
   private readonly exited: Promise<void>[] = [];
   readonly latency = new LatencySamples();
+  /** The parts of each fault-to-completion interval (lock wait, classification, memslot work, re-entry). */
+  readonly faultParts = new FaultLatencyParts();
   private startedAt = 0;
 
   private constructor(
@@ -126,6 +129,7 @@ export class Vm {
         control: this.control.shared,
         kickSignal: kick,
         latency: this.latency.shared,
+        faultParts: this.faultParts.shared,
       };
       const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);
