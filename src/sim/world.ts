@@ -12,6 +12,10 @@
 // Exits that need no lock (EINTR, HLT) are dispatched within their enter step.
 // The host's steps: "revoke" (ShmHostDevice.hostRevoke(), without the device lock, as the host kernel
 // does), then "restore" (lock, hostRestore(), Machine.resyncBars()), its steps, "release".
+// A stop does not end the run: like the vCPU threads, every other vCPU finishes the step it is in
+// and leaves its loop at the next entry (VcpuRunner.mayEnter()); the host actor stops resyncing.
+// Options add a second device (pt1, left decoding), a poisoned pt0 BAR0 page (EHWPOISON), and an
+// access that reaches a kernel bug path (kernel bug-on: KVM_BUG_ON, EIO, a bugged VM).
 //
 // Invariants (the violation kinds):
 //   vm-death       the VM stopped (internal-error or another terminal state) other than for a fault

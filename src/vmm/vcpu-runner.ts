@@ -4,14 +4,12 @@
 // endHandle() separately so other actors can run between them and between queued steps.
 import { decodeExit, type VcpuExit } from '../kvm/exit';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
-import { dispatchExit, exitNeedsLock, type Outcome } from './dispatch';
+import { dispatchExit, exitNeedsLock, type Outcome, type StopOutcome } from './dispatch';
 import type { Machine } from './machine';
 import { StepQueue, type Step } from './steps';
-import type { StopOutcome } from './dispatch';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
 import type { FaultLatency } from './fault-latency';
-
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
 export class VcpuRunner {
