@@ -94,13 +94,16 @@ function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarg
 }
 
 /**
- * Moves the run state to a stop's state (the first terminal state wins); returns whether the stop's
- * diagnostics should be printed. Every vCPU of a bugged VM gets EIO: only the first one's report
- * is printed, so a bugged VM yields one message, not one per vCPU.
+ * Reports a stop (`report` prints its diagnostics), then moves the run state to its state (the first
+ * terminal state wins), so the diagnostics come before anything that reacts to the state. Every
+ * vCPU of a bugged VM gets EIO: only the first one's report is printed, so a bugged VM yields one
+ * message, not one per vCPU. Returns whether this stop was reported.
  */
-export function recordStop(runState: SharedRunState, o: StopOutcome): boolean {
+export function recordStop(runState: SharedRunState, o: StopOutcome, report: () => void = () => {}): boolean {
+  const reported = o.vmBugged !== true || runState.claimBugReport();
+  if (reported) report();
   runState.transition(o.state, 1);
-  return o.vmBugged !== true || runState.claimBugReport();
+  return reported;
 }
 
 export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Outcome {

@@ -69,10 +69,11 @@ function main(d: VcpuThreadData): void {
   const stopWith = (o: StopOutcome) => {
     // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1. The other
     // vCPUs of a bugged VM see EIO too; recordStop() lets only the first report print.
-    if (!recordStop(machine.runState, o)) return;
-    memory ??= new GuestMemory(d.shared.ram);
-    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o)}` : '';
-    writeStderr(`${o.lines.join('\n')}${dump}\n`);
+    recordStop(machine.runState, o, () => {
+      memory ??= new GuestMemory(d.shared.ram);
+      const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o)}` : '';
+      writeStderr(`${o.lines.join('\n')}${dump}\n`);
+    });
   };
   const latency = new LatencySamples(d.latency);
   const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
