@@ -59,7 +59,12 @@ first=$status
 if [ $status -ne 0 ]; then
   # Every failed test and suite of the first run, as node:test's TAP names them.
   grep -E '^[[:space:]]*not ok [0-9]+ - ' "$CI_DIR/kvm-in-qemu-run1.log" | sed -E 's/^[[:space:]]*not ok [0-9]+ - /  /' >"$failures"
-  [ -s "$failures" ] || echo "  (no test reported a failure: the run ended with status $status before or between tests; see kvm-in-qemu-run1.log)" >"$failures"
+  if [ ! -s "$failures" ]; then
+    # No test failed: the run was cut short (a crash, a wedge, the timeout). Say after which test
+    # (node:test's TAP names a test only once it has finished).
+    last=$(grep -E '^[[:space:]]*(not )?ok [0-9]+ - ' "$CI_DIR/kvm-in-qemu-run1.log" | tail -n 1 | sed -E 's/^[[:space:]]*(not )?ok [0-9]+ - //')
+    echo "  (no test reported a failure: the run ended with status $status ${last:+after the test '$last'}${last:-before any test finished}; see kvm-in-qemu-run1.log)" >"$failures"
+  fi
   echo "*** tsvmm: KVM-IN-QEMU SUITES FAILED ON THE FIRST RUN (status $status, output above); running them once more, the inner KVM on shadow paging (kvm_amd.npt=0) ***"
   run_suites kvm_amd.npt=0 "$CI_DIR/kvm-in-qemu-run2.log"
   status=$?
