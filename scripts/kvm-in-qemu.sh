@@ -380,9 +380,16 @@ qpid=$!
 # KVMQ_TIMEOUT would waste the rest of the budget, so stop it once a CPU has been stuck for
 # KVMQ_WEDGE_SECS (default 120; the kernel's own threshold is ~20 s and slow TCG trips it briefly).
 wedge=${KVMQ_WEDGE_SECS:-120}
+# The watcher prints nothing and must not hold our stdout/stderr: a caller that captures them waits
+# for every writer to close, and the watcher's `sleep` outlived `kill $wpid` by up to 5 s. Its sleep
+# is killed with it (the TERM trap), and its fds point elsewhere anyway.
 (
+  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+  sp=""
   while kill -0 "$qpid" 2>/dev/null; do
-    sleep 5
+    sleep 5 &
+    sp=$!
+    wait "$sp"
     stuck=$(sed -n 's/.*soft lockup - CPU#[0-9]* stuck for \([0-9]*\)s.*/\1/p' "$job/console.log" 2>/dev/null | sort -n | tail -1)
     if [ -n "$stuck" ] && [ "$stuck" -ge "$wedge" ]; then
       echo "$stuck" >"$job/wedged"
@@ -390,7 +397,7 @@ wedge=${KVMQ_WEDGE_SECS:-120}
       break
     fi
   done
-) &
+) </dev/null >/dev/null 2>&1 &
 wpid=$!
 set +e
 wait "$qpid"

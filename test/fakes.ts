@@ -2,6 +2,9 @@
 // the real VMM code (memory map, machine, devices, policy) under test without KVM.
 import type { HypervisorVm, MemslotSpec } from '../src/hypervisor/hypervisor';
 import type { HostMemory } from '../src/memory/host-memory';
+import type { HypervisorVcpu } from '../src/hypervisor/hypervisor';
+import { emptyRegs, decodeSregs } from '../src/kvm/regs';
+import { SIZEOF_KVM_SREGS } from '../src/kvm/constants';
 
 export class RecordingVm implements HypervisorVm {
   readonly kind = 'sim' as const;
@@ -56,3 +59,29 @@ export class FakeHostMemory implements HostMemory {
     return false;
   }
 }
+
+/** A vCPU whose KVM_RUN returns what the test scripts (0 or -errno), the run page as the test left it. */
+export class ScriptedVcpu implements HypervisorVcpu {
+  readonly runPage = new DataView(new ArrayBuffer(3 * 4096));
+  readonly script: number[] = [];
+  entries = 0;
+  regsError: Error | undefined;
+  constructor(readonly index = 0) {}
+  run(): number {
+    this.entries++;
+    const r = this.script.shift();
+    if (r === undefined) throw new Error('ScriptedVcpu: KVM_RUN with nothing scripted');
+    return r;
+  }
+  getRegs() {
+    if (this.regsError) throw this.regsError;
+    return emptyRegs();
+  }
+  setRegs(): void {}
+  getSregs() {
+    if (this.regsError) throw this.regsError;
+    return decodeSregs(new Uint8Array(SIZEOF_KVM_SREGS));
+  }
+  setSregs(): void {}
+}
+

@@ -80,3 +80,48 @@ test('memory map: misaligned memslot regions and a second thread see the same ma
   assert.equal(map.resolve(0x10000n)?.region.name, 'ram', 'the first thread sees the second one\'s region');
   assert.throws(() => other.commit(), /no hypervisor VM/);
 });
+
+test('memory map (property): after random region operations and a commit the slots are the desired ones; no two slots overlap after any step; deletes come before adds', () => {
+  const P = 0x1000n;
+  const op = fc.oneof(
+    fc.record({ op: fc.constant('add' as const), page: fc.integer({ min: 0, max: 31 }), pages: fc.integer({ min: 1, max: 8 }), priority: fc.integer({ min: 0, max: 2 }), kind: fc.constantFrom('ram' as const, 'host-mapped' as const, 'mmio' as const) }),
+    fc.record({ op: fc.constant('remove' as const), pick: fc.nat() }),
+    fc.record({ op: fc.constant('update' as const), pick: fc.nat(), page: fc.integer({ min: 0, max: 31 }), kind: fc.constantFrom('ram' as const, 'host-mapped' as const, 'mmio' as const) }),
+    fc.record({ op: fc.constant('commit' as const) }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 24 }), (ops) => {
+      const vm = new RecordingVm(); // throws on overlapping memslots, at the step that creates them
+      const map = MemoryMap.create(vm);
+      const ids: number[] = [];
+      let hva = 0x7f00_0000_0000n;
+      const commitAndCheck = () => {
+        const steps = map.commitSteps();
+        const kinds = steps.map((s) => (s.name.startsWith('memslot-delete') ? 'd' : 'a'));
+        assert.ok(kinds.lastIndexOf('d') < (kinds.indexOf('a') < 0 ? Infinity : kinds.indexOf('a')), `a delete after an add: ${kinds.join('')}`);
+        for (const s of steps) {
+          s.run();
+          const slots = [...vm.slots.values()];
+          for (const a of slots) for (const b of slots) if (a !== b) assert.ok(a.gpa + a.size <= b.gpa || b.gpa + b.size <= a.gpa, `slots ${a.slot} and ${b.slot} overlap after ${s.name}`);
+        }
+        const key = (s: { gpa: bigint; size: bigint; hostAddress: bigint }) => `${s.gpa}:${s.size}:${s.hostAddress}`;
+        assert.deepEqual([...vm.slots.values()].map(key).sort(), map.desiredSlots().map(key).sort());
+        assert.deepEqual(map.slots().map(key).sort(), map.desiredSlots().map(key).sort(), "the map's own slot table agrees");
+      };
+      for (const o of ops) {
+        if (o.op === 'add') {
+          hva += 0x10_0000n;
+          ids.push(map.addRegion({ name: `r${ids.length}`, kind: o.kind, gpa: BigInt(o.page) * P, size: BigInt(o.pages) * P, priority: o.priority, hostAddress: hva, readOnly: false, handler: o.kind === 'mmio' ? 0 : -1 }));
+        } else if (o.op === 'remove' && ids.length > 0) {
+          map.removeRegion(ids.splice(o.pick % ids.length, 1)[0]!);
+        } else if (o.op === 'update' && ids.length > 0) {
+          map.updateRegion(ids[o.pick % ids.length]!, { kind: o.kind, gpa: BigInt(o.page) * P });
+        } else if (o.op === 'commit') {
+          commitAndCheck();
+        }
+      }
+      commitAndCheck();
+    }),
+    { numRuns: 300 },
+  );
+});

@@ -17,6 +17,7 @@ const base: SimCliOptions = {
   maxSchedules: 1_000_000,
   livelockBound: 64,
   shrink: true,
+  devices: 1,
 };
 
 describe('tsvmm sim options', () => {
@@ -46,7 +47,8 @@ describe('tsvmm sim options', () => {
       return p;
     };
     for (const [args, pattern] of [
-      [['--kernel', 'nope'], /Allowed choices are unpatched, patched, emulated/],
+      [['--kernel', 'nope'], /Allowed choices are unpatched, patched, emulated, bug-on/],
+      [['--devices', '3'], /--devices must be from 1 to 2, got 3/],
       [['--accessors', '9'], /--accessors must be from 1 to 4, got 9/],
       [['--bound', 'x'], /--bound must be an integer, got 'x'/],
       [['--exhaustive', '--random'], /cannot be combined/],
@@ -90,6 +92,23 @@ describe('tsvmm sim reports', () => {
     assert.match(r.stdout, /violations: \d+ \(vm-death \d+\)/);
     assert.match(r.stdout, /VCPU generated error: VcpuRun\(Bad address\)/);
     assert.match(r.stdout, /pt0: device-config-write/);
+  });
+
+  test('the CLI: --kernel bug-on --kernel-bug, --poison, --devices 2 run clean for tsvmm; --poison needs patched or bug-on', async () => {
+    const bug = await runCli(['sim', '--kernel', 'bug-on', '--kernel-bug', '--host-revoke', '--bound', '1', '--toggles', '1', '--json']);
+    assert.equal(bug.code, 0, bug.stderr);
+    const j = JSON.parse(bug.stdout);
+    assert.equal(j.kernel, 'bug-on');
+    assert.equal(j.kernelBug, true);
+    assert.equal(j.violations, 0);
+    assert.equal(j.buggedVm, 0);
+    const poison = await runCli(['sim', '--kernel', 'patched', '--poison', '--devices', '2', '--bound', '1', '--toggles', '1']);
+    assert.equal(poison.code, 0, poison.stderr);
+    assert.match(poison.stdout, /2 devices, BAR0 page poisoned/);
+    assert.match(poison.stdout, /^violations: 0$/m);
+    const bad = await runCli(['sim', '--kernel', 'unpatched', '--poison']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--poison needs --kernel patched or bug-on/);
   });
 
   test('the CLI: random mode and bad arguments', async () => {

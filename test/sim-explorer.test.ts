@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { explore, replay, runSchedule, shrinkSchedule, type ExploreOptions } from '../src/sim/explorer';
 import { DEFAULT_SIM_OPTIONS, RAM_PROBE_GPA, World, type SimOptions } from '../src/sim/world';
 import { KERNEL_VARIANTS } from '../src/sim/kernel';
-import { RefaultGuard, type FaultDecision, type MemoryFaultPolicy } from '../src/vmm/memory-fault-policy';
+import { MAX_RETRIES_WITHOUT_PROGRESS, type FaultDecision, type MemoryFaultPolicy } from '../src/vmm/memory-fault-policy';
 
 const EXHAUSTIVE = (bound: number): ExploreOptions => ({ mode: 'exhaustive', bound, seeds: 0, seed0: 1, maxSchedules: 200_000, shrink: true });
 const RANDOM = (seeds: number): ExploreOptions => ({ mode: 'random', bound: 0, seeds, seed0: 7, maxSchedules: 0, shrink: true });
@@ -112,25 +112,24 @@ describe('planted bugs are caught', () => {
     assert.match(fv.schedule[0]!, /^host: revoke pt0/);
   });
 
-  test('re-entering without deleting the memslot hits the refault guard: a VM death naming the loop', () => {
+  test('re-entering without deleting the memslot hits the production refault guard: a VM death naming the loop', () => {
+    // The planted bug is in the machine (its BAR resync forgets the memslot), not in the policy: the
+    // unmodified tsvmm policy and its guard (guarded()) decide, so this is the production guard.
     const s = sim({
       kernel: 'patched',
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) =>
-        planted(base, {
-          onMemoryFault: (f, facts, v): FaultDecision => {
-            const n = v.guard.record(`mf:${f.gpa}`, facts.memoryMapGeneration());
-            if (n > v.guard.limit) return { kind: 'fatal', lines: [`tsvmm: refault loop on vCPU ${v.vcpu}: retried ${n} times without any memory-map change`] };
-            return retryWithoutResync();
-          },
-        }),
+      plant: (w) => {
+        w.machine.resyncBars = () => [];
+      },
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind['vm-death'] > 0);
-    assert.match(r.firstViolation!.lines[0]!, /refault loop/);
-    assert.equal(new RefaultGuard().limit, 4);
+    const lines = r.firstViolation!.lines;
+    assert.match(lines[0]!, new RegExp(`^tsvmm: refault loop on vCPU 0: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 size 0x1000 flags 0x0 in pt0 BAR0 .* retried ${MAX_RETRIES_WITHOUT_PROGRESS + 1} times without any memory-map change`));
+    assert.match(lines[1]!, /^  pt0 BAR0 \[0xc0000000, \+0x1000\) decode on, host mapping revoked, memslot present$/);
+    assert.equal(r.violationsByKind.livelock, 0, 'the guard stops it before the livelock bound');
   });
 
   test('answering an Unsupported Request with zero instead of all ones gives bad values', () => {
@@ -199,6 +198,31 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
     });
   }
 
+  for (const kernel of KERNEL_VARIANTS) {
+    test(`${kernel}, two devices, the host holds pt0 away: the fault is diagnosed as outside every BAR on every schedule (exhaustive, bound 2)`, () => {
+      const r = explore(sim({ kernel, ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1 }), EXHAUSTIVE(2));
+      assert.equal(r.complete, true);
+      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+    });
+  }
+
+  test('planted: the EFAULT rule before the per-device fix (any BAR accessible anywhere explains a revoked-at-entry fault) is caught with two devices', () => {
+    // The old rule: "some BAR was revoked at entry" and "some BAR (of any device) is accessible now".
+    const old = (base: MemoryFaultPolicy) =>
+      planted(base, {
+        onRunError: (e, f, v) => {
+          const any = v.barRevokedAtEntry !== undefined && f.passthroughBars().some(v.barRevokedAtEntry);
+          return base.onRunError(e, f, { ...v, barRevokedAtEntry: () => any });
+        },
+      });
+    const two = explore(sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }), EXHAUSTIVE(2));
+    assert.ok(two.violationsByKind['missed-stop'] > 0, 'caught');
+    assert.match(two.firstViolation!.message, /do not say it is outside every passthrough BAR: tsvmm: refault loop/);
+    // With one device the old rule was right: nothing to catch.
+    const one = explore(sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }), EXHAUSTIVE(2));
+    assert.equal(one.violations, 0, one.firstViolation?.message);
+  });
+
   test('a policy that retries every fault never stops: caught', () => {
     const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }), EXHAUSTIVE(0));
     assert.equal(r.violations, 1);
@@ -252,5 +276,126 @@ describe('the explorer itself', () => {
     assert.equal(w.bar0, 0xc000_0000n);
     assert.ok(w.vm.slotAt(w.bar0));
     assert.equal(w.deviceDecoding(), true);
+  });
+});
+
+describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
+  for (const kernel of ['patched', 'bug-on'] as const) {
+    for (const barOrder of ['qemu', 'unmap-first'] as const) {
+      test(`${kernel}, BAR order ${barOrder}: every schedule stops with "hardware memory error (EHWPOISON) at gpa 0xc0000000", never re-entering (exhaustive, bound 1)`, () => {
+        const r = explore(sim({ kernel, barOrder, poison: true, hostRevoke: true }), EXHAUSTIVE(1));
+        assert.equal(r.complete, true);
+        assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+        const run = runSchedule(sim({ kernel, barOrder, poison: true }), (_p, _e, def) => def, true);
+        assert.match(run.world.stopLines![0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0xc0000000 size 0x1000 on vCPU 0 \(pt0 BAR0/);
+      });
+    }
+  }
+
+  test('planted: the policy before the fix (errno ignored: EHWPOISON retried like EFAULT) is caught', () => {
+    const old = (base: MemoryFaultPolicy) => planted(base, { onMemoryFault: (f, facts, v) => base.onMemoryFault({ ...f, errno: 14 }, facts, v) });
+    const r = explore(sim({ kernel: 'patched', poison: true, policyOverride: old }), EXHAUSTIVE(0));
+    assert.equal(r.firstViolation?.kind, 'missed-stop');
+    assert.match(r.firstViolation!.message, /re-entered KVM_RUN after a hardware memory error \(EHWPOISON\) at gpa 0xc0000000/);
+  });
+
+  test('the unpatched and emulated kernels refuse the scenario (they would SIGBUS the vCPU thread)', () => {
+    assert.throws(() => new World(sim({ kernel: 'unpatched', poison: true })), /poison needs kernel patched or bug-on/);
+  });
+});
+
+describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
+  const buggedSim = (o: Partial<SimOptions> = {}) => sim({ kernel: 'bug-on', kernelBug: true, accessors: 2, toggles: 1, ...o });
+
+  for (const barOrder of ['qemu', 'unmap-first'] as const) {
+    test(`BAR order ${barOrder}, host revoke: no schedule re-enters the bugged VM; one report naming KVM_BUG_ON (exhaustive, bound 2)`, () => {
+      const r = explore(buggedSim({ barOrder, hostRevoke: true }), EXHAUSTIVE(2));
+      assert.equal(r.complete, true);
+      assert.ok(r.schedules > 1000, `${r.schedules} schedules`);
+      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+    });
+  }
+
+  test('random schedules, 3 accessors: 0 violations, and other vCPUs did meet EIO', () => {
+    let othersSawEio = 0;
+    const r = explore(buggedSim({ accessors: 3, hostRevoke: true, plant: (w) => w.onFinish.push(() => (othersSawEio += w.vcpusThatSawEio() > 1 ? 1 : 0)) }), RANDOM(300));
+    assert.equal(r.violations, 0, r.firstViolation?.message);
+    assert.ok(othersSawEio > 0, 'some schedule had a second vCPU enter the bugged VM before the first report (the case that must stay quiet)');
+  });
+
+  test('the default schedule: internal-error, one report, registers unreadable, said so', () => {
+    const run = runSchedule(buggedSim(), (_p, _e, def) => def, true);
+    assert.equal(run.world.machine.runState.state, 'internal-error');
+    const lines = run.world.stopLines!;
+    assert.match(lines[0]!, /^tsvmm: the kernel declared the VM bugged \(KVM_BUG_ON\): KVM_RUN on vCPU 0 failed with EIO/);
+    assert.equal(run.violation, undefined);
+  });
+
+  test('the same access on kernels without the second patch is a plain EFAULT outside every BAR', () => {
+    for (const kernel of ['unpatched', 'patched', 'emulated'] as const) {
+      const r = explore(sim({ kernel, kernelBug: true, accessors: 1, toggles: 1 }), EXHAUSTIVE(1));
+      assert.equal(r.violations, 0, `${kernel}: ${r.firstViolation?.message}`);
+    }
+  });
+
+  test('planted: the old decoder (EIO as a plain KVM_RUN error: "kvm run failed Input/output error") is caught', () => {
+    const r = explore(
+      buggedSim({
+        plant: (w) => {
+          for (const runner of w.runners()) {
+            const enter = runner.enter.bind(runner);
+            runner.enter = () => {
+              const e = enter();
+              return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
+            };
+          }
+        },
+      }),
+      EXHAUSTIVE(1),
+    );
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /does not say so/);
+    assert.equal(r.firstViolation!.lines[0], 'error: kvm run failed Input/output error');
+  });
+
+  test('planted: retrying the EIO (a policy that treats it as a fault to recover) is caught as a re-entry', () => {
+    const r = explore(
+      buggedSim({
+        policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
+        plant: (w) => {
+          for (const runner of w.runners()) {
+            const enter = runner.enter.bind(runner);
+            runner.enter = () => {
+              const e = enter();
+              return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
+            };
+          }
+        },
+      }),
+      EXHAUSTIVE(0),
+    );
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /vcpu0 entered KVM_RUN on a bugged VM after its own KVM_RUN had failed with EIO/);
+  });
+
+  test('planted: a vCPU loop that does not check the run state before KVM_RUN is caught', () => {
+    const r = explore(buggedSim({ plant: (w) => w.runners().forEach((runner) => (runner.mayEnter = () => true)) }), EXHAUSTIVE(1));
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /entered KVM_RUN on a bugged VM after the VM stopped \(internal-error\)/);
+  });
+
+  test('planted: every vCPU printing its own EIO report (no recordStop) is caught as a storm', () => {
+    const r = explore(
+      buggedSim({
+        accessors: 3,
+        plant: (w) => {
+          // Every EIO report claims to be the first: what the VMM did before recordStop().
+          w.machine.runState.claimBugReport = () => true;
+        },
+      }),
+      RANDOM(300),
+    );
+    assert.equal(r.firstViolation?.kind, 'bugged-vm');
+    assert.match(r.firstViolation!.message, /a second stop report for the bugged VM/);
   });
 });

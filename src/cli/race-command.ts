@@ -41,7 +41,12 @@ export interface RaceReport {
   vmDeaths: number;
   runState: string;
   exitStatus: number;
-  faultToCompletionMicros?: { samples: number; median: number; p99: number };
+  /**
+   * From KVM_RUN's return with a recovered fault to the return of the MMIO exit that completes the
+   * retried access; `medianParts`: the median of each part (FaultLatencyParts), not a split of the
+   * median total.
+   */
+  faultToCompletionMicros?: { samples: number; median: number; p99: number; medianParts?: Record<'lockWait' | 'classification' | 'memslotWork' | 'reentry', number> };
   wallSeconds: number;
 }
 
@@ -199,12 +204,19 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     vmDeaths: r.state === 'shutdown' && r.exitCode === 0 ? 0 : 1,
     exitStatus: r.exitCode,
     runState: r.state,
-    ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) } } : {}),
+    ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!), ...medianParts(vm) } } : {}),
     wallSeconds: round(r.wallSeconds),
   };
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+function medianParts(vm: Vm): { medianParts?: NonNullable<RaceReport['faultToCompletionMicros']>['medianParts'] } {
+  const p = vm.faultParts.values();
+  if (p.total.length === 0) return {};
+  const med = (v: number[]) => round(LatencySamples.percentile(v, 50)!);
+  return { medianParts: { lockWait: med(p.lockWait), classification: med(p.classification), memslotWork: med(p.memslotWork), reentry: med(p.reentry) } };
+}
 
 export function registerRaceCommand(program: Command): void {
   program

@@ -40,6 +40,9 @@ export interface SimCliOptions {
   hostRevoke?: boolean;
   hostRevokeCycles?: number;
   ramFault?: boolean;
+  devices: number;
+  poison?: boolean;
+  kernelBug?: boolean;
   configAccess: ConfigAccess;
   slice: KernelSlice;
   maxSchedules: number;
@@ -63,6 +66,9 @@ export interface SimReport {
   hostRevoke: boolean;
   hostRevokeCycles: number;
   ramFault: boolean;
+  devices: number;
+  poison: boolean;
+  kernelBug: boolean;
   slice: KernelSlice;
   schedules: number;
   distinctSchedules: number;
@@ -74,6 +80,7 @@ export interface SimReport {
   badWrites: number;
   livelocks: number;
   missedStops: number;
+  buggedVm: number;
   violationsByKind: ExploreResult['violationsByKind'];
   examples: ExploreResult['examples'];
   firstViolation: {
@@ -106,6 +113,7 @@ export function validateSimOptions(o: SimCliOptions): string | undefined {
   if (o.random && o.bound !== undefined) return '--bound applies to --exhaustive; with --random use --seeds';
   if (!o.random && o.seeds !== undefined) return '--seeds applies to --random; with --exhaustive use --bound';
   if (o.hostRevokeCycles !== undefined && !o.hostRevoke) return '--host-revoke-cycles needs --host-revoke';
+  if (o.poison && o.kernel !== 'patched' && o.kernel !== 'bug-on') return `--poison needs --kernel patched or bug-on (the ${o.kernel} kernel sends SIGBUS to the vCPU thread, which the model does not offer)`;
   if (o.policy !== 'tsvmm' && o.barOrder === 'unmap-first') return `--bar-order unmap-first is tsvmm's; the ${o.policy} policy always uses QEMU's order`;
   return undefined;
 }
@@ -121,6 +129,9 @@ export function simOptionsFrom(o: SimCliOptions): { sim: SimOptions; explore: Ex
     hostRevoke: o.hostRevoke === true,
     hostRevokeCycles: o.hostRevokeCycles ?? 1,
     ramFault: o.ramFault === true,
+    devices: o.devices === 2 ? 2 : 1,
+    poison: o.poison === true,
+    kernelBug: o.kernelBug === true,
     configAccess: o.configAccess,
     slice: o.slice,
     livelockBound: o.livelockBound,
@@ -154,6 +165,9 @@ export function runSim(sim: SimOptions, opts: ExploreOptions): SimReport {
     hostRevoke: sim.hostRevoke,
     hostRevokeCycles: sim.hostRevoke ? sim.hostRevokeCycles : 0,
     ramFault: sim.ramFault,
+    devices: sim.devices,
+    poison: sim.poison,
+    kernelBug: sim.kernelBug,
     slice: sim.slice,
     schedules: r.schedules,
     distinctSchedules: r.distinctSchedules,
@@ -164,6 +178,7 @@ export function runSim(sim: SimOptions, opts: ExploreOptions): SimReport {
     badWrites: k['bad-write'],
     livelocks: k.livelock,
     missedStops: k['missed-stop'],
+    buggedVm: k['bugged-vm'],
     violationsByKind: k,
     examples: r.examples,
     firstViolation: fv ? { kind: fv.kind, actor: fv.actor, message: fv.message, lines: fv.lines, steps: fv.schedule.length, foundSteps: fv.foundSteps, schedule: fv.schedule } : null,
@@ -183,7 +198,8 @@ export function formatSimReport(r: SimReport): string {
   const out: string[] = [];
   out.push(
     `tsvmm sim: kernel ${r.kernel}, policy ${r.policy}, BAR order ${r.barOrder}; ${r.accessors} accessor vCPU(s) x widths ${r.widths.join('/')}, ` +
-      `${r.toggles} MEM toggle(s) via ${r.configAccess === 'ports' ? 'ports 0xcf8/0xcfc' : 'ECAM'}, host revoke ${r.hostRevoke ? (r.hostRevokeCycles > 1 ? `x${r.hostRevokeCycles}` : 'on') : 'off'}${r.ramFault ? ', revoked RAM page probed' : ''}`,
+      `${r.toggles} MEM toggle(s) via ${r.configAccess === 'ports' ? 'ports 0xcf8/0xcfc' : 'ECAM'}, host revoke ${r.hostRevoke ? (r.hostRevokeCycles > 1 ? `x${r.hostRevokeCycles}` : 'on') : 'off'}${r.ramFault ? ', revoked RAM page probed' : ''}` +
+      `${r.devices > 1 ? `, ${r.devices} devices` : ''}${r.poison ? ', BAR0 page poisoned' : ''}${r.kernelBug ? ', an access hits a kernel bug path' : ''}`,
   );
   const how = r.mode === 'exhaustive' ? `exhaustive, deviation bound ${r.bound}${r.complete ? ' (complete)' : ' (INCOMPLETE: --max-schedules reached)'}` : `random, ${r.seeds} seed(s), ${r.distinctSchedules} distinct`;
   out.push(`schedules explored: ${r.schedules} (${how}) in ${r.wallSeconds.toFixed(1)} s; longest ${r.maxScheduleSteps} steps`);
@@ -217,7 +233,7 @@ export function registerSimCommand(program: Command): void {
       'check the VMM\'s memory-fault handling against a model of the kernel half: every interleaving of vCPU ' +
         'accesses, config writes that toggle COMMAND.MEM, and host revocations up to a bound (or random schedules)',
     )
-    .addOption(new Option('--kernel <variant>', 'kernel model: unpatched (EFAULT, exit_reason 0), patched (KVM_EXIT_MEMORY_FAULT), emulated (MMIO exit)').choices(KERNEL_VARIANTS).default(SIM_DEFAULTS.kernel))
+    .addOption(new Option('--kernel <variant>', 'kernel model: unpatched (EFAULT, exit_reason 0), patched (KVM_EXIT_MEMORY_FAULT), emulated (MMIO exit), bug-on (patched + KVM_BUG_ON/EIO for "impossible" EFAULTs)').choices(KERNEL_VARIANTS).default(SIM_DEFAULTS.kernel))
     .addOption(new Option('--policy <name>', 'memory-fault policy (src/vmm/memory-fault-policy.ts)').choices(POLICY_NAMES).default(SIM_DEFAULTS.policy))
     .addOption(
       new Option('--bar-order <order>', 'tsvmm\'s BAR order on MEM clear (qemu: the order that opens the race window; unmap-first closes it for guest clears)')
@@ -234,6 +250,9 @@ export function registerSimCommand(program: Command): void {
     .addOption(new Option('--host-revoke', 'add a host actor that revokes and restores the device without the device lock'))
     .addOption(new Option('--host-revoke-cycles <N>', 'revoke/restore pairs the host actor performs (default 1)').argParser(intParser('--host-revoke-cycles', 1, 16)))
     .addOption(new Option('--ram-fault', 'revoke a RAM page and probe it: the VM must stop with diagnostics naming the gpa'))
+    .addOption(new Option('--devices <N>', 'passthrough devices: 2 adds pt1, which stays decoding (the other device a fault must not be blamed on)').argParser(intParser('--devices', 1, 2)).default(1))
+    .addOption(new Option('--poison', 'poison the host page behind pt0 BAR0 (EHWPOISON; needs --kernel patched or bug-on): the VM must stop at its first use'))
+    .addOption(new Option('--kernel-bug', 'accessor 0 ends with an access that reaches a "can\'t happen" kernel path (bug-on: KVM_BUG_ON + EIO bugs the VM)'))
     .addOption(new Option('--config-access <how>', 'how the toggler writes COMMAND').choices(CONFIG_ACCESSES).default('ports'))
     .addOption(new Option('--slice <granularity>', 'KVM_RUN returns after each in-kernel instruction (EINTR) or only on exits/faults').choices(['instruction', 'exit']).default('instruction'))
     .addOption(new Option('--max-schedules <N>', 'stop an exhaustive run after this many schedules').argParser(intParser('--max-schedules', 1, 100_000_000)).default(SIM_DEFAULTS.maxSchedules))

@@ -17,6 +17,12 @@ export type VcpuExit =
   | { kind: 'unknown'; hardwareReason: bigint }
   /** KVM_RUN returned -EINTR/-EAGAIN: a kick or signal; nothing to handle. */
   | { kind: 'interrupted'; errno: number }
+  /**
+   * KVM_RUN returned -1/EIO: KVM has declared the VM bugged or dead (KVM_BUG_ON() ->
+   * kvm_vm_bugged() -> kvm->vm_dead; kvm_vcpu_ioctl() and kvm_vm_ioctl() then fail every call with
+   * EIO, and vcpu_enter_guest() returns -EIO on KVM_REQ_VM_DEAD). Not a fault: nothing to retry.
+   */
+  | { kind: 'vm-bugged'; errno: number }
   /** KVM_RUN returned -1 with an errno that carries no exit (exit_reason is stale and was not read). */
   | { kind: 'run-error'; errno: number }
   /** An exit reason tsvmm does not handle (the catch-all). */
@@ -25,6 +31,7 @@ export type VcpuExit =
 export type ExitKind = VcpuExit['kind'];
 
 const EINTR = 4;
+const EIO = 5;
 const EAGAIN = 11;
 const EFAULT = 14;
 const EHWPOISON = 133;
@@ -45,6 +52,7 @@ export function decodeExit(run: DataView, ret: number): VcpuExit {
   if (ret < 0) {
     const errno = -ret;
     if (errno === EINTR || errno === EAGAIN) return { kind: 'interrupted', errno };
+    if (errno === EIO) return { kind: 'vm-bugged', errno };
     if ((errno === EFAULT || errno === EHWPOISON) && run.getUint32(Run.exitReason, true) === ExitReason.MEMORY_FAULT) {
       return {
         kind: 'memory-fault',

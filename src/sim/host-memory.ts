@@ -11,6 +11,7 @@ import { readLe, viewOf, writeLe } from '../le-bytes';
 
 export const SIM_PAGE_SIZE = 4096;
 const PAGE = BigInt(SIM_PAGE_SIZE);
+const EIO = 5;
 const EBADF = 9;
 const EINVAL = 22;
 /** Where the model's mappings start (an ordinary x86_64 user address, for recognisable dumps). */
@@ -44,6 +45,8 @@ export class SimHostMemory implements HostMemory {
   private readonly mappings: SimMapping[] = [];
   /** Host page addresses currently PROT_NONE. */
   private readonly revoked = new Set<bigint>();
+  /** File pages ("fd:index") with an uncorrectable memory error (memory_failure() marked them). */
+  private readonly poisonedPages = new Set<string>();
   private readonly notifiers: MmuNotifier[] = [];
   private nextFd = 100;
   private nextAddress = MAP_BASE;
@@ -90,10 +93,36 @@ export class SimHostMemory implements HostMemory {
     }
   }
 
+  /**
+   * memory_failure() on the page behind host address `hva`: it is unmapped from every process (the
+   * MMU notifiers run), later faults on it report hardware poison, and read()/write() of it fail
+   * with EIO. Poison is never cleared.
+   */
+  poison(hva: bigint): void {
+    const m = this.mappingAt(hva);
+    if (!m) throw new SimHostMemoryError(`poison: 0x${hva.toString(16)} is not mapped`);
+    this.poisonedPages.add(`${m.fd}:${Math.floor(Number(hva - m.address) / SIM_PAGE_SIZE)}`);
+    const page = hva & ~(PAGE - 1n);
+    for (const n of this.notifiers) n(page, page + PAGE);
+  }
+
+  /** Whether the page behind host address `hva` is poisoned. */
+  poisoned(hva: bigint): boolean {
+    const m = this.mappingAt(hva);
+    return m !== undefined && this.poisonedPages.has(`${m.fd}:${Math.floor(Number(hva - m.address) / SIM_PAGE_SIZE)}`);
+  }
+
+  private touchesPoison(fd: number, offset: number, len: number): boolean {
+    if (this.poisonedPages.size === 0) return false;
+    for (let p = Math.floor(offset / SIM_PAGE_SIZE); p * SIM_PAGE_SIZE < offset + len; p++) if (this.poisonedPages.has(`${fd}:${p}`)) return true;
+    return false;
+  }
+
   pread(fd: number, buf: Uint8Array, offset: number): number {
     const f = this.files.get(fd);
     if (!f) return -EBADF;
     if (!Number.isInteger(offset) || offset < 0) return -EINVAL;
+    if (this.touchesPoison(fd, offset, buf.length)) return -EIO;
     const n = Math.max(0, Math.min(buf.length, f.size - offset));
     this.copyOut(f, offset, buf.subarray(0, n));
     return n;
@@ -103,6 +132,7 @@ export class SimHostMemory implements HostMemory {
     const f = this.files.get(fd);
     if (!f) return -EBADF;
     if (!Number.isInteger(offset) || offset < 0) return -EINVAL;
+    if (this.touchesPoison(fd, offset, buf.length)) return -EIO;
     // memfd: writes past the end grow the file.
     this.copyIn(f, offset, buf);
     f.size = Math.max(f.size, offset + buf.length);
@@ -113,7 +143,7 @@ export class SimHostMemory implements HostMemory {
 
   /** Whether the page holding host address `hva` is mapped and accessible. */
   accessible(hva: bigint): boolean {
-    return this.mappingAt(hva) !== undefined && !this.revoked.has(hva & ~(PAGE - 1n));
+    return this.mappingAt(hva) !== undefined && !this.revoked.has(hva & ~(PAGE - 1n)) && !this.poisoned(hva);
   }
 
   /** A load through the mapping (the caller checked accessible()). Little-endian, 1..8 bytes. */

@@ -21,6 +21,21 @@
 //              gpa = page base, size = 4096}: kvm_handle_error_pfn() with the proposed annotation
 //   emulated   what a host that emulates CPL0 guest code does: an MMIO exit for the gpa, with the
 //              memslot still present
+//   bug-on     patched, plus the seed's second patch: the WARN_ON_ONCE()-protected EFAULTs in x86's
+//              fault path become KVM_BUG_ON() + -EIO. The VM is then bugged: KVM_RUN on every vCPU,
+//              KVM_GET_REGS/SREGS and KVM_SET_USER_MEMORY_REGION all fail with EIO from then on
+//              (kvm_vm_bugged() -> kvm_vm_dead(); the ioctl entry points check kvm->vm_dead).
+//
+// An access the model treats as reaching one of those "impossible" WARN_ON_ONCE() paths is an
+// instruction tagged `kernel-bug` (the model cannot derive a KVM bug from first principles): the
+// other variants return -EFAULT for it with nothing annotated (exit_reason stale), bug-on bugs the VM.
+//
+// A poisoned host page (SimHostMemory.poison(): memory_failure()) behind a memslot: patched and
+// bug-on return -EHWPOISON with KVM_EXIT_MEMORY_FAULT for the gpa, as KVM_RUN's UAPI allows
+// (Documentation/virt/kvm/api.rst, KVM_EXIT_MEMORY_FAULT: "-EFAULT or -EHWPOISON"; guest_memfd
+// faults do so today). Today's x86 kvm_handle_error_pfn() instead sends SIGBUS (BUS_MCEERR_AR) to the
+// vCPU thread for a poisoned pfn, which a Node process cannot survive; the model does not offer it
+// (World refuses poison on unpatched and emulated).
 //
 // Scheduling granularity: with slice 'instruction' (the default) KVM_RUN returns -EINTR after each
 // instruction that completed inside the kernel (as if the vCPU thread had been signalled), so the
@@ -34,12 +49,14 @@ import { decodeSregs, emptyRegs, type Regs, type Sregs } from '../kvm/regs';
 import type { SimHostMemory } from './host-memory';
 import { formatInstruction, type Instruction } from './program';
 
-export const KERNEL_VARIANTS = ['unpatched', 'patched', 'emulated'] as const;
+export const KERNEL_VARIANTS = ['unpatched', 'patched', 'emulated', 'bug-on'] as const;
 export type KernelVariant = (typeof KERNEL_VARIANTS)[number];
 export type KernelSlice = 'instruction' | 'exit';
 
 const PAGE = 0x1000n;
 const EINTR = 4;
+const EIO = 5;
+const EHWPOISON = 133;
 const EFAULT = 14;
 const EINVAL = 22;
 const EEXIST = 17;
@@ -55,12 +72,17 @@ export interface SimObserver {
   kernelAccess(vcpu: SimVcpu, insn: Instruction, value: bigint | undefined): void;
   /** An instruction retired (`via` 'exit': completed on re-entry after an MMIO/IO exit). */
   retire(vcpu: SimVcpu, insn: Instruction, value: bigint | undefined, via: 'kernel' | 'exit'): void;
+  /** KVM_RUN was entered on a VM that is already bugged (it returns -EIO at once). */
+  enteredBuggedVm?(vcpu: SimVcpu): void;
 }
 
 export type EntryResult =
   | { kind: 'mmio'; gpa: bigint; isWrite: boolean; len: number; slotPresent: boolean }
   | { kind: 'io'; port: number; direction: 'in' | 'out' }
   | { kind: 'efault'; gpa: bigint; annotated: boolean }
+  | { kind: 'ehwpoison'; gpa: bigint }
+  /** -EIO: this entry bugged the VM (bugged: true) or entered an already bugged one. */
+  | { kind: 'eio'; bugged: boolean }
   | { kind: 'eintr' }
   | { kind: 'hlt' };
 
@@ -93,6 +115,12 @@ export function formatEntry(e: EntryRecord): string {
     case 'efault':
       result = r.annotated ? `EFAULT + KVM_EXIT_MEMORY_FAULT gpa=${hex(r.gpa & ~(PAGE - 1n))}` : 'EFAULT (exit_reason 0)';
       break;
+    case 'ehwpoison':
+      result = `EHWPOISON + KVM_EXIT_MEMORY_FAULT gpa=${hex(r.gpa & ~(PAGE - 1n))}`;
+      break;
+    case 'eio':
+      result = r.bugged ? 'KVM_BUG_ON: VM bugged, EIO' : 'EIO (the VM is bugged)';
+      break;
     case 'eintr':
       result = 'EINTR';
       break;
@@ -111,7 +139,9 @@ export class SimVm implements HypervisorVm {
   /** KVM_SET_USER_MEMORY_REGION calls that succeeded. */
   memslotOps = 0;
   /** Accesses through a memslot whose host page was revoked (the race), by what KVM_RUN reported. */
-  readonly faults = { efault: 0, memoryFault: 0, emulatedMmio: 0 };
+  readonly faults = { efault: 0, memoryFault: 0, emulatedMmio: 0, hwPoison: 0 };
+  /** KVM_BUG_ON() fired: every later vCPU and VM ioctl fails with EIO. */
+  bugged = false;
 
   constructor(readonly host: SimHostMemory, readonly variant: KernelVariant, readonly slice: KernelSlice = 'instruction', maxMemslots = 32) {
     this.maxMemslots = maxMemslots;
@@ -119,6 +149,7 @@ export class SimVm implements HypervisorVm {
   }
 
   setMemslot(spec: MemslotSpec): void {
+    if (this.bugged) throw new MemslotError(spec, EIO, 'Input/output error');
     if (spec.slot < 0 || spec.slot >= this.maxMemslots) throw new MemslotError(spec, EINVAL, 'Invalid argument');
     if (spec.size <= 0n || spec.gpa % PAGE !== 0n || spec.size % PAGE !== 0n || spec.hostAddress % PAGE !== 0n) throw new MemslotError(spec, EINVAL, 'Invalid argument');
     const old = this.slots.get(spec.slot);
@@ -134,6 +165,7 @@ export class SimVm implements HypervisorVm {
   }
 
   deleteMemslot(spec: MemslotSpec): void {
+    if (this.bugged) throw new MemslotError({ ...spec, size: 0n }, EIO, 'Input/output error');
     const old = this.slots.get(spec.slot);
     if (!old) throw new MemslotError({ ...spec, size: 0n }, EINVAL, 'Invalid argument');
     this.slots.delete(spec.slot);
@@ -204,6 +236,12 @@ export class SimVcpu implements HypervisorVcpu {
     this.entries++;
     const rec: EntryRecord = { retired: [], result: { kind: 'eintr' } };
     this.last = rec;
+    if (this.vm.bugged) {
+      // kvm_vcpu_ioctl(): -EIO before anything else once the VM is dead.
+      this.observer?.enteredBuggedVm?.(this);
+      rec.result = { kind: 'eio', bugged: false };
+      return -EIO;
+    }
     if (this.pending) this.complete(rec);
     for (;;) {
       if (this.halted) return this.exitHlt(rec);
@@ -267,7 +305,9 @@ export class SimVcpu implements HypervisorVcpu {
     }
     const page = insn.gpa & ~(PAGE - 1n);
     const hva = slot.hostAddress + (insn.gpa - slot.gpa);
+    if (insn.tag.kind === 'kernel-bug') return this.kernelBug(insn, rec);
     if (!this.shadow.has(page)) {
+      if (this.vm.host.poisoned(hva)) return this.hwPoison(insn, rec);
       // The EPT/NPT fault: hva -> pfn. A revoked page has no pfn (hva_to_pfn fails).
       if (!this.vm.host.accessible(hva)) return this.fault(insn, rec);
       this.shadow.add(page);
@@ -280,6 +320,33 @@ export class SimVcpu implements HypervisorVcpu {
     return 'retired';
   }
 
+  /** An access that reaches a WARN_ON_ONCE()-protected EFAULT in the fault path (see the file comment). */
+  private kernelBug(insn: Extract<Instruction, { op: 'load' | 'store' }>, rec: EntryRecord): number {
+    if (this.vm.variant === 'bug-on') {
+      this.vm.bugged = true;
+      rec.result = { kind: 'eio', bugged: true };
+      return -EIO;
+    }
+    this.vm.faults.efault++;
+    this.runPage.setUint32(Run.exitReason, ExitReason.UNKNOWN, true);
+    rec.result = { kind: 'efault', gpa: insn.gpa, annotated: false };
+    return -EFAULT;
+  }
+
+  private hwPoison(insn: Extract<Instruction, { op: 'load' | 'store' }>, rec: EntryRecord): number {
+    if (this.vm.variant !== 'patched' && this.vm.variant !== 'bug-on') {
+      throw new Error(`kernel model: a poisoned page on the ${this.vm.variant} kernel would SIGBUS the vCPU thread; not modelled`);
+    }
+    this.vm.faults.hwPoison++;
+    const run = this.runPage;
+    run.setUint32(Run.exitReason, ExitReason.MEMORY_FAULT, true);
+    run.setBigUint64(Run.memoryFaultFlags, 0n, true);
+    run.setBigUint64(Run.memoryFaultGpa, insn.gpa & ~(PAGE - 1n), true);
+    run.setBigUint64(Run.memoryFaultSize, PAGE, true);
+    rec.result = { kind: 'ehwpoison', gpa: insn.gpa };
+    return -EHWPOISON;
+  }
+
   private fault(insn: Extract<Instruction, { op: 'load' | 'store' }>, rec: EntryRecord): number {
     const run = this.runPage;
     switch (this.vm.variant) {
@@ -290,6 +357,7 @@ export class SimVcpu implements HypervisorVcpu {
         rec.result = { kind: 'efault', gpa: insn.gpa, annotated: false };
         return -EFAULT;
       case 'patched':
+      case 'bug-on':
         this.vm.faults.memoryFault++;
         // kvm_prepare_memory_fault_exit(): gpa = gfn << PAGE_SHIFT, size = PAGE_SIZE, flags = 0.
         run.setUint32(Run.exitReason, ExitReason.MEMORY_FAULT, true);
@@ -332,6 +400,7 @@ export class SimVcpu implements HypervisorVcpu {
   }
 
   getRegs(): Regs {
+    if (this.vm.bugged) throw new Error(`KVM_GET_REGS vCPU ${this.index}: Input/output error (errno 5)`);
     const r = emptyRegs();
     r.rip = BigInt(this.pc);
     return r;
@@ -342,6 +411,7 @@ export class SimVcpu implements HypervisorVcpu {
   }
 
   getSregs(): Sregs {
+    if (this.vm.bugged) throw new Error(`KVM_GET_SREGS vCPU ${this.index}: Input/output error (errno 5)`);
     return decodeSregs(new Uint8Array(SIZEOF_KVM_SREGS));
   }
 

@@ -18,6 +18,8 @@ export type AccessTag =
   | { kind: 'scratch'; accessor: number }
   /** A load from a RAM page whose host mapping is revoked: must stop the VM, never retire. */
   | { kind: 'ram-probe' }
+  /** An access that reaches a "can't happen" path of the kernel's fault handling (src/sim/kernel.ts). */
+  | { kind: 'kernel-bug' }
   /** A config-space write (the toggler's); `command` is the COMMAND value it writes, if it does. */
   | { kind: 'config'; command?: number }
   | { kind: 'none' };
@@ -69,7 +71,7 @@ export function scratchOffset(accessor: number): bigint {
  * Accessor k: for each width, load the ID register, store a unique value to its own scratch
  * register, load it back. Optionally a final load from a revoked RAM page. Then HLT.
  */
-export function accessorProgram(accessor: number, bar0: bigint, widths: readonly Width[] = WIDTHS, ramProbe?: bigint): Instruction[] {
+export function accessorProgram(accessor: number, bar0: bigint, widths: readonly Width[] = WIDTHS, ramProbe?: bigint, kernelBug?: bigint): Instruction[] {
   const out: Instruction[] = [];
   const scratch = bar0 + scratchOffset(accessor);
   for (const w of widths) {
@@ -78,6 +80,7 @@ export function accessorProgram(accessor: number, bar0: bigint, widths: readonly
     out.push({ op: 'load', width: w, gpa: scratch, tag: { kind: 'scratch', accessor } });
   }
   if (ramProbe !== undefined) out.push({ op: 'load', width: 8, gpa: ramProbe, tag: { kind: 'ram-probe' } });
+  if (kernelBug !== undefined) out.push({ op: 'load', width: 8, gpa: kernelBug, tag: { kind: 'kernel-bug' } });
   out.push({ op: 'stop' });
   return out;
 }

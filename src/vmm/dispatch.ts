@@ -4,10 +4,11 @@
 // the caller (exitNeedsLock); the rest need no lock.
 import { completeMmioRead, type VcpuExit } from '../kvm/exit';
 import { SystemEventType } from '../kvm/constants';
-import type { FaultFacts, MemoryFaultPolicy, VcpuFaultState } from './memory-fault-policy';
+import { vmBuggedStop, type FaultFacts, type MemoryFaultPolicy, type VcpuFaultState } from './memory-fault-policy';
 import type { AccessContext } from '../devices/device';
 import type { Stats } from './stats';
-import { MmioInRamError } from './machine-errors';
+import { MmioFaultStop } from './machine-errors';
+import type { SharedRunState } from './run-state';
 
 export type Outcome =
   | { kind: 'continue' }
@@ -15,8 +16,13 @@ export type Outcome =
   | { kind: 'vcpu-done'; reason: string }
   /** The guest powered the machine off with an exit status. */
   | { kind: 'vm-exit'; code: number }
-  /** The VM stops in `state` with these diagnostics (QEMU's wording where QEMU has one). */
-  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; lines: string[]; dumpRegisters: boolean };
+  /**
+   * The VM stops in `state` with these diagnostics (QEMU's wording where QEMU has one). `vmBugged`:
+   * KVM declared the VM bugged; every vCPU sees EIO, and only the first one's report is printed.
+   */
+  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; lines: string[]; dumpRegisters: boolean; vmBugged?: boolean };
+
+export type StopOutcome = Extract<Outcome, { kind: 'stop' }>;
 
 export const CONTINUE: Outcome = Object.freeze({ kind: 'continue' });
 
@@ -81,10 +87,23 @@ function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarg
     if (exit.isWrite) m.mmioWrite(exit.gpa, exit.len, exit.data);
     else completeMmioRead(run, exit.len, m.mmioRead(exit.gpa, exit.len));
   } catch (e) {
-    if (e instanceof MmioInRamError) return stop(['error: kvm run failed Bad address', `tsvmm: ${e.message}`]);
+    if (e instanceof MmioFaultStop) return stop(e.lines);
     throw e;
   }
   return deviceRequest(m);
+}
+
+/**
+ * Reports a stop (`report` prints its diagnostics), then moves the run state to its state (the first
+ * terminal state wins), so the diagnostics come before anything that reacts to the state. Every
+ * vCPU of a bugged VM gets EIO: only the first one's report is printed, so a bugged VM yields one
+ * message, not one per vCPU. Returns whether this stop was reported.
+ */
+export function recordStop(runState: SharedRunState, o: StopOutcome, report: () => void = () => {}): boolean {
+  const reported = o.vmBugged !== true || runState.claimBugReport();
+  if (reported) report();
+  runState.transition(o.state, 1);
+  return reported;
 }
 
 export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Outcome {
@@ -131,6 +150,8 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       m.ctx.pending.push(...d.steps);
       return CONTINUE;
     }
+    case 'vm-bugged':
+      return vmBuggedStop(v.vcpu, 'KVM_RUN');
     case 'unknown':
       return stop([`KVM: unknown exit, hardware reason ${exit.hardwareReason.toString(16)}`]);
     case 'unsupported':

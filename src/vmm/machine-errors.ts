@@ -1,6 +1,10 @@
-export class MmioInRamError extends Error {
-  constructor(readonly gpa: bigint, readonly len: number, readonly region: string) {
-    super(`MMIO exit at gpa 0x${gpa.toString(16)} (len ${len}) inside RAM region '${region}': the host mapping behind the memslot is gone and RAM has no slow path`);
-    this.name = 'MmioInRamError';
+/**
+ * Thrown out of a device access when the memory-fault policy decided the MMIO exit is fatal (an MMIO
+ * exit inside RAM: classifyUnclaimedMmio()); dispatch turns it into the VM's stop with these lines.
+ */
+export class MmioFaultStop extends Error {
+  constructor(readonly lines: string[]) {
+    super(lines.join('; '));
+    this.name = 'MmioFaultStop';
   }
 }

@@ -27,10 +27,10 @@ import { PassthroughDevice, passthroughDefinition, type BarOrder, type Passthrou
 import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
-import { createPolicy, type MemoryFaultPolicy, type PolicyName } from './memory-fault-policy';
+import { classifyUnclaimedMmio, createPolicy, type MemoryFaultPolicy, type PolicyName } from './memory-fault-policy';
 import { runSteps, type Step } from './steps';
 import { log } from '../log';
-import { MmioInRamError } from './machine-errors';
+import { MmioFaultStop } from './machine-errors';
 import type { DispatchTarget } from './dispatch';
 
 export const LOW_RAM_END = 0xb000_0000n;
@@ -247,39 +247,23 @@ export class Machine implements DispatchTarget {
     this.unassignedWrite(gpa, len, value, r);
   }
 
-  /** The passthrough BAR (by programmed address) that holds gpa while not decoding, if any. */
-  private disabledBarAt(gpa: bigint): PassthroughBarInfo | undefined {
-    for (const d of this.passthrough) {
-      const bar = d.barOverlapping(gpa, 1n);
-      if (bar && !bar.decoding) return { device: d, bar, hostAccessible: d.host.mappingAccessible(bar.index), hasMemslot: false };
+  /** An MMIO exit no region answers: what it means is the policy's (classifyUnclaimedMmio()). */
+  private unassigned(gpa: bigint, len: number, r: FlatRange | undefined, write: bigint | undefined): void {
+    const d = classifyUnclaimedMmio(gpa, len, write !== undefined, r, this.passthrough);
+    if (d.kind === 'fatal') throw new MmioFaultStop(d.lines);
+    for (const c of d.counters) this.stats.add(c);
+    if (d.kind === 'unclaimed' && this.unclaimed.first(`mmio:${gpa}`)) {
+      log('info', write === undefined ? `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})` : `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${write.toString(16)}: dropped`);
     }
-    return undefined;
   }
 
   private unassignedRead(gpa: bigint, len: number, r: FlatRange | undefined): bigint {
-    if (r) {
-      // An MMIO exit inside RAM: the host mapping behind a RAM memslot is gone. Nothing can answer.
-      throw new MmioInRamError(gpa, len, r.region.name);
-    }
-    if (this.disabledBarAt(gpa)) {
-      this.stats.add('ur.reads');
-      this.stats.add('ur.mmioExits');
-    } else {
-      this.stats.add('mmio.unclaimed');
-      if (this.unclaimed.first(`mmio:${gpa}`)) log('info', `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})`);
-    }
+    this.unassigned(gpa, len, r, undefined);
     return this.policy.unassignedRead(len);
   }
 
   private unassignedWrite(gpa: bigint, len: number, value: bigint, r: FlatRange | undefined): void {
-    if (r) throw new MmioInRamError(gpa, len, r.region.name);
-    if (this.disabledBarAt(gpa)) {
-      this.stats.add('ur.droppedWrites');
-      this.stats.add('ur.mmioExits');
-    } else {
-      this.stats.add('mmio.unclaimed');
-      if (this.unclaimed.first(`mmio:${gpa}`)) log('info', `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${value.toString(16)}: dropped`);
-    }
+    this.unassigned(gpa, len, r, value);
   }
 
   // ---- FaultFacts ----

@@ -1,10 +1,18 @@
-// What a memory fault means. This one file decides it for the real run loop (src/vmm/vcpu-loop.ts)
-// and for the kernel model's explorer (src/sim/), which runs the same policies against patched,
-// unpatched and emulating kernels. Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
+// What a memory fault means: every such decision in tsvmm is made here, and the places that meet a
+// fault call in:
+//   src/vmm/dispatch.ts              KVM_EXIT_MEMORY_FAULT and KVM_RUN errors (policy.onMemoryFault,
+//                                    policy.onRunError; KVM_RUN's EIO: vmBuggedStop())
+//   src/vmm/vcpu-runner.ts           a memslot ioctl failing mid-dispatch (stopForFailedStep())
+//   src/vmm/machine.ts               an MMIO exit no region answers (classifyUnclaimedMmio())
+//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused())
+// The real run loop is src/vmm/vcpu-runner.ts (driven by src/vmm/vcpu-thread.ts); the kernel model's
+// explorer (src/sim/) runs the same code against patched, unpatched, emulating and bug-on kernels.
+// Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
 //
 // tsvmm's policy, classified with the device lock held (so it sees the end state of any in-flight
 // config write; src/vmm/device-lock.ts):
 // - KVM_EXIT_MEMORY_FAULT (kernels with the kvm_handle_error_pfn() annotation):
+//     EHWPOISON -> fatal "hardware memory error (EHWPOISON) at gpa ..." (hardwareMemoryError());
 //     unknown flags -> fatal "KVM_EXIT_MEMORY_FAULT: Unknown flag 0x..";
 //     PRIVATE -> fatal (tsvmm has no guest_memfd, so there is nothing to convert);
 //     flags 0 on a passthrough BAR (by programmed address, decoding or not) -> make sure the BAR has
@@ -13,16 +21,27 @@
 //     anything else -> fatal.
 // - EFAULT without the annotation (today's kernels): exit_reason is stale and there is no gpa. Recover
 //   only when a passthrough BAR's host mapping was revoked since this vCPU entered KVM_RUN (the
-//   revocation generation it read before entry changed) or is revoked now; resync BAR memslots and
-//   re-enter. Any other EFAULT is fatal.
+//   revocation generation it read before entry changed), is revoked now behind a memslot, or was
+//   revoked at entry and that BAR's memslot has changed or its mapping is back since (decided per
+//   BAR: another device's state explains nothing). Resync BAR memslots and re-enter. Any other
+//   EFAULT is fatal; EHWPOISON without the annotation is a hardware memory error.
+// - KVM_RUN's EIO is not a fault: KVM declared the VM bugged (KVM_BUG_ON). Its own stop on every vCPU
+//   (vmBuggedStop()), never retried, never counted by the refault guard.
 // - A refault guard: the same fault again with no memory-map change in between, more than
 //   MAX_RETRIES_WITHOUT_PROGRESS times, is fatal with gpa, BAR, device, decode state and count.
+// - MMIO exits: inside RAM -> fatal (the mapping behind a RAM memslot is gone; nothing can answer);
+//   on a BAR's programmed address while it does not decode -> Unsupported Request (reads all ones,
+//   writes dropped); elsewhere -> unclaimed (the policy's unassignedRead()). In a BAR's slow path:
+//   a memslot still present while the host mapping is revoked means KVM emulated the access through
+//   the stale memslot -> resync so the next access traps; the device fd refusing the access (EIO:
+//   decode off or the host holds the device) -> Unsupported Request.
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
 import { describeErrnoName } from './errno';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
 import { allOnes } from '../kvm/exit';
+import { MemslotError } from '../hypervisor/hypervisor';
 import type { FlatRange } from '../memory/flatten';
-import type { PassthroughBarInfo } from '../devices/pci/passthrough';
+import type { PassthroughBarInfo, PassthroughDevice } from '../devices/pci/passthrough';
 import type { Step } from './steps';
 import type { Counter } from './stats';
 
@@ -55,8 +74,8 @@ export interface VcpuFaultState {
   revocationGenerationAtEntry: number;
   /** The memory-map generation read before that KVM_RUN (absent: not tracked). */
   memoryMapGenerationAtEntry?: number;
-  /** Some passthrough BAR's host mapping was revoked when the vCPU entered. */
-  barRevokedAtEntry?: boolean;
+  /** Whether this BAR's host mapping was revoked when the vCPU entered (absent: not tracked). */
+  barRevokedAtEntry?: (bar: PassthroughBarInfo) => boolean;
   guard: RefaultGuard;
 }
 
@@ -79,6 +98,8 @@ export interface MemoryFaultPolicy {
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 const EFAULT = 14;
+const EHWPOISON = 133;
+const EIO = 5;
 
 function kvmRunFailed(errno: number): string {
   return `error: kvm run failed ${describeErrnoName(errno)}`;
@@ -136,6 +157,28 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
   };
 }
 
+/**
+ * EHWPOISON: the host page behind the gpa is poisoned (an uncorrectable memory error). Fatal, not
+ * retried: re-entering touches the poison again, no memory-map change can replace a device's
+ * (or RAM's) page, and tsvmm cannot do what QEMU does for poisoned guest RAM (record the page and
+ * inject a machine check: QEMU's SIGBUS/BUS_MCEERR_AR path, kvm_arch_on_sigbus_vcpu()), because
+ * tsvmm sets up no MCE banks for the guest (no KVM_X86_SETUP_MCE) and its guests have no #MC
+ * handler. A BAR is device memory besides: QEMU's poison list only covers RAM it can remap at reset.
+ */
+function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+  const size = fault.size === 0n ? 0x1000n : fault.size;
+  const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
+  const r = facts.resolve(fault.gpa);
+  const what = bar ? describeBar(bar) : r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
+  return {
+    kind: 'fatal',
+    lines: [
+      `tsvmm: hardware memory error (EHWPOISON) at gpa ${hex(fault.gpa)} size ${hex(fault.size)} on vCPU ${vcpu.vcpu} (${what}): the host page is poisoned; the VM stops rather than consume the poison again`,
+      kvmRunFailed(fault.errno),
+    ],
+  };
+}
+
 class TsvmmPolicy implements MemoryFaultPolicy {
   readonly name = 'tsvmm' as const;
   readonly keepMemslotOnDecodeOff = false;
@@ -146,14 +189,20 @@ class TsvmmPolicy implements MemoryFaultPolicy {
   }
 
   onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+    if (errno === EHWPOISON) {
+      return { kind: 'fatal', lines: [`tsvmm: hardware memory error (EHWPOISON) from KVM_RUN on vCPU ${vcpu.vcpu}: KVM gave no gpa (no KVM_EXIT_MEMORY_FAULT); the host page is poisoned`, kvmRunFailed(errno)] };
+    }
     if (errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
     const bars = facts.passthroughBars();
     const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
     const generationNow = facts.revocationGeneration();
     const revokedSinceEntry = generationNow !== vcpu.revocationGenerationAtEntry;
     // A mapping revoked before entry, while its memslot still existed, faults the same way; by now
-    // that memslot may be gone (the map changed) or the mapping restored (accessible again).
-    const staleAtEntry = vcpu.barRevokedAtEntry === true && (facts.memoryMapGeneration() !== vcpu.memoryMapGenerationAtEntry || bars.some((b) => b.hostAccessible));
+    // that memslot may be gone (the map changed) or that mapping restored (accessible again).
+    // Decided per BAR: another device's accessible mapping explains nothing about this fault.
+    const mapChanged = facts.memoryMapGeneration() !== vcpu.memoryMapGenerationAtEntry;
+    const revokedAtEntry = vcpu.barRevokedAtEntry;
+    const staleAtEntry = revokedAtEntry !== undefined && bars.some((b) => revokedAtEntry(b) && (mapChanged || b.hostAccessible));
     if (!revokedSinceEntry && revokedNow.length === 0 && !staleAtEntry) {
       return {
         kind: 'fatal',
@@ -171,6 +220,7 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     const where = `gpa ${hex(fault.gpa)} size ${hex(fault.size)} flags ${hex(fault.flags)}`;
+    if (fault.errno === EHWPOISON) return hardwareMemoryError(fault, facts, vcpu);
     if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
       return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`, `tsvmm: memory fault at ${where} on vCPU ${vcpu.vcpu}`] };
     }
@@ -243,6 +293,81 @@ class CloudHypervisorPolicy implements MemoryFaultPolicy {
   onMemoryFault(fault: MemoryFault): FaultDecision {
     return { kind: 'fatal', lines: [`Unexpected exit reason on vcpu run: MemoryFault { flags: ${fault.flags}, gpa: ${fault.gpa}, size: ${fault.size} }`] };
   }
+}
+
+// ---- KVM_RUN errors that are not faults ----
+
+/**
+ * KVM declared the VM bugged (KVM_RUN, or any VM/vCPU ioctl, failed with EIO: KVM_BUG_ON() ->
+ * kvm_vm_bugged()). Its own stop, on whichever vCPU thread sees it. No retry and no refault guard:
+ * it is not a fault. The VM goes to internal-error and no thread enters KVM_RUN on it again
+ * (VcpuRunner.mayEnter()); recordStop() prints one report, not one per vCPU.
+ */
+export function vmBuggedStop(vcpu: number, what: string): { kind: 'stop'; state: 'internal-error'; lines: string[]; dumpRegisters: true; vmBugged: true } {
+  return {
+    kind: 'stop',
+    state: 'internal-error',
+    lines: [
+      `tsvmm: the kernel declared the VM bugged (KVM_BUG_ON): ${what} on vCPU ${vcpu} failed with EIO. KVM now fails every ioctl on this VM and its vCPUs; the VM stops (internal-error) and is never entered again`,
+    ],
+    dumpRegisters: true,
+    vmBugged: true,
+  };
+}
+
+/** A step a dispatch queued threw: a memslot ioctl's EIO means the VM is bugged (else: not ours, undefined). */
+export function stopForFailedStep(e: unknown, vcpu: number): ReturnType<typeof vmBuggedStop> | undefined {
+  if (e instanceof MemslotError && e.errno === EIO) return vmBuggedStop(vcpu, 'KVM_SET_USER_MEMORY_REGION');
+  return undefined;
+}
+
+// ---- faults that reach the VMM as MMIO exits ----
+
+export type UnclaimedMmio =
+  /** Inside RAM: the host mapping behind a RAM memslot is gone, and RAM has no slow path. */
+  | { kind: 'fatal'; lines: string[] }
+  /** A passthrough BAR's programmed address while it does not decode: an Unsupported Request. */
+  | { kind: 'disabled-bar'; device: PassthroughDevice; barIndex: number; counters: Counter[] }
+  /** Nothing decodes the address: the policy's unassignedRead(), writes dropped. */
+  | { kind: 'unclaimed'; counters: Counter[] };
+
+/**
+ * What an MMIO exit that no device region answers means. `region` is what the memory map resolves
+ * the gpa to (a region without a handler: RAM), if anything.
+ */
+export function classifyUnclaimedMmio(gpa: bigint, len: number, isWrite: boolean, region: FlatRange | undefined, devices: readonly PassthroughDevice[]): UnclaimedMmio {
+  if (region) {
+    return {
+      kind: 'fatal',
+      lines: [
+        'error: kvm run failed Bad address',
+        `tsvmm: MMIO exit at gpa ${hex(gpa)} (len ${len}) inside RAM region '${region.region.name}': the host mapping behind the memslot is gone and RAM has no slow path`,
+      ],
+    };
+  }
+  for (const d of devices) {
+    const bar = d.barOverlapping(gpa, 1n);
+    if (bar && !bar.decoding) return { kind: 'disabled-bar', device: d, barIndex: bar.index, counters: [isWrite ? 'ur.droppedWrites' : 'ur.reads', 'ur.mmioExits'] };
+  }
+  return { kind: 'unclaimed', counters: ['mmio.unclaimed'] };
+}
+
+/**
+ * A BAR's slow path got an MMIO exit while a memslot for the BAR still exists and the host mapping
+ * behind it is revoked: KVM emulated the access through the stale memslot (hosts that emulate CPL0
+ * code; the kernel model's `emulated` variant). Resync, so later accesses trap directly instead of
+ * faulting. (A VMM that keeps memslots on decode off, modelled for other VMMs, never does.)
+ */
+export function slowPathNeedsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean {
+  return bar !== undefined && !bar.hostAccessible && bar.hasMemslot && !keepMemslotOnDecodeOff;
+}
+
+/**
+ * The device fd refused a slow-path access (vfio-pci: EIO while memory decode is off or the host
+ * holds the device; a poisoned page too): an Unsupported Request. A read completes as all ones.
+ */
+export function slowPathRefused(isWrite: boolean, len: number): { value: bigint; counters: Counter[] } {
+  return { value: isWrite ? 0n : allOnes(len), counters: ['passthrough.slowPathErrors', isWrite ? 'ur.droppedWrites' : 'ur.reads'] };
 }
 
 export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): MemoryFaultPolicy {

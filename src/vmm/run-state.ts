@@ -41,6 +41,14 @@ export class SharedRunState {
     }
   }
 
+  /**
+   * Claims the one report of a bugged VM (KVM_BUG_ON): true for the first caller only. Every vCPU of
+   * a bugged VM sees EIO; only the first prints, whatever else stopped the VM meanwhile.
+   */
+  claimBugReport(): boolean {
+    return Atomics.compareExchange(this.words, 2, 0, 1) === 0;
+  }
+
   /** Changes `from` to `to` only if the state is `from` now (pause/resume: never out of a terminal state). */
   transitionFrom(from: RunState, to: RunState): boolean {
     if (Atomics.compareExchange(this.words, 0, CODE[from], CODE[to]) !== CODE[from]) return false;

@@ -25,6 +25,11 @@ export class StepQueue {
     return this.queue.length;
   }
 
+  /** The step runNext() would run, if any. */
+  get next(): Step | undefined {
+    return this.queue[0];
+  }
+
   /** Runs the next step and returns it. */
   runNext(): Step {
     const s = this.queue.shift();

@@ -4,10 +4,13 @@
 // endHandle() separately so other actors can run between them and between queued steps.
 import { decodeExit, type VcpuExit } from '../kvm/exit';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
-import { dispatchExit, exitNeedsLock, type Outcome } from './dispatch';
-import { RefaultGuard } from './memory-fault-policy';
+import { dispatchExit, exitNeedsLock, type Outcome, type StopOutcome } from './dispatch';
 import type { Machine } from './machine';
-import { runSteps, type Step } from './steps';
+import { StepQueue, type Step } from './steps';
+import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
+import { isTerminal } from './run-state';
+import type { FaultLatency } from './fault-latency';
+import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
 export class VcpuRunner {
   readonly guard = new RefaultGuard();
@@ -15,12 +18,50 @@ export class VcpuRunner {
   revocationGenerationAtEntry = 0;
   /** The memory-map generation read before the last entry. */
   memoryMapGenerationAtEntry = 0;
-  /** Some passthrough BAR's host mapping was revoked at the last entry (a memslot may still have
-   * pointed at it, so an EFAULT can come from it even after that memslot is gone). */
-  barRevokedAtEntry = false;
+  /** Per passthrough device (machine order), a bit per BAR index whose host mapping was revoked at
+   * the last entry (a memslot may still have pointed at it, so an EFAULT can come from it even after
+   * that memslot is gone). Reused: no allocation per entry. */
+  private readonly revokedAtEntry: number[] = [];
+  /** Whether a BAR's host mapping was revoked at the last entry (the EFAULT policy asks). */
+  readonly barRevokedAtEntry = (b: PassthroughBarInfo): boolean => {
+    const i = this.machine.passthrough.indexOf(b.device);
+    return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
+  };
   private holdsLock = false;
+  /** Called when an access that faulted completes (its MMIO exit returned), with the interval's parts. */
+  onFaultCompleted: ((p: FaultLatency) => void) | undefined;
+  /** Times (performance.now(), ms) of the entry being handled, taken only while a fault is timed. */
+  private timed = false;
+  private tReturned = 0;
+  private tLocked = 0;
+  /** The fault interval in progress: its start and the parts summed so far (ms). */
+  private pending: { start: number; lockWait: number; classification: number; memslotWork: number } | undefined;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
+
+  /**
+   * Whether this vCPU may enter KVM_RUN now: not once the VM reached a terminal state (a stop on any
+   * vCPU, a bugged VM). The vCPU loop's top asks it before every entry (vcpu-thread.ts, and the
+   * simulator's vCPU actors), so a thread never re-enters a VM that another thread stopped.
+   */
+  mayEnter(): boolean {
+    return !isTerminal(this.machine.runState.state);
+  }
+
+  /**
+   * Runs the next step a dispatch queued (a memslot change, a device write). A memslot ioctl failing with
+   * EIO means KVM declared the VM bugged meanwhile: that is this vCPU's stop, not a thread crash.
+   */
+  runNextStep(q: StepQueue): StopOutcome | undefined {
+    try {
+      q.runNext();
+      return undefined;
+    } catch (e) {
+      const stop = stopForFailedStep(e, this.vcpu.index);
+      if (stop) return stop;
+      throw e;
+    }
+  }
 
   /**
    * One KVM_RUN. The revocation generation is read first and BAR accessibility after it: a
@@ -31,14 +72,23 @@ export class VcpuRunner {
   enter(): VcpuExit {
     this.revocationGenerationAtEntry = this.machine.revocationGeneration();
     this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
-    this.barRevokedAtEntry = this.anyBarRevoked();
+    this.recordRevokedBars();
     const ret = this.vcpu.run();
+    // A fault returns -1: the clock starts here, before decoding. Timing only faults and the entries
+    // after them keeps performance.now() off the ordinary exit path.
+    this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
+    if (this.timed) this.tReturned = performance.now();
     return decodeExit(this.vcpu.runPage, ret);
   }
 
-  private anyBarRevoked(): boolean {
-    for (const d of this.machine.passthrough) for (const i of d.slowPaths.keys()) if (!d.host.mappingAccessible(i)) return true;
-    return false;
+  private recordRevokedBars(): void {
+    const devices = this.machine.passthrough;
+    for (let k = 0; k < devices.length; k++) {
+      const d = devices[k]!;
+      let bits = 0;
+      for (const i of d.slowPaths.keys()) if (!d.host.mappingAccessible(i)) bits |= 1 << i;
+      this.revokedAtEntry[k] = bits;
+    }
   }
 
   /** Whether beginHandle() would need the device lock for this exit. */
@@ -60,6 +110,7 @@ export class VcpuRunner {
       }
       this.holdsLock = true;
     }
+    if (this.timed) this.tLocked = performance.now();
     try {
       const outcome = dispatchExit(exit, this.machine, {
         vcpu: this.vcpu.index,
@@ -86,12 +137,36 @@ export class VcpuRunner {
   /** enter + dispatch + steps + unlock, back to back. */
   run(): { exit: VcpuExit; outcome: Outcome } {
     const exit = this.enter();
+    if (this.timed && this.pending && exit.kind === 'mmio') {
+      // The retried access completed: the interval ends at this KVM_RUN's return.
+      const p = this.pending;
+      this.pending = undefined;
+      const total = this.tReturned - p.start;
+      const us = (ms: number) => ms * 1000;
+      this.onFaultCompleted!({ total: us(total), lockWait: us(p.lockWait), classification: us(p.classification), memslotWork: us(p.memslotWork), reentry: us(total - p.lockWait - p.classification - p.memslotWork) });
+      this.timed = false;
+    }
     const h = this.beginHandle(exit)!;
+    const tDispatched = this.timed ? performance.now() : 0;
+    let outcome = h.outcome;
     try {
-      runSteps(h.pending);
+      const q = new StepQueue(h.pending);
+      while (q.length > 0) {
+        const stop = this.runNextStep(q);
+        if (stop) {
+          outcome = stop;
+          break;
+        }
+      }
     } finally {
       this.endHandle();
     }
-    return { exit, outcome: h.outcome };
+    if (this.timed && (exit.kind === 'run-error' || exit.kind === 'memory-fault') && outcome.kind === 'continue') {
+      const p = (this.pending ??= { start: this.tReturned, lockWait: 0, classification: 0, memslotWork: 0 });
+      p.lockWait += this.tLocked - this.tReturned;
+      p.classification += tDispatched - this.tLocked;
+      p.memslotWork += performance.now() - tDispatched;
+    }
+    return { exit, outcome };
   }
 }

@@ -17,8 +17,9 @@ import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
 import { FaultEventRing, type FaultRecovery } from './fault-events';
-import type { Outcome } from './dispatch';
 import { LatencySamples } from './latency';
+import { recordStop, type StopOutcome } from './dispatch';
+import { FaultLatencyParts } from './fault-latency';
 
 export interface VcpuThreadData {
   shared: MachineShared;
@@ -31,11 +32,14 @@ export interface VcpuThreadData {
   kickSignal: number;
   /** Fault-to-completion latency samples (LatencySamples). */
   latency: SharedArrayBuffer;
+  /** Their parts (FaultLatencyParts), if the VM keeps them. */
+  faultParts?: SharedArrayBuffer;
   /** Recovered faults for QMP events (FaultEventRing). */
   faultEvents?: SharedArrayBuffer;
 }
 
-function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, { kind: 'stop' }>['state']): string {
+function dumpState(vcpu: KvmVcpu, memory: GuestMemory, o: StopOutcome): string {
+  const state = o.state;
   try {
     const regs = vcpu.getRegs();
     const sregs = vcpu.getSregs();
@@ -48,6 +52,7 @@ function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, {
     const note = state === 'shutdown' ? lostShutdownStateNote(regs, sregs) : undefined;
     return note ? `${dump}\n${note}` : dump;
   } catch (e) {
+    if (o.vmBugged) return `vCPU ${vcpu.index} registers unreadable: ${(e as Error).message} (a bugged VM refuses every vCPU ioctl)`;
     return `(register dump unavailable: ${(e as Error).message})`;
   }
 }
@@ -63,22 +68,33 @@ function main(d: VcpuThreadData): void {
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
   const runner = new VcpuRunner(vcpu, machine);
   let memory: GuestMemory | undefined;
-  const stopWith = (o: Extract<Outcome, { kind: 'stop' }>) => {
-    memory ??= new GuestMemory(d.shared.ram);
-    const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o.state)}` : '';
-    writeStderr(`${o.lines.join('\n')}${dump}\n`);
-    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1.
-    machine.runState.transition(o.state, 1);
+  const stopWith = (o: StopOutcome) => {
+    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1. The other
+    // vCPUs of a bugged VM see EIO too; recordStop() lets only the first report print.
+    recordStop(machine.runState, o, () => {
+      memory ??= new GuestMemory(d.shared.ram);
+      const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o)}` : '';
+      writeStderr(`${o.lines.join('\n')}${dump}\n`);
+    });
   };
   const latency = new LatencySamples(d.latency);
-  let faultAt = 0;
-  let faultKind: FaultRecovery = 'efault';
+  const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
   const faultEvents = d.faultEvents && new FaultEventRing(d.faultEvents);
+  // The QMP event needs how the fault came (its first exit) and where the access completed (the MMIO
+  // exit runner.run() returns right after the callback): kept here, recorded after run() returns.
+  let faultKind: FaultRecovery | undefined;
+  let completedMicros = -1;
+  // From KVM_RUN's return with the fault to the return of the exit that completes the access.
+  runner.onFaultCompleted = (p) => {
+    latency.add(p.total);
+    faultParts?.add(p);
+    completedMicros = p.total;
+  };
   control.setStatus(d.index, VcpuStatus.Running);
   control.markRunStart(d.index);
   try {
     for (;;) {
-      if (control.stopRequested(d.index)) break;
+      if (control.stopRequested(d.index) || !runner.mayEnter()) break;
       const held = machine.runState.state;
       if (held === 'paused' || held === 'prelaunch') {
         // QMP `stop` (Vm.pause() set the state, then kicked us out of KVM_RUN) or `--paused`
@@ -90,14 +106,15 @@ function main(d: VcpuThreadData): void {
         continue;
       }
       const { exit, outcome } = runner.run();
-      if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
-        if (faultAt === 0) [faultAt, faultKind] = [performance.now(), exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault'];
-      } else if (faultAt !== 0 && exit.kind === 'mmio') {
-        const micros = (performance.now() - faultAt) * 1000;
-        latency.add(micros);
-        faultEvents?.record(d.index, faultKind, exit.gpa, micros);
-        faultAt = 0;
+      if (faultEvents) {
+        if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
+          faultKind ??= exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault';
+        } else if (completedMicros >= 0 && exit.kind === 'mmio') {
+          faultEvents.record(d.index, faultKind ?? 'efault', exit.gpa, completedMicros);
+          faultKind = undefined;
+        }
       }
+      completedMicros = -1;
       if (exit.kind === 'interrupted') {
         vcpu.setImmediateExit(false);
         if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;

@@ -19,6 +19,7 @@ import { CONTROL_BASE } from '../devices/control';
 import type { Stats } from './stats';
 import { LatencySamples } from './latency';
 import { FaultEventRing } from './fault-events';
+import { FaultLatencyParts } from './fault-latency';
 
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
@@ -51,6 +52,8 @@ export class Vm {
   readonly latency = new LatencySamples();
   /** Recovered memory faults for QMP events (src/qmp/fault-event-pump.ts). */
   readonly faultEvents = new FaultEventRing();
+  /** The parts of each fault-to-completion interval (lock wait, classification, memslot work, re-entry). */
+  readonly faultParts = new FaultLatencyParts();
   private startedAt = 0;
 
   private constructor(
@@ -130,6 +133,7 @@ export class Vm {
         kickSignal: kick,
         latency: this.latency.shared,
         faultEvents: this.faultEvents.shared,
+        faultParts: this.faultParts.shared,
       };
       const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);

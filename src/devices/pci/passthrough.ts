@@ -24,9 +24,9 @@
 // is still needed for revocations the VMM did not initiate (host-side reset, runtime PM).
 // `tsvmm race` measures both orders (efaultsRecovered is 0 with unmap-first).
 import type { MemoryMap } from '../../memory/memory-map';
-import { allOnes } from '../../kvm/exit';
 import type { Stats } from '../../vmm/stats';
 import { step, type Step } from '../../vmm/steps';
+import { slowPathNeedsResync, slowPathRefused } from '../../vmm/memory-fault-policy';
 import type { AccessContext, MmioHandler } from '../device';
 import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-space';
 import type { PciFunction } from './host-bridge';
@@ -204,35 +204,29 @@ export class BarSlowPath implements MmioHandler {
   }
 
   mmioRead(offset: bigint, len: number, ctx: AccessContext): bigint {
-    this.resyncIfRevoked(ctx);
+    this.resyncIfStale(ctx);
     const v = this.device.host.regionRead(this.index, offset, len);
     this.stats.add('passthrough.slowPathReads');
-    if (v === undefined) {
-      this.stats.add('passthrough.slowPathErrors');
-      this.stats.add('ur.reads');
-      return allOnes(len);
-    }
+    if (v === undefined) return this.refused(false, len);
     return v;
   }
 
   mmioWrite(offset: bigint, len: number, value: bigint, ctx: AccessContext): void {
-    this.resyncIfRevoked(ctx);
+    this.resyncIfStale(ctx);
     this.stats.add('passthrough.slowPathWrites');
-    if (!this.device.host.regionWrite(this.index, offset, len, value)) {
-      this.stats.add('passthrough.slowPathErrors');
-      this.stats.add('ur.droppedWrites');
-    }
+    if (!this.device.host.regionWrite(this.index, offset, len, value)) this.refused(true, len);
   }
 
-  /**
-   * An MMIO exit for an address that still has a memslot means the host revoked the mapping behind
-   * it (the emulated-access path): trap the BAR from now on, so later accesses take the slow path
-   * directly instead of faulting.
-   */
-  private resyncIfRevoked(ctx: AccessContext): void {
-    if (this.device.host.mappingAccessible(this.index)) return;
+  private refused(isWrite: boolean, len: number): bigint {
+    const d = slowPathRefused(isWrite, len);
+    for (const c of d.counters) this.stats.add(c);
+    return d.value;
+  }
+
+  /** The memory-fault policy decides whether this exit came through a stale memslot (slowPathNeedsResync()). */
+  private resyncIfStale(ctx: AccessContext): void {
     const info = this.device.barInfo().find((b) => b.bar.index === this.index);
-    if (!info?.hasMemslot || this.device.options.keepMemslotOnDecodeOff) return;
+    if (!slowPathNeedsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return;
     this.stats.add('fault.emulatedMmioRecovered');
     ctx.pending.push(...this.device.syncRegions(false));
   }
