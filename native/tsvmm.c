@@ -345,6 +345,15 @@ static napi_value make_constants(napi_env env) {
   set_num(env, c, "kvm_sregs_apic_base", offsetof(struct kvm_sregs, apic_base));
   set_num(env, c, "kvm_sregs_gdt", offsetof(struct kvm_sregs, gdt));
   set_num(env, c, "kvm_sregs_tr", offsetof(struct kvm_sregs, tr));
+  // Linux direct boot (src/boot/linux, src/kvm/kvm.ts): in-kernel irqchip, PIT, IRQ lines, CPUID, MSRs.
+  C(KVM_CREATE_IRQCHIP); C(KVM_CREATE_PIT2); C(KVM_IRQ_LINE); C(KVM_SET_MSRS);
+  C(KVM_CAP_IRQCHIP); C(KVM_CAP_PIT2); C(KVM_PIT_SPEAKER_DUMMY);
+  set_num(env, c, "sizeof_kvm_cpuid2", sizeof(struct kvm_cpuid2));
+  set_num(env, c, "sizeof_kvm_cpuid_entry2", sizeof(struct kvm_cpuid_entry2));
+  set_num(env, c, "sizeof_kvm_msrs", sizeof(struct kvm_msrs));
+  set_num(env, c, "sizeof_kvm_msr_entry", sizeof(struct kvm_msr_entry));
+  set_num(env, c, "sizeof_kvm_pit_config", sizeof(struct kvm_pit_config));
+  set_num(env, c, "sizeof_kvm_irq_level", sizeof(struct kvm_irq_level));
   // VFIO (linux/vfio.h): every request is _IO(';', ...) with a caller-sized, argsz-led struct.
   C(VFIO_API_VERSION); C(VFIO_TYPE1_IOMMU); C(VFIO_TYPE1v2_IOMMU);
   C(VFIO_GET_API_VERSION); C(VFIO_CHECK_EXTENSION); C(VFIO_SET_IOMMU); C(VFIO_GROUP_GET_STATUS);

@@ -16,7 +16,7 @@ export function parseChoice<T extends string>(name: string, value: string, choic
 /** Prints an error as `tsvmm: <message>` and exits 2 (bad input) or 1 (anything else). */
 export function reportErrorAndExit(e: unknown): never {
   const err = e as Error;
-  const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError', 'BadPciAddressError', 'RaceDeviceError', 'QmpSocketError'].includes(err?.name);
+  const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError', 'BadPciAddressError', 'RaceDeviceError', 'QmpSocketError', 'KernelImageError', 'BootPlanError', 'LinuxBootInputError'].includes(err?.name);
   process.stderr.write(`tsvmm: ${err?.message ?? String(e)}\n`);
   if (process.env.TSVMM_DEBUG) process.stderr.write(`${err?.stack}\n`);
   process.exit(input ? 2 : 1);

@@ -1,0 +1,79 @@
+// What a firmware-less Linux machine learns from its serial console. Without ACPI there is no
+// power-off register, and without pvpanic no panic notification: the kernel's own console lines
+// are the signal. Linux prints "reboot: Power down" (KERN_EMERG, so even with `quiet`) right before
+// it would cut the power, and "Kernel panic - not syncing: <reason>" when it panics. The watcher
+// assembles transmitted bytes into lines (in shared memory: any vCPU may print) and:
+//   - on "reboot: Power down" asks the run loop to end the VM with status 0 (poweroff);
+//   - on "Kernel panic - not syncing: ..." records the text; the VM then stops in guest-panicked
+//     at the end-of-panic line, or at the reset that panic=N triggers, whichever comes first.
+// Callers hold the device lock.
+import type { AccessContext } from './device';
+
+const LINE_MAX = 240;
+const PANIC_MAX = 240;
+// Byte layout: [0] line length, [1] panic text length (0 = no panic), [2] VM exit requested.
+const HDR = 16;
+
+export const POWER_DOWN_LINE = 'reboot: Power down';
+export const PANIC_PREFIX = 'Kernel panic - not syncing: ';
+const PANIC_END = '---[ end Kernel panic';
+
+export class LinuxConsoleWatch {
+  static readonly SHARED_BYTES = HDR + LINE_MAX + PANIC_MAX;
+  private readonly w: Int32Array;
+  private readonly line: Uint8Array;
+  private readonly panic: Uint8Array;
+
+  constructor(readonly shared: SharedArrayBuffer) {
+    this.w = new Int32Array(shared, 0, HDR / 4);
+    this.line = new Uint8Array(shared, HDR, LINE_MAX);
+    this.panic = new Uint8Array(shared, HDR + LINE_MAX, PANIC_MAX);
+  }
+
+  static createShared(): SharedArrayBuffer {
+    return new SharedArrayBuffer(LinuxConsoleWatch.SHARED_BYTES);
+  }
+
+  /** The panic message, once the kernel printed one. */
+  get panicText(): string | undefined {
+    const n = this.w[1]!;
+    return n > 0 ? new TextDecoder().decode(this.panic.subarray(0, n)) : undefined;
+  }
+
+  /** One transmitted byte. Sets ctx.request when the line just completed ends the VM. */
+  onByte(b: number, ctx: AccessContext | undefined): void {
+    if (b === 0x0a) {
+      const text = new TextDecoder().decode(this.line.subarray(0, this.w[0]!)).replace(/\r$/, '');
+      this.w[0] = 0;
+      this.onLine(text, ctx);
+      return;
+    }
+    const n = this.w[0]!;
+    if (n < LINE_MAX) {
+      this.line[n] = b;
+      this.w[0] = n + 1;
+    }
+  }
+
+  private onLine(text: string, ctx: AccessContext | undefined): void {
+    if (!ctx) return;
+    const p = text.indexOf(PANIC_PREFIX);
+    if (p >= 0 && this.w[1] === 0) {
+      const msg = new TextEncoder().encode(text.slice(p).trim()).subarray(0, PANIC_MAX);
+      this.panic.set(msg);
+      this.w[1] = msg.byteLength;
+      return;
+    }
+    if (text.includes(PANIC_END) && this.w[1]! > 0) {
+      ctx.request = { kind: 'guest-panic', message: `the guest kernel panicked: ${this.panicText}` };
+      return;
+    }
+    if (text.includes(POWER_DOWN_LINE) && this.w[1] === 0) ctx.request = { kind: 'vm-exit', code: 0 };
+  }
+
+  /** What a guest reset (triple fault, i8042 reset, KVM reset event) means: reboot, or the end of a panic. */
+  resetOutcome(): { kind: 'vm-exit'; code: 0 } | { kind: 'guest-panic'; message: string } {
+    const p = this.panicText;
+    return p ? { kind: 'guest-panic', message: `the guest kernel panicked: ${p}` } : { kind: 'vm-exit', code: 0 };
+  }
+}
