@@ -8,6 +8,7 @@ export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
 const STATUS_OUTPUT_FULL = 0x01;
 const STATUS_SYSTEM_FLAG = 0x04;
+const STATUS_NOT_INHIBITED = 0x10; // keyboard not locked (Linux warns "Keylock active" otherwise)
 const CMD_READ_CTR = 0x20;
 const CMD_WRITE_CTR = 0x60;
 const CMD_DISABLE_AUX = 0xa7;
@@ -45,7 +46,7 @@ export class I8042 implements PioHandler {
   }
 
   pioRead(port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
-    if (port === I8042_COMMAND_PORT) return STATUS_SYSTEM_FLAG | (this.w[W.OUT]! >= 0 ? STATUS_OUTPUT_FULL : 0);
+    if (port === I8042_COMMAND_PORT) return STATUS_SYSTEM_FLAG | STATUS_NOT_INHIBITED | (this.w[W.OUT]! >= 0 ? STATUS_OUTPUT_FULL : 0);
     const v = this.w[W.OUT]!;
     this.w[W.OUT] = -1;
     return v < 0 ? 0 : v;

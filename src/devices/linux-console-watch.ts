@@ -1,9 +1,12 @@
 // What a firmware-less Linux machine learns from its serial console. Without ACPI there is no
 // power-off register, and without pvpanic no panic notification: the kernel's own console lines
 // are the signal. Linux prints "reboot: Power down" (KERN_EMERG, so even with `quiet`) right before
-// it would cut the power, and "Kernel panic - not syncing: <reason>" when it panics. The watcher
+// it would cut the power, or, with no power-off method at all (6.1's kernel_power_off() turns into
+// a halt then), "reboot: System halted" before it stops every CPU for good; and "Kernel panic - not
+// syncing: <reason>" when it panics. The watcher
 // assembles transmitted bytes into lines (in shared memory: any vCPU may print) and:
-//   - on "reboot: Power down" asks the run loop to end the VM with status 0 (poweroff);
+//   - on "reboot: Power down" or "reboot: System halted" asks the run loop to end the VM with
+//     status 0 (poweroff, halt);
 //   - on "Kernel panic - not syncing: ..." records the text; the VM then stops in guest-panicked
 //     at the end-of-panic line, or at the reset that panic=N triggers, whichever comes first.
 // Callers hold the device lock.
@@ -14,7 +17,7 @@ const PANIC_MAX = 240;
 // Byte layout: [0] line length, [1] panic text length (0 = no panic), [2] VM exit requested.
 const HDR = 16;
 
-export const POWER_DOWN_LINE = 'reboot: Power down';
+export const POWER_DOWN_LINES = ['reboot: Power down', 'reboot: System halted'];
 export const PANIC_PREFIX = 'Kernel panic - not syncing: ';
 const PANIC_END = '---[ end Kernel panic';
 
@@ -68,7 +71,7 @@ export class LinuxConsoleWatch {
       ctx.request = { kind: 'guest-panic', message: `the guest kernel panicked: ${this.panicText}` };
       return;
     }
-    if (text.includes(POWER_DOWN_LINE) && this.w[1] === 0) ctx.request = { kind: 'vm-exit', code: 0 };
+    if (POWER_DOWN_LINES.some((l) => text.includes(l)) && this.w[1] === 0) ctx.request = { kind: 'vm-exit', code: 0 };
   }
 
   /** What a guest reset (triple fault, i8042 reset, KVM reset event) means: reboot, or the end of a panic. */

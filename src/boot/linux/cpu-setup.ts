@@ -9,8 +9,11 @@ import type { CpuidEntry } from '../../kvm/kvm';
 
 const LEAF1_ECX_HYPERVISOR = 1 << 31;
 const LEAF1_EDX_HTT = 1 << 28;
+const LEAF1_ECX_TSC_DEADLINE = 1 << 24;
+/** KVM emulates the TSC-deadline timer but leaves its CPUID bit to user space (KVM_CAP_TSC_DEADLINE_TIMER). */
+export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
 
-export function vcpuCpuid(supported: readonly CpuidEntry[], vcpu: number, vcpus: number): CpuidEntry[] {
+export function vcpuCpuid(supported: readonly CpuidEntry[], vcpu: number, vcpus: number, tscDeadline = false): CpuidEntry[] {
   return supported.map((e0) => {
     const e = { ...e0 };
     switch (e.function) {
@@ -19,6 +22,7 @@ export function vcpuCpuid(supported: readonly CpuidEntry[], vcpu: number, vcpus:
         // line size in 8-byte units (8 = 64 bytes).
         e.ebx = ((vcpu & 0xff) << 24) | ((vcpus & 0xff) << 16) | (8 << 8) | (e.ebx & 0xff);
         e.ecx |= LEAF1_ECX_HYPERVISOR;
+        if (tscDeadline) e.ecx |= LEAF1_ECX_TSC_DEADLINE;
         if (vcpus > 1) e.edx |= LEAF1_EDX_HTT;
         else e.edx &= ~LEAF1_EDX_HTT;
         break;

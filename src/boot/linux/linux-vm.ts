@@ -8,7 +8,7 @@ import { GuestMemory } from '../../memory/guest-memory';
 import { ECAM_BASE, HIGH_RAM_BASE, LOW_RAM_END, Machine, type MachineConfig } from '../../vmm/machine';
 import { formatSize } from '../../cli/size';
 import { loadLinux, planLinuxBoot, readLinuxImage, type LinuxBootFiles } from './linux-boot';
-import { bootMsrs, vcpuCpuid } from './cpu-setup';
+import { bootMsrs, KVM_CAP_TSC_DEADLINE_TIMER, vcpuCpuid } from './cpu-setup';
 import type { MemoryLayout } from './zero-page';
 
 /** VMX's 3-page TSS region and 1-page EPT identity map: unused pages in the hole below 4 GiB. */
@@ -58,11 +58,12 @@ export function buildLinuxVm(config: MachineConfig, files: LinuxBootFiles, kvmPa
   const boot = loadLinux(memory.low, image, plan, layout, config.vcpus);
   const bars = machine.assignBars();
   const cpuid = supportedCpuid(system);
+  const tscDeadline = system.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   const mmapSize = system.vcpuMmapSize();
   const vcpus: KvmVcpu[] = [];
   for (let i = 0; i < config.vcpus; i++) {
     const v = new KvmVcpu(kvmVm.createVcpu(i), i, mmapSize);
-    setVcpuCpuid(v, vcpuCpuid(cpuid, i, config.vcpus));
+    setVcpuCpuid(v, vcpuCpuid(cpuid, i, config.vcpus, tscDeadline));
     setVcpuMsrs(v, bootMsrs());
     if (i === 0) {
       v.setSregs(boot.sregs);
