@@ -4,8 +4,9 @@
 // threads pinned to CPUs 1..N-1 read and write its BAR through an mmap of sysfs resourceN.
 //
 // Every value is checked: an ID read must return the device's ID or all ones (decode off: a PCI
-// Unsupported Request); a scratch write must read back as written, or as all ones, or as the last
-// confirmed value (a write dropped while decode was off). Anything else is a bad value. A write
+// Unsupported Request); a scratch write must read back as written, or as all ones, or as a value
+// in [last confirmed, just written): an earlier write of this thread that landed while this one was
+// dropped with decode off (each thread writes increasing values). Anything else is a bad value. A write
 // that is dropped while decode was on the whole time (the toggler's sequence number was even and
 // unchanged around it) is a lost write. The summary is one JSON line on stdout, prefixed
 // "TSVMM-RACE-RESULT ".
@@ -102,7 +103,7 @@ static void *accessor(void *arg) {
     } else if (back == ALL_ONES) {
       c->scratch_ur++;
       if (s1 == s2 && !(s1 & 1)) bad(c, 2, back, w, SCRATCH_OFFSET + 8 * k); /* UR while decode on */
-    } else if (back == confirmed) {
+    } else if (back >= confirmed && back < w) {
       c->scratch_stale++;
       if (s1 == s2 && !(s1 & 1)) bad(c, 3, back, w, SCRATCH_OFFSET + 8 * k);
     } else {

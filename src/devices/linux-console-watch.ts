@@ -12,25 +12,36 @@
 // Callers hold the device lock.
 import type { AccessContext } from './device';
 
-const LINE_MAX = 240;
+const LINE_MAX = 2048;
 const PANIC_MAX = 240;
-// Byte layout: [0] line length, [1] panic text length (0 = no panic), [2] VM exit requested.
+const RESULT_MAX = 2048;
+// Int32 words: [0] line length, [1] panic text length (0 = no panic), [2] result line length.
 const HDR = 16;
 
 export const POWER_DOWN_LINES = ['reboot: Power down', 'reboot: System halted'];
+/** The race reproducer's summary line (guests/linux/bar-race.c), kept for the VMM's report. */
+export const RESULT_PREFIX = 'TSVMM-RACE-RESULT ';
 export const PANIC_PREFIX = 'Kernel panic - not syncing: ';
 const PANIC_END = '---[ end Kernel panic';
 
 export class LinuxConsoleWatch {
-  static readonly SHARED_BYTES = HDR + LINE_MAX + PANIC_MAX;
+  static readonly SHARED_BYTES = HDR + LINE_MAX + PANIC_MAX + RESULT_MAX;
   private readonly w: Int32Array;
   private readonly line: Uint8Array;
   private readonly panic: Uint8Array;
+  private readonly result: Uint8Array;
 
   constructor(readonly shared: SharedArrayBuffer) {
     this.w = new Int32Array(shared, 0, HDR / 4);
     this.line = new Uint8Array(shared, HDR, LINE_MAX);
     this.panic = new Uint8Array(shared, HDR + LINE_MAX, PANIC_MAX);
+    this.result = new Uint8Array(shared, HDR + LINE_MAX + PANIC_MAX, RESULT_MAX);
+  }
+
+  /** The text after RESULT_PREFIX on the last such line the guest printed. */
+  get resultLine(): string | undefined {
+    const n = this.w[2]!;
+    return n > 0 ? new TextDecoder().decode(this.result.subarray(0, n)) : undefined;
   }
 
   static createShared(): SharedArrayBuffer {
@@ -60,6 +71,13 @@ export class LinuxConsoleWatch {
 
   private onLine(text: string, ctx: AccessContext | undefined): void {
     if (!ctx) return;
+    const r = text.indexOf(RESULT_PREFIX);
+    if (r >= 0) {
+      const bytes = new TextEncoder().encode(text.slice(r + RESULT_PREFIX.length).trim()).subarray(0, RESULT_MAX);
+      this.result.set(bytes);
+      this.w[2] = bytes.byteLength;
+      return;
+    }
     const p = text.indexOf(PANIC_PREFIX);
     if (p >= 0 && this.w[1] === 0) {
       const msg = new TextEncoder().encode(text.slice(p).trim()).subarray(0, PANIC_MAX);
