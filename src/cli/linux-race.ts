@@ -29,13 +29,16 @@ export interface GuestRaceCounters {
   scratchUr: number;
   badValues: number;
   lostWrites: number;
+  urWhileDecodeOn: number;
   firstBad?: { cpu: number; kind: string; value: string; expected: string; offset: number };
 }
 
 export interface LinuxRaceReport extends RaceReport {
   kernel: string;
-  /** Bytes the guest saw dropped while decode was on the whole time (guest's count). */
+  /** Writes the guest saw dropped while decode was on the whole time (guest's count; legitimate only with --host-revoke). */
   lostWrites: number;
+  /** All-ones answers while decode was on the whole time (guest's count; legitimate only with --host-revoke). */
+  urWhileDecodeOn: number;
   /** The guest's own summary, or null if the guest never printed one (it died or hung). */
   guest: GuestRaceCounters | null;
 }
@@ -145,6 +148,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     hostRevocations: s.get('host.revocations'),
     badValues: guest?.badValues ?? 0,
     lostWrites: guest?.lostWrites ?? 0,
+    urWhileDecodeOn: guest?.urWhileDecodeOn ?? 0,
     ...(guest?.firstBad ? { firstBad: { vcpu: guest.firstBad.cpu, value: guest.firstBad.value, width: 8, offset: guest.firstBad.offset, expected: guest.firstBad.expected } } : {}),
     // A clean run is the guest's own reboot after it printed its summary; anything else is a death
     // (internal-error, a panic, a reset without a summary).
