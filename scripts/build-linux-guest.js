@@ -9,8 +9,9 @@
 //
 //   node scripts/build-linux-guest.js            kernel + initramfs (prints their paths)
 //   node scripts/build-linux-guest.js --check    exit 0 if everything is there (nothing built)
-// scripts/build.js calls buildLinuxGuest(root, {quiet}) and skips it where busybox-static or a
-// static libc is missing.
+// scripts/build.js calls buildLinuxGuest(root, {kernel: 'installed'}): bar-race and the initramfs,
+// and the kernel when /boot has one (never a download), skipped where busybox-static or a static
+// libc is missing.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -120,15 +121,15 @@ function buildInitramfs(root, cache, busybox, barRace) {
 }
 
 /** Debian's kernel into the cache: from /boot if linux-image-amd64 is installed, else downloaded. */
-function fetchKernel(cache) {
+function fetchKernel(cache, installedOnly = false) {
   const out = path.join(cache, 'vmlinuz');
-  const installed = fs
-    .readdirSync('/boot')
+  const installed = (fs.existsSync('/boot') ? fs.readdirSync('/boot') : [])
     .filter((f) => /^vmlinuz-.*-amd64$/.test(f))
     .sort()
     .pop();
   let src;
   if (installed) src = path.join('/boot', installed);
+  else if (installedOnly) return undefined;
   else {
     // linux-image-amd64 is a metapackage: its first dependency is the versioned kernel package.
     const dep = execFileSync('apt-cache', ['depends', 'linux-image-amd64'], { encoding: 'utf8' }).match(/Depends: (linux-image-[^\s]+)/)?.[1];
@@ -156,7 +157,8 @@ function buildLinuxGuest(root, opts = {}) {
   }
   const barRace = buildBarRace(root, cache);
   const initramfs = buildInitramfs(root, cache, busybox, barRace);
-  const kernel = opts.kernel ? fetchKernel(cache) : undefined;
+  // opts.kernel: true = copy or download it; 'installed' = copy it from /boot only (the build's way).
+  const kernel = opts.kernel ? fetchKernel(cache, opts.kernel === 'installed') : undefined;
   return { kernel, initramfs, barRace };
 }
 
