@@ -127,3 +127,16 @@ test('race --linux bad input: a missing initramfs and --config-access ecam are r
   assert.equal(b.code, 2);
   assert.match(b.stderr, /--config-access: with --linux the guest kernel decides/);
 });
+
+// A real vfio-pci function (scripts/kvm-in-qemu.sh with KVMQ_VFIO=1 exports TSVMM_VFIO_DEVICE: an
+// ivshmem function whose BAR2 is memory): the same kernel boots with it, and the race runs on it.
+const vfioDevice = process.env.TSVMM_VFIO_DEVICE;
+const vfioSkip = skip || (!vfioDevice && 'no vfio-pci function (TSVMM_VFIO_DEVICE; scripts/kvm-in-qemu.sh sets it with KVMQ_VFIO=1)');
+
+test('race --linux --vfio: the guest races on a real vfio-pci function\'s BAR2 and survives', { skip: vfioSkip }, async () => {
+  const { report, code, stderr } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--vfio', vfioDevice!, '--vfio-bar', '2']);
+  const rep = report as LinuxRaceReport;
+  checkSurvived(rep, false);
+  assert.equal(rep.guest!.bar, 2);
+  assert.equal(code, 0, stderr);
+});
