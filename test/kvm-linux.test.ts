@@ -12,6 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { kvmSkip } from './kvm-available';
@@ -33,8 +34,13 @@ function linuxSkip(): string | false {
 const skip = linuxSkip();
 if (skip) process.stderr.write(`\n*** tsvmm: LINUX KVM TESTS SKIPPED: ${skip} ***\n\n`);
 
-/** Runs `tsvmm run --kernel`, sends `commands` once the shell prompt appears, resolves at exit. */
+/**
+ * Runs `tsvmm run --kernel`, sends `commands` once the shell prompt appears, resolves at exit.
+ * Without commands, stdout goes to a file: a panic's burst of console output must not depend on how
+ * fast this (emulated, slow) process drains a pipe.
+ */
 function bootAndRun(args: string[], commands: string | undefined, timeoutMs = 240_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  if (commands === undefined) return bootToFile(args, timeoutMs);
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -55,6 +61,25 @@ function bootAndRun(args: string[], commands: string | undefined, timeoutMs = 24
     c.on('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function bootToFile(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-linux-')), 'console.txt');
+  const fd = fs.openSync(file, 'w');
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], { stdio: ['ignore', fd, 'pipe'] });
+    fs.closeSync(fd);
+    let stderr = '';
+    c.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      c.kill('SIGKILL');
+      reject(new Error(`tsvmm run --kernel did not finish in ${timeoutMs} ms\nstdout: ${fs.readFileSync(file, 'utf8')}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    c.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: fs.readFileSync(file, 'utf8'), stderr });
     });
   });
 }

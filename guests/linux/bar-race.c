@@ -84,7 +84,9 @@ static void *accessor(void *arg) {
   unsigned k = (unsigned)(c - acc);
   volatile uint64_t *id = (volatile uint64_t *)(bar_map + ID_OFFSET);
   volatile uint64_t *scratch = (volatile uint64_t *)(bar_map + SCRATCH_OFFSET + 8 * k);
-  uint64_t confirmed = *scratch, next = ((uint64_t)(k + 1) << 48);
+  /* The scratch registers start at 0 (the shm device's reset value; the VMM zeroes a vfio BAR's).
+   * Not read here: with decode off at this moment the read would be all ones. */
+  uint64_t confirmed = 0, next = ((uint64_t)(k + 1) << 48);
   while (!atomic_load_explicit(&done, memory_order_relaxed)) {
     uint64_t s0 = atomic_load(&decode_seq);
     uint64_t v = *id;
