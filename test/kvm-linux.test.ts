@@ -72,7 +72,7 @@ function bootToFile(args: string[], timeoutMs: number): Promise<{ code: number |
     const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], { stdio: ['ignore', fd, 'pipe'] });
     fs.closeSync(fd);
     let stderr = '';
-    c.stderr.on('data', (d) => (stderr += d));
+    c.stderr!.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => {
       c.kill('SIGKILL');
       reject(new Error(`tsvmm run --kernel did not finish in ${timeoutMs} ms\nstdout: ${fs.readFileSync(file, 'utf8')}\nstderr: ${stderr}`));
