@@ -4,7 +4,9 @@
 # (scripts/kvm-in-qemu.sh). Builds the kernel cache and initramfs first (scripts/build-linux-guest.js),
 # on this machine, so the emulated one only runs the tests.
 #
-# Budget: ~4-8 min (each boot ~5-10 s of guest time plus the emulated machine's own ~5-15 s; each race
+# KVMQ_VFIO=1: the emulated machine also has an ivshmem function bound to vfio-pci, so the race runs
+# on a real vfio-pci device too.
+# Budget: ~7 min per run (each boot ~5-10 s of guest time plus the emulated machine's own ~5-15 s; each race
 # toggle ~0.2 s under TCG, so TSVMM_LINUX_TOGGLES defaults to 200). KVMQ_TIMEOUT (default 1200)
 # bounds it. Exit status: the test runner's; a failed run is repeated once with the inner KVM on
 # shadow paging (kvm_amd.npt=0), as scripts/test-kvm-in-qemu.sh does; 0 with a loud line when the
@@ -23,7 +25,7 @@ if ! node scripts/build-linux-guest.js; then
 fi
 
 run_suite() {
-  KVMQ_KVM_PARAMS=${1:-} KVMQ_TIMEOUT=${KVMQ_TIMEOUT:-1200} TSVMM_LINUX_TOGGLES=${TSVMM_LINUX_TOGGLES:-200} \
+  KVMQ_KVM_PARAMS=${1:-} KVMQ_VFIO=1 KVMQ_TIMEOUT=${KVMQ_TIMEOUT:-1200} TSVMM_LINUX_TOGGLES=${TSVMM_LINUX_TOGGLES:-200} \
     scripts/kvm-in-qemu.sh node --test --test-concurrency=1 dist/test/kvm-linux.test.js
 }
 
