@@ -13,13 +13,36 @@ function threshold(): number {
 }
 const limit = threshold();
 
-export function log(level: LogLevel, message: string): void {
-  if (LEVELS[level] > limit) return;
-  writeStderr(`tsvmm ${level}: ${message}\n`);
+export const LOG_FORMATS = ['text', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/**
+ * `--log-format json`: every line tsvmm writes on stderr is one JSON object ({"time", "level",
+ * "message"}). Kept in the environment so vCPU worker threads, started later, inherit it.
+ */
+export function setLogFormat(format: LogFormat): void {
+  process.env.TSVMM_LOG_FORMAT = format;
 }
 
+const json = () => process.env.TSVMM_LOG_FORMAT === 'json';
+
+function jsonLine(level: LogLevel, message: string): string {
+  return `${JSON.stringify({ time: new Date().toISOString(), level, message })}\n`;
+}
+
+export function log(level: LogLevel, message: string): void {
+  if (LEVELS[level] > limit) return;
+  fs.writeSync(2, json() ? jsonLine(level, message) : `tsvmm ${level}: ${message}\n`);
+}
+
+/** A message for the user, whatever TSVMM_LOG says: `tsvmm: MESSAGE` (or its JSON line). */
+export function report(level: LogLevel, message: string): void {
+  fs.writeSync(2, json() ? jsonLine(level, message) : `tsvmm: ${message}\n`);
+}
+
+/** Raw diagnostics (a failing vCPU's register dump...); in JSON format one object, level error. */
 export function writeStderr(text: string): void {
-  fs.writeSync(2, text);
+  fs.writeSync(2, json() ? jsonLine('error', text.replace(/\n+$/, '').replace(/^tsvmm: /, '')) : text);
 }
 
 export function writeStdout(text: string | Uint8Array): void {

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { report, writeStderr } from '../log';
 
 /** Parses an integer option with bounds, or throws commander's error with a precise message. */
 export function parseIntOption(name: string, value: string, min: number, max: number): number {
@@ -16,8 +17,8 @@ export function parseChoice<T extends string>(name: string, value: string, choic
 /** Prints an error as `tsvmm: <message>` and exits 2 (bad input) or 1 (anything else). */
 export function reportErrorAndExit(e: unknown): never {
   const err = e as Error;
-  const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError', 'BadPciAddressError', 'RaceDeviceError', 'QmpSocketError', 'KernelImageError', 'BootPlanError', 'LinuxBootInputError'].includes(err?.name);
-  process.stderr.write(`tsvmm: ${err?.message ?? String(e)}\n`);
-  if (process.env.TSVMM_DEBUG) process.stderr.write(`${err?.stack}\n`);
+  const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError', 'BadPciAddressError', 'RaceDeviceError', 'QmpSocketError', 'MetricsListenError', 'ConfigFileError', 'KernelImageError', 'BootPlanError', 'LinuxBootInputError'].includes(err?.name);
+  report('error', err?.message ?? String(e));
+  if (process.env.TSVMM_DEBUG) writeStderr(`${err?.stack}\n`);
   process.exit(input ? 2 : 1);
 }

@@ -13,6 +13,10 @@ import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+import { checkSocketPath } from '../qmp/server';
+import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
+import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
+import { metricsSourceOf } from '../metrics/vm-source';
 import { runLinuxRace } from './linux-race';
 
 export interface RaceReport {
@@ -52,6 +56,12 @@ export interface RaceOptions {
   kvmPath?: string;
   /** Pass a real vfio-pci function through instead of the shm device. */
   vfio?: { bdf: string; bar: number };
+  /** A QMP server on this unix socket for the race's duration. */
+  qmp?: string;
+  /** Start with the vCPUs in prelaunch until QMP cont (QEMU's -S); needs qmp. */
+  paused?: boolean;
+  /** Prometheus metrics while the race runs. */
+  metrics?: MetricsOptions;
 }
 
 export class RaceDeviceError extends Error {
@@ -113,6 +123,9 @@ export function startHostRevoker(vm: Vm, rate: number): () => void {
 export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
   if (o.vfio && o.hostRevokeRate > 0) throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
+  if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
+  if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
+  const metrics = await startMetrics(o.metrics ?? {});
   const vm = Vm.create({
     machine: {
       ramBytes: 64n << 20n,
@@ -133,10 +146,23 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       throw e;
     }
   }
-  vm.start();
+  metrics?.attach(metricsSourceOf(vm));
+  vm.start({ paused: o.paused === true });
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
+  let qmp: VmQmp | undefined;
+  try {
+    if (o.qmp !== undefined) qmp = await serveVmQmp(vm, o.qmp);
+  } catch (e) {
+    stopRevoker();
+    vm.requestShutdown(1);
+    await vm.wait();
+    vm.close();
+    throw e;
+  }
   const r = await vm.wait();
   stopRevoker();
+  await qmp?.finish(r.state);
+  await metrics?.close();
   const ram = vm.memory.low;
   const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
   const accessors = results.slice(1);
@@ -196,6 +222,10 @@ export function registerRaceCommand(program: Command): void {
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--linux <bzImage>', 'race inside a real Linux guest booted from this kernel (guests/linux/bar-race.c in the project initramfs)')
     .option('--initrd <file>', 'with --linux: the initramfs (default: .cache/linux/initramfs.cpio from scripts/build-linux-guest.js)')
+    .option('--qmp <path>', 'a QMP server on this unix socket while the race runs (query-pci shows the BAR\'s decode state; stop/cont pause it)')
+    .option('--paused', 'with --qmp: start in prelaunch until QMP cont (QEMU\'s -S)')
+    .option(...METRICS_LISTEN_OPTION)
+    .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--json', 'print the report as JSON')
     .action(async (raw: Record<string, string | boolean>) => {
       let report: RaceReport;
@@ -208,6 +238,9 @@ export function registerRaceCommand(program: Command): void {
           configAccess: parseChoice('--config-access', String(raw.configAccess), ['cf8', 'ecam'] as const),
           hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
           kvmPath: String(raw.kvm),
+          ...(raw.qmp !== undefined ? { qmp: String(raw.qmp) } : {}),
+          paused: raw.paused === true,
+          metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
         };
         if (raw.initrd && !raw.linux) throw new InvalidArgumentError('--initrd needs --linux');

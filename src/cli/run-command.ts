@@ -1,10 +1,16 @@
 // `tsvmm run`: boot a guest, serial/console on stdout, exit with the guest's status.
 import { InvalidArgumentError, type Command } from 'commander';
-import { Vm } from '../vmm/vm';
+import { Vm, type VmOptions } from '../vmm/vm';
 import { parseSize } from './size';
 import { parseIntOption, reportErrorAndExit } from './common';
+import { report } from '../log';
+import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
 import { QmpServer, checkSocketPath } from '../qmp/server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
+import { VmReset } from '../qmp/vm-reset';
+import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
+import type { MetricsServer } from '../metrics/metrics';
+import { metricsSourceOf } from '../metrics/vm-source';
 import { collect, parseDeviceOption } from './linux-options';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { attachConsoleInput } from '../vmm/console-input';
@@ -13,7 +19,7 @@ export function registerRunCommand(program: Command): void {
   program
     .command('run')
     .description('boot a guest; its serial and console output go to stdout; exit status = the guest\'s')
-    .option('--guest <name|file>', 'a built-in guest (hello, pio-loop, mmio-loop, race, ...) or a guest image file')
+    .option('--guest <name|file>', 'a built-in guest (hello, pio-loop, mmio-loop, race, ...) or a guest image file (required unless --kernel, here or in --config)')
     .option('--kernel <bzImage>', 'boot a Linux kernel (bzImage, e.g. Debian\'s vmlinuz) instead of --guest')
     .option('--initrd <file>', 'with --kernel: the initramfs')
     .option('--cmdline <string>', `with --kernel: the kernel command line (default: ${DEFAULT_CMDLINE})`)
@@ -23,59 +29,84 @@ export function registerRunCommand(program: Command): void {
     .option('--iterations <n>', 'loop count for the loop guests', '100000')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--qmp <path>', 'a QMP (QEMU Machine Protocol) server on this unix socket; a VM that stops in internal-error or guest-panicked then stays up for inspection until QMP quit')
+    .option('--name <name>', 'the VM\'s name, reported by QMP query-name (QEMU\'s -name)')
     .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
-    .action(async (o: { guest?: string; kernel?: string; initrd?: string; cmdline?: string; device?: string[]; vcpus: string; mem?: string; iterations: string; kvm: string; qmp?: string; paused?: boolean }) => {
+    .option(...METRICS_LISTEN_OPTION)
+    .option(...METRICS_ALLOW_REMOTE_OPTION)
+    .option('--config <file>', 'read options from a JSON file (keys: the long option names); command-line options win')
+    .option('--print-config', 'print the options the command line and --config add up to, as a config file, and exit')
+    .action(async (o: { guest?: string; kernel?: string; initrd?: string; cmdline?: string; device?: string[]; vcpus: string; mem?: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
       let vm: Vm | undefined;
+      let vmOptions: VmOptions | undefined;
+      let recreate: (() => Vm) | undefined;
+      let metrics: MetricsServer | undefined;
       try {
-        if (o.paused && !o.qmp) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
-        if (o.guest === undefined && o.kernel === undefined) throw new InvalidArgumentError('give --guest <name|file> or --kernel <bzImage>');
+        if (o.config !== undefined) {
+          applyRunConfig(cmd, readRunConfig(o.config));
+          o = cmd.opts();
+        }
+        if (o.printConfig) {
+          process.stdout.write(`${JSON.stringify(effectiveRunConfig(cmd), null, 2)}\n`);
+          return;
+        }
+        if (o.guest === undefined && o.kernel === undefined) throw new InvalidArgumentError("required option '--guest <name|file>' not specified (on the command line or in --config), nor --kernel <bzImage>");
         if (o.guest !== undefined && o.kernel !== undefined) throw new InvalidArgumentError('--guest and --kernel are alternatives: give one');
         if (o.kernel === undefined && (o.initrd !== undefined || o.cmdline !== undefined || o.device !== undefined)) throw new InvalidArgumentError('--initrd, --cmdline and --device need --kernel');
-        if (o.qmp) checkSocketPath(o.qmp); // bad input fails before KVM is touched
+        if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
+        if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
         const vcpus = parseIntOption('--vcpus', o.vcpus, 1, 64);
+        metrics = await startMetrics(o);
         if (o.kernel !== undefined) {
-          vm = Vm.createLinux({
-            machine: { ramBytes: parseSize(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm', barOrder: 'unmap-first' },
+          const linuxOptions = {
+            machine: { ramBytes: parseSize(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm' as const, barOrder: 'unmap-first' as const },
             linux: { kernelPath: o.kernel, initrdPath: o.initrd, cmdline: o.cmdline ?? DEFAULT_CMDLINE },
             kvmPath: o.kvm,
-          });
+          };
+          recreate = () => Vm.createLinux(linuxOptions);
         } else {
-          vm = Vm.create({
+          vmOptions = {
             machine: { ramBytes: parseSize(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
             guest: o.guest!,
             params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
             kvmPath: o.kvm,
-          });
+          };
+          recreate = () => Vm.create(vmOptions!);
         }
+        vm = recreate();
       } catch (e) {
         reportErrorAndExit(e);
       }
+      metrics?.attach(metricsSourceOf(vm!));
       let cause: ShutdownCause = 'guest-shutdown';
       let quit: () => void = () => {};
       const quitRequested = new Promise<void>((resolve) => (quit = resolve));
       const onSignal = () => {
-        process.stderr.write('tsvmm: terminating on signal SIGINT\n');
+        report('warn', 'terminating on signal SIGINT');
         cause = 'host-signal';
         vm!.requestShutdown(130);
         quit();
       };
       process.once('SIGINT', onSignal);
       vm!.start({ paused: o.paused === true });
-      const input = vm!.machine.linux ? attachConsoleInput(vm!, process.stdin, () => onSignal()) : undefined;
+      const attachInput = (v: Vm) => (v.machine.linux ? attachConsoleInput(v, process.stdin, () => onSignal()) : undefined);
+      let input = attachInput(vm!);
       let qmp: QmpServer | undefined;
-      if (o.qmp) {
+      const reset = new VmReset();
+      if (o.qmp !== undefined) {
         // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
         await vm!.threadsStarted();
         try {
           qmp = await QmpServer.listen(
             o.qmp,
-            vmQmpTarget(vm!, {
+            vmQmpTarget(() => vm!, {
+              name: o.name,
               emit: (name, data) => qmp?.broadcast(name, data),
               onQuit: () => {
                 cause = 'host-qmp-quit';
                 vm!.requestShutdown(0);
                 quit();
               },
+              onReset: () => reset.request(vm!),
             }),
           );
         } catch (e) {
@@ -86,22 +117,39 @@ export function registerRunCommand(program: Command): void {
           reportErrorAndExit(e);
         }
       }
-      const r = await vm!.wait();
-      if (qmp) {
+      // Until the VM ends for good: a QMP system_reset replaces it with a fresh one (vm-reset.ts).
+      let waiting = vm!.wait();
+      let r: Awaited<typeof waiting>;
+      for (;;) {
+        // (reset.requested first: after a stay-up the old VM's `waiting` has long resolved.)
+        if (reset.requested || (await Promise.race([waiting.then(() => false), reset.signal.then(() => true)]))) {
+          input?.detach();
+          vm = await reset.perform(vm!, waiting, recreate!);
+          input = attachInput(vm);
+          metrics?.attach(metricsSourceOf(vm));
+          waiting = vm.wait();
+          continue;
+        }
+        r = await waiting;
+        if (!qmp) break;
         for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
-          // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect.
-          process.stderr.write(`tsvmm: VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit\n`);
-          await quitRequested;
+          // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect,
+          // until quit or system_reset.
+          report('warn', `VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit`);
+          await Promise.race([quitRequested, reset.signal]);
+          if (reset.requested) continue;
         }
         await qmp.close();
+        break;
       }
       process.off('SIGINT', onSignal);
       input?.detach();
+      await metrics?.close();
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
       if (r.state !== 'shutdown' || r.exitCode !== 0) {
-        process.stderr.write(`tsvmm: VM stopped, run state ${r.state}, exit status ${r.state === 'shutdown' ? r.exitCode : 1}\n`);
+        report('error', `VM stopped, run state ${r.state}, exit status ${r.state === 'shutdown' ? r.exitCode : 1}`);
         if (r.state !== 'shutdown') process.exitCode = 1;
       }
     });

@@ -7,8 +7,11 @@
 // - until `qmp_capabilities`, every other command fails with CommandNotFound "Expecting
 //   capabilities negotiation with 'qmp_capabilities'", and no events are sent;
 // - each reply carries the request's "id" verbatim when it had one;
-// - malformed input gets a GenericError and the connection stays usable.
+// - malformed input gets a GenericError and the connection stays usable; JSON is read as QEMU
+//   reads it (src/qmp/json.ts: duplicate keys refused, 64-bit integer ids echoed exactly).
 import type { RunState } from '../vmm/run-state';
+import { parseQmpJson, QmpJsonError } from './json';
+import { queryPciReply, type PciFunctionInfo } from './query-pci';
 
 export type QmpMessage = Record<string, unknown>;
 
@@ -37,6 +40,12 @@ export interface QmpTarget {
   /** One entry per vCPU: index and the host thread id running it (0 if not started). */
   vcpuThreads(): { index: number; threadId: number }[];
   readonly version: { major: number; minor: number; micro: number; package: string };
+  /** The VM's name (QEMU's -name), if it was given one. */
+  readonly name?: string;
+  /** Bus 0's PCI functions (src/qmp/query-pci.ts); none when absent. */
+  pciFunctions?(): PciFunctionInfo[];
+  /** A real reset (system_reset); the command exists only when the target can do it. */
+  reset?(): Promise<void>;
 }
 
 type Handler = (args: QmpMessage) => Promise<unknown> | unknown;
@@ -61,6 +70,22 @@ export class QmpSession {
       ['stop', { handler: () => this.target.stop().then(() => ({})), params: [] }],
       ['cont', { handler: () => this.cont(), params: [] }],
       ['quit', { handler: () => ({}), params: [] }],
+      ...(target.reset ? [['system_reset', { handler: () => target.reset!().then(() => ({})), params: [] as string[] }] as const] : []),
+      ['query-pci', { handler: () => queryPciReply(this.target.pciFunctions?.() ?? []), params: [] }],
+      // tsvmm always runs its guests on KVM: there is no other accelerator to fall back to.
+      ['query-kvm', { handler: () => ({ enabled: true, present: true }), params: [] }],
+      ['query-name', { handler: () => (this.target.name === undefined ? {} : { name: this.target.name }), params: [] }],
+      [
+        'system_powerdown',
+        {
+          handler: () => {
+            // QEMU presses the ACPI power button; tsvmm's machine has no ACPI, so there is no way to ask
+            // the guest to shut down. Saying so beats an accepted command that does nothing.
+            throw new QmpCommandError('GenericError', 'system_powerdown is not supported: this machine has no ACPI power button to ask the guest to shut down; use quit');
+          },
+          params: [],
+        },
+      ],
     ]);
   }
 
@@ -68,21 +93,29 @@ export class QmpSession {
     return { QMP: { version: this.queryVersion(), capabilities: [] } };
   }
 
-  /** An asynchronous event; only clients that finished negotiation receive events. */
+  /**
+   * An asynchronous event; only clients that finished negotiation receive events. An event without
+   * data has no "data" member, as QEMU sends STOP, RESUME and RESET.
+   */
   event(name: string, data: QmpMessage = {}, nowMs = Date.now()): void {
     if (!this.negotiated) return;
     const micros = Math.round(nowMs * 1000);
-    this.send({ event: name, data, timestamp: { seconds: Math.floor(micros / 1e6), microseconds: micros % 1e6 } });
+    const timestamp = { seconds: Math.floor(micros / 1e6), microseconds: micros % 1e6 };
+    this.send(Object.keys(data).length === 0 ? { event: name, timestamp } : { event: name, data, timestamp });
   }
 
-  /** Handles one line of input; the reply (or error) is sent before the promise resolves. */
+  /**
+   * Handles one message (src/qmp/framing.ts cuts them from the stream); the reply (or error) is
+   * sent before the promise resolves, and the promise never rejects.
+   */
   async handleLine(line: string): Promise<void> {
     if (line.trim() === '') return;
     let input: unknown;
     try {
-      input = JSON.parse(line);
+      input = parseQmpJson(line);
     } catch (e) {
-      this.send(errorReply('GenericError', `JSON parse error, ${(e as Error).message}`));
+      if (!(e instanceof QmpJsonError)) throw e;
+      this.send(errorReply('GenericError', e.message));
       return;
     }
     if (typeof input !== 'object' || input === null || Array.isArray(input)) {
@@ -106,17 +139,25 @@ export class QmpSession {
       reply({ return: result ?? {} });
       if (name === 'quit') this.target.quit();
     } catch (e) {
-      if (!(e instanceof QmpCommandError)) throw e;
-      reply(errorReply(e.errorClass, e.message));
+      // Anything else is a tsvmm bug: the client still gets an answer to its id, and the VMM goes on.
+      if (e instanceof QmpCommandError) reply(errorReply(e.errorClass, e.message));
+      else reply(errorReply('GenericError', `internal error: ${(e as Error)?.message ?? String(e)}`));
     }
   }
 
   private capabilities(args: QmpMessage): unknown {
     if (this.negotiated) throw new QmpCommandError('CommandNotFound', 'Capabilities negotiation is already complete, command ignored');
-    const enable = args.enable ?? [];
+    const enable = 'enable' in args ? args.enable : [];
     if (!Array.isArray(enable)) throw new QmpCommandError('GenericError', "Invalid parameter type for 'enable', expected: array");
-    // QEMU offers "oob"; tsvmm offers no capability, so any request is one it cannot grant.
-    if (enable.length > 0) throw new QmpCommandError('GenericError', `Capability '${String(enable[0])}' not available`);
+    enable.forEach((cap: unknown, i) => {
+      if (typeof cap !== 'string') throw new QmpCommandError('GenericError', `Invalid parameter type for 'enable[${i}]', expected: string`);
+    });
+    for (const [i, cap] of (enable as string[]).entries()) {
+      // QEMU offers "oob"; tsvmm offers no capability, so "oob" is known but cannot be granted.
+      // (QEMU 7.2 names the unknown-value parameter 'null'; tsvmm names it.)
+      if (cap === 'oob') throw new QmpCommandError('GenericError', "Capability 'oob' not available");
+      throw new QmpCommandError('GenericError', `Parameter 'enable[${i}]' does not accept value '${cap}'`);
+    }
     this.negotiated = true;
     return {};
   }
@@ -160,7 +201,8 @@ function parseRequest(req: QmpMessage): { name: string; args: QmpMessage } {
   }
   if (!('execute' in req)) throw new QmpCommandError('GenericError', "QMP input lacks member 'execute'");
   if (typeof req.execute !== 'string') throw new QmpCommandError('GenericError', "QMP input member 'execute' must be a string");
-  const args = req.arguments ?? {};
+  // `"arguments": null` is refused as QEMU does: only an absent member means "no arguments".
+  const args = 'arguments' in req ? req.arguments : {};
   if (typeof args !== 'object' || args === null || Array.isArray(args)) throw new QmpCommandError('GenericError', "QMP input member 'arguments' must be an object");
   return { name: req.execute, args: args as QmpMessage };
 }

@@ -1,41 +1,51 @@
 // The QMP commands' view of a running Vm, and the events its state changes produce.
-import fs from 'node:fs';
-import path from 'node:path';
+import { packageVersion } from '../version';
+import { machinePciFunctions } from './query-pci';
 import type { Vm } from '../vmm/vm';
 import type { RunState } from '../vmm/run-state';
 import type { QmpMessage, QmpTarget } from './session';
-
-function packageVersion(): { major: number; minor: number; micro: number; package: string } {
-  // dist/src/qmp/ -> the package root
-  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
-  const [major = 0, minor = 0, micro = 0] = pkg.version.split('.').map((p) => Number.parseInt(p, 10) || 0);
-  return { major, minor, micro, package: `tsvmm ${pkg.version}` };
-}
 
 /** Why the VM left the running states, as QMP's SHUTDOWN event names it (qapi/run-state.json). */
 export type ShutdownCause = 'guest-shutdown' | 'host-qmp-quit' | 'host-signal';
 
 export interface VmQmpHooks {
+  /** The VM's name (`--name`), if it has one. */
+  name?: string;
   /** Sends an event to every negotiated client. */
   emit(name: string, data?: QmpMessage): void;
   /** `quit` was accepted (its reply is already sent). */
   onQuit(): void;
+  /** system_reset: resolves once the VM was reset (src/qmp/vm-reset.ts). Without it, no system_reset. */
+  onReset?(): Promise<void>;
 }
 
-export function vmQmpTarget(vm: Vm, hooks: VmQmpHooks): QmpTarget {
+/** `vm` may be a getter: after a reset the commands act on the new VM. */
+export function vmQmpTarget(vmOrGetter: Vm | (() => Vm), hooks: VmQmpHooks): QmpTarget {
+  const current = typeof vmOrGetter === 'function' ? vmOrGetter : () => vmOrGetter;
+  const onReset = hooks.onReset;
   return {
     version: packageVersion(),
-    status: () => vm.machine.runState.state,
+    name: hooks.name,
+    status: () => current().machine.runState.state,
     // Events follow what this call did, not the state read afterwards: a guest that fails right
     // after cont has already left `running` (and gets its own events when the VM stops).
     stop: async () => {
-      if (await vm.pause()) hooks.emit('STOP');
+      if (await current().pause()) hooks.emit('STOP');
     },
     cont: async () => {
-      if (vm.resume()) hooks.emit('RESUME');
+      if (current().resume()) hooks.emit('RESUME');
     },
     quit: () => hooks.onQuit(),
-    vcpuThreads: () => vm.vcpuThreads(),
+    vcpuThreads: () => current().vcpuThreads(),
+    pciFunctions: () => machinePciFunctions(current().machine),
+    ...(onReset
+      ? {
+          reset: async () => {
+            await onReset();
+            hooks.emit('RESET', { guest: false, reason: 'host-qmp-system-reset' });
+          },
+        }
+      : {}),
   };
 }
 

@@ -16,6 +16,7 @@ import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
+import { FaultEventRing, type FaultRecovery } from './fault-events';
 import type { Outcome } from './dispatch';
 import { LatencySamples } from './latency';
 
@@ -30,6 +31,8 @@ export interface VcpuThreadData {
   kickSignal: number;
   /** Fault-to-completion latency samples (LatencySamples). */
   latency: SharedArrayBuffer;
+  /** Recovered faults for QMP events (FaultEventRing). */
+  faultEvents?: SharedArrayBuffer;
 }
 
 function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, { kind: 'stop' }>['state']): string {
@@ -69,6 +72,8 @@ function main(d: VcpuThreadData): void {
   };
   const latency = new LatencySamples(d.latency);
   let faultAt = 0;
+  let faultKind: FaultRecovery = 'efault';
+  const faultEvents = d.faultEvents && new FaultEventRing(d.faultEvents);
   control.setStatus(d.index, VcpuStatus.Running);
   control.markRunStart(d.index);
   try {
@@ -86,9 +91,11 @@ function main(d: VcpuThreadData): void {
       }
       const { exit, outcome } = runner.run();
       if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
-        if (faultAt === 0) faultAt = performance.now();
+        if (faultAt === 0) [faultAt, faultKind] = [performance.now(), exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault'];
       } else if (faultAt !== 0 && exit.kind === 'mmio') {
-        latency.add((performance.now() - faultAt) * 1000);
+        const micros = (performance.now() - faultAt) * 1000;
+        latency.add(micros);
+        faultEvents?.record(d.index, faultKind, exit.gpa, micros);
         faultAt = 0;
       }
       if (exit.kind === 'interrupted') {

@@ -18,6 +18,7 @@ import { writeBootInfo, type BootInfo } from '../boot/boot-info';
 import { CONTROL_BASE } from '../devices/control';
 import type { Stats } from './stats';
 import { LatencySamples } from './latency';
+import { FaultEventRing } from './fault-events';
 import { buildLinuxVm } from '../boot/linux/linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 
@@ -50,6 +51,8 @@ export class Vm {
   private readonly workers: Worker[] = [];
   private readonly exited: Promise<void>[] = [];
   readonly latency = new LatencySamples();
+  /** Recovered memory faults for QMP events (src/qmp/fault-event-pump.ts). */
+  readonly faultEvents = new FaultEventRing();
   private startedAt = 0;
 
   private constructor(
@@ -134,6 +137,7 @@ export class Vm {
         control: this.control.shared,
         kickSignal: kick,
         latency: this.latency.shared,
+        faultEvents: this.faultEvents.shared,
       };
       const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);

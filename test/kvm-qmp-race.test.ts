@@ -1,0 +1,161 @@
+// QMP on `tsvmm race` against a real VM on /dev/kvm (skipped, loudly, without KVM): query-pci shows
+// the passthrough BAR decoding and host-mapped, then not decoding (no memslot) while the guest
+// holds MEM clear; two clients at once both see STOP/RESUME; quit ends the race with SHUTDOWN.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { kvmSkip } from './kvm-available';
+import { runCli, type CliResult } from './cli';
+import { connectQmp } from './qmp-client';
+
+type Qmp = Awaited<ReturnType<typeof connectQmp>>;
+
+async function connectWhenUp(socket: string, done: Promise<CliResult>): Promise<Qmp> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const q = await connectQmp(socket);
+      assert.ok('QMP' in (await q.next()));
+      assert.deepEqual((await q.command('qmp_capabilities')).return, {});
+      return q;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw e;
+      if (Date.now() > deadline) throw new Error(`no QMP server after 60 s: ${JSON.stringify(await Promise.race([done, Promise.resolve('still running')]))}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+interface Region {
+  bar: number;
+  type: string;
+  address: number;
+  size: number;
+  '__org.tsvmm_bar-state': { decode: boolean; 'host-mapping': boolean };
+}
+
+test('race --qmp: query-pci follows the BAR through decode on and off; two clients; quit gives SHUTDOWN and a report', { skip: kvmSkip }, async (t) => {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+  let pid = 0;
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const a = await connectWhenUp(socket, done);
+  const b = await connectWhenUp(socket, done);
+  assert.deepEqual((await a.command('query-kvm')).return, { enabled: true, present: true });
+  assert.deepEqual((await a.command('query-status')).return, { status: 'running', running: true });
+
+  const seen = { on: 0, off: 0 };
+  let bar0: Region | undefined;
+  for (let i = 0; i < 200 && (seen.on === 0 || seen.off === 0); i++) {
+    assert.deepEqual((await a.command('stop')).return, {});
+    await a.event('STOP');
+    await b.event('STOP'); // every negotiated client gets the event
+    const pci = (await a.command('query-pci')).return as { bus: number; devices: { slot: number; qdev_id: string; regions: Region[] }[] }[];
+    const pt = pci[0]!.devices.find((d) => d.qdev_id === 'pt0')!;
+    assert.equal(pt.slot, 3);
+    bar0 = pt.regions.find((r) => r.bar === 0)!;
+    const st = bar0['__org.tsvmm_bar-state'];
+    if (st.decode) {
+      seen.on++;
+      assert.ok(bar0.address > 0, `a decoding BAR has its address, got ${bar0.address}`);
+      assert.equal(st['host-mapping'], true, 'a decoding shm BAR is backed by the host mapping');
+    } else {
+      seen.off++;
+      assert.equal(bar0.address, -1, 'QEMU shows a BAR that does not decode at address -1');
+      assert.equal(st['host-mapping'], false, 'no memslot may outlive decode (unmap-first)');
+    }
+    assert.deepEqual((await a.command('cont')).return, {});
+    await a.event('RESUME');
+    await b.event('RESUME');
+    await new Promise((r) => setTimeout(r, 5 + (i % 7)));
+  }
+  process.stderr.write(`# race --qmp: BAR0 seen decoding ${seen.on} times, not decoding ${seen.off} times\n`);
+  assert.ok(seen.on > 0 && seen.off > 0, `BAR0 decode states seen: ${JSON.stringify(seen)}`);
+  assert.equal(bar0!.type, 'memory');
+
+  assert.deepEqual((await b.command('quit')).return, {});
+  assert.deepEqual((await a.event('SHUTDOWN')).data, { guest: false, reason: 'host-qmp-quit' });
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { vmDeaths: number; badValues: number; toggles: number };
+  assert.equal(report.vmDeaths, 0);
+  assert.equal(report.badValues, 0);
+  assert.equal(fs.existsSync(socket), false, 'the socket is removed');
+});
+
+test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAULT_RECOVERED events', { skip: kvmSkip }, async (t) => {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+  let pid = 0;
+  // The QEMU BAR order revokes the mapping under a live memslot: faults to recover.
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--bar-order', 'qemu', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const q = await connectWhenUp(socket, done);
+  const events: { data: Record<string, unknown>; at: number }[] = [];
+  const t0 = Date.now();
+  while (events.length < 3 && Date.now() - t0 < 60_000) {
+    const e = await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED');
+    events.push({ data: e.data as Record<string, unknown>, at: Date.now() });
+  }
+  assert.deepEqual((await q.command('quit')).return, {});
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+  process.stderr.write(`# fault events: ${JSON.stringify(events.map((e) => e.data))}\n`);
+  assert.equal(events.length, 3);
+  for (const { data } of events) {
+    assert.deepEqual(Object.keys(data).sort(), ['bar', 'device', 'dropped', 'gpa', 'latency-us', 'recovery', 'vcpu']);
+    assert.equal(data.device, 'pt0');
+    assert.equal(data.bar, 0);
+    assert.equal(data.vcpu, 1, 'vCPU 1 is the accessor');
+    assert.ok(['efault', 'annotated-fault'].includes(data.recovery as string));
+    assert.ok((data['latency-us'] as number) > 0);
+  }
+  // One per second at most (QEMU's throttle), with a little slack for delivery.
+  for (let i = 1; i < events.length; i++) assert.ok(events[i]!.at - events[i - 1]!.at > 800, `events ${events[i]!.at - events[i - 1]!.at} ms apart`);
+  assert.ok(events.slice(1).some((e) => (e.data.dropped as number) > 0), 'a busy race drops (and counts) faults between events');
+});
+
+test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query-status says internal-error until quit', { skip: kvmSkip }, async (t) => {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+  let pid = 0;
+  // --paused: the VM cannot die before this client has negotiated (it can within 0.4 s otherwise).
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--paused', '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const q = await connectWhenUp(socket, done);
+  assert.deepEqual((await q.command('query-status')).return, { status: 'prelaunch', running: false });
+  assert.deepEqual((await q.command('cont')).return, {});
+  await q.event('RESUME');
+  // The first EFAULT is fatal under the QEMU policy: STOP comes first, then the state is queryable.
+  await q.event('STOP');
+  assert.deepEqual((await q.command('query-status')).return, { status: 'internal-error', running: false });
+  assert.equal(((await q.command('cont')).error as { desc: string }).desc, 'Resetting the Virtual Machine is required');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual((await q.command('query-status')).return, { status: 'internal-error', running: false }, 'the VMM stays up for inspection');
+  assert.deepEqual((await q.command('quit')).return, {});
+  const r = await done;
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^error: kvm run failed Bad address$/m);
+  assert.match(r.stderr, /VM stopped in internal-error; QMP stays up on .* until quit/);
+  const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { vmDeaths: number; runState: string };
+  assert.deepEqual([report.vmDeaths, report.runState], [1, 'internal-error']);
+});
