@@ -51,7 +51,7 @@ test('run --kernel: a missing initrd', async () => {
 
 test('run: --guest and --kernel exclude each other; --initrd/--device need --kernel; bad --device specs', async () => {
   await bad(['--guest', 'hello', '--kernel', kernel], /--guest and --kernel are alternatives/);
-  await bad([], /give --guest <name\|file> or --kernel <bzImage>/);
+  await bad([], /required option '--guest <name\|file>' not specified \(on the command line or in --config\), nor --kernel <bzImage>/);
   await bad(['--guest', 'hello', '--initrd', initrd], /--initrd, --cmdline and --device need --kernel/);
   await bad(['--kernel', kernel, '--device', 'nvme'], /--device nvme: unknown device 'nvme'/);
   await bad(['--kernel', kernel, '--device', 'vfio'], /--device vfio: vfio needs host=DDDD:BB:DD\.F/);
