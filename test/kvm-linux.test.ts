@@ -151,6 +151,9 @@ test('race --linux bad input: a missing initramfs and --config-access ecam are r
   const b = await runCli(['race', '--linux', kernel, '--config-access', 'ecam']);
   assert.equal(b.code, 2);
   assert.match(b.stderr, /--config-access: with --linux the guest kernel decides/);
+  const c = await runCli(['race', '--linux', kernel, '--qmp', '/tmp/tsvmm-linux-race.sock']);
+  assert.equal(c.code, 2);
+  assert.match(c.stderr, /--qmp and --metrics-listen are not supported with --linux yet/);
 });
 
 // A real vfio-pci function (scripts/kvm-in-qemu.sh with KVMQ_VFIO=1 exports TSVMM_VFIO_DEVICE: an
