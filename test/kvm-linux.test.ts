@@ -19,6 +19,7 @@ import { kvmSkip } from './kvm-available';
 import { BIN, runCli, runRaceJson } from './cli';
 import { PCI_MMIO_BASE, PCI_MMIO_END } from '../src/vmm/machine';
 import type { LinuxRaceReport } from '../src/cli/linux-race';
+import { fakeBzImage } from './linux-fixtures';
 
 const root = path.resolve(__dirname, '../..');
 const kernel = process.env.TSVMM_LINUX_KERNEL ?? path.join(root, '.cache/linux/vmlinuz');
@@ -167,4 +168,17 @@ test('race --linux --vfio: the guest races on a real vfio-pci function\'s BAR2 a
   checkSurvived(rep, false);
   assert.equal(rep.guest!.bar, 2);
   assert.equal(code, 0, stderr);
+});
+
+test('a "kernel" that triple-faults at its entry without announcing a restart is a failure (status 1), not a reboot', { skip: kvmSkip }, async () => {
+  // The fake bzImage's protected-mode kernel is int3 everywhere, and no IDT is loaded yet.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-linux-'));
+  const fake = path.join(dir, 'bzImage');
+  fs.writeFileSync(fake, fakeBzImage());
+  const r = await runCli(['run', '--kernel', fake, '--mem', '64M'], { timeoutMs: 120_000 });
+  assert.equal(r.code, 1, r.stderr);
+  // kvm_pvm's ring-0 emulator gives up on it instead (an emulation failure): a failure all the same.
+  assert.match(r.stderr, fs.existsSync('/sys/module/kvm_pvm') ? /triple fault \(KVM_EXIT_SHUTDOWN\)|KVM internal error/ : /triple fault \(KVM_EXIT_SHUTDOWN\)/);
+  const warnings = r.stderr.split('\n').filter((l) => /kvm_pvm/.test(l)).length;
+  assert.equal(warnings, fs.existsSync('/sys/module/kvm_pvm') ? 1 : 0); // warned once where it applies
 });

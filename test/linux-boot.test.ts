@@ -234,7 +234,10 @@ test('console watch: "reboot: Power down" / "System halted" end the VM with stat
 test('console watch: a panic is recorded; its end line, or the reset that follows, stops the VM as guest-panicked', () => {
   const w = new LinuxConsoleWatch(LinuxConsoleWatch.createShared());
   const ctx = new AccessContext(0);
-  assert.deepEqual(w.resetOutcome(), { kind: 'vm-exit', code: 0 }); // a plain reboot
+  assert.equal(w.resetOutcome(), undefined); // nobody announced a reset: a crash, not a reboot
+  const announced = new LinuxConsoleWatch(LinuxConsoleWatch.createShared());
+  feed(announced, '[   17.2] reboot: Restarting system\n', ctx);
+  assert.deepEqual(announced.resetOutcome(), { kind: 'vm-exit', code: 0 }); // reboot=t's triple fault follows
   feed(w, '[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n', ctx);
   assert.equal(ctx.request, undefined);
   assert.equal(w.panicText, 'Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)');
@@ -253,9 +256,13 @@ test('console watch: the race summary line is kept whole', () => {
   assert.equal(w.resultLine, json);
 });
 
-test('dispatch: on a Linux machine a triple fault is the guest\'s reboot (status 0), or the end of a panic', () => {
+test('dispatch: on a Linux machine a triple fault after "reboot: Restarting system" is the reboot (status 0); after a panic, the panic; otherwise a crash', () => {
   const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true }, new RecordingVm(), new FakeHostMemory(), () => {});
   const state = { vcpu: 0, runPage: new DataView(new ArrayBuffer(4096)), guard: new RefaultGuard(), revocationGenerationAtEntry: 0, memoryMapGenerationAtEntry: 0, barRevokedAtEntry: false };
+  // Before the kernel announced a restart, a triple fault is a crash (status 1, registers dumped).
+  const crash = dispatchExit({ kind: 'shutdown' }, m, state);
+  assert.ok(crash.kind === 'stop' && crash.state === 'shutdown' && crash.dumpRegisters);
+  feed(m.linux!.watch, 'reboot: Restarting system\n', new AccessContext(0));
   assert.deepEqual(dispatchExit({ kind: 'shutdown' }, m, state), { kind: 'vm-exit', code: 0 });
   feed(m.linux!.watch, 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n', new AccessContext(0));
   const o = dispatchExit({ kind: 'shutdown' }, m, state);

@@ -15,7 +15,8 @@ import type { AccessContext } from './device';
 const LINE_MAX = 2048;
 const PANIC_MAX = 240;
 const RESULT_MAX = 2048;
-// Int32 words: [0] line length, [1] panic text length (0 = no panic), [2] result line length.
+// Int32 words: [0] line length, [1] panic text length (0 = no panic), [2] result line length,
+// [3] 1 once the kernel announced a restart.
 const HDR = 16;
 
 export const POWER_DOWN_LINES = ['reboot: Power down', 'reboot: System halted'];
@@ -23,6 +24,8 @@ export const POWER_DOWN_LINES = ['reboot: Power down', 'reboot: System halted'];
 export const RESULT_PREFIX = 'TSVMM-RACE-RESULT ';
 export const PANIC_PREFIX = 'Kernel panic - not syncing: ';
 const PANIC_END = '---[ end Kernel panic';
+/** What Linux prints (KERN_EMERG) right before it resets the machine on purpose (reboot, panic=N). */
+const RESTART_LINES = ['reboot: Restarting system', 'reboot: machine restart'];
 
 export class LinuxConsoleWatch {
   static readonly SHARED_BYTES = HDR + LINE_MAX + PANIC_MAX + RESULT_MAX;
@@ -89,12 +92,18 @@ export class LinuxConsoleWatch {
       ctx.request = { kind: 'guest-panic', message: `the guest kernel panicked: ${this.panicText}` };
       return;
     }
+    if (RESTART_LINES.some((l) => text.includes(l))) this.w[3] = 1;
     if (POWER_DOWN_LINES.some((l) => text.includes(l)) && this.w[1] === 0) ctx.request = { kind: 'vm-exit', code: 0 };
   }
 
-  /** What a guest reset (triple fault, i8042 reset, KVM reset event) means: reboot, or the end of a panic. */
-  resetOutcome(): { kind: 'vm-exit'; code: 0 } | { kind: 'guest-panic'; message: string } {
+  /**
+   * What a guest reset (triple fault, i8042 reset, KVM reset event) means: the end of a panic, or a
+   * reboot the kernel announced (status 0). undefined: a reset nobody asked for (a kernel that
+   * triple-faults on its own), which the caller reports as the failure it is.
+   */
+  resetOutcome(): { kind: 'vm-exit'; code: 0 } | { kind: 'guest-panic'; message: string } | undefined {
     const p = this.panicText;
-    return p ? { kind: 'guest-panic', message: `the guest kernel panicked: ${p}` } : { kind: 'vm-exit', code: 0 };
+    if (p) return { kind: 'guest-panic', message: `the guest kernel panicked: ${p}` };
+    return this.w[3] ? { kind: 'vm-exit', code: 0 } : undefined;
   }
 }

@@ -32,7 +32,8 @@ export class LinuxDevices {
     this.uart = new Uart16550(COM1_BASE, shared.uart, console, irq, (b, ctx) => this.watch.onByte(b, ctx));
     this.rtc = new CmosRtc(shared.rtc);
     this.i8042 = new I8042(shared.i8042, (ctx) => {
-      ctx.request = this.watch.resetOutcome();
+      // An unannounced reset through the keyboard controller ends the VM as a failure.
+      ctx.request = this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 };
     });
   }
 
