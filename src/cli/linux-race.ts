@@ -46,7 +46,7 @@ export interface LinuxRaceReport extends RaceReport {
 export class LinuxRaceInputError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = 'LinuxBootInputError'; // bad input: exit status 2
+    this.name = 'LinuxRaceInputError';
   }
 }
 
