@@ -346,6 +346,15 @@ static napi_value make_constants(napi_env env) {
   set_num(env, c, "kvm_sregs_apic_base", offsetof(struct kvm_sregs, apic_base));
   set_num(env, c, "kvm_sregs_gdt", offsetof(struct kvm_sregs, gdt));
   set_num(env, c, "kvm_sregs_tr", offsetof(struct kvm_sregs, tr));
+  // Linux direct boot (src/boot/linux, src/kvm/kvm.ts): in-kernel irqchip, PIT, IRQ lines, CPUID, MSRs.
+  C(KVM_CREATE_IRQCHIP); C(KVM_CREATE_PIT2); C(KVM_IRQ_LINE); C(KVM_SET_MSRS);
+  C(KVM_CAP_IRQCHIP); C(KVM_CAP_PIT2); C(KVM_PIT_SPEAKER_DUMMY);
+  set_num(env, c, "sizeof_kvm_cpuid2", sizeof(struct kvm_cpuid2));
+  set_num(env, c, "sizeof_kvm_cpuid_entry2", sizeof(struct kvm_cpuid_entry2));
+  set_num(env, c, "sizeof_kvm_msrs", sizeof(struct kvm_msrs));
+  set_num(env, c, "sizeof_kvm_msr_entry", sizeof(struct kvm_msr_entry));
+  set_num(env, c, "sizeof_kvm_pit_config", sizeof(struct kvm_pit_config));
+  set_num(env, c, "sizeof_kvm_irq_level", sizeof(struct kvm_irq_level));
   // VFIO (linux/vfio.h): every request is _IO(';', ...) with a caller-sized, argsz-led struct.
   C(VFIO_API_VERSION); C(VFIO_TYPE1_IOMMU); C(VFIO_TYPE1v2_IOMMU);
   C(VFIO_GET_API_VERSION); C(VFIO_CHECK_EXTENSION); C(VFIO_SET_IOMMU); C(VFIO_GROUP_GET_STATUS);
@@ -426,13 +435,14 @@ static void set_group(napi_env env, napi_value obj, const char* name, napi_value
 
 static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value abi, run, exits, sys_events, caps, ioctls, sizes, misc;
+  napi_value abi, run, exits, sys_events, caps, ioctls, flags, sizes, misc;
   CHECK(napi_create_object(env, &abi));
   CHECK(napi_create_object(env, &run));
   CHECK(napi_create_object(env, &exits));
   CHECK(napi_create_object(env, &sys_events));
   CHECK(napi_create_object(env, &caps));
   CHECK(napi_create_object(env, &ioctls));
+  CHECK(napi_create_object(env, &flags));
   CHECK(napi_create_object(env, &sizes));
   CHECK(napi_create_object(env, &misc));
 #define RUN(ts, field) set_num(env, run, ts, (double)offsetof(struct kvm_run, field))
@@ -514,6 +524,15 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(ioctls, "KVM_SET_REGS", KVM_SET_REGS);
   NUM(ioctls, "KVM_GET_SREGS", KVM_GET_SREGS);
   NUM(ioctls, "KVM_SET_SREGS", KVM_SET_SREGS);
+  // The Linux guest's machine (src/kvm/kvm.ts: irqchip, PIT, CPUID, MSRs, IRQ lines).
+  NUM(ioctls, "KVM_CREATE_IRQCHIP", KVM_CREATE_IRQCHIP);
+  NUM(ioctls, "KVM_CREATE_PIT2", KVM_CREATE_PIT2);
+  NUM(ioctls, "KVM_IRQ_LINE", KVM_IRQ_LINE);
+  NUM(ioctls, "KVM_GET_SUPPORTED_CPUID", KVM_GET_SUPPORTED_CPUID);
+  NUM(ioctls, "KVM_SET_CPUID2", KVM_SET_CPUID2);
+  NUM(ioctls, "KVM_SET_MSRS", KVM_SET_MSRS);
+  // Flag values src/ passes by name through c() that are not requests.
+  NUM(flags, "KVM_PIT_SPEAKER_DUMMY", KVM_PIT_SPEAKER_DUMMY);
   set_num(env, sizes, "SIZEOF_KVM_REGS", (double)sizeof(struct kvm_regs));
   set_num(env, sizes, "SIZEOF_KVM_SREGS", (double)sizeof(struct kvm_sregs));
   set_num(env, sizes, "SIZEOF_KVM_USERSPACE_MEMORY_REGION", (double)sizeof(struct kvm_userspace_memory_region));
@@ -575,6 +594,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   set_group(env, abi, "ioctls", ioctls);
   set_group(env, abi, "sizes", sizes);
   set_group(env, abi, "misc", misc);
+  set_group(env, abi, "flags", flags);
   return abi;
 }
 

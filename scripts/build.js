@@ -64,3 +64,9 @@ if (fs.existsSync(benchSrc) && stale([benchOut], [benchSrc])) {
   fs.mkdirSync(path.dirname(benchOut), { recursive: true });
   run('cc', ['-O2', '-Wall', '-o', benchOut, benchSrc, '-lpthread']);
 }
+
+// 5. the Linux guest's initramfs (guests/linux/bar-race.c with gcc -static, busybox-static) and, if
+// /boot has Debian's kernel, its copy in .cache/linux (scripts/build-linux-guest.js; skipped with a
+// note where busybox-static or a static libc is missing).
+const linuxGuest = rel('scripts/build-linux-guest.js');
+if (fs.existsSync(linuxGuest)) require(linuxGuest).buildLinuxGuest(root, { kernel: 'installed' });

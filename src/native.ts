@@ -47,6 +47,8 @@ export interface KvmAbi {
   readonly ioctls: NativeConstants;
   readonly sizes: NativeConstants;
   readonly misc: NativeConstants;
+  /** Flag values src/ passes by name through c() that are not ioctl requests. */
+  readonly flags: NativeConstants;
   readonly regs: NativeConstants;
   readonly sregs: NativeConstants;
   readonly segment: NativeConstants;

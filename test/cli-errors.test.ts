@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runCli } from './cli';
-import { parseSize } from '../src/cli/size';
+import { parseSize } from '../src/size';
 import { KvmUnavailableError } from '../src/kvm/kvm';
 import { native } from '../src/native';
 

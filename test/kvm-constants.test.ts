@@ -140,7 +140,8 @@ test('every ioctl src/ requests by name exists in the addon, and its size field 
   const consts = native().constants;
   for (const name of used) {
     assert.equal(typeof consts[name], 'number', `src/ calls c('${name}'), which the addon's constants lack`);
-    assert.equal(abi.ioctls[name], consts[name], `${name}: kvmAbi().ioctls lists it with the same number`);
+    const group = name in abi.flags ? 'flags' : 'ioctls';
+    assert.equal(abi[group][name], consts[name], `${name}: kvmAbi().${group} lists it with the same number`);
   }
   // _IOC_SIZE (bits 16..29) is what the addon's ioctlBuffer checks a view against.
   const size = (req: number) => (req >>> 16) & 0x3fff;

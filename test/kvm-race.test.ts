@@ -13,13 +13,19 @@ const TOGGLES = process.env.TSVMM_TEST_TOGGLES ?? '300';
 const race = (args: string[]) => runRaceJson(['--toggles', TOGGLES, ...args]);
 
 test('race, QEMU BAR order, 2 vCPUs: the race is hit and every access completes (UR while decode is off)', { skip }, async () => {
-  const { report, code, stderr } = await race(['--vcpus', '2', '--bar-order', 'qemu']);
-  assert.equal(report.vmDeaths, 0, stderr);
-  assert.equal(report.badValues, 0);
-  assert.equal(report.toggles, Number(TOGGLES));
-  assert.ok(report.efaultsRecovered + report.emulatedMmioRecovered > 0, 'the race window was never hit');
-  assert.ok(report.urReads > 0);
-  assert.equal(code, 0);
+  // Whether a run of TOGGLES toggles lands a fault in the window depends on scheduling: on a loaded
+  // 2-core host one run in ~5 missed it. Each run must be correct; one of up to 3 must hit the window.
+  let hits = 0;
+  for (let attempt = 1; attempt <= 3 && hits === 0; attempt++) {
+    const { report, code, stderr } = await race(['--vcpus', '2', '--bar-order', 'qemu']);
+    assert.equal(report.vmDeaths, 0, stderr);
+    assert.equal(report.badValues, 0);
+    assert.equal(report.toggles, Number(TOGGLES));
+    assert.ok(report.urReads > 0);
+    assert.equal(code, 0);
+    hits = report.efaultsRecovered + report.emulatedMmioRecovered;
+  }
+  assert.ok(hits > 0, 'the race window was never hit in 3 runs');
 });
 
 test('race, default (unmap-first) order, 3 vCPUs, ECAM config access: no deaths, no bad values', { skip }, async () => {

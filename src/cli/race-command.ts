@@ -17,6 +17,7 @@ import { checkSocketPath } from '../qmp/server';
 import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import { metricsSourceOf } from '../metrics/vm-source';
+import { runLinuxRace } from './linux-race';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -80,7 +81,7 @@ export class RaceDeviceError extends Error {
  * one scratch register per accessor at 0x100), written through the device fd before the vCPUs
  * start. So the BAR must be memory that reads back what is written (ivshmem's BAR2 is).
  */
-function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): void {
+export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): void {
   const dev = vm.machine.passthrough[0]!;
   const region = dev.host.regions().find((r) => r.index === bar);
   if (!region || region.kind === 'io') throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} is not a memory BAR (memory BARs: ${dev.host.regions().filter((r) => r.kind !== 'io').map((r) => r.index).join(', ') || 'none'})`);
@@ -97,7 +98,7 @@ function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): vo
 }
 
 /** Host-initiated revocations at random moments (Poisson, `rate` per second), each held briefly. */
-function startHostRevoker(vm: Vm, rate: number): () => void {
+export function startHostRevoker(vm: Vm, rate: number): () => void {
   const host = vm.machine.passthrough[0]!.host as ShmHostDevice;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -231,6 +232,8 @@ export function registerRaceCommand(program: Command): void {
     .option('--vfio <bdf>', 'race on a real vfio-pci function (DDDD:BB:DD.F) instead of the shm device')
     .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
+    .option('--linux <bzImage>', 'race inside a real Linux guest booted from this kernel (guests/linux/bar-race.c in the project initramfs)')
+    .option('--initrd <file>', 'with --linux: the initramfs (default: .cache/linux/initramfs.cpio from scripts/build-linux-guest.js)')
     .option('--qmp <path>', 'a QMP server on this unix socket while the race runs (query-pci shows the BAR\'s decode state; stop/cont pause it)')
     .option('--paused', 'with --qmp: start in prelaunch until QMP cont (QEMU\'s -S)')
     .option(...METRICS_LISTEN_OPTION)
@@ -252,12 +255,16 @@ export function registerRaceCommand(program: Command): void {
           metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
         };
-        report = await runRace(o);
+        if (raw.initrd && !raw.linux) throw new InvalidArgumentError('--initrd needs --linux');
+        if (raw.linux && (raw.qmp !== undefined || raw.metricsListen !== undefined)) throw new InvalidArgumentError('--qmp and --metrics-listen are not supported with --linux yet');
+        report = raw.linux ? await runLinuxRace({ ...o, kernel: String(raw.linux), ...(raw.initrd ? { initrd: String(raw.initrd) } : {}) }) : await runRace(o);
       } catch (e) {
         reportErrorAndExit(e);
       }
       if (raw.json) process.stdout.write(`${JSON.stringify(report)}\n`);
       else for (const [k, v] of Object.entries(report)) process.stdout.write(`${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`);
-      process.exitCode = report.vmDeaths > 0 || report.badValues > 0 ? 1 : 0;
+      // With --linux, writes lost while decode was on are failures too, unless the host took the device away.
+      const lost = report.hostRevokeRate === 0 ? ((report as { lostWrites?: number }).lostWrites ?? 0) : 0;
+      process.exitCode = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 ? 1 : 0;
     });
 }

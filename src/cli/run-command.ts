@@ -1,7 +1,7 @@
 // `tsvmm run`: boot a guest, serial/console on stdout, exit with the guest's status.
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm, type VmOptions } from '../vmm/vm';
-import { parseSize } from './size';
+import { parseSize } from '../size';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
 import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
@@ -11,14 +11,21 @@ import { VmReset } from '../qmp/vm-reset';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import type { MetricsServer } from '../metrics/metrics';
 import { metricsSourceOf } from '../metrics/vm-source';
+import { collect, parseDeviceOption } from './linux-options';
+import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
+import { attachConsoleInput } from '../vmm/console-input';
 
 export function registerRunCommand(program: Command): void {
   program
     .command('run')
     .description('boot a guest; its serial and console output go to stdout; exit status = the guest\'s')
-    .option('--guest <name|file>', 'a built-in guest (hello, pio-loop, mmio-loop, race, ...) or a guest image file (required, here or in --config)')
+    .option('--guest <name|file>', 'a built-in guest (hello, pio-loop, mmio-loop, race, ...) or a guest image file (required unless --kernel, here or in --config)')
+    .option('--kernel <bzImage>', 'boot a Linux kernel (bzImage, e.g. Debian\'s vmlinuz) instead of --guest')
+    .option('--initrd <file>', 'with --kernel: the initramfs')
+    .option('--cmdline <string>', `with --kernel: the kernel command line (default: ${DEFAULT_CMDLINE})`)
+    .option('--device <spec>', 'with --kernel: a passthrough PCI function, shm or vfio,host=DDDD:BB:DD.F (repeatable)', collect)
     .option('--vcpus <n>', 'number of vCPUs', '1')
-    .option('--mem <size>', 'guest RAM (e.g. 256M, 1G)', '64M')
+    .option('--mem <size>', 'guest RAM (e.g. 256M, 1G; default 64M, with --kernel 512M)')
     .option('--iterations <n>', 'loop count for the loop guests', '100000')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--qmp <path>', 'a QMP (QEMU Machine Protocol) server on this unix socket; a VM that stops in internal-error or guest-panicked then stays up for inspection until QMP quit')
@@ -28,9 +35,10 @@ export function registerRunCommand(program: Command): void {
     .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--config <file>', 'read options from a JSON file (keys: the long option names); command-line options win')
     .option('--print-config', 'print the options the command line and --config add up to, as a config file, and exit')
-    .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
+    .action(async (o: { guest?: string; kernel?: string; initrd?: string; cmdline?: string; device?: string[]; vcpus: string; mem?: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
       let vm: Vm | undefined;
       let vmOptions: VmOptions | undefined;
+      let recreate: (() => Vm) | undefined;
       let metrics: MetricsServer | undefined;
       try {
         if (o.config !== undefined) {
@@ -41,17 +49,30 @@ export function registerRunCommand(program: Command): void {
           process.stdout.write(`${JSON.stringify(effectiveRunConfig(cmd), null, 2)}\n`);
           return;
         }
-        if (o.guest === undefined) throw new InvalidArgumentError("required option '--guest <name|file>' not specified (on the command line or in --config)");
+        if (o.guest === undefined && o.kernel === undefined) throw new InvalidArgumentError("required option '--guest <name|file>' not specified (on the command line or in --config), nor --kernel <bzImage>");
+        if (o.guest !== undefined && o.kernel !== undefined) throw new InvalidArgumentError('--guest and --kernel are alternatives: give one');
+        if (o.kernel === undefined && (o.initrd !== undefined || o.cmdline !== undefined || o.device !== undefined)) throw new InvalidArgumentError('--initrd, --cmdline and --device need --kernel');
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
         if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
+        const vcpus = parseIntOption('--vcpus', o.vcpus, 1, 64);
         metrics = await startMetrics(o);
-        vmOptions = {
-          machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
-          guest: o.guest,
-          params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
-          kvmPath: o.kvm,
-        };
-        vm = Vm.create(vmOptions);
+        if (o.kernel !== undefined) {
+          const linuxOptions = {
+            machine: { ramBytes: parseSize(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm' as const, barOrder: 'unmap-first' as const },
+            linux: { kernelPath: o.kernel, initrdPath: o.initrd, cmdline: o.cmdline ?? DEFAULT_CMDLINE },
+            kvmPath: o.kvm,
+          };
+          recreate = () => Vm.createLinux(linuxOptions);
+        } else {
+          vmOptions = {
+            machine: { ramBytes: parseSize(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+            guest: o.guest!,
+            params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
+            kvmPath: o.kvm,
+          };
+          recreate = () => Vm.create(vmOptions!);
+        }
+        vm = recreate();
       } catch (e) {
         reportErrorAndExit(e);
       }
@@ -67,6 +88,8 @@ export function registerRunCommand(program: Command): void {
       };
       process.once('SIGINT', onSignal);
       vm!.start({ paused: o.paused === true });
+      const attachInput = (v: Vm) => (v.machine.linux ? attachConsoleInput(v, process.stdin, () => onSignal()) : undefined);
+      let input = attachInput(vm!);
       let qmp: QmpServer | undefined;
       const reset = new VmReset();
       if (o.qmp !== undefined) {
@@ -100,7 +123,9 @@ export function registerRunCommand(program: Command): void {
       for (;;) {
         // (reset.requested first: after a stay-up the old VM's `waiting` has long resolved.)
         if (reset.requested || (await Promise.race([waiting.then(() => false), reset.signal.then(() => true)]))) {
-          vm = await reset.perform(vm!, waiting, () => Vm.create(vmOptions!));
+          input?.detach();
+          vm = await reset.perform(vm!, waiting, recreate!);
+          input = attachInput(vm);
           metrics?.attach(metricsSourceOf(vm));
           waiting = vm.wait();
           continue;
@@ -119,6 +144,7 @@ export function registerRunCommand(program: Command): void {
         break;
       }
       process.off('SIGINT', onSignal);
+      input?.detach();
       await metrics?.close();
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;

@@ -187,3 +187,107 @@ export class KvmVcpu implements HypervisorVcpu {
     native().munmap(this.runAddress, this.mmapSize);
   }
 }
+
+// ---- Linux direct boot: the machine a stock kernel needs (in-kernel irqchip, PIT, CPUID, MSRs) ----
+// Free functions over the fds rather than new members, so the classes above stay as they are.
+
+/** One CPUID leaf as struct kvm_cpuid_entry2 holds it. */
+export interface CpuidEntry {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+const CPUID_ENTRY_SIZE = 40;
+const E2BIG = 7;
+
+export function decodeCpuid2(buf: Uint8Array): CpuidEntry[] {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const n = v.getUint32(0, true);
+  const out: CpuidEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = 8 + i * CPUID_ENTRY_SIZE;
+    out.push({
+      function: v.getUint32(o, true),
+      index: v.getUint32(o + 4, true),
+      flags: v.getUint32(o + 8, true),
+      eax: v.getUint32(o + 12, true),
+      ebx: v.getUint32(o + 16, true),
+      ecx: v.getUint32(o + 20, true),
+      edx: v.getUint32(o + 24, true),
+    });
+  }
+  return out;
+}
+
+export function encodeCpuid2(entries: readonly CpuidEntry[]): Uint8Array {
+  const buf = new Uint8Array(8 + entries.length * CPUID_ENTRY_SIZE);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, entries.length, true);
+  entries.forEach((e, i) => {
+    const o = 8 + i * CPUID_ENTRY_SIZE;
+    v.setUint32(o, e.function >>> 0, true);
+    v.setUint32(o + 4, e.index >>> 0, true);
+    v.setUint32(o + 8, e.flags >>> 0, true);
+    v.setUint32(o + 12, e.eax >>> 0, true);
+    v.setUint32(o + 16, e.ebx >>> 0, true);
+    v.setUint32(o + 20, e.ecx >>> 0, true);
+    v.setUint32(o + 24, e.edx >>> 0, true);
+  });
+  return buf;
+}
+
+/** KVM_GET_SUPPORTED_CPUID on the system fd, growing the buffer while KVM answers E2BIG. */
+export function supportedCpuid(system: KvmSystem): CpuidEntry[] {
+  for (let n = 64; n <= 4096; n *= 2) {
+    const buf = new Uint8Array(8 + n * CPUID_ENTRY_SIZE);
+    new DataView(buf.buffer).setUint32(0, n, true);
+    const r = native().ioctlBuffer(system.fd, c('KVM_GET_SUPPORTED_CPUID'), buf);
+    if (r === -E2BIG) continue;
+    check(r, 'KVM_GET_SUPPORTED_CPUID');
+    return decodeCpuid2(buf);
+  }
+  throw new NativeError('KVM_GET_SUPPORTED_CPUID: more than 4096 entries', E2BIG);
+}
+
+export function setVcpuCpuid(vcpu: KvmVcpu, entries: readonly CpuidEntry[]): void {
+  check(native().ioctlBuffer(vcpu.fd, c('KVM_SET_CPUID2'), encodeCpuid2(entries)), `KVM_SET_CPUID2 vCPU ${vcpu.index}`);
+}
+
+/** KVM_SET_MSRS; KVM returns how many it set, and stops at the first it refuses. */
+export function setVcpuMsrs(vcpu: KvmVcpu, msrs: readonly { index: number; value: bigint }[]): void {
+  const buf = new Uint8Array(8 + msrs.length * 16);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, msrs.length, true);
+  msrs.forEach((m, i) => {
+    v.setUint32(8 + i * 16, m.index >>> 0, true);
+    v.setBigUint64(8 + i * 16 + 8, m.value, true);
+  });
+  const r = check(native().ioctlBuffer(vcpu.fd, c('KVM_SET_MSRS'), buf), `KVM_SET_MSRS vCPU ${vcpu.index}`);
+  if (r !== msrs.length) {
+    const bad = msrs[r]!;
+    throw new NativeError(`KVM_SET_MSRS vCPU ${vcpu.index}: KVM refused MSR 0x${bad.index.toString(16)} = 0x${bad.value.toString(16)}`, 0);
+  }
+}
+
+/** KVM_CREATE_IRQCHIP: PIC, IOAPIC and a local APIC per vCPU in the kernel. Before any vCPU exists. */
+export function createIrqchip(vm: KvmVm): void {
+  check(native().ioctl(vm.fd, c('KVM_CREATE_IRQCHIP'), 0), 'KVM_CREATE_IRQCHIP');
+}
+
+/** KVM_CREATE_PIT2 (after the irqchip), with the speaker port 0x61 handled in the kernel too. */
+export function createPit2(vm: KvmVm): void {
+  const cfg = new Uint8Array(64);
+  new DataView(cfg.buffer).setUint32(0, c('KVM_PIT_SPEAKER_DUMMY'), true);
+  check(native().ioctlBuffer(vm.fd, c('KVM_CREATE_PIT2'), cfg), 'KVM_CREATE_PIT2');
+}
+
+/** KVM_IRQ_LINE: sets a GSI's level on the in-kernel PIC/IOAPIC (any thread may call it). */
+export function setIrqLine(vmFd: number, irq: number, level: boolean): void {
+  const buf = new Uint32Array([irq, level ? 1 : 0]);
+  check(native().ioctlBuffer(vmFd, c('KVM_IRQ_LINE'), buf), `KVM_IRQ_LINE ${irq}=${level ? 1 : 0}`);
+}

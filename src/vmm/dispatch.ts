@@ -35,6 +35,8 @@ export interface DispatchTarget extends FaultFacts {
   pioWrite(port: number, size: 1 | 2 | 4, value: number): void;
   mmioRead(gpa: bigint, len: number): bigint;
   mmioWrite(gpa: bigint, len: number, value: bigint): void;
+  /** A Linux machine's answer to a guest reset (reboot: exit 0, or the end of a panic); undefined otherwise. */
+  guestResetOutcome?(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined;
 }
 
 export interface VcpuDispatchState extends VcpuFaultState {
@@ -106,6 +108,13 @@ export function recordStop(runState: SharedRunState, o: StopOutcome, report: () 
   return reported;
 }
 
+/** A reset ends a Linux guest's VM: its kernel resets to reboot (reboot=t/k) and after a panic. */
+function guestReset(m: DispatchTarget): Outcome | undefined {
+  const r = m.guestResetOutcome?.();
+  if (!r) return undefined;
+  return r.kind === 'vm-exit' ? r : stop([`tsvmm: ${r.message}`], 'guest-panicked', false);
+}
+
 export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Outcome {
   m.ctx.reset(v.vcpu);
   if (exit.kind !== 'memory-fault' && exit.kind !== 'run-error' && exit.kind !== 'interrupted') v.guard.progress();
@@ -124,8 +133,11 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       // No in-kernel irqchip and no interrupt sources: a halted vCPU never wakes, so it is done.
       m.stats.add('exits.hlt');
       return { kind: 'vcpu-done', reason: 'HLT' };
-    case 'shutdown':
+    case 'shutdown': {
+      const r = guestReset(m);
+      if (r) return r;
       return stop([`tsvmm: guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU ${v.vcpu}; tsvmm does not reset the machine`], 'shutdown');
+    }
     case 'fail-entry':
       return stop([`KVM: entry failed, hardware error ${hex(exit.hardwareReason)}`, `tsvmm: KVM_EXIT_FAIL_ENTRY on vCPU ${v.vcpu} (cpu ${exit.cpu}): the vCPU state is invalid for VM entry`]);
     case 'internal-error':
@@ -137,7 +149,7 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
     case 'system-event':
       if (exit.type === SystemEventType.SHUTDOWN) return { kind: 'vm-exit', code: 0 };
       if (exit.type === SystemEventType.CRASH) return stop([`tsvmm: guest reported a crash (KVM_SYSTEM_EVENT_CRASH) on vCPU ${v.vcpu}`], 'guest-panicked');
-      if (exit.type === SystemEventType.RESET) return stop([`tsvmm: guest requested a reset (KVM_SYSTEM_EVENT_RESET) on vCPU ${v.vcpu}; tsvmm does not reset the machine`], 'shutdown', false);
+      if (exit.type === SystemEventType.RESET) return guestReset(m) ?? stop([`tsvmm: guest requested a reset (KVM_SYSTEM_EVENT_RESET) on vCPU ${v.vcpu}; tsvmm does not reset the machine`], 'shutdown', false);
       return stop([`tsvmm: unhandled KVM_EXIT_SYSTEM_EVENT type ${exit.type} on vCPU ${v.vcpu}`]);
     case 'memory-fault':
     case 'run-error': {

@@ -32,6 +32,7 @@ import { runSteps, type Step } from './steps';
 import { log } from '../log';
 import { MmioFaultStop } from './machine-errors';
 import type { DispatchTarget } from './dispatch';
+import { LinuxDevices, type LinuxDevicesShared } from '../devices/linux-devices';
 
 export const LOW_RAM_END = 0xb000_0000n;
 export const HIGH_RAM_BASE = 0x1_0000_0000n;
@@ -65,6 +66,8 @@ export interface MachineConfig {
   passthrough: PassthroughConfig[];
   policy: PolicyName;
   barOrder: BarOrder;
+  /** A Linux guest's machine: 16550A with IRQ 4 and input, CMOS RTC, i8042 (src/devices/linux-devices.ts). */
+  linux?: boolean;
 }
 
 export interface RamChunk {
@@ -84,6 +87,7 @@ export interface MachineShared {
   hostBridge: SharedArrayBuffer;
   ram: RamChunk[];
   devices: { host: HostDeviceShared; config: SharedArrayBuffer }[];
+  linux?: LinuxDevicesShared;
 }
 
 type HostDeviceShared = { backend: 'shm'; shared: SharedArrayBuffer } | { backend: 'vfio'; state: VfioDeviceShared };
@@ -117,6 +121,8 @@ export class Machine implements DispatchTarget {
   readonly passthrough: PassthroughDevice[] = [];
   readonly policy: MemoryFaultPolicy;
   private readonly unclaimed = new OnceLog();
+  /** The Linux machine's legacy devices (config.linux only). */
+  readonly linux?: LinuxDevices;
 
   private constructor(
     readonly shared: MachineShared,
@@ -127,13 +133,19 @@ export class Machine implements DispatchTarget {
     readonly hostBridge: PciHostBridge,
     readonly hostMemory: HostMemory,
     console: (bytes: Uint8Array) => void,
+    vm?: HypervisorVm,
   ) {
     const { config } = shared;
     this.policy = createPolicy(config.policy, config.barOrder);
     const control = new ControlDevice(stats, console);
     this.handlers[HANDLER_CONTROL] = control;
     this.handlers[HANDLER_ECAM] = new EcamHandler(hostBridge);
-    this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
+    if (shared.linux) {
+      this.linux = new LinuxDevices(shared.linux, console, vm);
+      this.linux.register(this.pio);
+    } else {
+      this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
+    }
     this.pio.register(PciHostBridge.CONFIG_ADDRESS_PORT, 8, new ConfigPorts(hostBridge));
     this.pio.register(BENCH_PORT, 4, new BenchPort(stats));
   }
@@ -170,6 +182,7 @@ export class Machine implements DispatchTarget {
       stats: new Stats().shared,
       memoryMap: MemoryMap.create().shared,
       hostBridge: new PciHostBridge().shared,
+      ...(config.linux ? { linux: LinuxDevices.createShared() } : {}),
       ram,
       devices: hosts.map((h, i) => ({
         host: h instanceof VfioHostDevice ? { backend: 'vfio' as const, state: h.state } : { backend: 'shm' as const, shared: h.shared },
@@ -199,6 +212,7 @@ export class Machine implements DispatchTarget {
       new PciHostBridge(shared.hostBridge),
       hostMemory,
       console,
+      vm,
     );
     let handler = HANDLER_FIRST_BAR;
     shared.config.passthrough.forEach((p, i) => {
@@ -264,6 +278,11 @@ export class Machine implements DispatchTarget {
 
   private unassignedWrite(gpa: bigint, len: number, value: bigint, r: FlatRange | undefined): void {
     this.unassigned(gpa, len, r, value);
+  }
+
+  /** What a guest reset means (triple fault, reset request): undefined = the built-in guests' default. */
+  guestResetOutcome(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined {
+    return this.linux?.watch.resetOutcome();
   }
 
   // ---- FaultFacts ----

@@ -20,6 +20,8 @@ import type { Stats } from './stats';
 import { LatencySamples } from './latency';
 import { FaultEventRing } from './fault-events';
 import { FaultLatencyParts } from './fault-latency';
+import { buildLinuxVm } from './linux-vm';
+import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
@@ -112,6 +114,12 @@ export class Vm {
       vcpus.push(v);
     }
     return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars);
+  }
+
+  /** Builds a Linux guest's VM (direct kernel boot; src/boot/linux/). vCPUs not yet running. */
+  static createLinux(opts: { machine: MachineConfig; linux: LinuxBootFiles; kvmPath?: string; console?: (bytes: Uint8Array) => void }): Vm {
+    const p = buildLinuxVm(opts.machine, opts.linux, opts.kvmPath, opts.console ?? ((b: Uint8Array) => writeStdout(b)));
+    return new Vm(p.system, p.kvmVm, p.machine, p.memory, p.vcpus, VcpuControl.create(p.vcpus.length), p.bars);
   }
 
   /** Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S). */
