@@ -1,7 +1,8 @@
 // `tsvmm run`: boot a guest, serial/console on stdout, exit with the guest's status.
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
-import { parseSize } from './size';
+import { parseMemOption } from './size';
+import { onHostSignal } from './host-signals';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { QmpServer, checkSocketPath } from '../qmp/server';
 import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
@@ -19,11 +20,22 @@ export function registerRunCommand(program: Command): void {
     .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
     .action(async (o: { guest: string; vcpus: string; mem: string; iterations: string; kvm: string; qmp?: string; paused?: boolean }) => {
       let vm: Vm | undefined;
+      let cause: ShutdownCause = 'guest-shutdown';
+      let quit: () => void = () => {};
+      const quitRequested = new Promise<void>((resolve) => (quit = resolve));
+      // Before Vm.create: a signal that arrives while it runs is delivered after it (QEMU exits 0).
+      let signalled = false;
+      const releaseSignals = onHostSignal(() => {
+        signalled = true;
+        cause = 'host-signal';
+        vm?.requestShutdown(0);
+        quit();
+      });
       try {
         if (o.paused && !o.qmp) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
         if (o.qmp) checkSocketPath(o.qmp); // bad input fails before KVM is touched
         vm = Vm.create({
-          machine: { ramBytes: parseSize(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+          machine: { ramBytes: parseMemOption(o.mem), vcpus: parseIntOption('--vcpus', o.vcpus, 1, 64), passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
           guest: o.guest,
           params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
           kvmPath: o.kvm,
@@ -31,17 +43,8 @@ export function registerRunCommand(program: Command): void {
       } catch (e) {
         reportErrorAndExit(e);
       }
-      let cause: ShutdownCause = 'guest-shutdown';
-      let quit: () => void = () => {};
-      const quitRequested = new Promise<void>((resolve) => (quit = resolve));
-      const onSignal = () => {
-        process.stderr.write('tsvmm: terminating on signal SIGINT\n');
-        cause = 'host-signal';
-        vm!.requestShutdown(130);
-        quit();
-      };
-      process.once('SIGINT', onSignal);
       vm!.start({ paused: o.paused === true });
+      if (signalled) vm!.requestShutdown(0);
       let qmp: QmpServer | undefined;
       if (o.qmp) {
         // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
@@ -71,12 +74,18 @@ export function registerRunCommand(program: Command): void {
         for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
           // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect.
-          process.stderr.write(`tsvmm: VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit\n`);
-          await quitRequested;
+          if (!signalled) {
+            process.stderr.write(`tsvmm: VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit\n`);
+            await quitRequested;
+          }
+          // A host signal ends the inspection as QEMU's does: with a SHUTDOWN event.
+          if (signalled) for (const [name, data] of terminalEvents('shutdown', 'host-signal')) qmp.broadcast(name, data);
         }
         await qmp.close();
       }
-      process.off('SIGINT', onSignal);
+      releaseSignals();
+      const lost = vm!.consoleOutput.summary();
+      if (lost) process.stderr.write(`tsvmm: ${lost}\n`);
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
       if (r.state !== 'shutdown' || r.exitCode !== 0) {

@@ -1,3 +1,4 @@
+import { MAX_RAM_BYTES } from '../vmm/machine';
 // Memory sizes as users write them: 256M, 1G, 512MiB, 1048576 (bytes), 2g.
 export class SizeError extends Error {
   constructor(readonly input: string, reason: string) {
@@ -21,4 +22,12 @@ export function parseSize(input: string): bigint {
 export function formatSize(bytes: bigint): string {
   for (const [u, v] of [['G', 1n << 30n], ['M', 1n << 20n], ['K', 1n << 10n]] as const) if (bytes % v === 0n) return `${bytes / v}${u}`;
   return `${bytes}`;
+}
+
+/** `--mem`: a size from 2 MiB to the documented maximum (MAX_RAM_BYTES), checked before anything is allocated. */
+export function parseMemOption(input: string): bigint {
+  const bytes = parseSize(input);
+  if (bytes > MAX_RAM_BYTES) throw new SizeError(input, `--mem is at most ${formatSize(MAX_RAM_BYTES)} (${formatSize(bytes)} asked)`);
+  if (bytes < 2n << 20n) throw new SizeError(input, '--mem is at least 2M');
+  return bytes;
 }

@@ -15,7 +15,8 @@ import { VcpuRunner } from './vcpu-runner';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
-import { writeStderr, writeStdout } from '../log';
+import { writeStderr } from '../log';
+import { ConsoleRing } from './console-ring';
 import type { Outcome } from './dispatch';
 import { LatencySamples } from './latency';
 
@@ -30,6 +31,8 @@ export interface VcpuThreadData {
   kickSignal: number;
   /** Fault-to-completion latency samples (LatencySamples). */
   latency: SharedArrayBuffer;
+  /** The VM's console ring (ConsoleRing): this thread's devices print into it. */
+  console: SharedArrayBuffer;
 }
 
 function dumpState(vcpu: KvmVcpu, memory: GuestMemory, state: Extract<Outcome, { kind: 'stop' }>['state']): string {
@@ -54,7 +57,10 @@ function main(d: VcpuThreadData): void {
   const control = new VcpuControl(d.control);
   n.unblockSignal(d.kickSignal);
   control.setTid(d.index, n.gettid());
-  const console = (b: Uint8Array) => writeStdout(b);
+  const ring = new ConsoleRing(d.console);
+  // A full ring holds this vCPU (backpressure) unless the VM is stopping or pausing.
+  const giveUp = () => control.stopRequested(d.index) || machine.runState.state !== 'running';
+  const console = (b: Uint8Array) => ring.write(b, { block: true, giveUp });
   const host = new NativeHostMemory();
   const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console);
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
@@ -114,6 +120,10 @@ function main(d: VcpuThreadData): void {
     writeStderr(`tsvmm: vCPU ${d.index} thread failed: ${(e as Error).stack ?? e}\n`);
     control.setStatus(d.index, VcpuStatus.Failed);
     machine.runState.transition('internal-error');
+  } finally {
+    // This thread's mappings: each one of the vCPU fd keeps the whole VM alive in the kernel.
+    vcpu.unmap();
+    memory?.close();
   }
 }
 

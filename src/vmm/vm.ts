@@ -7,12 +7,14 @@ import { native } from '../native';
 import { KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
-import { Machine, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } from './machine';
+import { Machine, validateConfig, LOW_RAM_END, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } from './machine';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { isTerminal, type RunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
-import { log, writeStdout } from '../log';
-import { resolveGuest, loadGuest } from '../boot/guest-image';
+import { log } from '../log';
+import { ConsoleRing } from './console-ring';
+import { ConsoleOutput } from './console-output';
+import { resolveGuest, loadGuest, maxImageBytes } from '../boot/guest-image';
 import { setupLongMode, vcpuBootState } from '../boot/long-mode';
 import { writeBootInfo, type BootInfo } from '../boot/boot-info';
 import { CONTROL_BASE } from '../devices/control';
@@ -34,7 +36,10 @@ export interface VmOptions {
     probeGpa?: bigint | 'bar0';
   };
   kvmPath?: string;
-  /** Console sink (default: stdout). */
+  /**
+   * Where guest console output goes (serial and control CONSOLE, from every vCPU thread), called
+   * on the main thread. Default: process.stdout, with backpressure; see ConsoleOutput.
+   */
   console?: (bytes: Uint8Array) => void;
 }
 
@@ -49,6 +54,7 @@ export class Vm {
   private readonly exited: Promise<void>[] = [];
   readonly latency = new LatencySamples();
   private startedAt = 0;
+  private closed = false;
 
   private constructor(
     readonly system: KvmSystem,
@@ -58,54 +64,91 @@ export class Vm {
     readonly vcpus: KvmVcpu[],
     readonly control: VcpuControl,
     readonly bars: Map<string, Map<number, bigint>>,
+    private readonly hostMemory: NativeHostMemory,
+    /** Guest console output: the main thread drains what every thread's devices print. */
+    readonly consoleOutput: ConsoleOutput,
   ) {}
 
   get stats(): Stats {
     return this.machine.stats;
   }
 
-  /** Builds and boots the VM (vCPUs not yet running). Throws typed errors for bad input. */
+  /**
+   * Builds and boots the VM (vCPUs not yet running). Throws typed errors for bad input; a failure
+   * part-way releases everything acquired so far (fds, mappings, memfds), in reverse order.
+   */
   static create(opts: VmOptions): Vm {
-    const image = resolveGuest(opts.guest); // fail on a bad guest before touching KVM
-    const system = KvmSystem.open(opts.kvmPath);
-    const kvmVm = system.createVm();
-    kvmVm.setTssAddress(KVM_TSS_GPA);
-    const host = new NativeHostMemory();
-    const console = opts.console ?? ((b: Uint8Array) => writeStdout(b));
-    const machine = Machine.create(opts.machine, kvmVm, host, console);
-    const memory = new GuestMemory(machine.shared.ram);
-    const vcpuCount = opts.machine.vcpus;
-    setupLongMode(memory.low, vcpuCount);
-    const { entries } = loadGuest(memory.low, image.bytes);
-    const bars = machine.assignBars();
-    const firstDevice = opts.machine.passthrough[0];
-    const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(opts.params?.bar ?? 0) ?? 0n) : 0n;
-    const probe = opts.params?.probeGpa;
-    writeBootInfo(new DataView(memory.low.buffer, memory.low.byteOffset, memory.low.byteLength), {
-      vcpus: vcpuCount,
-      ramBytes: opts.machine.ramBytes,
-      controlBase: CONTROL_BASE,
-      ecamBase: ECAM_BASE,
-      pciWindowBase: PCI_MMIO_BASE,
-      pciWindowEnd: PCI_MMIO_END,
-      pciBdf: firstDevice ? firstDevice.slot << 3 : 0,
-      bar0,
-      iterations: opts.params?.iterations ?? 0,
-      toggles: opts.params?.toggles ?? 0,
-      configAccess: opts.params?.configAccess ?? 0,
-      probeGpa: probe === 'bar0' ? bar0 : (probe ?? 0n),
-    });
-    const mmapSize = system.vcpuMmapSize();
-    const vcpus: KvmVcpu[] = [];
-    for (let i = 0; i < vcpuCount; i++) {
-      const v = new KvmVcpu(kvmVm.createVcpu(i), i, mmapSize);
-      const entry = entries[Math.min(i, entries.length - 1)]!;
-      const { regs, sregs } = vcpuBootState(i, entry, vcpuCount);
-      v.setSregs(sregs);
-      v.setRegs(regs);
-      vcpus.push(v);
+    // Bad input fails before KVM, RAM or any fd is touched.
+    validateConfig(opts.machine);
+    const image = resolveGuest(opts.guest, maxImageBytes(opts.machine.ramBytes, LOW_RAM_END));
+    const undo: (() => void)[] = [];
+    try {
+      const system = KvmSystem.open(opts.kvmPath);
+      undo.push(() => system.close());
+      const kvmVm = system.createVm();
+      undo.push(() => kvmVm.close());
+      kvmVm.setTssAddress(KVM_TSS_GPA);
+      const host = new NativeHostMemory();
+      undo.push(() => host.releaseAll());
+      const consoleRing = new ConsoleRing();
+      // The main thread's devices never wait for the reader: the main thread is the reader.
+      const machine = Machine.create(opts.machine, kvmVm, host, (b) => consoleRing.write(b, { block: false }));
+      undo.push(() => {
+        for (const d of machine.passthrough) d.host.close?.();
+      });
+      const memory = new GuestMemory(machine.shared.ram);
+      undo.push(() => memory.close());
+      const vcpuCount = opts.machine.vcpus;
+      setupLongMode(memory.low, vcpuCount);
+      const { entries } = loadGuest(memory.low, image.bytes, `guest image ${image.file}`);
+      const bars = machine.assignBars();
+      const firstDevice = opts.machine.passthrough[0];
+      const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(opts.params?.bar ?? 0) ?? 0n) : 0n;
+      const probe = opts.params?.probeGpa;
+      writeBootInfo(new DataView(memory.low.buffer, memory.low.byteOffset, memory.low.byteLength), {
+        vcpus: vcpuCount,
+        ramBytes: opts.machine.ramBytes,
+        controlBase: CONTROL_BASE,
+        ecamBase: ECAM_BASE,
+        pciWindowBase: PCI_MMIO_BASE,
+        pciWindowEnd: PCI_MMIO_END,
+        pciBdf: firstDevice ? firstDevice.slot << 3 : 0,
+        bar0,
+        iterations: opts.params?.iterations ?? 0,
+        toggles: opts.params?.toggles ?? 0,
+        configAccess: opts.params?.configAccess ?? 0,
+        probeGpa: probe === 'bar0' ? bar0 : (probe ?? 0n),
+      });
+      const mmapSize = system.vcpuMmapSize();
+      const vcpus: KvmVcpu[] = [];
+      undo.push(() => closeVcpus(vcpus));
+      for (let i = 0; i < vcpuCount; i++) {
+        const fd = kvmVm.createVcpu(i);
+        let v: KvmVcpu;
+        try {
+          v = new KvmVcpu(fd, i, mmapSize);
+        } catch (e) {
+          native().close(fd);
+          throw e;
+        }
+        vcpus.push(v);
+        const entry = entries[Math.min(i, entries.length - 1)]!;
+        const { regs, sregs } = vcpuBootState(i, entry, vcpuCount);
+        v.setSregs(sregs);
+        v.setRegs(regs);
+      }
+      const output = new ConsoleOutput(consoleRing, opts.console ? { sink: opts.console } : { stream: process.stdout, name: 'stdout' });
+      return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars, host, output);
+    } catch (e) {
+      for (const f of undo.reverse()) {
+        try {
+          f();
+        } catch {
+          // keep releasing the rest; the first error is the one to report
+        }
+      }
+      throw e;
     }
-    return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars);
   }
 
   /** Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S). */
@@ -115,6 +158,7 @@ export class Vm {
     if (n.installKickHandler(kick) < 0) throw new Error('cannot install the vCPU kick signal handler');
     if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
+    this.consoleOutput.start();
     for (const v of this.vcpus) {
       const data: VcpuThreadData = {
         shared: this.machine.shared,
@@ -126,6 +170,7 @@ export class Vm {
         control: this.control.shared,
         kickSignal: kick,
         latency: this.latency.shared,
+        console: this.consoleOutput.ring.shared,
       };
       const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);
@@ -212,6 +257,7 @@ export class Vm {
       if (this.allThreadsGone()) break;
     }
     await this.stopVcpus();
+    await this.consoleOutput.stop();
     return { state: rs.state, exitCode: rs.exitCode, wallSeconds: (performance.now() - this.startedAt) / 1000 };
   }
 
@@ -238,12 +284,28 @@ export class Vm {
     }
   }
 
-  /** Releases KVM fds. Call after wait(). */
+  /**
+   * Releases everything the VM holds in this process: the kvm_run mappings and vCPU fds, the VM and
+   * KVM fds, the RAM (memfds and every mapping of them) and passthrough devices. Call after wait()
+   * (each vCPU thread unmaps its own kvm_run page when it ends). Every mapping of a vCPU fd keeps
+   * the VM alive in the kernel (with its kvm-nx-lpage-recovery thread), so all must go.
+   */
   close(): void {
-    for (const v of this.vcpus) native().close(v.fd);
+    if (this.closed) return;
+    this.closed = true;
+    closeVcpus(this.vcpus);
     this.kvmVm.close();
     this.system.close();
     // After the VM: its memslots may point into the devices' BAR mappings.
     for (const d of this.machine.passthrough) d.host.close?.();
+    this.memory.close();
+    this.hostMemory.releaseAll();
+  }
+}
+
+function closeVcpus(vcpus: KvmVcpu[]): void {
+  for (const v of vcpus.splice(0)) {
+    v.unmap();
+    native().close(v.fd);
   }
 }
