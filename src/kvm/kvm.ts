@@ -38,7 +38,13 @@ export class KvmSystem {
     const fd = n.open(path, n.constants.O_RDWR);
     if (fd < 0) throw new KvmUnavailableError(path, -fd);
     const sys = new KvmSystem(fd, path);
-    const version = sys.apiVersion();
+    let version: number;
+    try {
+      version = sys.apiVersion(); // fails on a file that is not KVM (e.g. --kvm /dev/null)
+    } catch (e) {
+      n.close(fd);
+      throw e;
+    }
     if (version !== KVM_API_VERSION) {
       n.close(fd);
       throw new KvmApiVersionError(version);
