@@ -13,6 +13,9 @@ import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+import { onHostSignal } from './host-signals';
+import { parseDuration, SoakSampler, type SoakReport } from './soak';
+import { writeOutput } from './output';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -39,6 +42,10 @@ export interface RaceReport {
   exitStatus: number;
   faultToCompletionMicros?: { samples: number; median: number; p99: number };
   wallSeconds: number;
+  /** The host signal that stopped the race early (the counts are those reached by then). */
+  interrupted?: string;
+  /** With --soak: this process's resources sampled during the run, and the verdict on them. */
+  soak?: SoakReport;
 }
 
 export interface RaceOptions {
@@ -51,6 +58,10 @@ export interface RaceOptions {
   kvmPath?: string;
   /** Pass a real vfio-pci function through instead of the shm device. */
   vfio?: { bdf: string; bar: number };
+  /** Stops the race early (its reason, e.g. a signal name, is reported as `interrupted`). */
+  interrupt?: AbortSignal;
+  /** Soak: stop after this long (if the toggles have not finished) and sample resources meanwhile. */
+  soak?: { seconds: number; sampleSeconds: number };
 }
 
 export class RaceDeviceError extends Error {
@@ -132,9 +143,17 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       throw e;
     }
   }
+  const stop = () => vm.requestShutdown(0); // a clean early end: the guest's counts stay valid
+  o.interrupt?.addEventListener('abort', stop, { once: true });
+  if (o.interrupt?.aborted) stop();
   vm.start();
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
+  const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
+  const soakTimer = o.soak ? setTimeout(stop, o.soak.seconds * 1000) : undefined;
   const r = await vm.wait();
+  if (soakTimer) clearTimeout(soakTimer);
+  sampler?.stop();
+  o.interrupt?.removeEventListener('abort', stop);
   stopRevoker();
   const ram = vm.memory.low;
   const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
@@ -175,6 +194,8 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     runState: r.state,
     ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) } } : {}),
     wallSeconds: round(r.wallSeconds),
+    ...(o.interrupt?.aborted ? { interrupted: String(o.interrupt.reason) } : {}),
+    ...(sampler ? { soak: sampler.report() } : {}),
   };
 }
 
@@ -193,26 +214,41 @@ export function registerRaceCommand(program: Command): void {
     .option('--vfio <bdf>', 'race on a real vfio-pci function (DDDD:BB:DD.F) instead of the shm device')
     .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
+    .option('--soak <duration>', 'run for this long (e.g. 10m, 1h; toggles default to the maximum), sampling RSS, fds and threads; fails if any keeps growing')
+    .option('--soak-sample <duration>', 'with --soak: the sampling interval', '1m')
     .option('--json', 'print the report as JSON')
-    .action(async (raw: Record<string, string | boolean>) => {
+    .action(async (raw: Record<string, string | boolean>, cmd: Command) => {
       let report: RaceReport;
+      // Before the VM exists: a signal during Vm.create is delivered after it and still gets a report.
+      const interrupt = new AbortController();
+      const releaseSignals = onHostSignal((signal) => interrupt.abort(signal));
       try {
+        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)) };
+        const togglesGiven = cmd.getOptionValueSource('toggles') === 'cli';
         const o: RaceOptions = {
           vcpus: parseIntOption('--vcpus', String(raw.vcpus), 2, 16),
-          toggles: parseIntOption('--toggles', String(raw.toggles), 1, 10_000_000),
+          toggles: soak && !togglesGiven ? MAX_TOGGLES : parseIntOption('--toggles', String(raw.toggles), 1, MAX_TOGGLES),
           policy: parseChoice('--policy', String(raw.policy), ['tsvmm', 'qemu'] as const),
           barOrder: parseChoice('--bar-order', String(raw.barOrder), ['qemu', 'unmap-first'] as const),
           configAccess: parseChoice('--config-access', String(raw.configAccess), ['cf8', 'ecam'] as const),
           hostRevokeRate: parseIntOption('--host-revoke', String(raw.hostRevoke), 0, 100_000),
           kvmPath: String(raw.kvm),
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
+          interrupt: interrupt.signal,
+          ...(soak ? { soak } : {}),
         };
         report = await runRace(o);
       } catch (e) {
         reportErrorAndExit(e);
+      } finally {
+        releaseSignals();
       }
-      if (raw.json) process.stdout.write(`${JSON.stringify(report)}\n`);
-      else for (const [k, v] of Object.entries(report)) process.stdout.write(`${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`);
-      process.exitCode = report.vmDeaths > 0 || report.badValues > 0 ? 1 : 0;
+      const text = raw.json ? `${JSON.stringify(report)}\n` : Object.entries(report).map(([k, v]) => `${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`).join('');
+      const failed = report.vmDeaths > 0 || report.badValues > 0 || report.soak?.verdict.startsWith('growing') === true;
+      // An interrupted race exits 0 unless it found a failure (QEMU: a host signal is a clean stop).
+      process.exitCode = failed ? 1 : 0;
+      await writeOutput(process.stdout, 'stdout', text, 'the race report');
     });
 }
+
+const MAX_TOGGLES = 10_000_000;
