@@ -50,11 +50,13 @@ export function soakVerdict(samples: readonly SoakSample[]): string {
   if (samples.length < 3) return `too short: ${samples.length} sample(s); a verdict needs 3 (one baseline after start-up and two more)`;
   const [, base, ...later] = samples as [SoakSample, SoakSample, ...SoakSample[]];
   const growth: string[] = [];
-  const last = later[later.length - 1]!;
-  const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => Math.max(m, f(s)), f(base));
-  if (worst((s) => s.rssKiB) > base.rssKiB * (1 + SOAK_RSS_SLACK)) growth.push(`RSS ${base.rssKiB} -> ${last.rssKiB} KiB (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
-  if (worst((s) => s.fds) > base.fds + SOAK_COUNT_SLACK) growth.push(`fds ${base.fds} -> ${last.fds}`);
-  if (worst((s) => s.threads) > base.threads + SOAK_COUNT_SLACK) growth.push(`threads ${base.threads} -> ${last.threads}`);
+  const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
+  const rss = worst((s) => s.rssKiB);
+  if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK)) growth.push(`RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
+  const fds = worst((s) => s.fds);
+  if (fds.fds > base.fds + SOAK_COUNT_SLACK) growth.push(`fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`);
+  const threads = worst((s) => s.threads);
+  if (threads.threads > base.threads + SOAK_COUNT_SLACK) growth.push(`threads ${base.threads} -> ${threads.threads} at ${threads.atSeconds} s`);
   return growth.length > 0 ? `growing: ${growth.join('; ')}` : 'flat';
 }
 
