@@ -50,7 +50,11 @@ export class ConsoleOutput {
       this.ring.read(); // discard
       if (rest > 0) this.ring.addDropped(rest);
     }
-    if ('stream' in this.target) this.target.stream.off('error', this.onStreamError);
+    if ('stream' in this.target) {
+      // A write still pending may fail later: its 'error' must not become an uncaught exception.
+      if (r === 'late' && this.target.stream.listenerCount('error') === 1) this.target.stream.on('error', () => {});
+      this.target.stream.off('error', this.onStreamError);
+    }
   }
 
   /** Bytes of guest output that were dropped (0 when everything was written). */
