@@ -79,6 +79,38 @@ test('backpressure: a blocked producer thread resumes as the reader drains, and 
   assert.equal(ring.dropped, 0);
 });
 
+test('several producer threads at once: every byte arrives, each thread\'s bytes in order', async () => {
+  const ring = new ConsoleRing();
+  const perThread = 50_000;
+  const src = `
+    const { workerData } = require('node:worker_threads');
+    const { ConsoleRing } = require(${JSON.stringify(require.resolve('../src/vmm/console-ring'))});
+    const ring = new ConsoleRing(workerData.shared);
+    for (let i = 0; i < ${perThread}; i++) ring.write(Uint8Array.of(workerData.tag | (i & 0x0f)), { block: true });
+  `;
+  const workers = [0x10, 0x20, 0x30].map((tag) => new Worker(src, { eval: true, workerData: { shared: ring.shared, tag } }));
+  let running = workers.length;
+  const done = Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => w.once('exit', () => (running--, resolve())).once('error', reject))));
+  const next = new Map<number, number>([[0x10, 0], [0x20, 0], [0x30, 0]]);
+  let got = 0;
+  while (running > 0 || ring.used > 0) {
+    const b = ring.read();
+    if (!b) {
+      await new Promise((r) => setImmediate(r));
+      continue;
+    }
+    for (const v of b) {
+      const tag = v & 0xf0;
+      assert.equal(v & 0x0f, next.get(tag)! & 0x0f, 'a thread\'s bytes out of order');
+      next.set(tag, next.get(tag)! + 1);
+      got++;
+    }
+  }
+  await done;
+  assert.equal(got, 3 * perThread);
+  assert.equal(ring.dropped, 0);
+});
+
 test('ConsoleOutput: a stream that fails (EPIPE) loses the output, counted, and never throws', async () => {
   const ring = new ConsoleRing();
   const stream = new Writable({

@@ -24,6 +24,8 @@ const H_DROPPED_HI = 4;
 const H_CLOSED = 5;
 /** 1 while producers drop without waiting (after a stall), until the reader makes progress. */
 const H_STALLED = 6;
+/** 1 while the reader sleeps in waitForData(): only then does a producer pay for Atomics.notify. */
+const H_READER_WAITING = 7;
 const HEADER_WORDS = 8;
 
 export const CONSOLE_RING_BYTES = 64 * 1024;
@@ -81,7 +83,7 @@ export class ConsoleRing {
       if (n > 0) {
         off += n;
         waitedSince = 0;
-        Atomics.notify(this.h, H_HEAD);
+        if (Atomics.load(this.h, H_READER_WAITING) !== 0) Atomics.notify(this.h, H_HEAD);
         continue;
       }
       // Full.
@@ -116,10 +118,17 @@ export class ConsoleRing {
 
   /** Reader only: resolves when bytes may be waiting (or after timeoutMs). */
   async waitForData(timeoutMs: number): Promise<void> {
-    const head = Atomics.load(this.h, H_HEAD);
-    if (((head - Atomics.load(this.h, H_TAIL)) >>> 0) !== 0) return;
-    const r = Atomics.waitAsync(this.h, H_HEAD, head, timeoutMs);
-    if (r.async) await r.value;
+    // Flag first, then read head: a producer that stores head after this read sees the flag and
+    // notifies; one that stored it before is seen here (all of these are sequentially consistent).
+    Atomics.store(this.h, H_READER_WAITING, 1);
+    try {
+      const head = Atomics.load(this.h, H_HEAD);
+      if (((head - Atomics.load(this.h, H_TAIL)) >>> 0) !== 0) return;
+      const r = Atomics.waitAsync(this.h, H_HEAD, head, timeoutMs);
+      if (r.async) await r.value;
+    } finally {
+      Atomics.store(this.h, H_READER_WAITING, 0);
+    }
   }
 
   /** Wakes a reader blocked in waitForData() (used to stop it). */
@@ -142,12 +151,13 @@ export class ConsoleRing {
     this.unlock();
   }
 
+  // A futex-style mutex (0 free, 1 held, 2 held with waiters): no notify unless someone waits.
   private lock(): void {
-    while (Atomics.compareExchange(this.h, H_LOCK, 0, 1) !== 0) Atomics.wait(this.h, H_LOCK, 1, 1);
+    if (Atomics.compareExchange(this.h, H_LOCK, 0, 1) === 0) return;
+    while (Atomics.exchange(this.h, H_LOCK, 2) !== 0) Atomics.wait(this.h, H_LOCK, 2, 10);
   }
 
   private unlock(): void {
-    Atomics.store(this.h, H_LOCK, 0);
-    Atomics.notify(this.h, H_LOCK, 1);
+    if (Atomics.exchange(this.h, H_LOCK, 0) === 2) Atomics.notify(this.h, H_LOCK, 1);
   }
 }
