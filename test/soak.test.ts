@@ -24,6 +24,9 @@ test('the verdict ignores start-up, allows 10 % RSS and 2 fds/threads of noise, 
   assert.equal(soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 105_000), s(180, 111_000)]), 'growing: RSS 100000 -> 111000 KiB at 180 s (more than 10 % over the baseline at 60 s)');
   assert.equal(soakVerdict([s(0, 1), s(60, 1, 20), s(120, 1, 23), s(180, 1, 21)]), 'growing: fds 20 -> 23 at 120 s');
   assert.equal(soakVerdict([s(0, 1), s(60, 1, 20, 10), s(120, 1, 20, 13)]), 'growing: threads 10 -> 13 at 120 s');
+  // With 30 s samples the baseline is the one at 60 s, not at 30 s.
+  assert.equal(soakVerdict([s(0, 50_000), s(30, 80_000), s(60, 100_000), s(90, 109_000), s(120, 105_000)]), 'flat');
+  assert.match(soakVerdict([s(0, 50_000), s(30, 80_000), s(60, 100_000), s(90, 111_000), s(120, 105_000)]), /^growing: RSS 100000 -> 111000 KiB at 90 s \(more than 10 % over the baseline at 60 s\)$/);
 });
 
 test('race --soak on KVM: samples at the interval, a verdict, status 0 when flat', { skip: kvmSkip, timeout: 120_000 }, async () => {

@@ -1,8 +1,8 @@
 // `race --soak`: this process's resident memory, open fds and threads, sampled at a fixed interval
 // while the race runs, and a verdict on whether any of them keeps growing.
 //
-// The verdict ignores the first sample (start-up: the vCPU threads, the first JIT and heap growth)
-// and compares every later one with it: fds and threads must not change by more than
+// The verdict ignores the first minute (start-up: the vCPU threads, the first JIT and heap growth),
+// takes the first sample after it as the baseline and compares every later one with it: fds and threads must not change by more than
 // SOAK_COUNT_SLACK, RSS must stay within SOAK_RSS_SLACK (10 %, the criterion of issue 14) of the
 // baseline. A resource that grows without bound fails that sooner or later; one that levels off
 // within the slack passes.
@@ -26,6 +26,7 @@ export interface SoakReport {
 
 export const SOAK_RSS_SLACK = 0.1;
 export const SOAK_COUNT_SLACK = 2;
+export const SOAK_WARMUP_SECONDS = 60;
 
 /** Parses 90, 90s, 10m, 1h, 1h30m into seconds (> 0, at most 7 days). */
 export function parseDuration(name: string, input: string): number {
@@ -48,7 +49,12 @@ export function sampleProcess(atSeconds: number): SoakSample {
 /** The verdict on a series of samples (see the header comment). */
 export function soakVerdict(samples: readonly SoakSample[]): string {
   if (samples.length < 3) return `too short: ${samples.length} sample(s); a verdict needs 3 (one baseline after start-up and two more)`;
-  const [, base, ...later] = samples as [SoakSample, SoakSample, ...SoakSample[]];
+  // The baseline: the first sample after the first minute when at least two follow it, else the
+  // second sample (short soaks, fine sampling).
+  let b = samples.findIndex((x) => x.atSeconds >= SOAK_WARMUP_SECONDS);
+  if (b < 1 || b > samples.length - 3) b = 1;
+  const base = samples[b]!;
+  const later = samples.slice(b + 1);
   const growth: string[] = [];
   const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
   const rss = worst((s) => s.rssKiB);
