@@ -2,17 +2,17 @@
 // passthrough function (shm backend: its host mapping is really revoked on MEM 1->0, as vfio-pci
 // does; vfio backend: vfio-pci itself revokes it); vCPUs 1..N-1 hammer a BAR at CPL3 and classify
 // every value they read.
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { readResults } from '../boot/boot-info';
-import { ShmHostDevice } from '../devices/pci/shm-backend';
-import { runSteps } from '../vmm/steps';
-import { isTerminal } from '../vmm/run-state';
 import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
 import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
 import { parseDuration, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
@@ -92,31 +92,22 @@ function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): vo
   });
 }
 
-/** Host-initiated revocations at random moments (Poisson, `rate` per second), each held briefly. */
-function startHostRevoker(vm: Vm, rate: number): () => void {
-  const host = vm.machine.passthrough[0]!.host as ShmHostDevice;
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const delay = () => Math.max(0, -Math.log(1 - Math.random()) * (1000 / rate));
-  const revoke = () => {
-    if (stopped || isTerminal(vm.machine.runState.state)) return;
-    host.hostRevoke(); // no device lock: the host does not ask the VMM
-    vm.stats.add('host.revocations');
-    timer = setTimeout(restore, Math.random() * 2);
-  };
-  const restore = () => {
-    // The VMM is told when the host gives the device back, and maps it again under the lock.
-    vm.machine.lock.with(() => {
-      host.hostRestore();
-      runSteps(vm.machine.resyncBars());
-    });
-    vm.stats.add('host.restorations');
-    if (!stopped) timer = setTimeout(revoke, delay());
-  };
-  timer = setTimeout(revoke, delay());
-  return () => {
-    stopped = true;
-    if (timer) clearTimeout(timer);
+/**
+ * Host-initiated revocations at random moments, from their own thread (host-revoker-thread.ts).
+ * The returned function stops it and resolves once the thread has ended (before the VM closes:
+ * it commits memslots).
+ */
+function startHostRevoker(vm: Vm, rate: number): () => Promise<void> {
+  const stop = new SharedArrayBuffer(4);
+  const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop };
+  const w = new Worker(path.join(__dirname, 'host-revoker-thread.js'), { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 } });
+  const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+  w.on('error', (e) => process.stderr.write(`tsvmm: host revoker thread failed: ${e.stack ?? e}\n`));
+  return async () => {
+    const word = new Int32Array(stop);
+    Atomics.store(word, 0, 1);
+    Atomics.notify(word, 0);
+    await exited;
   };
 }
 
@@ -147,14 +138,14 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   o.interrupt?.addEventListener('abort', stop, { once: true });
   if (o.interrupt?.aborted) stop();
   vm.start();
-  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
+  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : async () => {};
   const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
   const soakTimer = o.soak ? setTimeout(stop, o.soak.seconds * 1000) : undefined;
   const r = await vm.wait();
   if (soakTimer) clearTimeout(soakTimer);
   sampler?.stop();
   o.interrupt?.removeEventListener('abort', stop);
-  stopRevoker();
+  await stopRevoker();
   const ram = vm.memory.low;
   const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
   const accessors = results.slice(1);
