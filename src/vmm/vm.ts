@@ -21,17 +21,6 @@ import { CONTROL_BASE } from '../devices/control';
 import type { Stats } from './stats';
 import { LatencySamples } from './latency';
 
-/**
- * V8 heap limits for a vCPU thread. Its live heap is 7-15 MiB (the device model and its code) and
- * what it allocates per exit dies young. With V8's defaults (sized for a main thread: a young
- * generation of up to 3 x 16 MiB semi-spaces) the toggling vCPU's heap reached 40 MiB and the
- * process RSS rose 20-25 % above its one-minute level in a sawtooth under `race --host-revoke
- * 300` (issue 14 item 11: garbage kept longer, not a leak: the heaps' live size stayed flat).
- * A small young generation makes V8 scavenge sooner; the old-generation cap is a safety bound,
- * several times the live size.
- */
-const VCPU_HEAP_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 };
-
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
 
@@ -188,7 +177,7 @@ export class Vm {
         latency: this.latency.shared,
         console: this.consoleOutput.ring.shared,
       };
-      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false, resourceLimits: VCPU_HEAP_LIMITS });
+      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);
       this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.on('error', (e) => {
