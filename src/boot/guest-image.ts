@@ -16,7 +16,7 @@ export const GUEST_MAGIC = 0x3154_5347_4d56_5354n; // "TSVMGST1"
 export const GUEST_HEADER_VERSION = 1;
 export const GUEST_HEADER_FIXED_SIZE = 16;
 
-export const BUILTIN_GUESTS = ['hello', 'pio-loop', 'mmio-loop', 'race', 'probe-read', 'probe-read-cpl0', 'triple-fault', 'exception', 'double-fault'] as const;
+export const BUILTIN_GUESTS = ['hello', 'pio-loop', 'mmio-loop', 'race', 'probe-read', 'probe-read-cpl0', 'triple-fault', 'exception', 'double-fault', 'print-loop'] as const;
 export type BuiltinGuest = (typeof BUILTIN_GUESTS)[number];
 
 export class UnknownGuestError extends Error {
@@ -59,18 +59,36 @@ function isBuiltin(name: string): name is BuiltinGuest {
   return (BUILTIN_GUESTS as readonly string[]).includes(name);
 }
 
+/** Images are read whole into memory, and Node reads at most 2 GiB - 1 bytes at once. */
+export const MAX_GUEST_IMAGE_BYTES = 2 ** 31 - 1;
+/** statfs f_type of the pseudo-filesystems whose "regular files" are not images (linux/magic.h). */
+const PSEUDO_FS = new Map<number, string>([
+  [0x9fa0, '/proc'],
+  [0x6265_6572, '/sys'],
+]);
+
+export interface ResolvedGuest {
+  name: string;
+  /** The file read (labels error messages). */
+  file: string;
+  bytes: Uint8Array;
+  entries: bigint[];
+}
+
 /**
  * A built-in guest name, or a path to an image file. Names that contain a path separator or end in
- * `.bin` are always paths; otherwise a built-in name wins over a file of the same name.
+ * `.bin` are always paths; otherwise a built-in name wins over a file of the same name. The file
+ * is checked (type, size against `maxBytes` and MAX_GUEST_IMAGE_BYTES) before it is read, and its
+ * header right after, so a bad image fails before KVM or guest RAM is set up.
  */
-export function resolveGuest(nameOrPath: string): { name: string; bytes: Uint8Array } {
+export function resolveGuest(nameOrPath: string, maxBytes = MAX_GUEST_IMAGE_BYTES): ResolvedGuest {
   const looksLikePath = nameOrPath.includes('/') || nameOrPath.includes(path.sep) || nameOrPath.endsWith('.bin');
   if (!looksLikePath && isBuiltin(nameOrPath)) {
     const file = builtinGuestPath(nameOrPath);
     if (!fs.existsSync(file)) {
       throw new GuestImageError(`built-in guest '${nameOrPath}' is not built (${file} is missing): run \`npm run build\``);
     }
-    return { name: nameOrPath, bytes: new Uint8Array(fs.readFileSync(file)) };
+    return readImage(nameOrPath, file, maxBytes);
   }
   let st: fs.Stats | undefined;
   try {
@@ -79,8 +97,61 @@ export function resolveGuest(nameOrPath: string): { name: string; bytes: Uint8Ar
     st = undefined;
   }
   if (!st) throw new UnknownGuestError(nameOrPath);
-  if (!st.isFile()) throw new GuestImageError(`guest image ${nameOrPath}: not a regular file`);
-  return { name: path.basename(nameOrPath).replace(/\.bin$/, ''), bytes: new Uint8Array(fs.readFileSync(nameOrPath)) };
+  return readImage(path.basename(nameOrPath).replace(/\.bin$/, ''), nameOrPath, maxBytes);
+}
+
+function readImage(name: string, file: string, maxBytes: number): ResolvedGuest {
+  const limit = Math.min(maxBytes, MAX_GUEST_IMAGE_BYTES);
+  const refuse = (why: string) => new GuestImageError(`guest image ${file}: ${why}`);
+  // stat before open: opening a FIFO would block until someone writes to it.
+  const pre = fs.statSync(file);
+  if (!pre.isFile()) throw refuse('not a regular file');
+  try {
+    const pseudo = PSEUDO_FS.get(Number(fs.statfsSync(file).type));
+    if (pseudo) throw refuse(`a ${pseudo} pseudo-file, not an image`);
+  } catch (e) {
+    if (e instanceof GuestImageError) throw e; // statfs itself failing is no reason to refuse
+  }
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw refuse(`cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw refuse('not a regular file');
+    if (st.size > limit) {
+      throw refuse(
+        limit < MAX_GUEST_IMAGE_BYTES
+          ? `${st.size} bytes do not fit in guest RAM (at most ${limit} bytes can be loaded at ${hex(GUEST_LOAD_GPA)})`
+          : `${st.size} bytes is too big (images must be smaller than 2 GiB)`,
+      );
+    }
+    const bytes = new Uint8Array(st.size);
+    let off = 0;
+    while (off < bytes.length) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, bytes, off, bytes.length - off, off);
+      } catch (e) {
+        throw refuse(`read failed at offset ${off}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      if (n === 0) throw refuse(`the file shrank to ${off} bytes while it was read`);
+      off += n;
+    }
+    const { entries } = parseGuestHeader(bytes, `guest image ${file}`);
+    return { name, file, bytes, entries };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The most image bytes that fit in `ramBytes` of guest RAM (loaded at GUEST_LOAD_GPA, below LOW_RAM_END). */
+export function maxImageBytes(ramBytes: bigint, lowRamEnd: bigint): number {
+  const low = ramBytes < lowRamEnd ? ramBytes : lowRamEnd;
+  const room = low - GUEST_LOAD_GPA;
+  return room <= 0n ? 0 : Number(room < BigInt(MAX_GUEST_IMAGE_BYTES) ? room : BigInt(MAX_GUEST_IMAGE_BYTES));
 }
 
 function hex(v: bigint | number): string {

@@ -108,13 +108,15 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
       throw e;
     }
   }
+  // A host signal (race-command.ts's onHostSignal) ends the race cleanly; the report says so.
+  const stop = () => vm.requestShutdown(0);
+  o.interrupt?.addEventListener('abort', stop, { once: true });
+  if (o.interrupt?.aborted) stop();
   vm.start();
-  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
-  const onSignal = () => vm.requestShutdown(130);
-  process.once('SIGINT', onSignal);
+  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : async () => {};
   const r = await vm.wait();
-  process.off('SIGINT', onSignal);
-  stopRevoker();
+  o.interrupt?.removeEventListener('abort', stop);
+  await stopRevoker();
   const line = vm.machine.linux!.watch.resultLine;
   let guest: GuestRaceCounters | null = null;
   if (line) {
@@ -157,6 +159,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     runState: r.state,
     ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) } } : {}),
     wallSeconds: round(r.wallSeconds),
+    ...(o.interrupt?.aborted ? { interrupted: String(o.interrupt.reason) } : {}),
     guest,
   };
 }

@@ -2,12 +2,11 @@
 // passthrough function (shm backend: its host mapping is really revoked on MEM 1->0, as vfio-pci
 // does; vfio backend: vfio-pci itself revokes it); vCPUs 1..N-1 hammer a BAR at CPL3 and classify
 // every value they read.
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { readResults } from '../boot/boot-info';
-import { ShmHostDevice } from '../devices/pci/shm-backend';
-import { runSteps } from '../vmm/steps';
-import { isTerminal } from '../vmm/run-state';
 import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
@@ -18,6 +17,10 @@ import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import { metricsSourceOf } from '../metrics/vm-source';
 import { runLinuxRace } from './linux-race';
+import type { HostRevokerData } from './host-revoker-thread';
+import { onHostSignal } from './host-signals';
+import { parseDuration, SoakSampler, type SoakReport } from './soak';
+import { writeOutput } from './output';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -49,6 +52,10 @@ export interface RaceReport {
    */
   faultToCompletionMicros?: { samples: number; median: number; p99: number; medianParts?: Record<'lockWait' | 'classification' | 'memslotWork' | 'reentry', number> };
   wallSeconds: number;
+  /** The host signal that stopped the race early (the counts are those reached by then). */
+  interrupted?: string;
+  /** With --soak: this process's resources sampled during the run, and the verdict on them. */
+  soak?: SoakReport;
 }
 
 export interface RaceOptions {
@@ -67,6 +74,10 @@ export interface RaceOptions {
   paused?: boolean;
   /** Prometheus metrics while the race runs. */
   metrics?: MetricsOptions;
+  /** Stops the race early (its reason, e.g. a signal name, is reported as `interrupted`). */
+  interrupt?: AbortSignal;
+  /** Soak: stop after this long (if the toggles have not finished) and sample resources meanwhile. */
+  soak?: { seconds: number; sampleSeconds: number };
 }
 
 export class RaceDeviceError extends Error {
@@ -97,31 +108,22 @@ export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: numb
   });
 }
 
-/** Host-initiated revocations at random moments (Poisson, `rate` per second), each held briefly. */
-export function startHostRevoker(vm: Vm, rate: number): () => void {
-  const host = vm.machine.passthrough[0]!.host as ShmHostDevice;
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const delay = () => Math.max(0, -Math.log(1 - Math.random()) * (1000 / rate));
-  const revoke = () => {
-    if (stopped || isTerminal(vm.machine.runState.state)) return;
-    host.hostRevoke(); // no device lock: the host does not ask the VMM
-    vm.stats.add('host.revocations');
-    timer = setTimeout(restore, Math.random() * 2);
-  };
-  const restore = () => {
-    // The VMM is told when the host gives the device back, and maps it again under the lock.
-    vm.machine.lock.with(() => {
-      host.hostRestore();
-      runSteps(vm.machine.resyncBars());
-    });
-    vm.stats.add('host.restorations');
-    if (!stopped) timer = setTimeout(revoke, delay());
-  };
-  timer = setTimeout(revoke, delay());
-  return () => {
-    stopped = true;
-    if (timer) clearTimeout(timer);
+/**
+ * Host-initiated revocations at random moments, from their own thread (host-revoker-thread.ts).
+ * The returned function stops it and resolves once the thread has ended (before the VM closes:
+ * it commits memslots).
+ */
+export function startHostRevoker(vm: Vm, rate: number): () => Promise<void> {
+  const stop = new SharedArrayBuffer(4);
+  const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop };
+  const w = new Worker(path.join(__dirname, 'host-revoker-thread.js'), { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 } });
+  const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+  w.on('error', (e) => process.stderr.write(`tsvmm: host revoker thread failed: ${e.stack ?? e}\n`));
+  return async () => {
+    const word = new Int32Array(stop);
+    Atomics.store(word, 0, 1);
+    Atomics.notify(word, 0);
+    await exited;
   };
 }
 
@@ -152,21 +154,30 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     }
   }
   metrics?.attach(metricsSourceOf(vm));
+  const stop = () => vm.requestShutdown(0); // a clean early end: the guest's counts stay valid
+  o.interrupt?.addEventListener('abort', stop, { once: true });
+  if (o.interrupt?.aborted) stop();
   vm.start({ paused: o.paused === true });
-  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : () => {};
+  const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : async () => {};
   let qmp: VmQmp | undefined;
   try {
     if (o.qmp !== undefined) qmp = await serveVmQmp(vm, o.qmp);
   } catch (e) {
-    stopRevoker();
+    o.interrupt?.removeEventListener('abort', stop);
     vm.requestShutdown(1);
     await vm.wait();
+    await stopRevoker();
     vm.close();
     throw e;
   }
+  const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
+  const soakTimer = o.soak ? setTimeout(stop, o.soak.seconds * 1000) : undefined;
   const r = await vm.wait();
-  stopRevoker();
-  await qmp?.finish(r.state);
+  if (soakTimer) clearTimeout(soakTimer);
+  sampler?.stop();
+  o.interrupt?.removeEventListener('abort', stop);
+  await stopRevoker();
+  await qmp?.finish(r.state, o.interrupt?.aborted ? 'host-signal' : undefined);
   await metrics?.close();
   const ram = vm.memory.low;
   const results = readResults(new DataView(ram.buffer, ram.byteOffset, ram.byteLength), o.vcpus);
@@ -207,6 +218,8 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     runState: r.state,
     ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!), ...medianParts(vm) } } : {}),
     wallSeconds: round(r.wallSeconds),
+    ...(o.interrupt?.aborted ? { interrupted: String(o.interrupt.reason) } : {}),
+    ...(sampler ? { soak: sampler.report() } : {}),
   };
 }
 
@@ -238,13 +251,20 @@ export function registerRaceCommand(program: Command): void {
     .option('--paused', 'with --qmp: start in prelaunch until QMP cont (QEMU\'s -S)')
     .option(...METRICS_LISTEN_OPTION)
     .option(...METRICS_ALLOW_REMOTE_OPTION)
+    .option('--soak <duration>', 'run for this long (e.g. 10m, 1h; toggles default to the maximum), sampling RSS, fds and threads; fails if any keeps growing')
+    .option('--soak-sample <duration>', 'with --soak: the sampling interval', '1m')
     .option('--json', 'print the report as JSON')
-    .action(async (raw: Record<string, string | boolean>) => {
+    .action(async (raw: Record<string, string | boolean>, cmd: Command) => {
       let report: RaceReport;
+      // Before the VM exists: a signal during Vm.create is delivered after it and still gets a report.
+      const interrupt = new AbortController();
+      const releaseSignals = onHostSignal((signal) => interrupt.abort(signal));
       try {
+        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)) };
+        const togglesGiven = cmd.getOptionValueSource('toggles') === 'cli';
         const o: RaceOptions = {
           vcpus: parseIntOption('--vcpus', String(raw.vcpus), 2, 16),
-          toggles: parseIntOption('--toggles', String(raw.toggles), 1, 10_000_000),
+          toggles: soak && !togglesGiven ? MAX_TOGGLES : parseIntOption('--toggles', String(raw.toggles), 1, MAX_TOGGLES),
           policy: parseChoice('--policy', String(raw.policy), ['tsvmm', 'qemu'] as const),
           barOrder: parseChoice('--bar-order', String(raw.barOrder), ['qemu', 'unmap-first'] as const),
           configAccess: parseChoice('--config-access', String(raw.configAccess), ['cf8', 'ecam'] as const),
@@ -254,17 +274,25 @@ export function registerRaceCommand(program: Command): void {
           paused: raw.paused === true,
           metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
           ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
+          interrupt: interrupt.signal,
+          ...(soak ? { soak } : {}),
         };
         if (raw.initrd && !raw.linux) throw new InvalidArgumentError('--initrd needs --linux');
         if (raw.linux && (raw.qmp !== undefined || raw.metricsListen !== undefined)) throw new InvalidArgumentError('--qmp and --metrics-listen are not supported with --linux yet');
         report = raw.linux ? await runLinuxRace({ ...o, kernel: String(raw.linux), ...(raw.initrd ? { initrd: String(raw.initrd) } : {}) }) : await runRace(o);
       } catch (e) {
         reportErrorAndExit(e);
+      } finally {
+        releaseSignals();
       }
-      if (raw.json) process.stdout.write(`${JSON.stringify(report)}\n`);
-      else for (const [k, v] of Object.entries(report)) process.stdout.write(`${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`);
+      const text = raw.json ? `${JSON.stringify(report)}\n` : Object.entries(report).map(([k, v]) => `${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`).join('');
       // With --linux, writes lost while decode was on are failures too, unless the host took the device away.
       const lost = report.hostRevokeRate === 0 ? ((report as { lostWrites?: number }).lostWrites ?? 0) : 0;
-      process.exitCode = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 ? 1 : 0;
+      const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || report.soak?.verdict.startsWith('growing') === true;
+      // An interrupted race exits 0 unless it found a failure (QEMU: a host signal is a clean stop).
+      process.exitCode = failed ? 1 : 0;
+      await writeOutput(process.stdout, 'stdout', text, 'the race report');
     });
 }
+
+const MAX_TOGGLES = 10_000_000;

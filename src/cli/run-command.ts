@@ -1,7 +1,8 @@
 // `tsvmm run`: boot a guest, serial/console on stdout, exit with the guest's status.
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm, type VmOptions } from '../vmm/vm';
-import { parseSize } from '../size';
+import { parseMemOption } from './mem-option';
+import { onHostSignal } from './host-signals';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
 import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
@@ -40,6 +41,18 @@ export function registerRunCommand(program: Command): void {
       let vmOptions: VmOptions | undefined;
       let recreate: (() => Vm) | undefined;
       let metrics: MetricsServer | undefined;
+      let cause: ShutdownCause = 'guest-shutdown';
+      let quit: () => void = () => {};
+      const quitRequested = new Promise<void>((resolve) => (quit = resolve));
+      // Before Vm.create: a signal that arrives while it runs is delivered after it (QEMU exits 0).
+      let signalled = false;
+      const onSignal = () => {
+        signalled = true;
+        cause = 'host-signal';
+        vm?.requestShutdown(0);
+        quit();
+      };
+      const releaseSignals = onHostSignal(onSignal);
       try {
         if (o.config !== undefined) {
           applyRunConfig(cmd, readRunConfig(o.config));
@@ -58,14 +71,14 @@ export function registerRunCommand(program: Command): void {
         metrics = await startMetrics(o);
         if (o.kernel !== undefined) {
           const linuxOptions = {
-            machine: { ramBytes: parseSize(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm' as const, barOrder: 'unmap-first' as const },
+            machine: { ramBytes: parseMemOption(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm' as const, barOrder: 'unmap-first' as const },
             linux: { kernelPath: o.kernel, initrdPath: o.initrd, cmdline: o.cmdline ?? DEFAULT_CMDLINE },
             kvmPath: o.kvm,
           };
           recreate = () => Vm.createLinux(linuxOptions);
         } else {
           vmOptions = {
-            machine: { ramBytes: parseSize(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+            machine: { ramBytes: parseMemOption(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
             guest: o.guest!,
             params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
             kvmPath: o.kvm,
@@ -77,17 +90,8 @@ export function registerRunCommand(program: Command): void {
         reportErrorAndExit(e);
       }
       metrics?.attach(metricsSourceOf(vm!));
-      let cause: ShutdownCause = 'guest-shutdown';
-      let quit: () => void = () => {};
-      const quitRequested = new Promise<void>((resolve) => (quit = resolve));
-      const onSignal = () => {
-        report('warn', 'terminating on signal SIGINT');
-        cause = 'host-signal';
-        vm!.requestShutdown(130);
-        quit();
-      };
-      process.once('SIGINT', onSignal);
       vm!.start({ paused: o.paused === true });
+      if (signalled) vm!.requestShutdown(0);
       const attachInput = (v: Vm) => (v.machine.linux ? attachConsoleInput(v, process.stdin, () => onSignal()) : undefined);
       let input = attachInput(vm!);
       let qmp: QmpServer | undefined;
@@ -136,16 +140,22 @@ export function registerRunCommand(program: Command): void {
         if (r.state !== 'shutdown') {
           // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect,
           // until quit or system_reset.
-          report('warn', `VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit`);
-          await Promise.race([quitRequested, reset.signal]);
-          if (reset.requested) continue;
+          if (!signalled) {
+            report('warn', `VM stopped in ${r.state}; QMP stays up on ${qmp.path} until quit`);
+            await Promise.race([quitRequested, reset.signal]);
+            if (reset.requested) continue;
+          }
+          // A host signal ends the inspection as QEMU's does: with a SHUTDOWN event.
+          if (signalled) for (const [name, data] of terminalEvents('shutdown', 'host-signal')) qmp.broadcast(name, data);
         }
         await qmp.close();
         break;
       }
-      process.off('SIGINT', onSignal);
+      releaseSignals();
       input?.detach();
       await metrics?.close();
+      const lost = vm!.consoleOutput.summary();
+      if (lost) report('warn', lost);
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
       if (r.state !== 'shutdown' || r.exitCode !== 0) {

@@ -37,7 +37,13 @@ export class KvmSystem {
     const fd = n.open(path, n.constants.O_RDWR);
     if (fd < 0) throw new KvmUnavailableError(path, -fd);
     const sys = new KvmSystem(fd, path);
-    const version = sys.apiVersion();
+    let version: number;
+    try {
+      version = sys.apiVersion(); // fails on a file that is not KVM (e.g. --kvm /dev/null)
+    } catch (e) {
+      n.close(fd);
+      throw e;
+    }
     if (version !== KVM_API_VERSION) {
       n.close(fd);
       throw new KvmApiVersionError(version);
@@ -290,4 +296,12 @@ export function createPit2(vm: KvmVm): void {
 export function setIrqLine(vmFd: number, irq: number, level: boolean): void {
   const buf = new Uint32Array([irq, level ? 1 : 0]);
   check(native().ioctlBuffer(vmFd, c('KVM_IRQ_LINE'), buf), `KVM_IRQ_LINE ${irq}=${level ? 1 : 0}`);
+}
+
+/** Unmaps each vCPU's kvm_run page and closes its fd; empties the list (safe to call twice). */
+export function closeVcpus(vcpus: KvmVcpu[]): void {
+  for (const v of vcpus.splice(0)) {
+    v.unmap();
+    native().close(v.fd);
+  }
 }

@@ -5,15 +5,24 @@ import { describeErrno, native, NativeError } from '../native';
 import type { RamChunk } from '../vmm/machine';
 
 export class GuestMemory {
-  private readonly views: { gpa: bigint; size: bigint; bytes: Uint8Array }[];
+  private readonly views: { gpa: bigint; size: bigint; bytes: Uint8Array; address: bigint }[];
 
   constructor(chunks: readonly RamChunk[]) {
     const n = native();
-    this.views = chunks.map((c) => {
+    this.views = [];
+    for (const c of chunks) {
       const m = n.mmapBuffer(c.fd, Number(c.size), n.constants.PROT_READ | n.constants.PROT_WRITE, n.constants.MAP_SHARED, 0);
-      if (typeof m === 'number') throw new NativeError(`mapping guest RAM at 0x${c.gpa.toString(16)}: ${describeErrno(m)}`, -m);
-      return { gpa: c.gpa, size: c.size, bytes: new Uint8Array(m[1]) };
-    });
+      if (typeof m === 'number') {
+        this.close(); // the chunks mapped before this one
+        throw new NativeError(`mapping guest RAM at 0x${c.gpa.toString(16)}: ${describeErrno(m)}`, -m);
+      }
+      this.views.push({ gpa: c.gpa, size: c.size, bytes: new Uint8Array(m[1]), address: m[0] });
+    }
+  }
+
+  /** Unmaps this thread's views. Any Uint8Array obtained from them must not be used afterwards. */
+  close(): void {
+    for (const v of this.views.splice(0)) native().munmap(v.address, Number(v.size));
   }
 
   /** Guest RAM that starts at gpa 0 (where boot structures and guests live). */

@@ -19,11 +19,23 @@ export interface HostMemory {
   pwrite(fd: number, buf: Uint8Array, offset: number): number;
 }
 
+/**
+ * The real host. It remembers the files and mappings it made, so their owner (a Vm) can release
+ * them all at once with releaseAll(), also after a failure half-way through building a machine.
+ */
 export class NativeHostMemory implements HostMemory {
+  private readonly files = new Set<number>();
+  private readonly mappings = new Map<bigint, number>();
+
   createFile(name: string, size: number): number {
     const n = native();
     const fd = check(n.memfdCreate(name, 0), `memfd_create(${name})`);
-    check(n.ftruncate(fd, size), `ftruncate(${name}, ${size})`);
+    const r = n.ftruncate(fd, size);
+    if (r < 0) {
+      n.close(fd);
+      check(r, `ftruncate(${name}, ${size})`);
+    }
+    this.files.add(fd);
     return fd;
   }
 
@@ -31,7 +43,17 @@ export class NativeHostMemory implements HostMemory {
     const n = native();
     const a = n.mmapAddress(fd, size, n.constants.PROT_READ | n.constants.PROT_WRITE, n.constants.MAP_SHARED, 0);
     if (typeof a === 'number') throw new NativeError(`mmap of fd ${fd} (${size} bytes): ${describeErrno(a)}`, -a);
+    this.mappings.set(a, size);
     return a;
+  }
+
+  /** Unmaps every mapping and closes every file made here. Nothing may use them afterwards. */
+  releaseAll(): void {
+    const n = native();
+    for (const [address, size] of this.mappings) n.munmap(address, size);
+    this.mappings.clear();
+    for (const fd of this.files) n.close(fd);
+    this.files.clear();
   }
 
   setAccessible(address: bigint, size: number, accessible: boolean): void {

@@ -2,7 +2,8 @@
 // vCPU, as KVM requires), the machine with the Linux legacy devices, the kernel in RAM, firmware-
 // style PCI BAR assignment, and per-vCPU CPUID and MSRs. Vm.createLinux() wraps the result.
 import fs from 'node:fs';
-import { createIrqchip, createPit2, KvmSystem, KvmVcpu, setVcpuCpuid, setVcpuMsrs, supportedCpuid, type KvmVm } from '../kvm/kvm';
+import { closeVcpus, createIrqchip, createPit2, KvmSystem, KvmVcpu, setVcpuCpuid, setVcpuMsrs, supportedCpuid, type KvmVm } from '../kvm/kvm';
+import { native } from '../native';
 import { NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
 import { ECAM_BASE, HIGH_RAM_BASE, LOW_RAM_END, Machine, type MachineConfig } from './machine';
@@ -40,20 +41,27 @@ export function memoryLayout(ramBytes: bigint): MemoryLayout {
   return { ramBytes, lowRamEnd: LOW_RAM_END, highRamBase: HIGH_RAM_BASE, holeStart: ECAM_BASE, holeEnd: HIGH_RAM_BASE };
 }
 
-export function buildLinuxVm(config: MachineConfig, files: LinuxBootFiles, kvmPath: string | undefined, console: (b: Uint8Array) => void): LinuxVmParts {
+/** Each acquisition pushes its release onto `undo` (Vm.createLinux() runs them if a later step throws). */
+export function buildLinuxVm(config: MachineConfig, files: LinuxBootFiles, kvmPath: string | undefined, console: (b: Uint8Array) => void, host: NativeHostMemory, undo: (() => void)[]): LinuxVmParts {
   // Bad input fails before KVM is touched.
   const image = readLinuxImage(files);
   const layout = memoryLayout(config.ramBytes);
   planLinuxBoot(image, layout, formatSize(config.ramBytes));
   warnIfKvmPvm();
   const system = KvmSystem.open(kvmPath);
+  undo.push(() => system.close());
   const kvmVm = system.createVm();
+  undo.push(() => kvmVm.close());
   kvmVm.setTssAddress(KVM_TSS_GPA);
   kvmVm.setIdentityMapAddress(KVM_IDENTITY_MAP_GPA);
   createIrqchip(kvmVm);
   createPit2(kvmVm);
-  const machine = Machine.create({ ...config, linux: true }, kvmVm, new NativeHostMemory(), console);
+  const machine = Machine.create({ ...config, linux: true }, kvmVm, host, console);
+  undo.push(() => {
+    for (const d of machine.passthrough) d.host.close?.();
+  });
   const memory = new GuestMemory(machine.shared.ram);
+  undo.push(() => memory.close());
   const plan = planLinuxBoot(image, layout, formatSize(config.ramBytes), BigInt(memory.low.byteLength));
   const boot = loadLinux(memory.low, image, plan, layout, config.vcpus);
   const bars = machine.assignBars();
@@ -61,15 +69,23 @@ export function buildLinuxVm(config: MachineConfig, files: LinuxBootFiles, kvmPa
   const tscDeadline = system.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   const mmapSize = system.vcpuMmapSize();
   const vcpus: KvmVcpu[] = [];
+  undo.push(() => closeVcpus(vcpus));
   for (let i = 0; i < config.vcpus; i++) {
-    const v = new KvmVcpu(kvmVm.createVcpu(i), i, mmapSize);
+    const fd = kvmVm.createVcpu(i);
+    let v: KvmVcpu;
+    try {
+      v = new KvmVcpu(fd, i, mmapSize);
+    } catch (e) {
+      native().close(fd);
+      throw e;
+    }
+    vcpus.push(v);
     setVcpuCpuid(v, vcpuCpuid(cpuid, i, config.vcpus, tscDeadline));
     setVcpuMsrs(v, bootMsrs());
     if (i === 0) {
       v.setSregs(boot.sregs);
       v.setRegs(boot.regs);
     }
-    vcpus.push(v);
   }
   return { system, kvmVm, machine, memory, vcpus, bars };
 }

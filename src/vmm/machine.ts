@@ -40,6 +40,11 @@ export const ECAM_BASE = 0xb000_0000n;
 export const ECAM_SIZE = 0x1000_0000n;
 export const PCI_MMIO_BASE = 0xc000_0000n;
 export const PCI_MMIO_END = CONTROL_BASE;
+/**
+ * The most guest RAM a machine may have (documented in README): 64 GiB is 33 RAM regions, which
+ * leaves the 64-region memory map room for devices. Checked before KVM or any RAM is touched.
+ */
+export const MAX_RAM_BYTES = 64n << 30n;
 /** RAM chunks are at most this big, so each thread's view of one stays under V8's 4 GiB limit. */
 const RAM_CHUNK_MAX = 0x8000_0000n;
 
@@ -351,9 +356,11 @@ export class Machine implements DispatchTarget {
   }
 }
 
-function validateConfig(c: MachineConfig): void {
+/** Checks a configuration without touching the host (Vm.create calls it before opening KVM). */
+export function validateConfig(c: MachineConfig): void {
   if (c.vcpus < 1 || c.vcpus > 64 || !Number.isInteger(c.vcpus)) throw new MachineConfigError(`vCPU count ${c.vcpus} must be an integer from 1 to 64`);
   if (c.ramBytes < 2n << 20n) throw new MachineConfigError(`guest RAM ${c.ramBytes} bytes is too small (minimum 2 MiB)`);
+  if (c.ramBytes > MAX_RAM_BYTES) throw new MachineConfigError(`guest RAM ${c.ramBytes} bytes is more than the maximum ${MAX_RAM_BYTES >> 30n} GiB`);
   if (c.ramBytes % 0x1000n !== 0n) throw new MachineConfigError(`guest RAM ${c.ramBytes} bytes is not a multiple of the 4 KiB page size`);
   const slots = new Set<number>();
   for (const p of c.passthrough) {

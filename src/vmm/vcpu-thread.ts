@@ -15,8 +15,9 @@ import { VcpuRunner } from './vcpu-runner';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
-import { writeStderr, writeStdout } from '../log';
+import { writeStderr } from '../log';
 import { FaultEventRing, type FaultRecovery } from './fault-events';
+import { ConsoleRing } from './console-ring';
 import { LatencySamples } from './latency';
 import { recordStop, type StopOutcome } from './dispatch';
 import { FaultLatencyParts } from './fault-latency';
@@ -36,6 +37,8 @@ export interface VcpuThreadData {
   faultParts?: SharedArrayBuffer;
   /** Recovered faults for QMP events (FaultEventRing). */
   faultEvents?: SharedArrayBuffer;
+  /** The VM's console ring (ConsoleRing): this thread's devices print into it. */
+  console: SharedArrayBuffer;
 }
 
 function dumpState(vcpu: KvmVcpu, memory: GuestMemory, o: StopOutcome): string {
@@ -62,7 +65,10 @@ function main(d: VcpuThreadData): void {
   const control = new VcpuControl(d.control);
   n.unblockSignal(d.kickSignal);
   control.setTid(d.index, n.gettid());
-  const console = (b: Uint8Array) => writeStdout(b);
+  const ring = new ConsoleRing(d.console);
+  // A full ring holds this vCPU (backpressure) unless the VM is stopping or pausing.
+  const giveUp = () => control.stopRequested(d.index) || machine.runState.state !== 'running';
+  const console = (b: Uint8Array) => ring.write(b, { block: true, giveUp });
   const host = new NativeHostMemory();
   const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console);
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
@@ -138,6 +144,10 @@ function main(d: VcpuThreadData): void {
     writeStderr(`tsvmm: vCPU ${d.index} thread failed: ${(e as Error).stack ?? e}\n`);
     control.setStatus(d.index, VcpuStatus.Failed);
     machine.runState.transition('internal-error');
+  } finally {
+    // This thread's mappings: each one of the vCPU fd keeps the whole VM alive in the kernel.
+    vcpu.unmap();
+    memory?.close();
   }
 }
 

@@ -4,15 +4,17 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { native } from '../native';
-import { KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
+import { closeVcpus, KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
-import { Machine, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } from './machine';
+import { Machine, validateConfig, LOW_RAM_END, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } from './machine';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { isTerminal, type RunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
-import { log, writeStdout } from '../log';
-import { resolveGuest, loadGuest } from '../boot/guest-image';
+import { log } from '../log';
+import { ConsoleRing } from './console-ring';
+import { ConsoleOutput } from './console-output';
+import { resolveGuest, loadGuest, maxImageBytes, type ResolvedGuest } from '../boot/guest-image';
 import { setupLongMode, vcpuBootState } from '../boot/long-mode';
 import { writeBootInfo, type BootInfo } from '../boot/boot-info';
 import { CONTROL_BASE } from '../devices/control';
@@ -38,7 +40,10 @@ export interface VmOptions {
     probeGpa?: bigint | 'bar0';
   };
   kvmPath?: string;
-  /** Console sink (default: stdout). */
+  /**
+   * Where guest console output goes (serial and control CONSOLE, from every vCPU thread), called
+   * on the main thread. Default: process.stdout, with backpressure; see ConsoleOutput.
+   */
   console?: (bytes: Uint8Array) => void;
 }
 
@@ -57,6 +62,7 @@ export class Vm {
   /** The parts of each fault-to-completion interval (lock wait, classification, memslot work, re-entry). */
   readonly faultParts = new FaultLatencyParts();
   private startedAt = 0;
+  private closed = false;
 
   private constructor(
     readonly system: KvmSystem,
@@ -66,25 +72,63 @@ export class Vm {
     readonly vcpus: KvmVcpu[],
     readonly control: VcpuControl,
     readonly bars: Map<string, Map<number, bigint>>,
+    private readonly hostMemory: NativeHostMemory,
+    /** Guest console output: the main thread drains what every thread's devices print. */
+    readonly consoleOutput: ConsoleOutput,
   ) {}
 
   get stats(): Stats {
     return this.machine.stats;
   }
 
-  /** Builds and boots the VM (vCPUs not yet running). Throws typed errors for bad input. */
+  /**
+   * Builds and boots the VM (vCPUs not yet running). Throws typed errors for bad input; a failure
+   * part-way releases everything acquired so far (fds, mappings, memfds), in reverse order.
+   */
   static create(opts: VmOptions): Vm {
-    const image = resolveGuest(opts.guest); // fail on a bad guest before touching KVM
+    // Bad input fails before KVM, RAM or any fd is touched.
+    validateConfig(opts.machine);
+    const image = resolveGuest(opts.guest, maxImageBytes(opts.machine.ramBytes, LOW_RAM_END));
+    return Vm.undoOnFailure((undo) => Vm.build(opts, image, undo));
+  }
+
+  /** Runs `build`; if it throws, runs every release it pushed onto `undo`, last first, and rethrows. */
+  private static undoOnFailure(build: (undo: (() => void)[]) => Vm): Vm {
+    const undo: (() => void)[] = [];
+    try {
+      return build(undo);
+    } catch (e) {
+      for (const f of undo.reverse()) {
+        try {
+          f();
+        } catch {
+          // keep releasing the rest; the first error is the one to report
+        }
+      }
+      throw e;
+    }
+  }
+
+  /** create()'s body: each acquisition pushes its release onto `undo`. */
+  private static build(opts: VmOptions, image: ResolvedGuest, undo: (() => void)[]): Vm {
     const system = KvmSystem.open(opts.kvmPath);
+    undo.push(() => system.close());
     const kvmVm = system.createVm();
+    undo.push(() => kvmVm.close());
     kvmVm.setTssAddress(KVM_TSS_GPA);
     const host = new NativeHostMemory();
-    const console = opts.console ?? ((b: Uint8Array) => writeStdout(b));
-    const machine = Machine.create(opts.machine, kvmVm, host, console);
+    undo.push(() => host.releaseAll());
+    const consoleRing = new ConsoleRing();
+    // The main thread's devices never wait for the reader: the main thread is the reader.
+    const machine = Machine.create(opts.machine, kvmVm, host, (b) => consoleRing.write(b, { block: false }));
+    undo.push(() => {
+      for (const d of machine.passthrough) d.host.close?.();
+    });
     const memory = new GuestMemory(machine.shared.ram);
+    undo.push(() => memory.close());
     const vcpuCount = opts.machine.vcpus;
     setupLongMode(memory.low, vcpuCount);
-    const { entries } = loadGuest(memory.low, image.bytes);
+    const { entries } = loadGuest(memory.low, image.bytes, `guest image ${image.file}`);
     const bars = machine.assignBars();
     const firstDevice = opts.machine.passthrough[0];
     const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(opts.params?.bar ?? 0) ?? 0n) : 0n;
@@ -105,21 +149,40 @@ export class Vm {
     });
     const mmapSize = system.vcpuMmapSize();
     const vcpus: KvmVcpu[] = [];
+    undo.push(() => closeVcpus(vcpus));
     for (let i = 0; i < vcpuCount; i++) {
-      const v = new KvmVcpu(kvmVm.createVcpu(i), i, mmapSize);
+      const fd = kvmVm.createVcpu(i);
+      let v: KvmVcpu;
+      try {
+        v = new KvmVcpu(fd, i, mmapSize);
+      } catch (e) {
+        native().close(fd);
+        throw e;
+      }
+      vcpus.push(v);
       const entry = entries[Math.min(i, entries.length - 1)]!;
       const { regs, sregs } = vcpuBootState(i, entry, vcpuCount);
       v.setSregs(sregs);
       v.setRegs(regs);
-      vcpus.push(v);
     }
-    return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars);
+    const output = new ConsoleOutput(consoleRing, opts.console ? { sink: opts.console } : { stream: process.stdout, name: 'stdout' });
+    return new Vm(system, kvmVm, machine, memory, vcpus, VcpuControl.create(vcpuCount), bars, host, output);
   }
 
-  /** Builds a Linux guest's VM (direct kernel boot; src/boot/linux/). vCPUs not yet running. */
+  /**
+   * Builds a Linux guest's VM (direct kernel boot; src/boot/linux/), vCPUs not yet running. Bad input
+   * fails before KVM is touched; a failure part-way releases everything, as create() does.
+   */
   static createLinux(opts: { machine: MachineConfig; linux: LinuxBootFiles; kvmPath?: string; console?: (bytes: Uint8Array) => void }): Vm {
-    const p = buildLinuxVm(opts.machine, opts.linux, opts.kvmPath, opts.console ?? ((b: Uint8Array) => writeStdout(b)));
-    return new Vm(p.system, p.kvmVm, p.machine, p.memory, p.vcpus, VcpuControl.create(p.vcpus.length), p.bars);
+    validateConfig(opts.machine);
+    return Vm.undoOnFailure((undo) => {
+      const host = new NativeHostMemory();
+      undo.push(() => host.releaseAll());
+      const consoleRing = new ConsoleRing();
+      const p = buildLinuxVm(opts.machine, opts.linux, opts.kvmPath, (b) => consoleRing.write(b, { block: false }), host, undo);
+      const output = new ConsoleOutput(consoleRing, opts.console ? { sink: opts.console } : { stream: process.stdout, name: 'stdout' });
+      return new Vm(p.system, p.kvmVm, p.machine, p.memory, p.vcpus, VcpuControl.create(p.vcpus.length), p.bars, host, output);
+    });
   }
 
   /** Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S). */
@@ -129,6 +192,7 @@ export class Vm {
     if (n.installKickHandler(kick) < 0) throw new Error('cannot install the vCPU kick signal handler');
     if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
+    this.consoleOutput.start();
     for (const v of this.vcpus) {
       const data: VcpuThreadData = {
         shared: this.machine.shared,
@@ -142,6 +206,7 @@ export class Vm {
         latency: this.latency.shared,
         faultEvents: this.faultEvents.shared,
         faultParts: this.faultParts.shared,
+        console: this.consoleOutput.ring.shared,
       };
       const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);
@@ -228,6 +293,7 @@ export class Vm {
       if (this.allThreadsGone()) break;
     }
     await this.stopVcpus();
+    await this.consoleOutput.stop();
     return { state: rs.state, exitCode: rs.exitCode, wallSeconds: (performance.now() - this.startedAt) / 1000 };
   }
 
@@ -254,12 +320,22 @@ export class Vm {
     }
   }
 
-  /** Releases KVM fds. Call after wait(). */
+  /**
+   * Releases everything the VM holds in this process: the kvm_run mappings and vCPU fds, the VM and
+   * KVM fds, the RAM (memfds and every mapping of them) and passthrough devices. Call after wait()
+   * (each vCPU thread unmaps its own kvm_run page when it ends). Every mapping of a vCPU fd keeps
+   * the VM alive in the kernel (with its kvm-nx-lpage-recovery thread), so all must go.
+   */
   close(): void {
-    for (const v of this.vcpus) native().close(v.fd);
+    if (this.closed) return;
+    this.closed = true;
+    closeVcpus(this.vcpus);
     this.kvmVm.close();
     this.system.close();
     // After the VM: its memslots may point into the devices' BAR mappings.
     for (const d of this.machine.passthrough) d.host.close?.();
+    this.memory.close();
+    this.hostMemory.releaseAll();
   }
 }
+

@@ -1,0 +1,92 @@
+// `race --soak`: this process's resident memory, open fds and threads, sampled at a fixed interval
+// while the race runs, and a verdict on whether any of them keeps growing.
+//
+// The verdict ignores the first minute (start-up: the vCPU threads, the first JIT and heap growth),
+// takes the first sample after it as the baseline and compares every later one with it: fds and threads must not change by more than
+// SOAK_COUNT_SLACK, RSS must stay within SOAK_RSS_SLACK (10 %, the criterion of issue 14) of the
+// baseline. A resource that grows without bound fails that sooner or later; one that levels off
+// within the slack passes.
+import fs from 'node:fs';
+import { InvalidArgumentError } from 'commander';
+
+export interface SoakSample {
+  /** Seconds since the race started. */
+  atSeconds: number;
+  rssKiB: number;
+  fds: number;
+  threads: number;
+}
+
+export interface SoakReport {
+  sampleSeconds: number;
+  samples: SoakSample[];
+  /** 'flat', 'too short: ...' (fewer than 3 samples) or 'growing: ...' (the soak fails). */
+  verdict: string;
+}
+
+export const SOAK_RSS_SLACK = 0.1;
+export const SOAK_COUNT_SLACK = 2;
+export const SOAK_WARMUP_SECONDS = 60;
+
+/** Parses 90, 90s, 10m, 1h, 1h30m into seconds (> 0, at most 7 days). */
+export function parseDuration(name: string, input: string): number {
+  const m = /^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$/.exec(input);
+  const total = m && (m[1] || m[2] || m[3]) ? Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0) : NaN;
+  if (!Number.isFinite(total) || total <= 0 || total > 7 * 24 * 3600) throw new InvalidArgumentError(`${name} must be a duration from 1s to 7 days such as 90s, 10m or 1h, got '${input}'`);
+  return total;
+}
+
+export function sampleProcess(atSeconds: number): SoakSample {
+  const status = fs.readFileSync('/proc/self/status', 'utf8');
+  return {
+    atSeconds: Math.round(atSeconds),
+    rssKiB: Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+    fds: fs.readdirSync('/proc/self/fd').length,
+    threads: fs.readdirSync('/proc/self/task').length,
+  };
+}
+
+/** The verdict on a series of samples (see the header comment). */
+export function soakVerdict(samples: readonly SoakSample[]): string {
+  if (samples.length < 3) return `too short: ${samples.length} sample(s); a verdict needs 3 (one baseline after start-up and two more)`;
+  // The baseline: the first sample after the first minute when at least two follow it, else the
+  // second sample (short soaks, fine sampling).
+  let b = samples.findIndex((x) => x.atSeconds >= SOAK_WARMUP_SECONDS);
+  if (b < 1 || b > samples.length - 3) b = 1;
+  const base = samples[b]!;
+  const later = samples.slice(b + 1);
+  const growth: string[] = [];
+  const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
+  const rss = worst((s) => s.rssKiB);
+  if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK)) growth.push(`RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
+  const fds = worst((s) => s.fds);
+  if (fds.fds > base.fds + SOAK_COUNT_SLACK) growth.push(`fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`);
+  const threads = worst((s) => s.threads);
+  if (threads.threads > base.threads + SOAK_COUNT_SLACK) growth.push(`threads ${base.threads} -> ${threads.threads} at ${threads.atSeconds} s`);
+  return growth.length > 0 ? `growing: ${growth.join('; ')}` : 'flat';
+}
+
+export class SoakSampler {
+  private readonly samples: SoakSample[] = [];
+  private readonly started = performance.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(readonly intervalMs: number) {
+    this.take();
+    this.timer = setInterval(() => this.take(), intervalMs);
+  }
+
+  private take(): void {
+    this.samples.push(sampleProcess((performance.now() - this.started) / 1000));
+  }
+
+  /** Takes a last sample and stops. */
+  stop(): void {
+    clearInterval(this.timer);
+    this.take();
+  }
+
+  report(): SoakReport {
+    return { sampleSeconds: this.intervalMs / 1000, samples: [...this.samples], verdict: soakVerdict(this.samples) };
+  }
+}
