@@ -16,17 +16,25 @@
 #   1  the emulated machine crashed, wedged or timed out (kvm-in-qemu.sh: 125, 124) in the last run;
 #   otherwise the test runner's status in the last run.
 # A first run that failed and a retry that passed stays green, but never silently: the tests that
-# failed the first time are listed in $CI_DIR/kvm-in-qemu-first-run-failures.txt and in the summary
-# block printed at the end. $CI_DIR/kvm-in-qemu-summary.txt holds that block (the KVM test count,
+# failed the first time are listed in $CI_DIR/<suite>-first-run-failures.txt and in the summary
+# block printed at the end. $CI_DIR/<suite>-summary.txt holds that block (the KVM test count,
 # where they ran, any first-run failures, or why there is no result) for .ci/run to print last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# Arguments: the test files to run (default: the KVM suites below). KVMQ_SUITE names the suite in
+# messages and in its files under $CI_DIR (default kvm-in-qemu; test-linux-in-qemu.sh uses
+# linux-in-qemu). KVMQ_FIRST_KVM_PARAMS: the inner KVM's module parameters for the first run.
+suite=${KVMQ_SUITE:-kvm-in-qemu}
+SUITE=${suite^^}
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(dist/test/kvm-guests.test.js dist/test/kvm-race.test.js dist/test/kvm-vfio.test.js dist/test/kvm-qmp.test.js)
+
 CI_DIR=${CI_DIR:-.cache/ci}
 mkdir -p "$CI_DIR"
-summary=$CI_DIR/kvm-in-qemu-summary.txt
-failures=$CI_DIR/kvm-in-qemu-first-run-failures.txt
-rm -f "$summary" "$failures" "$CI_DIR"/kvm-in-qemu-run*.log
+summary=$CI_DIR/$suite-summary.txt
+failures=$CI_DIR/$suite-first-run-failures.txt
+rm -f "$summary" "$failures" "$CI_DIR/$suite"-run*.log
 
 finish() { # status, summary lines...
   local status=$1
@@ -38,7 +46,7 @@ finish() { # status, summary lines...
 }
 
 if ! scripts/install-kvm-qemu-deps.sh; then
-  finish 1 "*** tsvmm: KVM-IN-QEMU SUITES FAILED: could not install qemu-system-x86 busybox-static cpio linux-image-amd64 (scripts/install-kvm-qemu-deps.sh failed, output above). Without them the KVM suites cannot run here and there is no KVM result, so CI fails. ***"
+  finish 1 "*** tsvmm: $SUITE SUITES FAILED: could not install qemu-system-x86 busybox-static cpio linux-image-amd64 (scripts/install-kvm-qemu-deps.sh failed, output above). Without them the KVM suites cannot run here and there is no KVM result, so CI fails. ***"
 fi
 
 # KVMQ_VFIO=1: the emulated machine also has an IOMMU and an ivshmem function bound to vfio-pci,
@@ -47,41 +55,41 @@ fi
 # TSVMM_KVMQ_RUNNER replaces scripts/kvm-in-qemu.sh, to test this script's own decisions quickly.
 run_suites() { # kvm module params, log file
   KVMQ_KVM_PARAMS=$1 KVMQ_VFIO=1 KVMQ_TIMEOUT=${KVMQ_TIMEOUT:-1200} ${TSVMM_KVMQ_RUNNER:-scripts/kvm-in-qemu.sh} \
-    node scripts/run-tests.js --tap dist/test/kvm-guests.test.js dist/test/kvm-race.test.js dist/test/kvm-vfio.test.js dist/test/kvm-qmp.test.js 2>&1 | tee "$2"
+    node scripts/run-tests.js --tap "${tests[@]}" 2>&1 | tee "$2"
   return "${PIPESTATUS[0]}"
 }
 
 count_line() { grep -h '^tsvmm: KVM tests: ' "$1" | tail -n 1; }
 
-run_suites "" "$CI_DIR/kvm-in-qemu-run1.log"
+run_suites "${KVMQ_FIRST_KVM_PARAMS-}" "$CI_DIR/$suite-run1.log"
 status=$?
 first=$status
 if [ $status -ne 0 ]; then
   # Every failed test and suite of the first run, as node:test's TAP names them.
-  grep -E '^[[:space:]]*not ok [0-9]+ - ' "$CI_DIR/kvm-in-qemu-run1.log" | sed -E 's/^[[:space:]]*not ok [0-9]+ - /  /' >"$failures"
+  grep -E '^[[:space:]]*not ok [0-9]+ - ' "$CI_DIR/$suite-run1.log" | sed -E 's/^[[:space:]]*not ok [0-9]+ - /  /' >"$failures"
   if [ ! -s "$failures" ]; then
     # No test failed: the run was cut short (a crash, a wedge, the timeout). Say after which test
     # (node:test's TAP names a test only once it has finished).
-    last=$(grep -E '^[[:space:]]*(not )?ok [0-9]+ - ' "$CI_DIR/kvm-in-qemu-run1.log" | tail -n 1 | sed -E 's/^[[:space:]]*(not )?ok [0-9]+ - //')
-    echo "  (no test reported a failure: the run ended with status $status ${last:+after the test '$last'}${last:-before any test finished}; see kvm-in-qemu-run1.log)" >"$failures"
+    last=$(grep -E '^[[:space:]]*(not )?ok [0-9]+ - ' "$CI_DIR/$suite-run1.log" | tail -n 1 | sed -E 's/^[[:space:]]*(not )?ok [0-9]+ - //')
+    echo "  (no test reported a failure: the run ended with status $status ${last:+after the test '$last'}${last:-before any test finished}; see $suite-run1.log)" >"$failures"
   fi
-  echo "*** tsvmm: KVM-IN-QEMU SUITES FAILED ON THE FIRST RUN (status $status, output above); running them once more, the inner KVM on shadow paging (kvm_amd.npt=0) ***"
-  run_suites kvm_amd.npt=0 "$CI_DIR/kvm-in-qemu-run2.log"
+  echo "*** tsvmm: $SUITE SUITES FAILED ON THE FIRST RUN (status $status, output above); running them once more, the inner KVM on shadow paging (kvm_amd.npt=0) ***"
+  run_suites kvm_amd.npt=0 "$CI_DIR/$suite-run2.log"
   status=$?
 fi
-last_log=$CI_DIR/kvm-in-qemu-run$([ "$first" -ne 0 ] && echo 2 || echo 1).log
+last_log=$CI_DIR/$suite-run$([ "$first" -ne 0 ] && echo 2 || echo 1).log
 
 lines=()
 if [ "$first" -ne 0 ]; then
-  lines+=("==== tsvmm: THE FIRST KVM-IN-QEMU RUN FAILED (status $first); the retry on kvm_amd.npt=0 $([ $status -eq 0 ] && echo PASSED || echo "ended with status $status") ====")
+  lines+=("==== tsvmm: THE FIRST $SUITE RUN FAILED (status $first); the retry on kvm_amd.npt=0 $([ $status -eq 0 ] && echo PASSED || echo "ended with status $status") ====")
   lines+=("Tests that failed the first time ($failures):")
   mapfile -t failed <"$failures"
   lines+=("${failed[@]}")
-  lines+=("An intermittent failure is this project's class of bug: look at the first run's output ($CI_DIR/kvm-in-qemu-run1.log).")
+  lines+=("An intermittent failure is this project's class of bug: look at the first run's output ($CI_DIR/$suite-run1.log).")
   lines+=("====")
 fi
 if [ $status -eq 124 ] || [ $status -eq 125 ]; then
-  lines+=("*** tsvmm: KVM-IN-QEMU SUITES DID NOT COMPLETE: the emulated machine crashed, wedged or timed out (status $status; its console is above). No KVM result: CI fails. ***")
+  lines+=("*** tsvmm: $SUITE SUITES DID NOT COMPLETE: the emulated machine crashed, wedged or timed out (status $status; its console is above). No KVM result: CI fails. ***")
   finish 1 "${lines[@]}"
 fi
 count=$(count_line "$last_log")

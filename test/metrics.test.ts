@@ -15,8 +15,9 @@ import { kvmSkip } from './kvm-available';
 import { runCli } from './cli';
 import { connectQmp } from './qmp-client';
 
-const promtool = spawnSync('promtool', ['--version']).status === 0 ? 'promtool' : undefined;
-const promtoolSkip = promtool ? false : 'needs promtool (Debian package prometheus)';
+// On PATH, or where scripts/install-promtool.sh (run by .ci/run) puts it.
+const promtool = ['promtool', path.resolve(__dirname, '../../.cache/promtool/usr/bin/promtool')].find((p) => spawnSync(p, ['--version']).status === 0);
+const promtoolSkip = promtool ? false : 'needs promtool: run scripts/install-promtool.sh (Debian package prometheus)';
 if (promtoolSkip) process.stderr.write(`\n*** tsvmm: PROMTOOL TESTS SKIPPED: ${promtoolSkip} ***\n\n`);
 
 function source(): MetricsSource {
