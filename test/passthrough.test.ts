@@ -27,9 +27,9 @@ function setup() {
   const state = { vcpu: 0, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: 0 };
   const dispatch = (exit: VcpuExit): Outcome => {
     const o = m.lock.with(() => {
-      const r = dispatchExit(exit, m, state);
-      runSteps(m.ctx.pending.splice(0));
-      return r;
+      const d = dispatchExit(exit, m, state);
+      runSteps(d.steps);
+      return d.outcome;
     });
     return o;
   };

@@ -61,7 +61,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
       }
       const h = runner.beginHandle(exit)!;
       try {
-        runSteps(h.pending);
+        runSteps(h.steps);
       } finally {
         runner.endHandle();
       }

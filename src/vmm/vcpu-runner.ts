@@ -1,12 +1,12 @@
 // One vCPU's run loop body, independent of threads: enter the hypervisor, decode the exit, dispatch
-// it under the device lock, run the steps devices queued, release the lock. The real vCPU thread
+// it under the device lock, run the steps dispatch returned, release the lock. The real vCPU thread
 // (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
 // endHandle() separately so other actors can run between them and between queued steps.
 import { decodeExit, type VcpuExit } from '../kvm/exit';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
-import { dispatchExit, exitNeedsLock, type Outcome, type StopOutcome } from './dispatch';
+import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome } from './dispatch';
 import type { Machine } from './machine';
-import { StepQueue, type Step } from './steps';
+import { StepQueue } from './steps';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
 import type { FaultLatency } from './fault-latency';
@@ -99,9 +99,9 @@ export class VcpuRunner {
   /**
    * Dispatches an exit. With `tryOnly`, returns undefined instead of blocking when the lock is taken
    * (the explorer's way to model a blocked thread). On return the lock is held if it was needed;
-   * the steps to run before endHandle() are returned.
+   * the outcome and the steps to run before endHandle() are returned.
    */
-  beginHandle(exit: VcpuExit, tryOnly = false): { outcome: Outcome; pending: Step[] } | undefined {
+  beginHandle(exit: VcpuExit, tryOnly = false): Dispatched | undefined {
     if (exitNeedsLock(exit)) {
       if (tryOnly) {
         if (!this.machine.lock.tryLock()) return undefined;
@@ -112,7 +112,7 @@ export class VcpuRunner {
     }
     if (this.timed) this.tLocked = performance.now();
     try {
-      const outcome = dispatchExit(exit, this.machine, {
+      return dispatchExit(exit, this.machine, {
         vcpu: this.vcpu.index,
         runPage: this.vcpu.runPage,
         guard: this.guard,
@@ -120,7 +120,6 @@ export class VcpuRunner {
         memoryMapGenerationAtEntry: this.memoryMapGenerationAtEntry,
         barRevokedAtEntry: this.barRevokedAtEntry,
       });
-      return { outcome, pending: this.machine.ctx.pending.splice(0) };
     } catch (e) {
       this.endHandle();
       throw e;
@@ -150,12 +149,14 @@ export class VcpuRunner {
     const tDispatched = this.timed ? performance.now() : 0;
     let outcome = h.outcome;
     try {
-      const q = new StepQueue(h.pending);
-      while (q.length > 0) {
-        const stop = this.runNextStep(q);
-        if (stop) {
-          outcome = stop;
-          break;
+      if (h.steps.length > 0) {
+        const q = new StepQueue(h.steps);
+        while (q.length > 0) {
+          const stop = this.runNextStep(q);
+          if (stop) {
+            outcome = stop;
+            break;
+          }
         }
       }
     } finally {

@@ -18,7 +18,7 @@ import { isTerminal } from './run-state';
 import { writeStderr, writeStdout } from '../log';
 import { FaultEventRing, type FaultRecovery } from './fault-events';
 import { LatencySamples } from './latency';
-import { recordStop, type StopOutcome } from './dispatch';
+import { applyOutcome, type OutcomeLoop, type StopOutcome } from './dispatch';
 import { FaultLatencyParts } from './fault-latency';
 
 export interface VcpuThreadData {
@@ -68,14 +68,14 @@ function main(d: VcpuThreadData): void {
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
   const runner = new VcpuRunner(vcpu, machine);
   let memory: GuestMemory | undefined;
-  const stopWith = (o: StopOutcome) => {
-    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1. The other
-    // vCPUs of a bugged VM see EIO too; recordStop() lets only the first report print.
-    recordStop(machine.runState, o, () => {
+  const loop: OutcomeLoop = {
+    markDone: () => control.markDone(d.index),
+    // The other vCPUs of a bugged VM see EIO too; applyOutcome() lets only the first report print.
+    report: (o: StopOutcome) => {
       memory ??= new GuestMemory(d.shared.ram);
       const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o)}` : '';
       writeStderr(`${o.lines.join('\n')}${dump}\n`);
-    });
+    },
   };
   const latency = new LatencySamples(d.latency);
   const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
@@ -120,17 +120,7 @@ function main(d: VcpuThreadData): void {
         if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;
         continue;
       }
-      if (outcome.kind === 'continue') continue;
-      if (outcome.kind === 'vcpu-done') {
-        if (control.markDone(d.index)) machine.runState.transition('shutdown', 0);
-        break;
-      }
-      if (outcome.kind === 'vm-exit') {
-        machine.runState.transition('shutdown', outcome.code);
-        break;
-      }
-      stopWith(outcome);
-      break;
+      if (!applyOutcome(outcome, machine.runState, loop)) break;
     }
     control.markRunEnd(d.index);
     control.setStatus(d.index, VcpuStatus.Stopped);
