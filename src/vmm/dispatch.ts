@@ -6,7 +6,7 @@ import { completeMmioRead, type VcpuExit } from '../kvm/exit';
 import { SystemEventType } from '../kvm/constants';
 import { vmBuggedStop, type FaultFacts, type MemoryFaultPolicy, type VcpuFaultState } from './memory-fault-policy';
 import type { DeviceEffect, MmioReadResult } from '../devices/device';
-import type { Stats } from './stats';
+import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
 import type { Step } from './steps';
 
@@ -92,8 +92,15 @@ function fromEffect(e: AccessEffect | undefined): Dispatched {
   return only(outcomeOf(e));
 }
 
+function outValue(run: DataView, off: number, size: 1 | 2 | 4): number {
+  return size === 1 ? run.getUint8(off) : size === 2 ? run.getUint16(off, true) : run.getUint32(off, true);
+}
+
+const EXITS_IO = counterIndex('exits.io');
+const EXITS_MMIO = counterIndex('exits.mmio');
+
 function dispatchIo(exit: Extract<VcpuExit, { kind: 'io' }>, m: DispatchTarget, run: DataView, vcpu: number): Dispatched {
-  m.stats.add('exits.io');
+  m.stats.addAt(EXITS_IO);
   let off = exit.dataOffset;
   if (exit.direction === 'in') {
     for (let i = 0; i < exit.count; i++, off += exit.size) {
@@ -104,13 +111,12 @@ function dispatchIo(exit: Extract<VcpuExit, { kind: 'io' }>, m: DispatchTarget, 
     }
     return CONTINUED;
   }
-  const read = (o: number) => (exit.size === 1 ? run.getUint8(o) : exit.size === 2 ? run.getUint16(o, true) : run.getUint32(o, true));
-  if (exit.count === 1) return fromEffect(m.pioWrite(exit.port, exit.size, read(off), vcpu));
+  if (exit.count === 1) return fromEffect(m.pioWrite(exit.port, exit.size, outValue(run, off, exit.size), vcpu));
   // A string OUT (rep outs): every write's steps run, in order; the last request wins.
   let request: AccessEffect | undefined;
   let steps = NO_STEPS;
   for (let i = 0; i < exit.count; i++, off += exit.size) {
-    const e = m.pioWrite(exit.port, exit.size, read(off), vcpu);
+    const e = m.pioWrite(exit.port, exit.size, outValue(run, off, exit.size), vcpu);
     if (e?.kind === 'steps') steps = [...steps, ...e.steps];
     else if (e) request = e;
   }
@@ -118,7 +124,7 @@ function dispatchIo(exit: Extract<VcpuExit, { kind: 'io' }>, m: DispatchTarget, 
 }
 
 function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarget, run: DataView, vcpu: number): Dispatched {
-  m.stats.add('exits.mmio');
+  m.stats.addAt(EXITS_MMIO);
   if (exit.isWrite) return fromEffect(m.mmioWrite(exit.gpa, exit.len, exit.data, vcpu));
   const r = m.mmioRead(exit.gpa, exit.len, vcpu);
   if (typeof r === 'bigint') {

@@ -186,13 +186,16 @@ export class Machine implements DispatchTarget {
     return m;
   }
 
-  /** Another thread's machine over the same shared state. `vm` is needed to commit memslots. */
-  static attach(shared: MachineShared, vm: HypervisorVm | undefined, hostMemory: HostMemory, console: (bytes: Uint8Array) => void): Machine {
+  /**
+   * Another thread's machine over the same shared state. `vm` is needed to commit memslots.
+   * `statsRow`: the thread's own counter row (Stats); vCPU i's thread uses 1 + i.
+   */
+  static attach(shared: MachineShared, vm: HypervisorVm | undefined, hostMemory: HostMemory, console: (bytes: Uint8Array) => void, statsRow = 0): Machine {
     const m = new Machine(
       shared,
       new DeviceLock(shared.lock),
       new SharedRunState(shared.runState),
-      new Stats(shared.stats),
+      new Stats(shared.stats, statsRow),
       new MemoryMap(shared.memoryMap, vm),
       new PciHostBridge(shared.hostBridge),
       hostMemory,

@@ -64,7 +64,7 @@ function main(d: VcpuThreadData): void {
   control.setTid(d.index, n.gettid());
   const console = (b: Uint8Array) => writeStdout(b);
   const host = new NativeHostMemory();
-  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console);
+  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console, 1 + d.index);
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
   const runner = new VcpuRunner(vcpu, machine);
   let memory: GuestMemory | undefined;
