@@ -3,6 +3,9 @@
 // MMIO exits, 1 and 2 vCPUs. tsvmm's figure includes the whole path: decode, device lock, dispatch to
 // a device (the bench port / the control device's BENCH register), and the per-thread loop.
 // Iterations per vCPU: TSVMM_BENCH_PIO (default 100000), TSVMM_BENCH_MMIO (default 50000).
+// Each figure is measured TSVMM_BENCH_RUNS times (default 5; or `--runs N`), the figures interleaved
+// round by round so drift on a shared host spreads over all of them; the table gives the median,
+// min and max. `--json` prints the figures and every run as one JSON object instead of the table.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -51,21 +54,65 @@ function snapshot(vm: Vm, file: string): void {
   });
 }
 
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+function spread(xs: number[]): Spread {
+  const v = [...xs].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return { median: v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2, min: v[0]!, max: v[v.length - 1]! };
+}
+
+const fmt = (x: Spread, digits: number, scale = 1) => `${(x.median * scale).toFixed(digits)} (${(x.min * scale).toFixed(digits)}-${(x.max * scale).toFixed(digits)})`;
+
+interface Options {
+  json: boolean;
+  runs: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = { json: false, runs: Number(process.env.TSVMM_BENCH_RUNS ?? 5) };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--json') o.json = true;
+    else if (argv[i] === '--runs') o.runs = Number(argv[++i]);
+    else throw new Error(`unknown option ${argv[i]} (options: --json, --runs N)`);
+  }
+  if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error(`--runs must be a positive integer, got ${o.runs}`);
+  return o;
+}
+
+interface RowRun {
+  tsvmm: number;
+  c: number;
+  ratio: number;
+}
+
 async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const out = (text: string) => {
+    if (!opts.json) process.stdout.write(text);
+  };
   const d = await measureDispatchDesigns();
-  process.stdout.write(
+  out(
     `device-model dispatch (no KVM): shared lock ${d.lockedDispatchNs.toFixed(0)} ns, contended by a second thread ${d.contendedLockedDispatchNs.toFixed(0)} ns, ` +
       `round trip to a device-model worker ${(d.workerRoundTripNs / 1000).toFixed(1)} us (${(d.workerRoundTripNs / d.lockedDispatchNs).toFixed(0)}x)\n\n`,
   );
-  const cost = measureExitHandlingCost();
+  const costs = Array.from({ length: opts.runs }, () => measureExitHandlingCost());
+  const pioNs = spread(costs.map((c) => c.pioNs));
+  const mmioNs = spread(costs.map((c) => c.mmioNs));
   // Exit round trips on the target host, from C (shared/design/host-notes.md): PIO 7.5 us, MMIO 7.9 us.
   const predicted = (exitUs: number, ns: number) => (exitUs / (exitUs + ns / 1000)).toFixed(3);
-  process.stdout.write(
-    `exit handling in JS (no KVM; decode + lock + dispatch to the device): PIO ${cost.pioNs.toFixed(0)} ns, MMIO ${cost.mmioNs.toFixed(0)} ns per exit; ` +
-      `predicted tsvmm/C with 7.5/7.9 us exits: PIO ${predicted(7.5, cost.pioNs)}, MMIO ${predicted(7.9, cost.mmioNs)} (the native call adds 0.2-0.3 us more)\n\n`,
+  out(
+    `exit handling in JS (no KVM; decode + lock + dispatch to the device), median (min-max) of ${opts.runs}: PIO ${fmt(pioNs, 0)} ns, MMIO ${fmt(mmioNs, 0)} ns per exit; ` +
+      `predicted tsvmm/C with 7.5/7.9 us exits: PIO ${predicted(7.5, pioNs.median)}, MMIO ${predicted(7.9, mmioNs.median)}\n\n`,
   );
+  const result: Record<string, unknown> = { runs: opts.runs, exitHandlingNs: { pio: pioNs, mmio: mmioNs, runs: costs } };
   const kvm = KvmSystem.availability(process.env.TSVMM_KVM ?? '/dev/kvm');
   if (!kvm.available) {
+    if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, kvm: { available: false, reason: kvm.reason } })}\n`);
     process.stderr.write(`bench: cannot run: ${kvm.reason}\n`);
     process.exit(2);
   }
@@ -73,35 +120,45 @@ async function main(): Promise<void> {
   const pioIters = Number(process.env.TSVMM_BENCH_PIO ?? 100_000);
   const mmioIters = Number(process.env.TSVMM_BENCH_MMIO ?? 50_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-bench-'));
-  process.stdout.write(`${'figure'.padEnd(18)} ${'tsvmm exits/s'.padStart(14)} ${'C exits/s'.padStart(14)} ${'tsvmm/C'.padStart(8)}\n`);
-  for (const [kind, guest, iterations, counter] of [
-    ['PIO', 'pio-loop', pioIters, 'exits.io'],
-    ['MMIO', 'mmio-loop', mmioIters, 'exits.mmio'],
-  ] as const) {
-    for (const vcpus of [1, 2]) {
-      const image = path.join(dir, `${guest}-${vcpus}.img`);
+  const figures = (
+    [
+      ['PIO', 'pio-loop', pioIters, 'exits.io'],
+      ['MMIO', 'mmio-loop', mmioIters, 'exits.mmio'],
+    ] as const
+  ).flatMap(([kind, guest, iterations, counter]) => [1, 2].map((vcpus) => ({ name: `${kind} ${vcpus} vCPU${vcpus > 1 ? 's' : ''}`, guest, iterations, counter, vcpus, runs: [] as RowRun[] })));
+  for (let round = 0; round < opts.runs; round++) {
+    for (const f of figures) {
+      const image = path.join(dir, `${f.guest}-${f.vcpus}.img`);
       // The boot image is taken from the very VM tsvmm then runs: same RAM, same registers.
-      const vm = prepare(guest, vcpus, iterations);
+      const vm = prepare(f.guest, f.vcpus, f.iterations);
       snapshot(vm, image);
       // C first, then tsvmm, then C again: the C figure is the better of the two, so drift on a
       // shared machine counts against tsvmm, not for it.
       const c1 = runC(image);
-      const t = await runTsvmm(vm, counter);
+      const t = await runTsvmm(vm, f.counter);
       const c2 = runC(image);
-      const c = c1.exitsPerSecond >= c2.exitsPerSecond ? c1 : c2;
-      const row = `${`${kind} ${vcpus} vCPU${vcpus > 1 ? 's' : ''}`.padEnd(18)} ${t.exitsPerSecond.toFixed(0).padStart(14)} ${c.exitsPerSecond.toFixed(0).padStart(14)} ${(t.exitsPerSecond / c.exitsPerSecond).toFixed(3).padStart(8)}`;
-      process.stdout.write(`${row}\n`);
+      const c = Math.max(c1.exitsPerSecond, c2.exitsPerSecond);
+      f.runs.push({ tsvmm: t.exitsPerSecond, c, ratio: t.exitsPerSecond / c });
     }
   }
   fs.rmSync(dir, { recursive: true, force: true });
+  out(`${'figure'.padEnd(14)} ${'tsvmm exits/s'.padStart(24)} ${'C exits/s'.padStart(24)} ${'tsvmm/C'.padStart(20)}   median (min-max) of ${opts.runs}\n`);
+  const rows = figures.map((f) => {
+    const tsvmm = spread(f.runs.map((r) => r.tsvmm));
+    const c = spread(f.runs.map((r) => r.c));
+    const ratio = spread(f.runs.map((r) => r.ratio));
+    out(`${f.name.padEnd(14)} ${fmt(tsvmm, 0).padStart(24)} ${fmt(c, 0).padStart(24)} ${fmt(ratio, 3).padStart(20)}\n`);
+    return { figure: f.name, tsvmmExitsPerSecond: tsvmm, cExitsPerSecond: c, ratio, runs: f.runs };
+  });
   // 1,000 create/run/close cycles of a 2-vCPU VM with an shm device, in a child process that
   // counts its own fds, threads and mappings before and after (test/fixtures/lifecycles.ts).
   const life = JSON.parse(execFileSync(process.execPath, ['--expose-gc', path.resolve(__dirname, '../test/fixtures/lifecycles.js'), '1000', '0'], { encoding: 'utf8' }).trim().split('\n').pop()!);
   const { start: a, end: b } = life;
-  process.stdout.write(
+  out(
     `\nVM lifecycles: ${life.cycles} create/start/wait/close cycles, ${(life.lifecycleMs / life.cycles).toFixed(1)} ms each; ` +
       `fds ${a.fds} -> ${b.fds}, threads ${a.threads} -> ${b.threads}, VM mappings ${a.vmMappings} -> ${b.vmMappings}, all mappings ${a.mappings} -> ${b.mappings}, RSS ${(a.rssKiB / 1024).toFixed(1)} -> ${(b.rssKiB / 1024).toFixed(1)} MiB\n`,
   );
+  if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, lifecycles: life })}\n`);
 }
 
 main().catch((e) => {

@@ -14,6 +14,8 @@ export interface Native {
   ioctl(fd: number, request: number, arg: number | bigint): number;
   /** The view must be at least _IOC_SIZE(request) bytes (the addon refuses smaller ones). */
   ioctlBuffer(fd: number, request: number, view: ArrayBufferView): number;
+  /** KVM_RUN on a vCPU fd: 0 or -errno (the per-exit call, with the cheapest argument handling). */
+  kvmRun(vcpuFd: number): number;
   /** [host address, external ArrayBuffer] or -errno. Never GC-unmapped: call munmap explicitly. */
   mmapBuffer(fd: number, length: number, prot: number, flags: number, offset: number): [bigint, ArrayBuffer] | number;
   /** A mapping JS must never touch (only the kernel/KVM use it). bigint address or -errno. */

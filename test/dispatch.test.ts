@@ -2,9 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine, type MachineConfig } from '../src/vmm/machine';
-import { dispatchExit, type Outcome } from '../src/vmm/dispatch';
+import { applyOutcome, dispatchExit, runStateAfter, type Outcome, type StopOutcome } from '../src/vmm/dispatch';
+import { SharedRunState } from '../src/vmm/run-state';
 import { RefaultGuard, MAX_RETRIES_WITHOUT_PROGRESS } from '../src/vmm/memory-fault-policy';
-import { runSteps } from '../src/vmm/steps';
+import { runSteps } from '../src/steps';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { decodeExit, type VcpuExit } from '../src/kvm/exit';
 import { PciHostBridge } from '../src/devices/pci/host-bridge';
@@ -22,9 +23,9 @@ function setup(over: Partial<MachineConfig> = {}) {
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 1, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: m.revocationGeneration() };
   const dispatch = (exit: VcpuExit): Outcome => {
-    const o = dispatchExit(exit, m, state);
-    runSteps(m.ctx.pending.splice(0));
-    return o;
+    const d = dispatchExit(exit, m, state);
+    runSteps(d.steps);
+    return d.outcome;
   };
   return { vm, host, m, bars, page, state, dispatch, out };
 }
@@ -80,7 +81,6 @@ test('BAR orders: qemu revokes before the memslot goes; unmap-first deletes the 
     ['unmap-first', ['memory-map-update (decode off)', 'device-config-write', 'emulated-config-update', 'memory-map-update']],
   ] as const) {
     const s = setup({ barOrder });
-    s.m.ctx.reset(0);
     const dev = s.m.passthrough[0]!;
     const steps = dev.configWriteSteps(4, 2, dev.config.command() & ~2);
     assert.deepEqual(steps.map((x) => x.name.replace('pt0: ', '')), expected);
@@ -190,4 +190,50 @@ test('resync with two passthrough devices commits each memslot once', () => {
   hosts.forEach((h) => h.hostRestore());
   runSteps(m.resyncBars());
   assert.equal(vm.slots.size, 5);
+});
+
+test('a config write returns its steps: the memory map and memslots change only when the caller runs them', () => {
+  const s = setup({ barOrder: 'qemu' });
+  s.dispatch(io('out', 0xcf8, 4, s.page, PciHostBridge.configAddress(0, 3, 0, 4)));
+  const cmd = s.m.passthrough[0]!.config.command();
+  const d = dispatchExit(io('out', 0xcfc, 2, s.page, cmd & ~2), s.m, s.state);
+  assert.equal(d.outcome.kind, 'continue');
+  assert.deepEqual(d.steps.map((x) => x.name), ['pt0: device-config-write', 'pt0: emulated-config-update', 'pt0: memory-map-update']);
+  assert.ok(s.vm.slotAt(BAR0), 'nothing ran during dispatch');
+  runSteps(d.steps);
+  assert.equal(s.vm.slotAt(BAR0), undefined);
+  // An ordinary exit returns no steps.
+  assert.deepEqual(dispatchExit(io('out', 0x3f8, 1, s.page, 0x41), s.m, s.state).steps, []);
+});
+
+test('an MMIO read exit inside RAM stops the VM as a returned outcome and completes nothing', () => {
+  const s = setup();
+  s.page.setBigUint64(Run.mmioData, 0x1122_3344_5566_7788n, true);
+  const d = dispatchExit(mmioRead(0x2000n, 4), s.m, s.state);
+  assert.equal(d.outcome.kind, 'stop');
+  const o = d.outcome as StopOutcome;
+  assert.equal(o.state, 'internal-error');
+  assert.match(o.lines[1]!, /MMIO exit at gpa 0x2000 \(len 4\) inside RAM region 'ram0'/);
+  assert.equal(s.page.getBigUint64(Run.mmioData, true), 0x1122_3344_5566_7788n);
+  assert.deepEqual(d.steps, []);
+});
+
+test('applyOutcome: the one outcome -> run state function of the vCPU thread and the model', () => {
+  const loop = (last: boolean, reports: StopOutcome[] = []) => ({ markDone: () => last, report: (o: StopOutcome) => reports.push(o) });
+  let rs = new SharedRunState();
+  rs.transition('running');
+  assert.equal(applyOutcome({ kind: 'continue' }, rs, loop(false)), true);
+  assert.equal(applyOutcome({ kind: 'vcpu-done', reason: 'HLT' }, rs, loop(false)), false);
+  assert.equal(rs.state, 'running', 'not the last vCPU: the VM runs on');
+  assert.equal(applyOutcome({ kind: 'vcpu-done', reason: 'HLT' }, rs, loop(true)), false);
+  assert.deepEqual([rs.state, rs.exitCode], ['shutdown', 0]);
+  rs = new SharedRunState();
+  assert.equal(applyOutcome({ kind: 'vm-exit', code: 7 }, rs, loop(false)), false);
+  assert.deepEqual([rs.state, rs.exitCode], ['shutdown', 7]);
+  rs = new SharedRunState();
+  const reports: StopOutcome[] = [];
+  const stop: StopOutcome = { kind: 'stop', state: 'shutdown', lines: ['triple fault'], dumpRegisters: true };
+  assert.equal(applyOutcome(stop, rs, loop(false, reports)), false);
+  assert.deepEqual([rs.state, rs.exitCode, reports], ['shutdown', 1, [stop]]);
+  assert.equal(runStateAfter({ kind: 'continue' }, true), undefined);
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { allOnes, completeMmioRead, decodeExit } from '../src/kvm/exit';
-import { readLe } from '../src/le-bytes';
+import { allOnes, completeMmioRead, decodeExit, ExitScratch } from '../src/kvm/exit';
+import { readLe, writeLe } from '../src/le-bytes';
 import { ExitReason, Run } from '../src/kvm/constants';
 
 function page(reason: number): DataView {
@@ -85,4 +85,48 @@ test('fail entry, internal error, system event, unknown, catch-all', () => {
   assert.deepEqual(decodeExit(page(ExitReason.HLT), 0), { kind: 'hlt' });
   assert.deepEqual(decodeExit(page(ExitReason.SHUTDOWN), 0), { kind: 'shutdown' });
   assert.deepEqual(decodeExit(page(1234), 0), { kind: 'unsupported', reason: 1234 });
+});
+
+test('decoding into a vCPU\'s ExitScratch gives the same exits, in one reused object per kind', () => {
+  const scratch = new ExitScratch();
+  const io = page(ExitReason.IO);
+  io.setUint8(Run.ioDirection, 1);
+  io.setUint8(Run.ioSize, 4);
+  io.setUint16(Run.ioPort, 0x510, true);
+  io.setUint32(Run.ioCount, 1, true);
+  io.setBigUint64(Run.ioDataOffset, 0x1_0000_0010n, true); // the high half of the u64 counts
+  const a = decodeExit(io, 0, scratch);
+  assert.deepEqual(a, decodeExit(io, 0));
+  assert.equal((a as { dataOffset: number }).dataOffset, 0x1_0000_0010);
+  assert.equal(decodeExit(io, 0, scratch), a, 'the same object');
+  const mmio = page(ExitReason.MMIO);
+  mmio.setBigUint64(Run.mmioPhysAddr, 0xfeb0_0018n, true);
+  mmio.setBigUint64(Run.mmioData, 0x8877_6655_4433_2211n, true);
+  for (const len of [1, 2, 3, 4, 8]) {
+    for (const w of [0, 1]) {
+      mmio.setUint32(Run.mmioLen, len, true);
+      mmio.setUint8(Run.mmioIsWrite, w);
+      const m = decodeExit(mmio, 0, scratch);
+      assert.equal(m, scratch.mmio);
+      assert.deepEqual({ ...m }, decodeExit(mmio, 0));
+    }
+  }
+  // Rare exits are still allocated: a scratch holds only the frequent kinds.
+  assert.deepEqual(decodeExit(page(ExitReason.HLT), 0, scratch), { kind: 'hlt' });
+});
+
+test('readLe/writeLe: the one-load widths agree with the byte-by-byte definition', () => {
+  const v = new DataView(new ArrayBuffer(16));
+  const bytes = [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0xf1];
+  bytes.forEach((b, i) => v.setUint8(i, b));
+  for (let len = 1; len <= 8; len++) {
+    let expect = 0n;
+    for (let i = len - 1; i >= 0; i--) expect = (expect << 8n) | BigInt(bytes[i]!);
+    assert.equal(readLe(v, 0, len), expect, `len ${len}`);
+    const w = new DataView(new ArrayBuffer(16));
+    w.setBigUint64(8, 0xaaaa_aaaa_aaaa_aaaan, true);
+    writeLe(w, 8, len, expect | (0xffn << 64n)); // bits past len bytes are not written
+    assert.equal(readLe(w, 8, len), expect);
+    if (len < 8) assert.equal(w.getUint8(8 + len), 0xaa, `len ${len} writes only len bytes`);
+  }
 });

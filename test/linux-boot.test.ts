@@ -13,7 +13,7 @@ import { Uart16550 } from '../src/devices/uart16550';
 import { CmosRtc } from '../src/devices/rtc';
 import { I8042 } from '../src/devices/i8042';
 import { LinuxConsoleWatch } from '../src/devices/linux-console-watch';
-import { AccessContext } from '../src/devices/device';
+import type { DeviceEffect } from '../src/devices/device';
 import { Machine } from '../src/vmm/machine';
 import { dispatchExit } from '../src/vmm/dispatch';
 import { RefaultGuard } from '../src/vmm/memory-fault-policy';
@@ -137,7 +137,7 @@ function uart() {
   const levels: boolean[] = [];
   const out: number[] = [];
   const u = new Uart16550(0x3f8, Uart16550.createShared(), (b) => out.push(...b), (l) => levels.push(l));
-  return { u, levels, out, ctx: new AccessContext(0) };
+  return { u, levels, out, ctx: 0 }; // ctx: the vCPU index handlers get
 }
 
 test('16550A: THR-empty and received-data interrupts drive IRQ 4, gated by OUT2; IIR acknowledges THRE', () => {
@@ -180,7 +180,7 @@ test('16550A: loopback reflects MCR into MSR (Linux\'s probe) and loops THR back
 
 test('CMOS RTC: BCD 24-hour time from the host clock, status registers, CMOS RAM', () => {
   const rtc = new CmosRtc(CmosRtc.createShared(), () => new Date(Date.UTC(2026, 10, 29, 15, 49, 27)));
-  const ctx = new AccessContext(0);
+  const ctx = 0; // the vCPU index
   const read = (i: number) => {
     rtc.pioWrite(0x70, 1, 0x80 | i, ctx); // bit 7 (NMI mask) is not part of the index
     return rtc.pioRead(0x71, 1, ctx);
@@ -198,8 +198,9 @@ test('CMOS RTC: BCD 24-hour time from the host clock, status registers, CMOS RAM
 
 test('i8042: CTR read and self test answer; command 0xFE and output-port bit 0 reset the machine', () => {
   let resets = 0;
-  const k = new I8042(I8042.createShared(), () => resets++);
-  const ctx = new AccessContext(0);
+  const reset: DeviceEffect = { kind: 'vm-exit', code: 1 };
+  const k = new I8042(I8042.createShared(), () => (resets++, reset));
+  const ctx = 0; // the vCPU index
   assert.equal(k.pioRead(0x64, 1, ctx) & 1, 0);
   k.pioWrite(0x64, 1, 0xaa, ctx);
   assert.equal(k.pioRead(0x64, 1, ctx) & 1, 1);
@@ -209,50 +210,45 @@ test('i8042: CTR read and self test answer; command 0xFE and output-port bit 0 r
   k.pioWrite(0x64, 1, 0x20, ctx);
   assert.equal(k.pioRead(0x60, 1, ctx), 0x47);
   assert.equal(resets, 0);
-  k.pioWrite(0x64, 1, 0xfe, ctx);
+  assert.equal(k.pioWrite(0x64, 1, 0xfe, ctx), reset); // the reset's effect is the write's
   assert.equal(resets, 1);
-  k.pioWrite(0x64, 1, 0xd1, ctx);
-  k.pioWrite(0x60, 1, 0x02, ctx);
+  assert.equal(k.pioWrite(0x64, 1, 0xd1, ctx), undefined);
+  assert.equal(k.pioWrite(0x60, 1, 0x02, ctx), reset);
   assert.equal(resets, 2);
 });
 
-function feed(w: LinuxConsoleWatch, text: string, ctx: AccessContext): void {
-  for (const b of new TextEncoder().encode(text)) w.onByte(b, ctx);
+/** Feeds the bytes; returns the effect a completed line produced (the last one), if any. */
+function feed(w: LinuxConsoleWatch, text: string): DeviceEffect | undefined {
+  let effect: DeviceEffect | undefined;
+  for (const b of new TextEncoder().encode(text)) effect = w.onByte(b) ?? effect;
+  return effect;
 }
 
 test('console watch: "reboot: Power down" / "System halted" end the VM with status 0', () => {
   for (const line of ['[    9.35] reboot: Power down\r\n', '[    9.35] reboot: System halted\n']) {
     const w = new LinuxConsoleWatch(LinuxConsoleWatch.createShared());
-    const ctx = new AccessContext(0);
-    feed(w, 'Requesting system poweroff\n', ctx);
-    assert.equal(ctx.request, undefined);
-    feed(w, line, ctx);
-    assert.deepEqual(ctx.request, { kind: 'vm-exit', code: 0 });
+    assert.equal(feed(w, 'Requesting system poweroff\n'), undefined);
+    assert.deepEqual(feed(w, line), { kind: 'vm-exit', code: 0 });
   }
 });
 
 test('console watch: a panic is recorded; its end line, or the reset that follows, stops the VM as guest-panicked', () => {
   const w = new LinuxConsoleWatch(LinuxConsoleWatch.createShared());
-  const ctx = new AccessContext(0);
   assert.equal(w.resetOutcome(), undefined); // nobody announced a reset: a crash, not a reboot
   const announced = new LinuxConsoleWatch(LinuxConsoleWatch.createShared());
-  feed(announced, '[   17.2] reboot: Restarting system\n', ctx);
+  assert.equal(feed(announced, '[   17.2] reboot: Restarting system\n'), undefined);
   assert.deepEqual(announced.resetOutcome(), { kind: 'vm-exit', code: 0 }); // reboot=t's triple fault follows
-  feed(w, '[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n', ctx);
-  assert.equal(ctx.request, undefined);
+  assert.equal(feed(w, '[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n'), undefined);
   assert.equal(w.panicText, 'Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)');
   assert.deepEqual(w.resetOutcome(), { kind: 'guest-panic', message: 'the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)' });
-  feed(w, 'reboot: System halted\n', ctx); // no clean exit after a panic
-  assert.equal(ctx.request, undefined);
-  feed(w, '---[ end Kernel panic - not syncing: VFS ]---\n', ctx);
-  assert.equal((ctx.request as { kind: string } | undefined)?.kind, 'guest-panic');
+  assert.equal(feed(w, 'reboot: System halted\n'), undefined); // no clean exit after a panic
+  assert.equal(feed(w, '---[ end Kernel panic - not syncing: VFS ]---\n')?.kind, 'guest-panic');
 });
 
 test('console watch: the race summary line is kept whole', () => {
   const w = new LinuxConsoleWatch(LinuxConsoleWatch.createShared());
-  const ctx = new AccessContext(0);
   const json = JSON.stringify({ toggles: 5, pad: 'x'.repeat(600) });
-  feed(w, `TSVMM-RACE-RESULT ${json}\r\n`, ctx);
+  assert.equal(feed(w, `TSVMM-RACE-RESULT ${json}\r\n`), undefined);
   assert.equal(w.resultLine, json);
 });
 
@@ -260,16 +256,16 @@ test('dispatch: on a Linux machine a triple fault after "reboot: Restarting syst
   const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true }, new RecordingVm(), new FakeHostMemory(), () => {});
   const state = { vcpu: 0, runPage: new DataView(new ArrayBuffer(4096)), guard: new RefaultGuard(), revocationGenerationAtEntry: 0, memoryMapGenerationAtEntry: 0, barRevokedAtEntry: () => false };
   // Before the kernel announced a restart, a triple fault is a crash (status 1, registers dumped).
-  const crash = dispatchExit({ kind: 'shutdown' }, m, state);
+  const crash = dispatchExit({ kind: 'shutdown' }, m, state).outcome;
   assert.ok(crash.kind === 'stop' && crash.state === 'shutdown' && crash.dumpRegisters);
-  feed(m.linux!.watch, 'reboot: Restarting system\n', new AccessContext(0));
-  assert.deepEqual(dispatchExit({ kind: 'shutdown' }, m, state), { kind: 'vm-exit', code: 0 });
-  feed(m.linux!.watch, 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n', new AccessContext(0));
-  const o = dispatchExit({ kind: 'shutdown' }, m, state);
+  feed(m.linux!.watch, 'reboot: Restarting system\n');
+  assert.deepEqual(dispatchExit({ kind: 'shutdown' }, m, state).outcome, { kind: 'vm-exit', code: 0 });
+  feed(m.linux!.watch, 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n');
+  const o = dispatchExit({ kind: 'shutdown' }, m, state).outcome;
   assert.equal(o.kind, 'stop');
   assert.ok(o.kind === 'stop' && o.state === 'guest-panicked' && /Attempted to kill init/.test(o.lines.join('\n')));
   // The built-in guests' machine keeps its meaning: a triple fault is a failure.
   const plain = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, new RecordingVm(), new FakeHostMemory(), () => {});
-  const p = dispatchExit({ kind: 'shutdown' }, plain, state);
+  const p = dispatchExit({ kind: 'shutdown' }, plain, state).outcome;
   assert.ok(p.kind === 'stop' && p.state === 'shutdown');
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Machine, type MachineConfig } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { ShmHostDevice } from '../src/devices/pci/shm-backend';
-import { runSteps } from '../src/vmm/steps';
+import { runSteps } from '../src/steps';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { recordStop, type StopOutcome } from '../src/vmm/dispatch';
 import { vmBuggedStop } from '../src/vmm/memory-fault-policy';

@@ -30,3 +30,16 @@ test('eventfd, gettid and tgkill with the kick signal', () => {
   // Signalling ourselves with the kick signal must be harmless (no-op handler).
   assert.equal(n.tgkill(n.getpid(), n.gettid(), n.constants.SIGUSR2!), 0);
 });
+
+test('kvmRun: KVM_RUN with one int32 argument; errors come back as -errno, a non-number fd is refused', () => {
+  const n = native();
+  assert.equal(n.kvmRun(-1), -n.constants.EBADF!);
+  const fd = n.open('/dev/null', 0);
+  assert.ok(fd >= 0);
+  try {
+    assert.equal(n.kvmRun(fd), -25); // ENOTTY (25 on Linux): /dev/null has no KVM_RUN
+  } finally {
+    n.close(fd);
+  }
+  assert.throws(() => (n.kvmRun as (fd: unknown) => number)('3'), /kvmRun\(fd\) needs a vCPU fd/);
+});

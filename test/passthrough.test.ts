@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { Machine, PCI_MMIO_BASE } from '../src/vmm/machine';
 import { dispatchExit, type Outcome } from '../src/vmm/dispatch';
 import { RefaultGuard } from '../src/vmm/memory-fault-policy';
-import { runSteps } from '../src/vmm/steps';
+import { runSteps } from '../src/steps';
 import { Run } from '../src/kvm/constants';
 import type { VcpuExit } from '../src/kvm/exit';
 import { PciHostBridge } from '../src/devices/pci/host-bridge';
@@ -27,9 +27,9 @@ function setup() {
   const state = { vcpu: 0, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: 0 };
   const dispatch = (exit: VcpuExit): Outcome => {
     const o = m.lock.with(() => {
-      const r = dispatchExit(exit, m, state);
-      runSteps(m.ctx.pending.splice(0));
-      return r;
+      const d = dispatchExit(exit, m, state);
+      runSteps(d.steps);
+      return d.outcome;
     });
     return o;
   };

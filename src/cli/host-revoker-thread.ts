@@ -13,7 +13,8 @@ import { NativeHostMemory } from '../memory/host-memory';
 import { Machine, type MachineShared } from '../vmm/machine';
 import { ShmHostDevice } from '../devices/pci/shm-backend';
 import { isTerminal } from '../vmm/run-state';
-import { runSteps } from '../vmm/steps';
+import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
+import { runSteps } from '../steps';
 
 export interface HostRevokerData {
   shared: MachineShared;
@@ -26,7 +27,7 @@ export interface HostRevokerData {
 
 function main(d: HostRevokerData): void {
   const stop = new Int32Array(d.stop);
-  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), new NativeHostMemory(), () => {});
+  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), new NativeHostMemory(), () => {}, HOST_REVOKER_STATS_ROW);
   const host = machine.passthrough[0]!.host as ShmHostDevice;
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */
   const sleep = (ms: number) => {

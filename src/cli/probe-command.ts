@@ -7,7 +7,7 @@ import { KvmSystem } from '../kvm/kvm';
 import { KVM_CAP_MEMORY_FAULT_INFO, KVM_API_VERSION, Run } from '../kvm/constants';
 import { ShmHostDevice } from '../devices/pci/shm-backend';
 import { VcpuRunner } from '../vmm/vcpu-runner';
-import { runSteps } from '../vmm/steps';
+import { runSteps } from '../steps';
 import { describeErrnoName } from '../vmm/errno';
 import { reportErrorAndExit } from './common';
 
@@ -61,7 +61,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
       }
       const h = runner.beginHandle(exit)!;
       try {
-        runSteps(h.pending);
+        runSteps(h.steps);
       } finally {
         runner.endHandle();
       }

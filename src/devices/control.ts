@@ -8,8 +8,8 @@
 //   0x20 PANIC_VEC, 0x28 PANIC_ERR, 0x30 PANIC_RIP, 0x38 PANIC_GO (write: report, stop the VM)
 //   0x40 VCPU_INDEX read: index of the accessing vCPU
 //   0x48 MAGIC      read: 'TSVMMCTL' as a little-endian u64
-import type { AccessContext, MmioHandler } from './device';
-import type { Stats } from '../vmm/stats';
+import type { DeviceEffect, MmioHandler } from './device';
+import { counterIndex, type Stats } from '../vmm/stats';
 
 export const CONTROL_BASE = 0xfeb0_0000n;
 export const CONTROL_SIZE = 0x1000n;
@@ -29,6 +29,8 @@ export const ControlRegs = {
   MAGIC: 0x48,
 } as const;
 
+const VCPU_DONE: DeviceEffect = Object.freeze({ kind: 'vcpu-done' });
+
 const EXCEPTION_NAMES = ['#DE', '#DB', 'NMI', '#BP', '#OF', '#BR', '#UD', '#NM', '#DF', '#09', '#TS', '#NP', '#SS', '#GP', '#PF', '#15', '#MF', '#AC', '#MC', '#XM', '#VE', '#CP'];
 
 export class ControlDevice implements MmioHandler {
@@ -39,12 +41,12 @@ export class ControlDevice implements MmioHandler {
 
   constructor(private readonly stats: Stats, private readonly console: (bytes: Uint8Array) => void) {}
 
-  mmioRead(offset: bigint, _len: number, ctx: AccessContext): bigint {
+  mmioRead(offset: bigint, _len: number, vcpu: number): bigint {
     switch (Number(offset)) {
       case ControlRegs.BENCH:
         return BigInt(this.stats.get('bench.deviceHits'));
       case ControlRegs.VCPU_INDEX:
-        return BigInt(ctx.vcpu);
+        return BigInt(vcpu);
       case ControlRegs.MAGIC:
         return CONTROL_MAGIC;
       default:
@@ -52,19 +54,17 @@ export class ControlDevice implements MmioHandler {
     }
   }
 
-  mmioWrite(offset: bigint, _len: number, value: bigint, ctx: AccessContext): void {
+  mmioWrite(offset: bigint, _len: number, value: bigint, vcpu: number): DeviceEffect | undefined {
     switch (Number(offset)) {
       case ControlRegs.EXIT:
-        ctx.request = { kind: 'vm-exit', code: Number(value & 0xffn) };
-        return;
+        return { kind: 'vm-exit', code: Number(value & 0xffn) };
       case ControlRegs.VCPU_DONE:
-        ctx.request = { kind: 'vcpu-done' };
-        return;
+        return VCPU_DONE;
       case ControlRegs.CONSOLE:
         this.console(Uint8Array.of(Number(value & 0xffn)));
         return;
       case ControlRegs.BENCH:
-        this.stats.add('bench.deviceHits');
+        this.stats.addAt(BENCH_DEVICE_HITS);
         return;
       case ControlRegs.PANIC_VEC:
         this.panic.vector = value;
@@ -78,11 +78,10 @@ export class ControlDevice implements MmioHandler {
       case ControlRegs.PANIC_GO: {
         const v = Number(this.panic.vector);
         const name = EXCEPTION_NAMES[v] ?? `vector ${v}`;
-        ctx.request = {
+        return {
           kind: 'guest-panic',
-          message: `guest exception ${name} (vector ${v}, error code 0x${this.panic.error.toString(16)}) at rip 0x${this.panic.rip.toString(16)} on vCPU ${ctx.vcpu}`,
+          message: `guest exception ${name} (vector ${v}, error code 0x${this.panic.error.toString(16)}) at rip 0x${this.panic.rip.toString(16)} on vCPU ${vcpu}`,
         };
-        return;
       }
       default:
         return;
@@ -91,15 +90,17 @@ export class ControlDevice implements MmioHandler {
 }
 
 export const BENCH_PORT = 0x510;
+const BENCH_DEVICE_HITS = counterIndex('bench.deviceHits');
 
 /** The benchmark's port-I/O target: 32-bit outs to BENCH_PORT are counted device hits. */
 export class BenchPort {
   readonly name = 'tsvmm-bench-port';
   constructor(private readonly stats: Stats) {}
-  pioRead(_port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
+  pioRead(_port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     return this.stats.get('bench.deviceHits') >>> 0;
   }
-  pioWrite(_port: number, _size: 1 | 2 | 4, _value: number, _ctx: AccessContext): void {
-    this.stats.add('bench.deviceHits');
+  pioWrite(_port: number, _size: 1 | 2 | 4, _value: number, _vcpu: number): undefined {
+    this.stats.addAt(BENCH_DEVICE_HITS);
+    return undefined;
   }
 }

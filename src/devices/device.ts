@@ -1,34 +1,34 @@
-// What a device handler sees of an access, and what it can ask of the run loop.
-import type { Step } from '../vmm/steps';
+// What a device handler returns to the run loop: device accesses return their effects as values
+// (as Firecracker's exit handlers and cloud-hypervisor's BarReprogrammingParams do), so nothing
+// travels through shared mutable state between a device and the loop that called it.
+import type { Step } from '../steps';
 
-/** A request from a device to the vCPU's run loop, made during an access. */
-export type DeviceRequest =
+/** What an access asks of the vCPU's run loop. */
+export type DeviceEffect =
   | { kind: 'vcpu-done' }
   | { kind: 'vm-exit'; code: number }
-  | { kind: 'guest-panic'; message: string };
-
-export class AccessContext {
-  request: DeviceRequest | undefined = undefined;
+  | { kind: 'guest-panic'; message: string }
   /** Steps that must run before the device lock is released (see src/vmm/steps.ts). */
-  readonly pending: Step[] = [];
-  constructor(public vcpu: number) {}
-  reset(vcpu: number): void {
-    this.vcpu = vcpu;
-    this.request = undefined;
-    this.pending.length = 0;
-  }
+  | { kind: 'steps'; steps: readonly Step[] };
+
+/** A read's value, or its value with an effect (rare: only reads that must resync mappings). */
+export type MmioReadResult<E = DeviceEffect> = bigint | { value: bigint; effect: E };
+
+/** `steps` as an effect, or none if there are none. */
+export function stepsEffect(steps: readonly Step[]): DeviceEffect | undefined {
+  return steps.length === 0 ? undefined : { kind: 'steps', steps };
 }
 
 export interface PioHandler {
   readonly name: string;
-  /** `port` is absolute; returns the value zero-extended to `size` bytes. */
-  pioRead(port: number, size: 1 | 2 | 4, ctx: AccessContext): number;
-  pioWrite(port: number, size: 1 | 2 | 4, value: number, ctx: AccessContext): void;
+  /** `port` is absolute; returns the value zero-extended to `size` bytes. Port reads have no effects. */
+  pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number;
+  pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): DeviceEffect | undefined;
 }
 
 export interface MmioHandler {
   readonly name: string;
   /** `offset` is relative to the start of the region the handler was registered for. */
-  mmioRead(offset: bigint, len: number, ctx: AccessContext): bigint;
-  mmioWrite(offset: bigint, len: number, value: bigint, ctx: AccessContext): void;
+  mmioRead(offset: bigint, len: number, vcpu: number): MmioReadResult;
+  mmioWrite(offset: bigint, len: number, value: bigint, vcpu: number): DeviceEffect | undefined;
 }

@@ -2,7 +2,7 @@
 // controller configuration byte, the self tests, and the CPU reset line (command 0xFE, Linux's
 // reboot=k path; also pulsing output-port bit 0 through 0xD1). A reset calls `onReset`. Ports 0x60
 // (data) and 0x64 (status/command); state in a SharedArrayBuffer (any vCPU may touch it).
-import type { AccessContext, PioHandler } from './device';
+import type { DeviceEffect, PioHandler } from './device';
 
 export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
@@ -32,7 +32,7 @@ export class I8042 implements PioHandler {
   static readonly SHARED_BYTES = 16;
   private readonly w: Int32Array;
 
-  constructor(shared: SharedArrayBuffer, private readonly onReset: (ctx: AccessContext) => void) {
+  constructor(shared: SharedArrayBuffer, private readonly onReset: () => DeviceEffect) {
     this.w = new Int32Array(shared, 0, 4);
   }
 
@@ -45,14 +45,14 @@ export class I8042 implements PioHandler {
     return s;
   }
 
-  pioRead(port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
+  pioRead(port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     if (port === I8042_COMMAND_PORT) return STATUS_SYSTEM_FLAG | STATUS_NOT_INHIBITED | (this.w[W.OUT]! >= 0 ? STATUS_OUTPUT_FULL : 0);
     const v = this.w[W.OUT]!;
     this.w[W.OUT] = -1;
     return v < 0 ? 0 : v;
   }
 
-  pioWrite(port: number, _size: 1 | 2 | 4, value: number, ctx: AccessContext): void {
+  pioWrite(port: number, _size: 1 | 2 | 4, value: number, _vcpu: number): DeviceEffect | undefined {
     const b = value & 0xff;
     if (port === I8042_DATA_PORT) {
       const pending = this.w[W.PENDING]!;
@@ -60,10 +60,10 @@ export class I8042 implements PioHandler {
       if (pending === CMD_WRITE_CTR) this.w[W.CTR] = b;
       else if (pending === CMD_WRITE_OUTPUT_PORT) {
         this.w[W.OUTPUT_PORT] = b;
-        if ((b & OUTPUT_PORT_RESET_DEASSERTED) === 0) this.onReset(ctx);
+        if ((b & OUTPUT_PORT_RESET_DEASSERTED) === 0) return this.onReset();
       }
       // Bytes for the (absent) keyboard are dropped.
-      return;
+      return undefined;
     }
     switch (b) {
       case CMD_READ_CTR:
@@ -84,8 +84,7 @@ export class I8042 implements PioHandler {
         this.w[W.OUT] = this.w[W.OUTPUT_PORT]!;
         break;
       case CMD_RESET_CPU:
-        this.onReset(ctx);
-        break;
+        return this.onReset();
       case CMD_DISABLE_AUX:
       case CMD_ENABLE_AUX:
       case CMD_DISABLE_KBD:
@@ -93,5 +92,6 @@ export class I8042 implements PioHandler {
       default:
         break;
     }
+    return undefined;
   }
 }

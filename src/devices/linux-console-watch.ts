@@ -10,7 +10,7 @@
 //   - on "Kernel panic - not syncing: ..." records the text; the VM then stops in guest-panicked
 //     at the end-of-panic line, or at the reset that panic=N triggers, whichever comes first.
 // Callers hold the device lock.
-import type { AccessContext } from './device';
+import type { DeviceEffect } from './device';
 
 const LINE_MAX = 2048;
 const PANIC_MAX = 240;
@@ -57,43 +57,42 @@ export class LinuxConsoleWatch {
     return n > 0 ? new TextDecoder().decode(this.panic.subarray(0, n)) : undefined;
   }
 
-  /** One transmitted byte. Sets ctx.request when the line just completed ends the VM. */
-  onByte(b: number, ctx: AccessContext | undefined): void {
+  /** One transmitted byte. Returns the effect that ends the VM when the line it completes says so. */
+  onByte(b: number): DeviceEffect | undefined {
     if (b === 0x0a) {
       const text = new TextDecoder().decode(this.line.subarray(0, this.w[0]!)).replace(/\r$/, '');
       this.w[0] = 0;
-      this.onLine(text, ctx);
-      return;
+      return this.onLine(text);
     }
     const n = this.w[0]!;
     if (n < LINE_MAX) {
       this.line[n] = b;
       this.w[0] = n + 1;
     }
+    return undefined;
   }
 
-  private onLine(text: string, ctx: AccessContext | undefined): void {
-    if (!ctx) return;
+  private onLine(text: string): DeviceEffect | undefined {
     const r = text.indexOf(RESULT_PREFIX);
     if (r >= 0) {
       const bytes = new TextEncoder().encode(text.slice(r + RESULT_PREFIX.length).trim()).subarray(0, RESULT_MAX);
       this.result.set(bytes);
       this.w[2] = bytes.byteLength;
-      return;
+      return undefined;
     }
     const p = text.indexOf(PANIC_PREFIX);
     if (p >= 0 && this.w[1] === 0) {
       const msg = new TextEncoder().encode(text.slice(p).trim()).subarray(0, PANIC_MAX);
       this.panic.set(msg);
       this.w[1] = msg.byteLength;
-      return;
+      return undefined;
     }
     if (text.includes(PANIC_END) && this.w[1]! > 0) {
-      ctx.request = { kind: 'guest-panic', message: `the guest kernel panicked: ${this.panicText}` };
-      return;
+      return { kind: 'guest-panic', message: `the guest kernel panicked: ${this.panicText}` };
     }
     if (RESTART_LINES.some((l) => text.includes(l))) this.w[3] = 1;
-    if (POWER_DOWN_LINES.some((l) => text.includes(l)) && this.w[1] === 0) ctx.request = { kind: 'vm-exit', code: 0 };
+    if (POWER_DOWN_LINES.some((l) => text.includes(l)) && this.w[1] === 0) return { kind: 'vm-exit', code: 0 };
+    return undefined;
   }
 
   /**

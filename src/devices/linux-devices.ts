@@ -29,12 +29,10 @@ export class LinuxDevices {
     const irq = (level: boolean) => {
       if (fd !== undefined) setIrqLine(fd, COM1_IRQ, level);
     };
-    this.uart = new Uart16550(COM1_BASE, shared.uart, console, irq, (b, ctx) => this.watch.onByte(b, ctx));
+    this.uart = new Uart16550(COM1_BASE, shared.uart, console, irq, (b) => this.watch.onByte(b));
     this.rtc = new CmosRtc(shared.rtc);
-    this.i8042 = new I8042(shared.i8042, (ctx) => {
-      // An unannounced reset through the keyboard controller ends the VM as a failure.
-      ctx.request = this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 };
-    });
+    // An unannounced reset through the keyboard controller ends the VM as a failure.
+    this.i8042 = new I8042(shared.i8042, () => this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 });
   }
 
   static createShared(): LinuxDevicesShared {

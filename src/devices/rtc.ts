@@ -2,7 +2,7 @@
 // Without one, Linux polls for it for seconds at boot. Time registers read the host clock (UTC) in
 // the format status register B asks for (BCD unless DM; 24-hour when bit 1 is set); the update-in-
 // progress bit is never set; the rest is 128 bytes of CMOS RAM. No alarm or periodic interrupt.
-import type { AccessContext, PioHandler } from './device';
+import type { PioHandler } from './device';
 
 export const RTC_PORT = 0x70;
 const REG_SECONDS = 0x00;
@@ -78,21 +78,22 @@ export class CmosRtc implements PioHandler {
     }
   }
 
-  pioRead(port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
+  pioRead(port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     if (port === RTC_PORT) return 0xff; // the index register is write-only
     const i = this.index;
     return this.time(i) ?? this.ram[i]!;
   }
 
-  pioWrite(port: number, _size: 1 | 2 | 4, value: number, _ctx: AccessContext): void {
+  pioWrite(port: number, _size: 1 | 2 | 4, value: number, _vcpu: number): undefined {
     const b = value & 0xff;
     if (port === RTC_PORT) {
       this.latch[0] = b & 0x7f;
-      return;
+      return undefined;
     }
     const i = this.index;
-    if (i === REG_C || i === REG_D) return; // read-only
+    if (i === REG_C || i === REG_D) return undefined; // read-only
     if (i === REG_A) this.ram[i] = b & 0x7f; // UIP is read-only
     else this.ram[i] = b;
+    return undefined;
   }
 }

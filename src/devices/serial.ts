@@ -1,7 +1,7 @@
 // A 16550-compatible UART, transmit side: what a guest needs to print. THR writes go to the sink;
 // LSR always reports the transmitter empty (THRE|TEMT) so polling guests never wait. Scratch, IER,
 // LCR, MCR and the divisor latch are stored and read back; there is no receive path and no IRQ.
-import type { AccessContext, PioHandler } from './device';
+import type { PioHandler } from './device';
 
 export const COM1_BASE = 0x3f8;
 const LSR_THRE = 0x20;
@@ -15,7 +15,7 @@ export class Serial16550 implements PioHandler {
 
   constructor(readonly base: number, private readonly sink: (bytes: Uint8Array) => void) {}
 
-  pioRead(port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
+  pioRead(port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     const off = port - this.base;
     const dlab = (this.regs[3]! & LCR_DLAB) !== 0;
     switch (off) {
@@ -38,7 +38,7 @@ export class Serial16550 implements PioHandler {
     }
   }
 
-  pioWrite(port: number, _size: 1 | 2 | 4, value: number, _ctx: AccessContext): void {
+  pioWrite(port: number, _size: 1 | 2 | 4, value: number, _vcpu: number): undefined {
     const off = port - this.base;
     const dlab = (this.regs[3]! & LCR_DLAB) !== 0;
     const b = value & 0xff;
@@ -47,5 +47,6 @@ export class Serial16550 implements PioHandler {
     else if (off === 1 && dlab) this.regs[1] = b;
     else if (off === 1) this.regs[5] = b;
     else if (off === 3 || off === 4 || off === 7) this.regs[off] = b;
+    return undefined;
   }
 }

@@ -9,7 +9,7 @@
 // in-kernel IOAPIC (IRQ 4 for COM1) through `irq` whenever its level changes. Loopback (MCR.LOOP)
 // turns transmitted bytes into received ones and reflects MCR into MSR, which Linux's 8250 driver
 // checks when it probes the port.
-import type { AccessContext, PioHandler } from './device';
+import type { DeviceEffect, PioHandler } from './device';
 
 export const COM1_IRQ = 4;
 
@@ -45,7 +45,7 @@ export class Uart16550 implements PioHandler {
     private readonly sink: (bytes: Uint8Array) => void,
     private readonly irq: (level: boolean) => void,
     /** Sees every transmitted byte (the Linux console watcher). */
-    private readonly onTransmit?: (byte: number, ctx: AccessContext | undefined) => void,
+    private readonly onTransmit?: (byte: number) => DeviceEffect | undefined,
   ) {
     this.w = new Int32Array(shared, 0, WORDS);
     this.rx = new Uint8Array(shared, WORDS * 4, RX_CAPACITY);
@@ -99,7 +99,7 @@ export class Uart16550 implements PioHandler {
     this.irq(level);
   }
 
-  pioRead(port: number, _size: 1 | 2 | 4, _ctx: AccessContext): number {
+  pioRead(port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     const off = port - this.base;
     const dlab = (this.w[W.LCR]! & LCR_DLAB) !== 0;
     let v: number;
@@ -138,8 +138,9 @@ export class Uart16550 implements PioHandler {
     return v;
   }
 
-  pioWrite(port: number, _size: 1 | 2 | 4, value: number, ctx: AccessContext): void {
+  pioWrite(port: number, _size: 1 | 2 | 4, value: number, _vcpu: number): DeviceEffect | undefined {
     const off = port - this.base;
+    let effect: DeviceEffect | undefined; // the console watch's verdict on a line the guest completed
     const dlab = (this.w[W.LCR]! & LCR_DLAB) !== 0;
     const b = value & 0xff;
     switch (off) {
@@ -148,7 +149,7 @@ export class Uart16550 implements PioHandler {
         else if (this.w[W.MCR]! & MCR_LOOP) this.receive(Uint8Array.of(b));
         else {
           this.sink(Uint8Array.of(b));
-          this.onTransmit?.(b, ctx);
+          effect = this.onTransmit?.(b);
         }
         if (!dlab) this.w[W.THRI_PENDING] = 1; // sent at once: THR is empty again
         break;
@@ -178,5 +179,6 @@ export class Uart16550 implements PioHandler {
         break;
     }
     this.updateIrq();
+    return effect;
   }
 }

@@ -29,6 +29,17 @@ export type VcpuExit =
   | { kind: 'unsupported'; reason: number };
 
 export type ExitKind = VcpuExit['kind'];
+export type IoExit = Extract<VcpuExit, { kind: 'io' }>;
+export type MmioExit = Extract<VcpuExit, { kind: 'mmio' }>;
+
+/**
+ * One vCPU's reusable exit objects: decodeExit() fills these for the frequent exits (port I/O,
+ * MMIO) instead of allocating. An exit decoded into them is valid until that vCPU's next decode.
+ */
+export class ExitScratch {
+  readonly io: IoExit = { kind: 'io', direction: 'out', size: 1, port: 0, count: 0, dataOffset: 0 };
+  readonly mmio: MmioExit = { kind: 'mmio', gpa: 0n, len: 0, isWrite: false, data: 0n };
+}
 
 const EINTR = 4;
 const EIO = 5;
@@ -48,7 +59,7 @@ function dataArray(view: DataView, ndataOffset: number, dataOffset: number, max:
  * (0 or -errno). KVM's rule (Documentation/virt/kvm/api.rst): exit_reason is meaningful after a -1
  * return only for EFAULT/EHWPOISON with KVM_EXIT_MEMORY_FAULT; for every other errno it is stale.
  */
-export function decodeExit(run: DataView, ret: number): VcpuExit {
+export function decodeExit(run: DataView, ret: number, into?: ExitScratch): VcpuExit {
   if (ret < 0) {
     const errno = -ret;
     if (errno === EINTR || errno === EAGAIN) return { kind: 'interrupted', errno };
@@ -67,6 +78,16 @@ export function decodeExit(run: DataView, ret: number): VcpuExit {
   const reason = run.getUint32(Run.exitReason, true);
   switch (reason) {
     case ExitReason.IO:
+      if (into) {
+        const e = into.io;
+        e.direction = run.getUint8(Run.ioDirection) === KVM_EXIT_IO_OUT ? 'out' : 'in';
+        e.size = run.getUint8(Run.ioSize) as 1 | 2 | 4;
+        e.port = run.getUint16(Run.ioPort, true);
+        e.count = run.getUint32(Run.ioCount, true);
+        // data_offset is a u64 offset into the kvm_run mapping, always within its few pages.
+        e.dataOffset = run.getUint32(Run.ioDataOffset, true) + run.getUint32(Run.ioDataOffset + 4, true) * 2 ** 32;
+        return e;
+      }
       return {
         kind: 'io',
         direction: run.getUint8(Run.ioDirection) === KVM_EXIT_IO_OUT ? 'out' : 'in',
@@ -78,6 +99,14 @@ export function decodeExit(run: DataView, ret: number): VcpuExit {
     case ExitReason.MMIO: {
       const len = run.getUint32(Run.mmioLen, true);
       const isWrite = run.getUint8(Run.mmioIsWrite) !== 0;
+      if (into) {
+        const e = into.mmio;
+        e.gpa = run.getBigUint64(Run.mmioPhysAddr, true);
+        e.len = len;
+        e.isWrite = isWrite;
+        e.data = isWrite ? readLe(run, Run.mmioData, Math.min(len, 8)) : 0n;
+        return e;
+      }
       return {
         kind: 'mmio',
         gpa: run.getBigUint64(Run.mmioPhysAddr, true),

@@ -150,7 +150,7 @@ export class KvmVcpu implements HypervisorVcpu {
   private readonly runAddress: bigint;
   private readonly regsBuf = new Uint8Array(SIZEOF_KVM_REGS);
   private readonly sregsBuf = new Uint8Array(SIZEOF_KVM_SREGS);
-  private readonly runIoctl = c('KVM_RUN');
+  private readonly nativeCalls = native();
 
   constructor(readonly fd: number, readonly index: number, readonly mmapSize: number) {
     const n = native();
@@ -162,7 +162,7 @@ export class KvmVcpu implements HypervisorVcpu {
   }
 
   run(): number {
-    return native().ioctl(this.fd, this.runIoctl, 0);
+    return this.nativeCalls.kvmRun(this.fd);
   }
 
   /** Makes the next (or current, with a signal) KVM_RUN return -EINTR at once. */

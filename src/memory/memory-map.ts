@@ -9,8 +9,8 @@
 // Commit order: memslot deletions before additions (as QEMU's kvm_region_commit does), so a range
 // that moves or changes backing never has two slots at once (KVM rejects overlapping slots).
 import type { HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
-import type { Step } from '../vmm/steps';
-import { runSteps } from '../vmm/steps';
+import type { Step } from '../steps';
+import { runSteps } from '../steps';
 import { flatten, lookup, type FlatRange, type Region, type RegionKind } from './flatten';
 
 export const PAGE_SIZE = 4096n;

@@ -44,8 +44,8 @@ import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
 import type { MemoryFaultPolicy, PolicyName } from '../vmm/memory-fault-policy';
-import { StepQueue } from '../vmm/steps';
-import { recordStop } from '../vmm/dispatch';
+import { StepQueue } from '../steps';
+import { applyOutcome } from '../vmm/dispatch';
 import { isTerminal } from '../vmm/run-state';
 import { stopForFailedStep } from '../vmm/memory-fault-policy';
 import { VcpuRunner } from '../vmm/vcpu-runner';
@@ -203,7 +203,7 @@ class VcpuActor implements Actor {
         const h = this.runner.beginHandle(exit, true);
         if (!h) throw new Error(`${this.name}: scheduled while the device lock is held`);
         this.outcome = h.outcome;
-        this.queue = new StepQueue(h.pending);
+        this.queue = new StepQueue(h.steps);
         if (exit.kind === 'mmio') w.mmioDispatched(this);
         const label = w.tracing ? `${this.name}: handle ${describeExit(exit)} -> ${describeOutcome(h.outcome, this.queue.length)}` : undefined;
         if (h.outcome.kind === 'stop' || h.outcome.kind === 'vm-exit') {
@@ -236,23 +236,21 @@ class VcpuActor implements Actor {
   private finish(outcome: Outcome): void {
     this.exit = undefined;
     this.outcome = undefined;
-    switch (outcome.kind) {
-      case 'continue':
-        this.phase = 'enter';
-        return;
-      case 'vcpu-done':
-        this.done = true;
-        this.sinceRetire = 0;
-        return;
-      case 'vm-exit':
-        this.done = true;
-        this.world.vmExited(this, outcome.code);
-        return;
-      case 'stop':
-        this.done = true;
-        this.world.vmStopped(this, outcome);
-        return;
+    // What vcpu-thread.ts does with an outcome, through the same function. The model ends when every
+    // actor is done, so no vCPU counts as the last one running (the VM's shutdown after it is not modelled).
+    let printed = false;
+    const again = applyOutcome(outcome, this.world.machine.runState, {
+      markDone: () => false,
+      report: () => (printed = true),
+    });
+    if (again) {
+      this.phase = 'enter';
+      return;
     }
+    this.done = true;
+    if (outcome.kind === 'vcpu-done') this.sinceRetire = 0;
+    else if (outcome.kind === 'vm-exit') this.world.vmExited(this, outcome.code);
+    else if (outcome.kind === 'stop') this.world.vmStopped(this, outcome, printed);
   }
 }
 
@@ -591,10 +589,9 @@ export class World implements SimObserver {
     }
   }
 
-  vmStopped(a: VcpuActor, o: Extract<Outcome, { kind: 'stop' }>): void {
+  /** `printed`: applyOutcome() reported this stop (a bugged VM's later EIO reports are not printed). */
+  vmStopped(a: VcpuActor, o: Extract<Outcome, { kind: 'stop' }>, printed: boolean): void {
     this.stopped = true;
-    // What vcpu-thread.ts does: the state first; a bugged VM's later EIO reports are not printed.
-    const printed = recordStop(this.machine.runState, o);
     // A stop that comes from an EIO (KVM_RUN's, or a memslot ioctl's) is a bugged-VM report.
     if (o.vmBugged || a.vcpu.last?.result.kind === 'eio') return this.checkBuggedStop(a, o, printed);
     if (!printed) return;

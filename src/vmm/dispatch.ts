@@ -1,14 +1,14 @@
-// Exit dispatch: a function of (exit, machine, vCPU state) -> outcome. It never calls KVM, so tests
+// Exit dispatch: a function of (exit, machine, vCPU state) -> {outcome, steps}. It never calls KVM, so tests
 // feed it synthetic exits (test/dispatch.test.ts), and the kernel model drives it unchanged.
 // Exits that reach a device (IO, MMIO, memory faults) are dispatched with the device lock held by
 // the caller (exitNeedsLock); the rest need no lock.
 import { completeMmioRead, type VcpuExit } from '../kvm/exit';
 import { SystemEventType } from '../kvm/constants';
 import { vmBuggedStop, type FaultFacts, type MemoryFaultPolicy, type VcpuFaultState } from './memory-fault-policy';
-import type { AccessContext } from '../devices/device';
-import type { Stats } from './stats';
-import { MmioFaultStop } from './machine-errors';
-import type { SharedRunState } from './run-state';
+import type { DeviceEffect, MmioReadResult } from '../devices/device';
+import { counterIndex, type Stats } from './stats';
+import type { RunState, SharedRunState } from './run-state';
+import type { Step } from '../steps';
 
 export type Outcome =
   | { kind: 'continue' }
@@ -26,15 +26,31 @@ export type StopOutcome = Extract<Outcome, { kind: 'stop' }>;
 
 export const CONTINUE: Outcome = Object.freeze({ kind: 'continue' });
 
+/** What dispatching an exit yields: the outcome, and the steps to run before the device lock is released. */
+export interface Dispatched {
+  readonly outcome: Outcome;
+  readonly steps: readonly Step[];
+}
+
+const NO_STEPS: readonly Step[] = Object.freeze([]);
+/** The common result, shared: an ordinary exit allocates nothing for it. */
+const CONTINUED: Dispatched = Object.freeze({ outcome: CONTINUE, steps: NO_STEPS });
+
+function only(outcome: Outcome): Dispatched {
+  return { outcome, steps: NO_STEPS };
+}
+
+/** What an access through the machine can return: a device's effect, or an access the VM cannot survive. */
+export type AccessEffect = DeviceEffect | { kind: 'fatal'; lines: string[] };
+
 /** What dispatch needs of the machine (src/vmm/machine.ts implements it). */
 export interface DispatchTarget extends FaultFacts {
-  readonly ctx: AccessContext;
   readonly policy: MemoryFaultPolicy;
   readonly stats: Stats;
-  pioRead(port: number, size: 1 | 2 | 4): number;
-  pioWrite(port: number, size: 1 | 2 | 4, value: number): void;
-  mmioRead(gpa: bigint, len: number): bigint;
-  mmioWrite(gpa: bigint, len: number, value: bigint): void;
+  pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number;
+  pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): AccessEffect | undefined;
+  mmioRead(gpa: bigint, len: number, vcpu: number): MmioReadResult<AccessEffect>;
+  mmioWrite(gpa: bigint, len: number, value: bigint, vcpu: number): AccessEffect | undefined;
   /** A Linux machine's answer to a guest reset (reboot: exit 0, or the end of a panic); undefined otherwise. */
   guestResetOutcome?(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined;
 }
@@ -53,46 +69,73 @@ function stop(lines: string[], state: 'internal-error' | 'guest-panicked' | 'shu
   return { kind: 'stop', state, lines, dumpRegisters };
 }
 
-function deviceRequest(m: DispatchTarget): Outcome {
-  const r = m.ctx.request;
-  if (!r) return CONTINUE;
-  switch (r.kind) {
+const VCPU_DONE_WRITTEN: Dispatched = Object.freeze({ outcome: Object.freeze({ kind: 'vcpu-done', reason: 'the guest wrote VCPU_DONE' }), steps: NO_STEPS });
+
+/** The outcome an access's effect leads to. */
+function outcomeOf(e: AccessEffect): Outcome {
+  switch (e.kind) {
+    case 'steps':
+      return CONTINUE;
     case 'vcpu-done':
-      return { kind: 'vcpu-done', reason: 'the guest wrote VCPU_DONE' };
+      return VCPU_DONE_WRITTEN.outcome;
     case 'vm-exit':
-      return { kind: 'vm-exit', code: r.code };
+      return { kind: 'vm-exit', code: e.code };
     case 'guest-panic':
-      return stop([`tsvmm: ${r.message}`], 'guest-panicked', true);
+      return stop([`tsvmm: ${e.message}`], 'guest-panicked', true);
+    case 'fatal':
+      return stop(e.lines);
   }
 }
 
-function dispatchIo(exit: Extract<VcpuExit, { kind: 'io' }>, m: DispatchTarget, run: DataView): Outcome {
-  m.stats.add('exits.io');
+function fromEffect(e: AccessEffect | undefined): Dispatched {
+  if (e === undefined) return CONTINUED;
+  if (e.kind === 'steps') return { outcome: CONTINUE, steps: e.steps };
+  if (e.kind === 'vcpu-done') return VCPU_DONE_WRITTEN;
+  return only(outcomeOf(e));
+}
+
+function outValue(run: DataView, off: number, size: 1 | 2 | 4): number {
+  return size === 1 ? run.getUint8(off) : size === 2 ? run.getUint16(off, true) : run.getUint32(off, true);
+}
+
+const EXITS_IO = counterIndex('exits.io');
+const EXITS_MMIO = counterIndex('exits.mmio');
+
+function dispatchIo(exit: Extract<VcpuExit, { kind: 'io' }>, m: DispatchTarget, run: DataView, vcpu: number): Dispatched {
+  m.stats.addAt(EXITS_IO);
   let off = exit.dataOffset;
-  for (let i = 0; i < exit.count; i++, off += exit.size) {
-    if (exit.direction === 'out') {
-      const v = exit.size === 1 ? run.getUint8(off) : exit.size === 2 ? run.getUint16(off, true) : run.getUint32(off, true);
-      m.pioWrite(exit.port, exit.size, v);
-    } else {
-      const v = m.pioRead(exit.port, exit.size);
+  if (exit.direction === 'in') {
+    for (let i = 0; i < exit.count; i++, off += exit.size) {
+      const v = m.pioRead(exit.port, exit.size, vcpu);
       if (exit.size === 1) run.setUint8(off, v);
       else if (exit.size === 2) run.setUint16(off, v, true);
       else run.setUint32(off, v >>> 0, true);
     }
+    return CONTINUED;
   }
-  return deviceRequest(m);
+  if (exit.count === 1) return fromEffect(m.pioWrite(exit.port, exit.size, outValue(run, off, exit.size), vcpu));
+  // A string OUT (rep outs): every write's steps run, in order; the last request wins.
+  let request: AccessEffect | undefined;
+  let steps = NO_STEPS;
+  for (let i = 0; i < exit.count; i++, off += exit.size) {
+    const e = m.pioWrite(exit.port, exit.size, outValue(run, off, exit.size), vcpu);
+    if (e?.kind === 'steps') steps = [...steps, ...e.steps];
+    else if (e) request = e;
+  }
+  return { outcome: request ? outcomeOf(request) : CONTINUE, steps };
 }
 
-function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarget, run: DataView): Outcome {
-  m.stats.add('exits.mmio');
-  try {
-    if (exit.isWrite) m.mmioWrite(exit.gpa, exit.len, exit.data);
-    else completeMmioRead(run, exit.len, m.mmioRead(exit.gpa, exit.len));
-  } catch (e) {
-    if (e instanceof MmioFaultStop) return stop(e.lines);
-    throw e;
+function dispatchMmio(exit: Extract<VcpuExit, { kind: 'mmio' }>, m: DispatchTarget, run: DataView, vcpu: number): Dispatched {
+  m.stats.addAt(EXITS_MMIO);
+  if (exit.isWrite) return fromEffect(m.mmioWrite(exit.gpa, exit.len, exit.data, vcpu));
+  const r = m.mmioRead(exit.gpa, exit.len, vcpu);
+  if (typeof r === 'bigint') {
+    completeMmioRead(run, exit.len, r);
+    return CONTINUED;
   }
-  return deviceRequest(m);
+  // A fatal access completes nothing: the VM stops.
+  if (r.effect.kind !== 'fatal') completeMmioRead(run, exit.len, r.value);
+  return fromEffect(r.effect);
 }
 
 /**
@@ -115,14 +158,75 @@ function guestReset(m: DispatchTarget): Outcome | undefined {
   return r.kind === 'vm-exit' ? r : stop([`tsvmm: ${r.message}`], 'guest-panicked', false);
 }
 
-export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Outcome {
-  m.ctx.reset(v.vcpu);
+/** The run state an outcome moves the VM to, and its exit status; undefined if it moves it nowhere. */
+export function runStateAfter(o: Outcome, lastVcpuDone: boolean): { state: RunState; code: number } | undefined {
+  switch (o.kind) {
+    case 'continue':
+      return undefined;
+    case 'vcpu-done':
+      // The VM shuts down (status 0) when its last running vCPU is done.
+      return lastVcpuDone ? { state: 'shutdown', code: 0 } : undefined;
+    case 'vm-exit':
+      return { state: 'shutdown', code: o.code };
+    case 'stop':
+      // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1.
+      return { state: o.state, code: 1 };
+  }
+}
+
+/** What applyOutcome() needs of the vCPU loop around it. */
+export interface OutcomeLoop {
+  /** Marks this vCPU done; returns whether it was the last one running. */
+  markDone(): boolean;
+  /** Prints a stop's diagnostics; called before the state changes (see recordStop()). */
+  report(o: StopOutcome): void;
+}
+
+/**
+ * Applies an outcome to the VM's run state, the same way for the real vCPU thread (vcpu-thread.ts)
+ * and the model's vCPU actors (src/sim/world.ts). Returns whether the vCPU enters KVM_RUN again.
+ */
+export function applyOutcome(o: Outcome, runState: SharedRunState, loop: OutcomeLoop): boolean {
+  if (o.kind === 'continue') return true;
+  if (o.kind === 'stop') {
+    recordStop(runState, o, () => loop.report(o));
+    return false;
+  }
+  const next = runStateAfter(o, o.kind === 'vcpu-done' && loop.markDone());
+  if (next) runState.transition(next.state, next.code);
+  return false;
+}
+
+export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Dispatched {
   if (exit.kind !== 'memory-fault' && exit.kind !== 'run-error' && exit.kind !== 'interrupted') v.guard.progress();
   switch (exit.kind) {
     case 'io':
-      return dispatchIo(exit, m, v.runPage);
+      return dispatchIo(exit, m, v.runPage, v.vcpu);
     case 'mmio':
-      return dispatchMmio(exit, m, v.runPage);
+      return dispatchMmio(exit, m, v.runPage, v.vcpu);
+    case 'memory-fault':
+    case 'run-error': {
+      const d = exit.kind === 'memory-fault' ? m.policy.onMemoryFault(exit, m, v) : m.policy.onRunError(exit.errno, m, v);
+      if (d.kind === 'fatal') {
+        m.stats.add('fault.fatal');
+        return only(stop(d.lines));
+      }
+      m.stats.add(d.counter);
+      return d.steps.length === 0 ? CONTINUED : { outcome: CONTINUE, steps: d.steps };
+    }
+    default:
+      return only(dispatchOther(exit, m, v));
+  }
+}
+
+/** Exits that reach no device: an outcome and no steps (memory faults return their steps). */
+function dispatchOther(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState): Outcome {
+  switch (exit.kind) {
+    case 'io':
+    case 'mmio':
+    case 'memory-fault':
+    case 'run-error':
+      throw new Error('unreachable: dispatchExit() dispatches device exits and faults itself');
     case 'interrupted':
     case 'intr':
       m.stats.add('exits.interrupted');
@@ -151,17 +255,6 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       if (exit.type === SystemEventType.CRASH) return stop([`tsvmm: guest reported a crash (KVM_SYSTEM_EVENT_CRASH) on vCPU ${v.vcpu}`], 'guest-panicked');
       if (exit.type === SystemEventType.RESET) return guestReset(m) ?? stop([`tsvmm: guest requested a reset (KVM_SYSTEM_EVENT_RESET) on vCPU ${v.vcpu}; tsvmm does not reset the machine`], 'shutdown', false);
       return stop([`tsvmm: unhandled KVM_EXIT_SYSTEM_EVENT type ${exit.type} on vCPU ${v.vcpu}`]);
-    case 'memory-fault':
-    case 'run-error': {
-      const d = exit.kind === 'memory-fault' ? m.policy.onMemoryFault(exit, m, v) : m.policy.onRunError(exit.errno, m, v);
-      if (d.kind === 'fatal') {
-        m.stats.add('fault.fatal');
-        return stop(d.lines);
-      }
-      m.stats.add(d.counter);
-      m.ctx.pending.push(...d.steps);
-      return CONTINUE;
-    }
     case 'vm-bugged':
       return vmBuggedStop(v.vcpu, 'KVM_RUN');
     case 'unknown':

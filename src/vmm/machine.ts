@@ -13,7 +13,7 @@ import type { HypervisorVm } from '../hypervisor/hypervisor';
 import type { HostMemory } from '../memory/host-memory';
 import { MemoryMap } from '../memory/memory-map';
 import type { FlatRange } from '../memory/flatten';
-import { AccessContext, type MmioHandler, type PioHandler } from '../devices/device';
+import { stepsEffect, type DeviceEffect, type MmioHandler, type MmioReadResult, type PioHandler } from '../devices/device';
 import { PioBus } from '../devices/pio-bus';
 import { COM1_BASE, Serial16550 } from '../devices/serial';
 import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from '../devices/control';
@@ -28,10 +28,9 @@ import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
 import { classifyUnclaimedMmio, createPolicy, type MemoryFaultPolicy, type PolicyName } from './memory-fault-policy';
-import { runSteps, type Step } from './steps';
+import { runSteps, type Step } from '../steps';
 import { log } from '../log';
-import { MmioFaultStop } from './machine-errors';
-import type { DispatchTarget } from './dispatch';
+import type { AccessEffect, DispatchTarget } from './dispatch';
 import { LinuxDevices, type LinuxDevicesShared } from '../devices/linux-devices';
 
 export const LOW_RAM_END = 0xb000_0000n;
@@ -122,7 +121,6 @@ class OnceLog {
 export class Machine implements DispatchTarget {
   readonly pio = new PioBus();
   readonly handlers: MmioHandler[] = [];
-  readonly ctx = new AccessContext(0);
   readonly passthrough: PassthroughDevice[] = [];
   readonly policy: MemoryFaultPolicy;
   private readonly unclaimed = new OnceLog();
@@ -206,13 +204,16 @@ export class Machine implements DispatchTarget {
     return m;
   }
 
-  /** Another thread's machine over the same shared state. `vm` is needed to commit memslots. */
-  static attach(shared: MachineShared, vm: HypervisorVm | undefined, hostMemory: HostMemory, console: (bytes: Uint8Array) => void): Machine {
+  /**
+   * Another thread's machine over the same shared state. `vm` is needed to commit memslots.
+   * `statsRow`: the thread's own counter row (Stats); vCPU i's thread uses 1 + i.
+   */
+  static attach(shared: MachineShared, vm: HypervisorVm | undefined, hostMemory: HostMemory, console: (bytes: Uint8Array) => void, statsRow = 0): Machine {
     const m = new Machine(
       shared,
       new DeviceLock(shared.lock),
       new SharedRunState(shared.runState),
-      new Stats(shared.stats),
+      new Stats(shared.stats, statsRow),
       new MemoryMap(shared.memoryMap, vm),
       new PciHostBridge(shared.hostBridge),
       hostMemory,
@@ -226,7 +227,7 @@ export class Machine implements DispatchTarget {
       const config = PciConfigSpace.attach(passthroughDefinition(host), shared.devices[i]!.config);
       const ids = new Map<number, number>();
       for (const r of host.regions()) if (r.kind !== 'io') ids.set(r.index, handler++);
-      const dev = new PassthroughDevice(p.name, host, config, m.memoryMap, { base: PCI_MMIO_BASE, end: PCI_MMIO_END }, ids, m.stats, m.ctx, {
+      const dev = new PassthroughDevice(p.name, host, config, m.memoryMap, { base: PCI_MMIO_BASE, end: PCI_MMIO_END }, ids, m.stats, {
         barOrder: m.policy.barOrder === 'qemu' ? 'qemu' : shared.config.barOrder,
         keepMemslotOnDecodeOff: m.policy.keepMemslotOnDecodeOff,
       });
@@ -239,50 +240,45 @@ export class Machine implements DispatchTarget {
 
   // ---- dispatch targets (called with the device lock held) ----
 
-  pioRead(port: number, size: 1 | 2 | 4): number {
+  pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number {
     const h = this.pio.find(port);
-    if (h) return h.pioRead(port, size, this.ctx);
+    if (h) return h.pioRead(port, size, vcpu);
     this.stats.add('pio.unclaimed');
     if (this.unclaimed.first(`pio:${port}`)) log('info', `unclaimed port I/O read 0x${port.toString(16)} (size ${size}): all ones`);
     return Number(allOnes(size));
   }
 
-  pioWrite(port: number, size: 1 | 2 | 4, value: number): void {
+  pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): DeviceEffect | undefined {
     const h = this.pio.find(port);
-    if (h) return h.pioWrite(port, size, value, this.ctx);
+    if (h) return h.pioWrite(port, size, value, vcpu);
     this.stats.add('pio.unclaimed');
     if (this.unclaimed.first(`pio:${port}`)) log('info', `unclaimed port I/O write 0x${port.toString(16)} (size ${size}) = 0x${value.toString(16)}: dropped`);
+    return undefined;
   }
 
-  mmioRead(gpa: bigint, len: number): bigint {
+  mmioRead(gpa: bigint, len: number, vcpu: number): MmioReadResult<AccessEffect> {
     const r = this.memoryMap.resolve(gpa);
-    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioRead(r.offset + (gpa - r.gpa), len, this.ctx);
-    return this.unassignedRead(gpa, len, r);
+    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioRead(r.offset + (gpa - r.gpa), len, vcpu);
+    const fatal = this.unassigned(gpa, len, r, undefined);
+    // A fatal access reads nothing: dispatch stops the VM without completing it.
+    return fatal ? { value: 0n, effect: fatal } : this.policy.unassignedRead(len);
   }
 
-  mmioWrite(gpa: bigint, len: number, value: bigint): void {
+  mmioWrite(gpa: bigint, len: number, value: bigint, vcpu: number): AccessEffect | undefined {
     const r = this.memoryMap.resolve(gpa);
-    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioWrite(r.offset + (gpa - r.gpa), len, value, this.ctx);
-    this.unassignedWrite(gpa, len, value, r);
+    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioWrite(r.offset + (gpa - r.gpa), len, value, vcpu);
+    return this.unassigned(gpa, len, r, value);
   }
 
-  /** An MMIO exit no region answers: what it means is the policy's (classifyUnclaimedMmio()). */
-  private unassigned(gpa: bigint, len: number, r: FlatRange | undefined, write: bigint | undefined): void {
+  /** An MMIO exit no region answers: what it means is the policy's (classifyUnclaimedMmio()). Returns its effect if fatal. */
+  private unassigned(gpa: bigint, len: number, r: FlatRange | undefined, write: bigint | undefined): AccessEffect | undefined {
     const d = classifyUnclaimedMmio(gpa, len, write !== undefined, r, this.passthrough);
-    if (d.kind === 'fatal') throw new MmioFaultStop(d.lines);
+    if (d.kind === 'fatal') return { kind: 'fatal', lines: d.lines };
     for (const c of d.counters) this.stats.add(c);
     if (d.kind === 'unclaimed' && this.unclaimed.first(`mmio:${gpa}`)) {
       log('info', write === undefined ? `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})` : `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${write.toString(16)}: dropped`);
     }
-  }
-
-  private unassignedRead(gpa: bigint, len: number, r: FlatRange | undefined): bigint {
-    this.unassigned(gpa, len, r, undefined);
-    return this.policy.unassignedRead(len);
-  }
-
-  private unassignedWrite(gpa: bigint, len: number, value: bigint, r: FlatRange | undefined): void {
-    this.unassigned(gpa, len, r, value);
+    return undefined;
   }
 
   /** What a guest reset means (triple fault, reset request): undefined = the built-in guests' default. */
@@ -343,16 +339,9 @@ export class Machine implements DispatchTarget {
     return out;
   }
 
+  /** A config write and its steps, back to back. Caller holds the device lock. */
   private configWriteNow(d: PassthroughDevice, offset: number, size: 1 | 2 | 4, value: number): void {
-    d.configWrite(offset, size, value);
-    this.drainPending();
-  }
-
-  /** Runs the steps devices queued during an access. Caller holds the device lock. */
-  drainPending(): void {
-    if (this.ctx.pending.length === 0) return;
-    const steps = this.ctx.pending.splice(0);
-    runSteps(steps);
+    runSteps(d.configWrite(offset, size, value));
   }
 }
 
@@ -377,8 +366,8 @@ class ConfigPorts implements PioHandler {
   pioRead(port: number, size: 1 | 2 | 4): number {
     return this.bridge.pioRead(port, size);
   }
-  pioWrite(port: number, size: 1 | 2 | 4, value: number): void {
-    this.bridge.pioWrite(port, size, value);
+  pioWrite(port: number, size: 1 | 2 | 4, value: number): DeviceEffect | undefined {
+    return stepsEffect(this.bridge.pioWrite(port, size, value));
   }
 }
 
@@ -390,12 +379,12 @@ class EcamHandler implements MmioHandler {
     if (len === 8) return BigInt(this.bridge.ecamRead(Number(offset), 4)) | (BigInt(this.bridge.ecamRead(Number(offset) + 4, 4)) << 32n);
     return BigInt(this.bridge.ecamRead(Number(offset), len as 1 | 2 | 4));
   }
-  mmioWrite(offset: bigint, len: number, value: bigint): void {
+  mmioWrite(offset: bigint, len: number, value: bigint): DeviceEffect | undefined {
     if (len === 8) {
-      this.bridge.ecamWrite(Number(offset), 4, Number(value & 0xffff_ffffn));
-      this.bridge.ecamWrite(Number(offset) + 4, 4, Number(value >> 32n));
-      return;
+      const low = this.bridge.ecamWrite(Number(offset), 4, Number(value & 0xffff_ffffn));
+      const high = this.bridge.ecamWrite(Number(offset) + 4, 4, Number(value >> 32n));
+      return stepsEffect(high.length === 0 ? low : [...low, ...high]);
     }
-    this.bridge.ecamWrite(Number(offset), len as 1 | 2 | 4, Number(value));
+    return stepsEffect(this.bridge.ecamWrite(Number(offset), len as 1 | 2 | 4, Number(value)));
   }
 }

@@ -42,7 +42,7 @@ import { allOnes } from '../kvm/exit';
 import { MemslotError } from '../hypervisor/hypervisor';
 import type { FlatRange } from '../memory/flatten';
 import type { PassthroughBarInfo, PassthroughDevice } from '../devices/pci/passthrough';
-import type { Step } from './steps';
+import type { Step } from '../steps';
 import type { Counter } from './stats';
 
 export const POLICY_NAMES = ['tsvmm', 'qemu', 'cloud-hypervisor'] as const;

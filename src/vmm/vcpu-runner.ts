@@ -1,12 +1,12 @@
 // One vCPU's run loop body, independent of threads: enter the hypervisor, decode the exit, dispatch
-// it under the device lock, run the steps devices queued, release the lock. The real vCPU thread
+// it under the device lock, run the steps dispatch returned, release the lock. The real vCPU thread
 // (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
 // endHandle() separately so other actors can run between them and between queued steps.
-import { decodeExit, type VcpuExit } from '../kvm/exit';
+import { decodeExit, ExitScratch, type VcpuExit } from '../kvm/exit';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
-import { dispatchExit, exitNeedsLock, type Outcome, type StopOutcome } from './dispatch';
+import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
-import { StepQueue, type Step } from './steps';
+import { StepQueue } from '../steps';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
 import type { FaultLatency } from './fault-latency';
@@ -37,7 +37,26 @@ export class VcpuRunner {
   /** The fault interval in progress: its start and the parts summed so far (ms). */
   private pending: { start: number; lockWait: number; classification: number; memslotWork: number } | undefined;
 
-  constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {}
+  /** Reused on every exit, so the ordinary exit path allocates nothing of its own. */
+  private readonly scratch = new ExitScratch();
+  private readonly dispatchState: VcpuDispatchState;
+  private readonly result: { exit: VcpuExit; outcome: Outcome } = { exit: { kind: 'hlt' }, outcome: { kind: 'continue' } };
+
+  constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {
+    const runner = this;
+    this.dispatchState = {
+      vcpu: vcpu.index,
+      runPage: vcpu.runPage,
+      guard: this.guard,
+      get revocationGenerationAtEntry() {
+        return runner.revocationGenerationAtEntry;
+      },
+      get memoryMapGenerationAtEntry() {
+        return runner.memoryMapGenerationAtEntry;
+      },
+      barRevokedAtEntry: this.barRevokedAtEntry,
+    };
+  }
 
   /**
    * Whether this vCPU may enter KVM_RUN now: not once the VM reached a terminal state (a stop on any
@@ -78,7 +97,7 @@ export class VcpuRunner {
     // after them keeps performance.now() off the ordinary exit path.
     this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
     if (this.timed) this.tReturned = performance.now();
-    return decodeExit(this.vcpu.runPage, ret);
+    return decodeExit(this.vcpu.runPage, ret, this.scratch);
   }
 
   private recordRevokedBars(): void {
@@ -99,9 +118,9 @@ export class VcpuRunner {
   /**
    * Dispatches an exit. With `tryOnly`, returns undefined instead of blocking when the lock is taken
    * (the explorer's way to model a blocked thread). On return the lock is held if it was needed;
-   * the steps to run before endHandle() are returned.
+   * the outcome and the steps to run before endHandle() are returned.
    */
-  beginHandle(exit: VcpuExit, tryOnly = false): { outcome: Outcome; pending: Step[] } | undefined {
+  beginHandle(exit: VcpuExit, tryOnly = false): Dispatched | undefined {
     if (exitNeedsLock(exit)) {
       if (tryOnly) {
         if (!this.machine.lock.tryLock()) return undefined;
@@ -112,15 +131,7 @@ export class VcpuRunner {
     }
     if (this.timed) this.tLocked = performance.now();
     try {
-      const outcome = dispatchExit(exit, this.machine, {
-        vcpu: this.vcpu.index,
-        runPage: this.vcpu.runPage,
-        guard: this.guard,
-        revocationGenerationAtEntry: this.revocationGenerationAtEntry,
-        memoryMapGenerationAtEntry: this.memoryMapGenerationAtEntry,
-        barRevokedAtEntry: this.barRevokedAtEntry,
-      });
-      return { outcome, pending: this.machine.ctx.pending.splice(0) };
+      return dispatchExit(exit, this.machine, this.dispatchState);
     } catch (e) {
       this.endHandle();
       throw e;
@@ -134,8 +145,8 @@ export class VcpuRunner {
     }
   }
 
-  /** enter + dispatch + steps + unlock, back to back. */
-  run(): { exit: VcpuExit; outcome: Outcome } {
+  /** enter + dispatch + steps + unlock, back to back. The result object is reused: valid until the next run(). */
+  run(): { readonly exit: VcpuExit; readonly outcome: Outcome } {
     const exit = this.enter();
     if (this.timed && this.pending && exit.kind === 'mmio') {
       // The retried access completed: the interval ends at this KVM_RUN's return.
@@ -150,12 +161,14 @@ export class VcpuRunner {
     const tDispatched = this.timed ? performance.now() : 0;
     let outcome = h.outcome;
     try {
-      const q = new StepQueue(h.pending);
-      while (q.length > 0) {
-        const stop = this.runNextStep(q);
-        if (stop) {
-          outcome = stop;
-          break;
+      if (h.steps.length > 0) {
+        const q = new StepQueue(h.steps);
+        while (q.length > 0) {
+          const stop = this.runNextStep(q);
+          if (stop) {
+            outcome = stop;
+            break;
+          }
         }
       }
     } finally {
@@ -167,6 +180,9 @@ export class VcpuRunner {
       p.classification += tDispatched - this.tLocked;
       p.memslotWork += performance.now() - tDispatched;
     }
-    return { exit, outcome };
+    const r = this.result;
+    r.exit = exit;
+    r.outcome = outcome;
+    return r;
   }
 }

@@ -19,7 +19,7 @@ import { writeStderr } from '../log';
 import { FaultEventRing, type FaultRecovery } from './fault-events';
 import { ConsoleRing } from './console-ring';
 import { LatencySamples } from './latency';
-import { recordStop, type StopOutcome } from './dispatch';
+import { applyOutcome, type OutcomeLoop, type StopOutcome } from './dispatch';
 import { FaultLatencyParts } from './fault-latency';
 
 export interface VcpuThreadData {
@@ -70,18 +70,18 @@ function main(d: VcpuThreadData): void {
   const giveUp = () => control.stopRequested(d.index) || machine.runState.state !== 'running';
   const console = (b: Uint8Array) => ring.write(b, { block: true, giveUp });
   const host = new NativeHostMemory();
-  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console);
+  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console, 1 + d.index);
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
   const runner = new VcpuRunner(vcpu, machine);
   let memory: GuestMemory | undefined;
-  const stopWith = (o: StopOutcome) => {
-    // A stop in `shutdown` (triple fault, reset request) is still a failure: status 1. The other
-    // vCPUs of a bugged VM see EIO too; recordStop() lets only the first report print.
-    recordStop(machine.runState, o, () => {
+  const loop: OutcomeLoop = {
+    markDone: () => control.markDone(d.index),
+    // The other vCPUs of a bugged VM see EIO too; applyOutcome() lets only the first report print.
+    report: (o: StopOutcome) => {
       memory ??= new GuestMemory(d.shared.ram);
       const dump = o.dumpRegisters ? `\n${dumpState(vcpu, memory, o)}` : '';
       writeStderr(`${o.lines.join('\n')}${dump}\n`);
-    });
+    },
   };
   const latency = new LatencySamples(d.latency);
   const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
@@ -126,17 +126,7 @@ function main(d: VcpuThreadData): void {
         if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;
         continue;
       }
-      if (outcome.kind === 'continue') continue;
-      if (outcome.kind === 'vcpu-done') {
-        if (control.markDone(d.index)) machine.runState.transition('shutdown', 0);
-        break;
-      }
-      if (outcome.kind === 'vm-exit') {
-        machine.runState.transition('shutdown', outcome.code);
-        break;
-      }
-      stopWith(outcome);
-      break;
+      if (!applyOutcome(outcome, machine.runState, loop)) break;
     }
     control.markRunEnd(d.index);
     control.setStatus(d.index, VcpuStatus.Stopped);

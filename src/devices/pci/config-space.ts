@@ -96,23 +96,10 @@ export interface BarState {
   decoding: boolean;
 }
 
-/** What a config write changed; the owner applies it to the memory map. */
+/** What a config write did to COMMAND (the owner resyncs its BAR mappings from bars() itself). */
 export interface ConfigWriteEffect {
   commandBefore: number;
   commandAfter: number;
-  barsBefore: BarState[];
-  barsAfter: BarState[];
-}
-
-/** A BAR whose guest-visible mapping changed: unmap the old range (if any), then map the new one. */
-export interface BarMappingChange {
-  index: number;
-  kind: BarKind;
-  size: bigint;
-  /** Base the BAR was decoding at before the write, or null if it was not decoding. */
-  unmapFrom: bigint | null;
-  /** Base the BAR decodes at after the write, or null if it no longer decodes. */
-  mapAt: bigint | null;
 }
 
 export interface CapabilityPlacement {
@@ -228,7 +215,6 @@ export class PciConfigSpace {
   write(offset: number, size: 1 | 2 | 4, value: number): ConfigWriteEffect {
     checkAccess(offset, size);
     const commandBefore = this.command();
-    const barsBefore = this.bars();
     const { writable, clearable } = this.layout;
     for (let k = 0; k < size; k++) {
       const at = offset + k;
@@ -236,7 +222,7 @@ export class PciConfigSpace {
       const kept = this.bytes[at] & ~writable[at] & ~(incoming & clearable[at]);
       this.bytes[at] = kept | (incoming & writable[at]);
     }
-    return { commandBefore, commandAfter: this.command(), barsBefore, barsAfter: this.bars() };
+    return { commandBefore, commandAfter: this.command() };
   }
 
   /**
@@ -323,18 +309,6 @@ export class PciConfigSpace {
       }
     }
   }
-}
-
-/** The BARs whose guest-visible mapping (decoding, base) differs between before and after. */
-export function barMappingChanges(effect: ConfigWriteEffect): BarMappingChange[] {
-  const changes: BarMappingChange[] = [];
-  for (const after of effect.barsAfter) {
-    const before = effect.barsBefore.find((b) => b.index === after.index);
-    const unmapFrom = before?.decoding ? before.address : null;
-    const mapAt = after.decoding ? after.address : null;
-    if (unmapFrom !== mapAt) changes.push({ index: after.index, kind: after.kind, size: after.size, unmapFrom, mapAt });
-  }
-  return changes;
 }
 
 function checkAccess(offset: number, size: number): void {

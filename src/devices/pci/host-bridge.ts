@@ -10,21 +10,24 @@
 // turn sit over their own shared buffers). Callers hold the VMM's device lock around accesses,
 // since a CF8 write followed by a CFC access from another vCPU is a race on real hardware too.
 import { PCI_CLASS_BRIDGE_HOST } from './constants';
-import { type ConfigWriteEffect, PciConfigSpace, type PciFunctionDefinition } from './config-space';
+import { PciConfigSpace, type PciFunctionDefinition } from './config-space';
+import type { Step } from '../../steps';
+
+const NO_STEPS: readonly Step[] = Object.freeze([]);
 
 /** One function's configuration space as the host bridge sees it. Offsets are size-aligned, < 4096. */
 export interface PciFunction {
   readonly name: string;
   configRead(offset: number, size: 1 | 2 | 4): number;
-  configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
+  /** Returns the steps the write needs run before the device lock is released, if any. */
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): readonly Step[] | void;
 }
 
-/** Adapts an emulated function's PciConfigSpace; `onWrite` receives each write's effect to apply. */
+/** Adapts an emulated function's PciConfigSpace (a function without BAR mappings to keep in step). */
 export class PciConfigSpaceFunction implements PciFunction {
   constructor(
     readonly name: string,
     readonly config: PciConfigSpace,
-    private readonly onWrite?: (effect: ConfigWriteEffect) => void,
   ) {}
 
   configRead(offset: number, size: 1 | 2 | 4): number {
@@ -32,8 +35,7 @@ export class PciConfigSpaceFunction implements PciFunction {
   }
 
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
-    const effect = this.config.write(offset, size, value);
-    this.onWrite?.(effect);
+    this.config.write(offset, size, value);
   }
 }
 
@@ -144,17 +146,18 @@ export class PciHostBridge {
     return (data | (allOnes(size) & ~allOnes(inWindow))) >>> 0;
   }
 
-  pioWrite(port: number, size: 1 | 2 | 4, value: number): void {
+  /** Returns the steps the function's config write needs (PciFunction.configWrite()). */
+  pioWrite(port: number, size: 1 | 2 | 4, value: number): readonly Step[] {
     if (port === PciHostBridge.CONFIG_ADDRESS_PORT && size === 4) {
       this.latch[0] = (value & CONFIG_ADDRESS_WRITABLE) >>> 0;
-      return;
+      return NO_STEPS;
     }
     const byteInData = port - PciHostBridge.CONFIG_DATA_PORT;
-    if (byteInData < 0 || byteInData > 3) return;
+    if (byteInData < 0 || byteInData > 3) return NO_STEPS;
     const address = this.latch[0];
-    if ((address & CONFIG_ENABLE) === 0) return;
+    if ((address & CONFIG_ENABLE) === 0) return NO_STEPS;
     const inWindow = Math.min(size, 4 - byteInData);
-    this.writeBytes(configAddressToEcam(address) + byteInData, inWindow, value);
+    return this.writeBytes(configAddressToEcam(address) + byteInData, inWindow, value);
   }
 
   // ---- ECAM --------------------------------------------------------------------------------------
@@ -164,9 +167,10 @@ export class PciHostBridge {
     return this.readBytes(offset, size);
   }
 
-  ecamWrite(offset: number, size: 1 | 2 | 4, value: number): void {
-    if (!Number.isInteger(offset) || offset < 0 || offset + size > PciHostBridge.ECAM_BYTES) return;
-    this.writeBytes(offset, size, value);
+  /** Returns the steps the function's config write needs (PciFunction.configWrite()). */
+  ecamWrite(offset: number, size: 1 | 2 | 4, value: number): readonly Step[] {
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > PciHostBridge.ECAM_BYTES) return NO_STEPS;
+    return this.writeBytes(offset, size, value);
   }
 
   // ---- shared by both mechanisms, addressed in ECAM form -----------------------------------------
@@ -179,9 +183,14 @@ export class PciHostBridge {
     return value >>> 0;
   }
 
-  private writeBytes(at: number, count: number, value: number): void {
+  private writeBytes(at: number, count: number, value: number): readonly Step[] {
     if (isNaturalAccess(at, count)) return this.writeFunction(at, count as 1 | 2 | 4, value);
-    for (let k = 0; k < count; k++) this.writeFunction(at + k, 1, (value >>> (8 * k)) & 0xff);
+    let steps = NO_STEPS;
+    for (let k = 0; k < count; k++) {
+      const more = this.writeFunction(at + k, 1, (value >>> (8 * k)) & 0xff);
+      if (more.length > 0) steps = [...steps, ...more];
+    }
+    return steps;
   }
 
   private readFunction(at: number, size: 1 | 2 | 4): number {
@@ -190,8 +199,8 @@ export class PciHostBridge {
     return f === undefined ? allOnes(size) : f.configRead(at & 0xfff, size) >>> 0;
   }
 
-  private writeFunction(at: number, size: 1 | 2 | 4, value: number): void {
-    this.functionAtEcam(at)?.configWrite(at & 0xfff, size, (value & allOnes(size)) >>> 0);
+  private writeFunction(at: number, size: 1 | 2 | 4, value: number): readonly Step[] {
+    return this.functionAtEcam(at)?.configWrite(at & 0xfff, size, (value & allOnes(size)) >>> 0) ?? NO_STEPS;
   }
 
   private functionAtEcam(at: number): PciFunction | undefined {

@@ -25,9 +25,9 @@
 // `tsvmm race` measures both orders (efaultsRecovered is 0 with unmap-first).
 import type { MemoryMap } from '../../memory/memory-map';
 import type { Stats } from '../../vmm/stats';
-import { step, type Step } from '../../vmm/steps';
+import { step, type Step } from '../../steps';
 import { slowPathNeedsResync, slowPathRefused } from '../../vmm/memory-fault-policy';
-import type { AccessContext, MmioHandler } from '../device';
+import { stepsEffect, type DeviceEffect, type MmioHandler, type MmioReadResult } from '../device';
 import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-space';
 import type { PciFunction } from './host-bridge';
 import type { HostDevice } from './host-device';
@@ -93,7 +93,6 @@ export class PassthroughDevice implements PciFunction {
     /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
     private readonly handlerIds: Map<number, number>,
     private readonly stats: Stats,
-    private readonly ctx: AccessContext,
     readonly options: PassthroughOptions,
   ) {
     this.slowPaths = new Map([...handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, stats)]));
@@ -103,11 +102,10 @@ export class PassthroughDevice implements PciFunction {
     return this.config.read(offset, size);
   }
 
-  configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+  /** Returns the write's steps: they run before the device lock is released (the run loop, or the explorer, runs them). */
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): readonly Step[] {
     this.stats.add('pci.configWrites');
-    const steps = this.configWriteSteps(offset, size, value);
-    // Steps run before the device lock is released (the run loop, or the explorer, drains them).
-    this.ctx.pending.push(...steps);
+    return this.configWriteSteps(offset, size, value);
   }
 
   /** The steps of a guest config write, in the configured order (see the file comment). */
@@ -203,18 +201,19 @@ export class BarSlowPath implements MmioHandler {
     this.name = `${device.name} BAR${index} slow path`;
   }
 
-  mmioRead(offset: bigint, len: number, ctx: AccessContext): bigint {
-    this.resyncIfStale(ctx);
-    const v = this.device.host.regionRead(this.index, offset, len);
+  mmioRead(offset: bigint, len: number, _vcpu: number): MmioReadResult {
+    const effect = this.resyncIfStale();
+    let v = this.device.host.regionRead(this.index, offset, len);
     this.stats.add('passthrough.slowPathReads');
-    if (v === undefined) return this.refused(false, len);
-    return v;
+    if (v === undefined) v = this.refused(false, len);
+    return effect ? { value: v, effect } : v;
   }
 
-  mmioWrite(offset: bigint, len: number, value: bigint, ctx: AccessContext): void {
-    this.resyncIfStale(ctx);
+  mmioWrite(offset: bigint, len: number, value: bigint, _vcpu: number): DeviceEffect | undefined {
+    const effect = this.resyncIfStale();
     this.stats.add('passthrough.slowPathWrites');
     if (!this.device.host.regionWrite(this.index, offset, len, value)) this.refused(true, len);
+    return effect;
   }
 
   private refused(isWrite: boolean, len: number): bigint {
@@ -224,10 +223,10 @@ export class BarSlowPath implements MmioHandler {
   }
 
   /** The memory-fault policy decides whether this exit came through a stale memslot (slowPathNeedsResync()). */
-  private resyncIfStale(ctx: AccessContext): void {
+  private resyncIfStale(): DeviceEffect | undefined {
     const info = this.device.barInfo().find((b) => b.bar.index === this.index);
-    if (!slowPathNeedsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return;
+    if (!slowPathNeedsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
     this.stats.add('fault.emulatedMmioRecovered');
-    ctx.pending.push(...this.device.syncRegions(false));
+    return stepsEffect(this.device.syncRegions(false));
   }
 }
