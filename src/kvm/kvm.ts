@@ -305,3 +305,14 @@ export function closeVcpus(vcpus: KvmVcpu[]): void {
     native().close(v.fd);
   }
 }
+
+/** Creates vCPU `index` and maps its kvm_run page; if the mapping fails, the new fd is closed. */
+export function createKvmVcpu(vm: KvmVm, index: number, mmapSize: number): KvmVcpu {
+  const fd = vm.createVcpu(index);
+  try {
+    return new KvmVcpu(fd, index, mmapSize);
+  } catch (e) {
+    native().close(fd);
+    throw e;
+  }
+}

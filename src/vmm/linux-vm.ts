@@ -2,8 +2,7 @@
 // vCPU, as KVM requires), the machine with the Linux legacy devices, the kernel in RAM, firmware-
 // style PCI BAR assignment, and per-vCPU CPUID and MSRs. Vm.createLinux() wraps the result.
 import fs from 'node:fs';
-import { closeVcpus, createIrqchip, createPit2, KvmSystem, KvmVcpu, setVcpuCpuid, setVcpuMsrs, supportedCpuid, type KvmVm } from '../kvm/kvm';
-import { native } from '../native';
+import { closeVcpus, createIrqchip, createKvmVcpu, createPit2, KvmSystem, KvmVcpu, setVcpuCpuid, setVcpuMsrs, supportedCpuid, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
 import { ECAM_BASE, HIGH_RAM_BASE, LOW_RAM_END, Machine, type MachineConfig } from './machine';
@@ -71,14 +70,7 @@ export function buildLinuxVm(config: MachineConfig, files: LinuxBootFiles, kvmPa
   const vcpus: KvmVcpu[] = [];
   undo.push(() => closeVcpus(vcpus));
   for (let i = 0; i < config.vcpus; i++) {
-    const fd = kvmVm.createVcpu(i);
-    let v: KvmVcpu;
-    try {
-      v = new KvmVcpu(fd, i, mmapSize);
-    } catch (e) {
-      native().close(fd);
-      throw e;
-    }
+    const v = createKvmVcpu(kvmVm, i, mmapSize);
     vcpus.push(v);
     setVcpuCpuid(v, vcpuCpuid(cpuid, i, config.vcpus, tscDeadline));
     setVcpuMsrs(v, bootMsrs());

@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { native } from '../native';
-import { closeVcpus, KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
+import { closeVcpus, createKvmVcpu, KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
 import { Machine, validateConfig, LOW_RAM_END, ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END, type MachineConfig } from './machine';
@@ -151,14 +151,7 @@ export class Vm {
     const vcpus: KvmVcpu[] = [];
     undo.push(() => closeVcpus(vcpus));
     for (let i = 0; i < vcpuCount; i++) {
-      const fd = kvmVm.createVcpu(i);
-      let v: KvmVcpu;
-      try {
-        v = new KvmVcpu(fd, i, mmapSize);
-      } catch (e) {
-        native().close(fd);
-        throw e;
-      }
+      const v = createKvmVcpu(kvmVm, i, mmapSize);
       vcpus.push(v);
       const entry = entries[Math.min(i, entries.length - 1)]!;
       const { regs, sregs } = vcpuBootState(i, entry, vcpuCount);
