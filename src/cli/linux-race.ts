@@ -9,7 +9,7 @@ import { Vm } from '../vmm/vm';
 import { LatencySamples } from '../vmm/latency';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { SHM_DEVICE_ID_VALUE, SHM_IDENTITY } from '../devices/pci/shm-backend';
-import { prepareVfioBar, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
+import { prepareRaceVm, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
 
 /** What guests/linux/bar-race.c prints after "TSVMM-RACE-RESULT ". */
 export interface GuestRaceCounters {
@@ -100,22 +100,12 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     linux: { kernelPath: o.kernel, initrdPath: initrd, cmdline: `${o.cmdline ?? DEFAULT_CMDLINE} ${raceArgs.join(' ')}` },
     kvmPath: o.kvmPath,
   });
-  if (o.vfio) {
-    try {
-      prepareVfioBar(vm, o.vfio.bdf, o.vfio.bar, o.vcpus - 1);
-    } catch (e) {
-      vm.close();
-      throw e;
-    }
-  }
   // A host signal (race-command.ts's onHostSignal) ends the race cleanly; the report says so.
-  const stop = () => vm.requestShutdown(0);
-  o.interrupt?.addEventListener('abort', stop, { once: true });
-  if (o.interrupt?.aborted) stop();
+  const detachInterrupt = prepareRaceVm(vm, o);
   vm.start();
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : async () => {};
   const r = await vm.wait();
-  o.interrupt?.removeEventListener('abort', stop);
+  detachInterrupt();
   await stopRevoker();
   const line = vm.machine.linux!.watch.resultLine;
   let guest: GuestRaceCounters | null = null;

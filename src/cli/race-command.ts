@@ -92,6 +92,26 @@ export class RaceDeviceError extends Error {
  * one scratch register per accessor at 0x100), written through the device fd before the vCPUs
  * start. So the BAR must be memory that reads back what is written (ivshmem's BAR2 is).
  */
+/**
+ * What both races (built-in guest and --linux) do between creating the VM and starting it: prepare
+ * the vfio BAR (closing the VM if that fails), and end the race cleanly on `o.interrupt` (a host
+ * signal; the guest's counts stay valid). Returns the function that detaches the interrupt.
+ */
+export function prepareRaceVm(vm: Vm, o: RaceOptions): () => void {
+  if (o.vfio) {
+    try {
+      prepareVfioBar(vm, o.vfio.bdf, o.vfio.bar, o.vcpus - 1);
+    } catch (e) {
+      vm.close();
+      throw e;
+    }
+  }
+  const stop = () => vm.requestShutdown(0);
+  o.interrupt?.addEventListener('abort', stop, { once: true });
+  if (o.interrupt?.aborted) stop();
+  return () => o.interrupt?.removeEventListener('abort', stop);
+}
+
 export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): void {
   const dev = vm.machine.passthrough[0]!;
   const region = dev.host.regions().find((r) => r.index === bar);
@@ -145,25 +165,15 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 },
     kvmPath: o.kvmPath,
   });
-  if (o.vfio) {
-    try {
-      prepareVfioBar(vm, o.vfio.bdf, o.vfio.bar, o.vcpus - 1);
-    } catch (e) {
-      vm.close();
-      throw e;
-    }
-  }
+  const detachInterrupt = prepareRaceVm(vm, o);
   metrics?.attach(metricsSourceOf(vm));
-  const stop = () => vm.requestShutdown(0); // a clean early end: the guest's counts stay valid
-  o.interrupt?.addEventListener('abort', stop, { once: true });
-  if (o.interrupt?.aborted) stop();
   vm.start({ paused: o.paused === true });
   const stopRevoker = o.hostRevokeRate > 0 ? startHostRevoker(vm, o.hostRevokeRate) : async () => {};
   let qmp: VmQmp | undefined;
   try {
     if (o.qmp !== undefined) qmp = await serveVmQmp(vm, o.qmp);
   } catch (e) {
-    o.interrupt?.removeEventListener('abort', stop);
+    detachInterrupt();
     vm.requestShutdown(1);
     await vm.wait();
     await stopRevoker();
@@ -171,11 +181,11 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     throw e;
   }
   const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
-  const soakTimer = o.soak ? setTimeout(stop, o.soak.seconds * 1000) : undefined;
+  const soakTimer = o.soak ? setTimeout(() => vm.requestShutdown(0), o.soak.seconds * 1000) : undefined;
   const r = await vm.wait();
   if (soakTimer) clearTimeout(soakTimer);
   sampler?.stop();
-  o.interrupt?.removeEventListener('abort', stop);
+  detachInterrupt();
   await stopRevoker();
   await qmp?.finish(r.state, o.interrupt?.aborted ? 'host-signal' : undefined);
   await metrics?.close();
