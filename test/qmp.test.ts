@@ -6,28 +6,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { QmpSession, type QmpMessage, type QmpTarget } from '../src/qmp/session';
+import { QmpSession, type QmpMessage } from '../src/qmp/session';
 import { QmpServer, QmpSocketError, CLOSE_GRACE_MS } from '../src/qmp/server';
 import net from 'node:net';
 import { terminalEvents } from '../src/qmp/vm-target';
 import { connectQmp as connect } from './qmp-client';
-import type { RunState } from '../src/vmm/run-state';
+import { RecordingTarget } from './qmp-target';
 
-class FakeTarget implements QmpTarget {
-  state: RunState = 'running';
-  calls: string[] = [];
-  readonly version = { major: 0, minor: 1, micro: 0, package: 'tsvmm 0.1.0' };
-  status = () => this.state;
-  stop = async () => {
-    this.calls.push('stop');
-    if (this.state === 'running') this.state = 'paused';
-  };
-  cont = async () => {
-    this.calls.push('cont');
-    if (this.state === 'paused') this.state = 'running';
-  };
-  quit = () => void this.calls.push('quit');
-  vcpuThreads = () => [
+/** Two vCPU threads, so query-cpus-fast has more than one entry to report. */
+class FakeTarget extends RecordingTarget {
+  override vcpuThreads = () => [
     { index: 0, threadId: 4242 },
     { index: 1, threadId: 4243 },
   ];

@@ -9,7 +9,7 @@ import { Vm } from '../vmm/vm';
 import { LatencySamples } from '../vmm/latency';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { SHM_DEVICE_ID_VALUE, SHM_IDENTITY } from '../devices/pci/shm-backend';
-import { prepareRaceVm, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
+import { prepareRaceVm, racePassthrough, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
 
 /** What guests/linux/bar-race.c prints after "TSVMM-RACE-RESULT ". */
 export interface GuestRaceCounters {
@@ -93,7 +93,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     machine: {
       ramBytes: 256n << 20n,
       vcpus: o.vcpus,
-      passthrough: [o.vfio ? { name: 'pt0', slot: 3, backend: 'vfio', host: o.vfio.bdf } : { name: 'pt0', slot: 3, backend: 'shm' }],
+      passthrough: racePassthrough(o),
       policy: o.policy,
       barOrder,
     },

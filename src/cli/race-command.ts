@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
+import type { PassthroughConfig } from '../vmm/machine';
 import { readResults } from '../boot/boot-info';
 import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
@@ -92,6 +93,11 @@ export class RaceDeviceError extends Error {
  * one scratch register per accessor at 0x100), written through the device fd before the vCPUs
  * start. So the BAR must be memory that reads back what is written (ivshmem's BAR2 is).
  */
+/** The one passthrough function both races (built-in guest and --linux) put at 00:03.0. */
+export function racePassthrough(o: RaceOptions): PassthroughConfig[] {
+  return [o.vfio ? { name: 'pt0', slot: 3, backend: 'vfio', host: o.vfio.bdf } : { name: 'pt0', slot: 3, backend: 'shm' }];
+}
+
 /**
  * What both races (built-in guest and --linux) do between creating the VM and starting it: prepare
  * the vfio BAR (closing the VM if that fails), and end the race cleanly on `o.interrupt` (a host
@@ -157,7 +163,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     machine: {
       ramBytes: 64n << 20n,
       vcpus: o.vcpus,
-      passthrough: [o.vfio ? { name: 'pt0', slot: 3, backend: 'vfio', host: o.vfio.bdf } : { name: 'pt0', slot: 3, backend: 'shm' }],
+      passthrough: racePassthrough(o),
       policy: o.policy,
       barOrder,
     },
