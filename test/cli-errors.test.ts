@@ -57,6 +57,22 @@ test('race --vfio: a malformed PCI address, a bad BAR and --host-revoke are refu
   assert.match(c.stderr, /^tsvmm: --host-revoke needs the shm device/m);
 });
 
+test('race --device: bad bar-size values, two devices, --device with --vfio, and --host-revoke on vfio are bad input (status 2, before KVM)', async () => {
+  const race = async (args: string[], message: RegExp) => {
+    const r = await runCli(['race', ...args, '--kvm', '/nonexistent/kvm']);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  };
+  await race(['--device', 'shm,bar-size=3K'], /^tsvmm: --device shm,bar-size=3K: bar-size 3K is not a power of two/m);
+  await race(['--device', 'shm,bar-size=2K'], /^tsvmm: --device shm,bar-size=2K: bar-size 2K is below the minimum 4K/m);
+  await race(['--device', 'shm,bar-size=1G'], /^tsvmm: --device shm,bar-size=1G: bar-size 1G is above the maximum 512M/m);
+  await race(['--device', 'shm,bar-size=lots'], /^tsvmm: --device shm,bar-size=lots: bar-size: invalid size 'lots'/m);
+  await race(['--device', 'shm', '--device', 'shm'], /^tsvmm: race takes one --device \(the function it races on\), got 2: shm shm$/m);
+  await race(['--device', 'shm', '--vfio', '01:00.0'], /^tsvmm: --device and --vfio both choose the race's device: give one$/m);
+  await race(['--device', 'vfio,host=01:00.0', '--host-revoke', '10'], /^tsvmm: --host-revoke needs the shm device/m);
+  await race(['--linux', '/nonexistent/bzImage', '--device', 'shm,bar-size=5M'], /bar-size 5M is not a power of two/);
+});
+
 test('size parsing', () => {
   assert.equal(parseSize('256M'), 256n << 20n);
   assert.equal(parseSize('1G'), 1n << 30n);

@@ -1,11 +1,14 @@
 // A real Linux guest on real KVM: Debian's kernel and the project's initramfs
 // (scripts/build-linux-guest.js). Boot to the serial shell, SMP, PCI enumeration of the passthrough
-// function, poweroff, a panic, and the field race inside the guest (survived with the tsvmm policy,
-// fatal with QEMU's).
+// function, poweroff, `reboot -f` through the i8042 (reboot=k), --device shm,bar-size=, a panic,
+// and the field race inside the guest (survived with the tsvmm policy, fatal with QEMU's).
 //
 // Skipped loudly where Linux cannot boot: no /dev/kvm, a kvm_pvm host (its KVM emulates guest ring 0
 // and a stock kernel never gets far), or no kernel/initramfs in .cache/linux. On such hosts CI runs
 // this file inside scripts/kvm-in-qemu.sh (scripts/test-linux-in-qemu.sh).
+//
+// Each boot costs ~30 s under QEMU's TCG: tests share a boot where they can (the reboot=k test also
+// checks --device shm,bar-size=; the host-revoke race runs on a non-default BAR0).
 //
 // Environment: TSVMM_LINUX_KERNEL / TSVMM_LINUX_INITRD override the cached files;
 // TSVMM_LINUX_TOGGLES (default 200) sizes the races (each toggle costs ~0.2 s under QEMU's TCG).
@@ -20,6 +23,7 @@ import { BIN, runCli, runRaceJson } from './cli';
 import { PCI_MMIO_BASE, PCI_MMIO_END } from '../src/vmm/machine';
 import type { LinuxRaceReport } from '../src/cli/linux-race';
 import { fakeBzImage } from './linux-fixtures';
+import { DEFAULT_CMDLINE } from '../src/boot/linux/linux-boot';
 
 const root = path.resolve(__dirname, '../..');
 const kernel = process.env.TSVMM_LINUX_KERNEL ?? path.join(root, '.cache/linux/vmlinuz');
@@ -40,10 +44,10 @@ if (skip) process.stderr.write(`\n*** tsvmm: LINUX KVM TESTS SKIPPED: ${skip} **
  * Without commands, stdout goes to a file: a panic's burst of console output must not depend on how
  * fast this (emulated, slow) process drains a pipe.
  */
-function bootAndRun(args: string[], commands: string | undefined, timeoutMs = 240_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function bootAndRun(args: string[], commands: string | undefined, timeoutMs = 240_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   if (commands === undefined) return bootToFile(args, timeoutMs);
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     let sent = false;
@@ -100,6 +104,29 @@ test('Linux boots to the initramfs shell: 2 CPUs, the passthrough function with 
   assert.match(r.stdout, /reboot: (System halted|Power down)/);
 });
 
+test('reboot=k: `reboot -f` resets through the i8042 and ends the VM with status 0; the guest sees --device shm,bar-size=1M as a 1 MiB BAR0, aligned', { skip }, async () => {
+  // One boot for both: the keyboard controller's reset line instead of reboot=t's triple fault, and
+  // a non-default BAR0 as the guest's PCI core found it (sysfs resource: start end flags, per BAR).
+  const cmdline = DEFAULT_CMDLINE.replace(/\breboot=t\b/, 'reboot=k');
+  assert.match(cmdline, /reboot=k/);
+  const r = await bootAndRun(
+    ['--vcpus', '1', '--device', 'shm,bar-size=1M', '--cmdline', cmdline],
+    'echo BAR0 $(head -1 /sys/bus/pci/devices/0000:00:03.0/resource); reboot -f\n',
+    240_000,
+    { TSVMM_LOG: 'info' },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const bar = /^BAR0 (0x[0-9a-f]+) (0x[0-9a-f]+) /m.exec(r.stdout);
+  assert.ok(bar, `no BAR0 line from the guest's sysfs:\n${r.stdout}`);
+  const [start, end] = [BigInt(bar[1]!), BigInt(bar[2]!)];
+  assert.equal(end - start + 1n, 1n << 20n, `BAR0 [0x${start.toString(16)}, 0x${end.toString(16)}] is not 1 MiB`);
+  assert.equal(start % (1n << 20n), 0n, 'BAR0 is aligned to its size');
+  assert.ok(start >= PCI_MMIO_BASE && end < PCI_MMIO_END, 'BAR0 is in the PCI hole');
+  assert.match(r.stdout, /reboot: Restarting system/);
+  assert.match(r.stderr, /the guest reset the machine through the i8042 keyboard controller \(reboot=k\)/);
+  assert.doesNotMatch(r.stderr, /triple fault/);
+});
+
 test('a guest kernel panic stops the VM as guest-panicked with the panic text and a non-zero status', { skip }, async () => {
   // No /init to run and no root device: the kernel panics right after unpacking the initramfs.
   const r = await bootAndRun(['--vcpus', '1', '--cmdline', 'console=ttyS0 quiet acpi=off pci=noearly reboot=t panic=-1 rdinit=/no-such-init root=/dev/nonexistent'], undefined);
@@ -130,10 +157,13 @@ test('race --linux, QEMU\'s BAR order: the guest survives, 0 bad values, 0 lost 
   assert.equal(code, 0, stderr);
 });
 
-test('race --linux with host revocations: 0 deaths, 0 bad values', { skip }, async () => {
-  const { report } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--bar-order', 'qemu', '--host-revoke', '300']);
+test('race --linux with host revocations, on a 64 KiB BAR0 (--device shm,bar-size=64K): 0 deaths, 0 bad values', { skip }, async () => {
+  const { report } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--bar-order', 'qemu', '--host-revoke', '300', '--device', 'shm,bar-size=64K']);
   const rep = report as LinuxRaceReport;
   checkSurvived(rep, true);
+  assert.equal(rep.device, 'shm,bar-size=64K');
+  assert.equal(rep.guest!.bar, 0);
+  assert.equal(rep.guest!.barBytes, 64 << 10, 'the guest mapped a 64 KiB resource0');
   assert.ok(rep.hostRevocations > 0);
 });
 

@@ -55,5 +55,24 @@ test('run: --guest and --kernel exclude each other; --initrd/--device need --ker
   await bad(['--guest', 'hello', '--initrd', initrd], /--initrd, --cmdline and --device need --kernel/);
   await bad(['--kernel', kernel, '--device', 'nvme'], /--device nvme: unknown device 'nvme'/);
   await bad(['--kernel', kernel, '--device', 'vfio'], /--device vfio: vfio needs host=DDDD:BB:DD\.F/);
-  await bad(['--kernel', kernel, '--device', 'shm,bar-size=1M'], /bar-size is not supported yet/);
+  await bad(['--kernel', kernel, '--device', 'shm,size=1M'], /--device shm,size=1M: unknown property 'size' for shm \(it takes bar-size=SIZE\)/);
+});
+
+test('run --kernel --device shm,bar-size=: each bad size is refused with its reason and status 2, before KVM is opened', async () => {
+  const dev = (size: string) => ['--kernel', kernel, '--device', `shm,bar-size=${size}`];
+  await bad(dev('3K'), /^tsvmm: --device shm,bar-size=3K: bar-size 3K is not a power of two \(a PCI BAR's size always is/m);
+  await bad(dev('1536'), /bar-size 1536 bytes is not a power of two/);
+  await bad(dev('2K'), /^tsvmm: --device shm,bar-size=2K: bar-size 2K is below the minimum 4K \(PCI's recommended smallest memory BAR, and one host page/m);
+  await bad(dev('16'), /bar-size 16 bytes is below the minimum 4K/);
+  await bad(dev('1G'), /^tsvmm: --device shm,bar-size=1G: bar-size 1G is above the maximum 512M: BAR0 is a 32-bit BAR and must fit, aligned to its size, in the PCI window \[0xc0000000, 0xfeb00000\)$/m);
+  await bad(dev('1T'), /bar-size 1024G is above the maximum 512M/);
+  await bad(dev('abc'), /^tsvmm: --device shm,bar-size=abc: bar-size: invalid size 'abc': expected a number with an optional K\/M\/G\/T suffix/m);
+  await bad(dev(''), /--device shm,bar-size=: bar-size: invalid size ''/);
+  await bad(dev('0'), /--device shm,bar-size=0: bar-size: invalid size '0': must be greater than zero/);
+  await bad(['--kernel', kernel, '--device', 'shm,bar-size=64K,bar-size=1M'], /--device shm,bar-size=64K,bar-size=1M: bar-size is given twice/);
+});
+
+test('run --kernel: shm devices whose BARs cannot all fit in the PCI window are refused with status 2 before KVM is opened', async () => {
+  // Each BAR0 is aligned to its size: 512M at 0xc0000000, its BAR2 at 0xe0000000, so a second 512M BAR0 would start at 4 GiB.
+  await bad(['--kernel', kernel, '--device', 'shm,bar-size=512M', '--device', 'shm,bar-size=512M'], /^tsvmm: passthrough pt1 BAR0 \(512M\) does not fit in the PCI window \[0xc0000000, 0xfeb00000\) after the BARs before it end at 0xe0010000: aligned to its size it would span \[0x100000000, 0x120000000\)/m);
 });

@@ -268,11 +268,11 @@ int main(int argc, char **argv) {
       sum.cpu = c->cpu;
     }
   }
-  printf("TSVMM-RACE-RESULT {\"device\":\"%s\",\"bar\":%u,\"cpus\":%ld,\"accessors\":%ld,\"toggles\":%lu,\"toggleError\":%d,"
+  printf("TSVMM-RACE-RESULT {\"device\":\"%s\",\"bar\":%u,\"barBytes\":%lld,\"cpus\":%ld,\"accessors\":%ld,\"toggles\":%lu,\"toggleError\":%d,"
          "\"seconds\":%.3f,\"accesses\":%" PRIu64 ",\"trueReads\":%" PRIu64 ",\"urReads\":%" PRIu64 ",\"scratchWrites\":%" PRIu64
          ",\"scratchConfirmed\":%" PRIu64 ",\"scratchStale\":%" PRIu64 ",\"scratchUr\":%" PRIu64 ",\"badValues\":%" PRIu64
          ",\"lostWrites\":%" PRIu64 ",\"urWhileDecodeOn\":%" PRIu64,
-         strrchr(dev, '/') + 1, bar, cpus, cpus - 1, t, failed, secs, sum.accesses, sum.true_reads, sum.ur_reads, sum.scratch_writes,
+         strrchr(dev, '/') + 1, bar, (long long)st.st_size, cpus, cpus - 1, t, failed, secs, sum.accesses, sum.true_reads, sum.ur_reads, sum.scratch_writes,
          sum.scratch_confirmed, sum.scratch_stale, sum.scratch_ur, sum.bad_values, sum.lost_writes, sum.ur_while_on);
   if (sum.first_bad_kind)
     printf(",\"firstBad\":{\"cpu\":%d,\"kind\":\"%s\",\"value\":\"0x%" PRIx64 "\",\"expected\":\"0x%" PRIx64 "\",\"offset\":%" PRIu64 "}",

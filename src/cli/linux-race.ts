@@ -9,12 +9,14 @@ import { Vm } from '../vmm/vm';
 import { LatencySamples } from '../vmm/latency';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { SHM_DEVICE_ID_VALUE, SHM_IDENTITY } from '../devices/pci/shm-backend';
-import { prepareRaceVm, racePassthrough, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
+import { prepareRaceVm, raceDeviceName, racePassthrough, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
 
 /** What guests/linux/bar-race.c prints after "TSVMM-RACE-RESULT ". */
 export interface GuestRaceCounters {
   device: string;
   bar: number;
+  /** The size of the BAR as the guest sees it (its sysfs resourceN file). */
+  barBytes: number;
   cpus: number;
   accessors: number;
   toggles: number;
@@ -122,7 +124,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
   const clean = r.state === 'shutdown' && r.exitCode === 0;
   return {
     kernel: o.kernel,
-    device: o.vfio ? `vfio ${o.vfio.bdf} BAR${o.vfio.bar}` : 'shm',
+    device: raceDeviceName(o),
     policy: o.policy,
     barOrder,
     vcpus: o.vcpus,

@@ -22,6 +22,8 @@ import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
 import { parseDuration, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
+import { collect, parseDeviceOption } from './linux-options';
+import { formatSize } from '../size';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -69,6 +71,8 @@ export interface RaceOptions {
   kvmPath?: string;
   /** Pass a real vfio-pci function through instead of the shm device. */
   vfio?: { bdf: string; bar: number };
+  /** The shm device's BAR0 size (`--device shm,bar-size=`), the BAR the race runs on. */
+  shmBarSize?: bigint;
   /** A QMP server on this unix socket for the race's duration. */
   qmp?: string;
   /** Start with the vCPUs in prelaunch until QMP cont (QEMU's -S); needs qmp. */
@@ -95,7 +99,27 @@ export class RaceDeviceError extends Error {
  */
 /** The one passthrough function both races (built-in guest and --linux) put at 00:03.0. */
 export function racePassthrough(o: RaceOptions): PassthroughConfig[] {
-  return [o.vfio ? { name: 'pt0', slot: 3, backend: 'vfio', host: o.vfio.bdf } : { name: 'pt0', slot: 3, backend: 'shm' }];
+  if (o.vfio) return [{ name: 'pt0', slot: 3, backend: 'vfio', host: o.vfio.bdf }];
+  return [{ name: 'pt0', slot: 3, backend: 'shm', ...(o.shmBarSize !== undefined ? { barSize: o.shmBarSize } : {}) }];
+}
+
+/** The report's `device`: 'shm', 'shm,bar-size=1M', or 'vfio <bdf> BAR<n>'. */
+export function raceDeviceName(o: RaceOptions): string {
+  if (o.vfio) return `vfio ${o.vfio.bdf} BAR${o.vfio.bar}`;
+  return o.shmBarSize !== undefined ? `shm,bar-size=${formatSize(o.shmBarSize)}` : 'shm';
+}
+
+/**
+ * `race --device SPEC` (the one function the race runs on): shm[,bar-size=SIZE], or
+ * vfio,host=BDF, the same as --vfio BDF (--vfio-bar picks its BAR).
+ */
+export function raceDeviceOption(specs: string[] | undefined, vfio: string | undefined, vfioBar: number): Pick<RaceOptions, 'vfio' | 'shmBarSize'> {
+  if (specs === undefined) return vfio ? { vfio: { bdf: parseBdf(vfio), bar: vfioBar } } : {};
+  if (specs.length > 1) throw new InvalidArgumentError(`race takes one --device (the function it races on), got ${specs.length}: ${specs.join(' ')}`);
+  if (vfio) throw new InvalidArgumentError('--device and --vfio both choose the race\'s device: give one');
+  const d = parseDeviceOption(specs[0]!, 0);
+  if (d.backend === 'vfio') return { vfio: { bdf: d.host, bar: vfioBar } };
+  return d.barSize !== undefined ? { shmBarSize: d.barSize } : {};
 }
 
 /**
@@ -209,7 +233,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   vm.close();
   const sum = (f: (x: (typeof results)[number]) => bigint) => Number(accessors.reduce((t, x) => t + f(x), 0n));
   return {
-    device: o.vfio ? `vfio ${o.vfio.bdf} BAR${o.vfio.bar}` : 'shm',
+    device: raceDeviceName(o),
     policy: o.policy,
     barOrder,
     vcpus: o.vcpus,
@@ -258,6 +282,7 @@ export function registerRaceCommand(program: Command): void {
     .option('--bar-order <o>', 'BAR disable order: qemu|unmap-first (default unmap-first; the qemu policy implies qemu)', 'unmap-first')
     .option('--config-access <m>', 'how the toggler reaches config space: cf8|ecam', 'cf8')
     .option('--host-revoke <rate>', 'host-initiated revocations per second at random moments (0 = off)', '0')
+    .option('--device <spec>', 'the function the race runs on: shm[,bar-size=SIZE] (BAR0, default 4K) or vfio,host=DDDD:BB:DD.F (= --vfio)', collect)
     .option('--vfio <bdf>', 'race on a real vfio-pci function (DDDD:BB:DD.F) instead of the shm device')
     .option('--vfio-bar <n>', 'with --vfio: the BAR the accessors use; it must be memory (ivshmem: 2)', '0')
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
@@ -289,7 +314,7 @@ export function registerRaceCommand(program: Command): void {
           ...(raw.qmp !== undefined ? { qmp: String(raw.qmp) } : {}),
           paused: raw.paused === true,
           metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
-          ...(raw.vfio ? { vfio: { bdf: parseBdf(String(raw.vfio)), bar: parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5) } } : {}),
+          ...raceDeviceOption(raw.device as unknown as string[] | undefined, raw.vfio === undefined ? undefined : String(raw.vfio), parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5)),
           interrupt: interrupt.signal,
           ...(soak ? { soak } : {}),
         };

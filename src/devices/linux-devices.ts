@@ -8,6 +8,7 @@ import { COM1_IRQ, Uart16550 } from './uart16550';
 import { CmosRtc, RTC_PORT } from './rtc';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from './i8042';
 import { LinuxConsoleWatch } from './linux-console-watch';
+import { log } from '../log';
 
 export interface LinuxDevicesShared {
   uart: SharedArrayBuffer;
@@ -31,8 +32,12 @@ export class LinuxDevices {
     };
     this.uart = new Uart16550(COM1_BASE, shared.uart, console, irq, (b) => this.watch.onByte(b));
     this.rtc = new CmosRtc(shared.rtc);
-    // An unannounced reset through the keyboard controller ends the VM as a failure.
-    this.i8042 = new I8042(shared.i8042, () => this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 });
+    // An unannounced reset through the keyboard controller ends the VM as a failure. The info line
+    // tells this path (reboot=k) apart from a triple fault (reboot=t), which ends the VM the same way.
+    this.i8042 = new I8042(shared.i8042, () => {
+      log('info', 'the guest reset the machine through the i8042 keyboard controller (reboot=k)');
+      return this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 };
+    });
   }
 
   static createShared(): LinuxDevicesShared {

@@ -20,7 +20,8 @@ import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from
 import { PciConfigSpace } from '../devices/pci/config-space';
 import { PciHostBridge } from '../devices/pci/host-bridge';
 import { PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from '../devices/pci/constants';
-import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { ShmHostDevice, shmBar0SizeProblem, shmBarLayout } from '../devices/pci/shm-backend';
+import { BarPlacementError, planBars, type BarWindow } from '../devices/pci/bar-plan';
 import { VfioHostDevice, type VfioDeviceShared } from '../devices/pci/vfio-backend';
 import type { HostDevice } from '../devices/pci/host-device';
 import { PassthroughDevice, passthroughDefinition, type BarOrder, type PassthroughBarInfo } from '../devices/pci/passthrough';
@@ -39,6 +40,8 @@ export const ECAM_BASE = 0xb000_0000n;
 export const ECAM_SIZE = 0x1000_0000n;
 export const PCI_MMIO_BASE = 0xc000_0000n;
 export const PCI_MMIO_END = CONTROL_BASE;
+/** Where firmware (assignBars()) places memory BARs: all below 4 GiB, so 32-bit BARs fit too. */
+export const PCI_WINDOW: BarWindow = { base: PCI_MMIO_BASE, end: PCI_MMIO_END };
 /**
  * The most guest RAM a machine may have (documented in README): 64 GiB is 33 RAM regions, which
  * leaves the 64-region memory map room for devices. Checked before KVM or any RAM is touched.
@@ -54,6 +57,8 @@ export type PassthroughConfig =
       slot: number;
       /** Host shared memory playing vfio-pci's role (src/devices/pci/shm-backend.ts). */
       backend: 'shm';
+      /** BAR0's size (`--device shm,bar-size=`; default 4 KiB): a power of two, see shmBar0SizeProblem(). */
+      barSize?: bigint;
     }
   | {
       name: string;
@@ -172,7 +177,7 @@ export class Machine implements DispatchTarget {
     const dma = ram.map((c) => ({ hostAddress: c.hostAddress, gpa: c.gpa, size: c.size }));
     const hosts: (ShmHostDevice | VfioHostDevice)[] = [];
     try {
-      for (const p of config.passthrough) hosts.push(p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory));
+      for (const p of config.passthrough) hosts.push(p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory, shmBarLayout(p.barSize)));
     } catch (e) {
       for (const h of hosts) if (h instanceof VfioHostDevice) h.close(); // those opened before the failure
       throw e;
@@ -223,7 +228,7 @@ export class Machine implements DispatchTarget {
     let handler = HANDLER_FIRST_BAR;
     shared.config.passthrough.forEach((p, i) => {
       const h = shared.devices[i]!.host;
-      const host: HostDevice = h.backend === 'vfio' ? VfioHostDevice.attach(p.name, h.state) : ShmHostDevice.attach(p.name, hostMemory, h.shared);
+      const host: HostDevice = h.backend === 'vfio' ? VfioHostDevice.attach(p.name, h.state) : ShmHostDevice.attach(p.name, hostMemory, h.shared, shmBarLayout(p.backend === 'shm' ? p.barSize : undefined));
       const config = PciConfigSpace.attach(passthroughDefinition(host), shared.devices[i]!.config);
       const ids = new Map<number, number>();
       for (const r of host.regions()) if (r.kind !== 'io') ids.set(r.index, handler++);
@@ -315,28 +320,29 @@ export class Machine implements DispatchTarget {
 
   /**
    * Firmware-style PCI setup before the vCPUs start: program each passthrough device's memory BARs
-   * to consecutive aligned addresses in the PCI window and enable memory decode, through the same
-   * config-write path a guest uses. Returns the BAR addresses by device.
+   * to the addresses planBars() gives (consecutive, each aligned to its size, in the PCI window) and
+   * enable memory decode, through the same config-write path a guest uses. Returns the BAR
+   * addresses by device. A vfio function whose BARs do not fit is a MachineConfigError.
    */
   assignBars(): Map<string, Map<number, bigint>> {
-    const out = new Map<string, Map<number, bigint>>();
+    let plan: Map<string, Map<number, bigint>>;
+    try {
+      plan = planBars(this.passthrough.map((d) => ({ name: d.name, bars: d.config.bars() })), PCI_WINDOW);
+    } catch (e) {
+      throw e instanceof BarPlacementError ? new MachineConfigError(`passthrough ${e.message}`) : e;
+    }
     this.lock.with(() => {
-      let next = PCI_MMIO_BASE;
       for (const d of this.passthrough) {
-        const bars = new Map<number, bigint>();
         for (const b of d.config.bars()) {
-          if (b.kind === 'io') continue;
-          next = (next + b.size - 1n) & ~(b.size - 1n);
-          this.configWriteNow(d, PCI_BASE_ADDRESS_0 + 4 * b.index, 4, Number(next & 0xffff_ffffn));
-          if (b.kind === 'mem64') this.configWriteNow(d, PCI_BASE_ADDRESS_0 + 4 * b.index + 4, 4, Number(next >> 32n));
-          bars.set(b.index, next);
-          next += b.size;
+          const at = plan.get(d.name)!.get(b.index);
+          if (at === undefined) continue; // an I/O BAR
+          this.configWriteNow(d, PCI_BASE_ADDRESS_0 + 4 * b.index, 4, Number(at & 0xffff_ffffn));
+          if (b.kind === 'mem64') this.configWriteNow(d, PCI_BASE_ADDRESS_0 + 4 * b.index + 4, 4, Number(at >> 32n));
         }
         this.configWriteNow(d, PCI_COMMAND, 2, d.config.command() | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
-        out.set(d.name, bars);
       }
     });
-    return out;
+    return plan;
   }
 
   /** A config write and its steps, back to back. Caller holds the device lock. */
@@ -356,6 +362,18 @@ export function validateConfig(c: MachineConfig): void {
     if (p.slot < 1 || p.slot > 31) throw new MachineConfigError(`passthrough ${p.name}: PCI slot ${p.slot} must be 1..31 (00:00.0 is the host bridge)`);
     if (slots.has(p.slot)) throw new MachineConfigError(`passthrough ${p.name}: PCI slot ${p.slot} is used twice`);
     slots.add(p.slot);
+    if (p.backend === 'shm' && p.barSize !== undefined) {
+      const problem = shmBar0SizeProblem(p.barSize, PCI_WINDOW);
+      if (problem) throw new MachineConfigError(`passthrough ${p.name}: ${problem}`);
+    }
+  }
+  // shm BARs are known now, so shm devices that cannot all fit fail before KVM is opened. (A vfio
+  // function's BARs are known once it is open: assignBars() checks the whole set. Leaving BARs out
+  // only moves the others down, so a subset that does not fit means the whole set does not.)
+  try {
+    planBars(c.passthrough.flatMap((p) => (p.backend === 'shm' ? [{ name: p.name, bars: shmBarLayout(p.barSize) }] : [])), PCI_WINDOW);
+  } catch (e) {
+    throw e instanceof BarPlacementError ? new MachineConfigError(`passthrough ${e.message}`) : e;
   }
 }
 

@@ -16,6 +16,8 @@ import type { HostDevice, HostDeviceIdentity, HostRegion } from './host-device';
 import { commandAfterWrite } from './command-register';
 import { PCI_COMMAND_MEMORY } from './constants';
 import { readLe, viewOf, writeLe } from '../../le-bytes';
+import { formatSize } from '../../size';
+import { largestBarIn, type BarWindow } from './bar-plan';
 
 /** Register file in BAR0 (all little-endian u64). */
 export const ShmRegs = {
@@ -47,10 +49,45 @@ export interface ShmBarLayout {
   prefetchable: boolean;
 }
 
-export const SHM_DEFAULT_BARS: ShmBarLayout[] = [
-  { index: 0, kind: 'mem32', size: 0x1000n, prefetchable: false },
-  { index: 2, kind: 'mem64', size: 0x10000n, prefetchable: true },
-];
+/**
+ * BAR0 holds the register file in its first 4 KiB (the ID, and the scratch registers both race
+ * guests hammer); a larger BAR0 is plain memory after it. BAR2 is a fixed 64 KiB prefetchable
+ * 64-bit BAR, so the guest's PCI core always sizes and places a BAR of each kind.
+ */
+export const SHM_BAR0_DEFAULT_SIZE = 0x1000n;
+export const SHM_REGISTER_FILE_BYTES = 0x1000n;
+/**
+ * The smallest BAR0: PCI recommends that a memory BAR decode at least 4 KiB, and a BAR reaches the
+ * guest as a memslot over a host mapping, which is whole pages.
+ */
+export const SHM_BAR0_MIN_SIZE = 0x1000n;
+
+/** The shm device's BARs with BAR0 `bar0Size` bytes (`--device shm,bar-size=`). */
+export function shmBarLayout(bar0Size: bigint = SHM_BAR0_DEFAULT_SIZE): ShmBarLayout[] {
+  return [
+    { index: 0, kind: 'mem32', size: bar0Size, prefetchable: false },
+    { index: 2, kind: 'mem64', size: 0x10000n, prefetchable: true },
+  ];
+}
+
+export const SHM_DEFAULT_BARS: ShmBarLayout[] = shmBarLayout();
+
+/**
+ * Why `size` cannot be BAR0's size in a machine whose PCI window is `window`, or undefined if it
+ * can. BAR0 is a 32-bit BAR, so its upper bound is the largest power of two that fits in the
+ * window aligned to itself.
+ */
+export function shmBar0SizeProblem(size: bigint, window: BarWindow): string | undefined {
+  const max = largestBarIn(window);
+  const f = formatSize(size);
+  const shown = /\d$/.test(f) ? `${f} bytes` : f;
+  if (size <= 0n || (size & (size - 1n)) !== 0n) return `bar-size ${shown} is not a power of two (a PCI BAR's size always is: 4K, 64K, 1M, ...)`;
+  if (size < SHM_BAR0_MIN_SIZE) return `bar-size ${shown} is below the minimum 4K (PCI's recommended smallest memory BAR, and one host page: the BAR is mapped into the guest as a memslot)`;
+  if (size > max) {
+    return `bar-size ${shown} is above the maximum ${formatSize(max)}: BAR0 is a 32-bit BAR and must fit, aligned to its size, in the PCI window [0x${window.base.toString(16)}, 0x${window.end.toString(16)})`;
+  }
+  return undefined;
+}
 
 const S_COMMAND = 0;
 const S_REVOCATION_GEN = 1;
@@ -107,7 +144,9 @@ export class ShmHostDevice implements HostDevice {
 
   private resetRegisterFile(): void {
     const fd0 = this.fd(0);
-    const zero = new Uint8Array(Number(this.bars.find((b) => b.index === 0)!.size));
+    // Only the register file: zeroing a large BAR0 whole would make the host allocate every page of it.
+    const bar0 = this.bars.find((b) => b.index === 0)!.size;
+    const zero = new Uint8Array(Number(bar0 < SHM_REGISTER_FILE_BYTES ? bar0 : SHM_REGISTER_FILE_BYTES));
     this.host.pwrite(fd0, zero, 0);
     this.writeFile(0, ShmRegs.ID, 8, SHM_DEVICE_ID_VALUE);
     this.writeFile(0, ShmRegs.VERSION, 8, SHM_DEVICE_VERSION);
