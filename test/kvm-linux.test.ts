@@ -176,13 +176,16 @@ test('race --linux --policy qemu: the VM stops in internal-error with QEMU\'s "k
 });
 
 test('race --linux bad input: a missing initramfs and --config-access ecam are refused with status 2', async () => {
-  const a = await runCli(['race', '--linux', kernel, '--initrd', '/nonexistent/initrd', '--kvm', '/nonexistent/kvm']);
+  // No KVM is touched, but inside scripts/kvm-in-qemu.sh each Node start is emulated: on a loaded
+  // host (load ~20 on 2 cores) one did not finish in runCli()'s default 60 s.
+  const cli = (args: string[]) => runCli(args, { timeoutMs: 240_000 });
+  const a = await cli(['race', '--linux', kernel, '--initrd', '/nonexistent/initrd', '--kvm', '/nonexistent/kvm']);
   assert.equal(a.code, 2);
   assert.match(a.stderr, /--initrd \/nonexistent\/initrd does not exist|\/nonexistent\/initrd/);
-  const b = await runCli(['race', '--linux', kernel, '--config-access', 'ecam']);
+  const b = await cli(['race', '--linux', kernel, '--config-access', 'ecam']);
   assert.equal(b.code, 2);
   assert.match(b.stderr, /--config-access: with --linux the guest kernel decides/);
-  const c = await runCli(['race', '--linux', kernel, '--qmp', '/tmp/tsvmm-linux-race.sock']);
+  const c = await cli(['race', '--linux', kernel, '--qmp', '/tmp/tsvmm-linux-race.sock']);
   assert.equal(c.code, 2);
   assert.match(c.stderr, /--qmp and --metrics-listen are not supported with --linux yet/);
 });
