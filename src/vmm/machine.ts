@@ -232,6 +232,7 @@ export class Machine implements DispatchTarget {
         keepMemslotOnDecodeOff: m.policy.keepMemslotOnDecodeOff,
       });
       for (const [bar, id] of ids) m.handlers[id] = dev.slowPaths.get(bar)!;
+      dev.slot = p.slot;
       m.hostBridge.attach(p.slot, 0, dev);
       m.passthrough.push(dev);
     });

@@ -7,6 +7,8 @@ import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
 import { StepQueue } from '../steps';
+import { Run } from '../kvm/constants';
+import { traceKvmRunExit, traceOn } from '../trace';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
 import type { FaultLatency } from './fault-latency';
@@ -93,6 +95,7 @@ export class VcpuRunner {
     this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
     this.recordRevokedBars();
     const ret = this.vcpu.run();
+    if (traceOn.kvm_run_exit && ret >= 0) traceKvmRunExit(this.vcpu.index, this.vcpu.runPage.getUint32(Run.exitReason, true));
     // A fault returns -1: the clock starts here, before decoding. Timing only faults and the entries
     // after them keeps performance.now() off the ordinary exit path.
     this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
