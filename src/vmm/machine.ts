@@ -72,7 +72,16 @@ export interface MachineConfig {
   barOrder: BarOrder;
   /** A Linux guest's machine: 16550A with IRQ 4 and input, CMOS RTC, i8042 (src/devices/linux-devices.ts). */
   linux?: boolean;
+  /**
+   * What a guest-initiated reset (triple fault, i8042 reset pulse, KVM reset event) does, as QEMU's
+   * `-action reboot=`: 'shutdown' (default here) ends the VM, 'reset' ends it marked for a rebuild
+   * (the caller starts a fresh VM, src/qmp/vm-reset.ts). Either way the run state records it.
+   */
+  reboot?: RebootAction;
 }
+
+export const REBOOT_ACTIONS = ['reset', 'shutdown'] as const;
+export type RebootAction = (typeof REBOOT_ACTIONS)[number];
 
 export interface RamChunk {
   gpa: bigint;
@@ -144,7 +153,7 @@ export class Machine implements DispatchTarget {
     this.handlers[HANDLER_CONTROL] = control;
     this.handlers[HANDLER_ECAM] = new EcamHandler(hostBridge);
     if (shared.linux) {
-      this.linux = new LinuxDevices(shared.linux, console, vm);
+      this.linux = new LinuxDevices(shared.linux, console, vm, () => this.guestResetOutcome() ?? { kind: 'vm-exit', code: 1 });
       this.linux.register(this.pio);
     } else {
       this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
@@ -282,9 +291,18 @@ export class Machine implements DispatchTarget {
     return undefined;
   }
 
-  /** What a guest reset means (triple fault, reset request): undefined = the built-in guests' default. */
+  /**
+   * What a guest reset means (triple fault, reset request, i8042 pulse): undefined = the built-in
+   * guests' default (a stop in `shutdown`). Records that the guest reset (SHUTDOWN or RESET with
+   * reason guest-reset), unless the reset only ends a panic; with reboot=reset the VM ends cleanly
+   * for its caller to rebuild.
+   */
   guestResetOutcome(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined {
-    return this.linux?.watch.resetOutcome();
+    const o = this.linux?.watch.resetOutcome();
+    if (o?.kind === 'guest-panic') return o;
+    this.runState.markGuestReset();
+    if (this.shared.config.reboot === 'reset') return { kind: 'vm-exit', code: 0 };
+    return o;
   }
 
   // ---- FaultFacts ----
