@@ -78,6 +78,11 @@ export class Stats {
     this.values[this.base + index] += n;
   }
 
+  /** This thread's own row's count (no sum: a cheap read for its one writer). */
+  own(c: Counter): number {
+    return this.values[this.base + INDEX[c]]!;
+  }
+
   /** The sum over every thread's row. */
   get(c: Counter): number {
     const i = INDEX[c];

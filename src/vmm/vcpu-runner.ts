@@ -30,6 +30,9 @@ export class VcpuRunner {
     return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
   };
   private holdsLock = false;
+  /** Take performance.now() at every KVM_RUN return into exitReturnedAt (off: the ordinary exit path takes no time). */
+  stampExits = false;
+  exitReturnedAt = 0;
   /** Called when an access that faulted completes (its MMIO exit returned), with the interval's parts. */
   onFaultCompleted: ((p: FaultLatency) => void) | undefined;
   /** Times (performance.now(), ms) of the entry being handled, taken only while a fault is timed. */
@@ -100,6 +103,7 @@ export class VcpuRunner {
     // after them keeps performance.now() off the ordinary exit path.
     this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
     if (this.timed) this.tReturned = performance.now();
+    if (this.stampExits) this.exitReturnedAt = this.timed ? this.tReturned : performance.now();
     return decodeExit(this.vcpu.runPage, ret, this.scratch);
   }
 
