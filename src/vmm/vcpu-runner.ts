@@ -98,12 +98,13 @@ export class VcpuRunner {
     this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
     this.recordRevokedBars();
     const ret = this.vcpu.run();
-    if (traceOn.kvm_run_exit && ret >= 0) traceKvmRunExit(this.vcpu.index, this.vcpu.runPage.getUint32(Run.exitReason, true));
     // A fault returns -1: the clock starts here, before decoding. Timing only faults and the entries
     // after them keeps performance.now() off the ordinary exit path.
     this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
     if (this.timed) this.tReturned = performance.now();
     if (this.stampExits) this.exitReturnedAt = this.timed ? this.tReturned : performance.now();
+    // After the clocks start: a trace line's cost is not hidden from the fault latency it adds to.
+    if (traceOn.kvm_run_exit && ret >= 0) traceKvmRunExit(this.vcpu.index, this.vcpu.runPage.getUint32(Run.exitReason, true));
     return decodeExit(this.vcpu.runPage, ret, this.scratch);
   }
 
