@@ -35,6 +35,11 @@ test('sim on a terminal: a progress bar on the terminal, then the report', { ski
   assert.equal(r.status, 0, r.screen);
   assert.match(r.screen, /sim \[[░█]+\] \d+% \| \d+\/3000 schedules/);
   assert.match(r.screen, /tsvmm sim summary/);
+  // stderr carries JSON lines under --log-format json: no bar then.
+  const json = onTerminal(['--log-format', 'json', 'sim', '--random', '--seeds', '3000', '--toggles', '1']);
+  assert.equal(json.status, 0, json.screen);
+  assert.doesNotMatch(json.screen, /sim \[/);
+  assert.match(json.screen, /tsvmm sim summary/);
 });
 
 test('race, not on a terminal: no progress; the text report is a table; --json is one JSON line', { skip: kvmSkip }, async () => {

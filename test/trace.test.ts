@@ -56,3 +56,35 @@ test('--trace: a race traces BAR mappings, config writes and slow-path reads', {
   const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { slowPathReads: number };
   assert.equal(r.stderr.match(/^tsvmm trace: vfio_region_read \(pt0:region0\+0x[0-9a-f]+, \d\) = (0x[0-9a-f]+|refused)$/gm)?.length ?? 0, report.slowPathReads, r.stderr);
 });
+
+test('trace lines: QEMU argument order and formats, as text and as JSON', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const mod = require.resolve('../src/trace');
+  const calls =
+    `const t = require(${JSON.stringify(mod)});` +
+    't.traceKvmMemoryFault(0xc0000000n, 0x1000n, 0n);' +
+    't.traceVfioRegionRead("pt0", 2, 0x100n, 4, undefined);' +
+    't.traceVfioRegionRead("pt0", 0, 0x8n, 8, 0x1122n);' +
+    't.traceVfioPciWriteConfig("pt0", 4, 6, 2);' +
+    't.tracePciUpdateMappings("pci_update_mappings_del", "pt0", 3, 2, 0xc0010000n, 0x10000n);' +
+    't.traceKvmSetUserMemory(5, 0, 0xc0000000n, 0n, 0x7f0000000000n, 0);';
+  const text = spawnSync(process.execPath, ['-e', calls], { encoding: 'utf8' });
+  assert.equal(text.status, 0, text.stderr);
+  assert.equal(
+    text.stderr,
+    [
+      'tsvmm trace: kvm_memory_fault start 0xc0000000 size 0x1000 flags 0x0',
+      'tsvmm trace: vfio_region_read (pt0:region2+0x100, 4) = refused',
+      'tsvmm trace: vfio_region_read (pt0:region0+0x8, 8) = 0x1122',
+      'tsvmm trace: vfio_pci_write_config (pt0, @0x4, 0x6, len=0x2)',
+      'tsvmm trace: pci_update_mappings_del pt0 00:03.0 2,0xc0010000+0x10000',
+      'tsvmm trace: kvm_set_user_memory AddrSpace#0 Slot#5 flags=0x0 gpa=0xc0000000 size=0x0 ua=0x7f0000000000 ret=0',
+      '',
+    ].join('\n'),
+  );
+  const json = spawnSync(process.execPath, ['-e', calls], { encoding: 'utf8', env: { ...process.env, TSVMM_LOG_FORMAT: 'json' } });
+  const lines = json.stderr.trim().split('\n').map((l) => JSON.parse(l) as { level: string; event: string; args: Record<string, unknown> });
+  assert.deepEqual(lines.map((l) => l.event), ['kvm_memory_fault', 'vfio_region_read', 'vfio_region_read', 'vfio_pci_write_config', 'pci_update_mappings_del', 'kvm_set_user_memory']);
+  assert.deepEqual(lines[4]!.args, { dev: 'pt0', bus: 0, slot: 3, func: 0, bar: 2, addr: '0xc0010000', size: '0x10000' });
+  assert.ok(lines.every((l) => l.level === 'trace'));
+});

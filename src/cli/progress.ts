@@ -17,9 +17,14 @@ export interface Progress {
 
 const NONE: Progress = { update: () => {}, stop: () => {} };
 
-/** Whether progress is drawn: stdout and stderr both terminals (TSVMM_PROGRESS=0 turns it off). */
+/**
+ * Whether progress is drawn: stdout and stderr both terminals, and stderr not promised to anything
+ * else (--log-format json: one JSON object per line; --trace: one line per event). TSVMM_PROGRESS=0
+ * turns it off.
+ */
 export function progressWanted(): boolean {
-  return process.stdout.isTTY === true && process.stderr.isTTY === true && process.env.TSVMM_PROGRESS !== '0';
+  const stderrFree = process.env.TSVMM_LOG_FORMAT !== 'json' && !process.env.TSVMM_TRACE;
+  return process.stdout.isTTY === true && process.stderr.isTTY === true && stderrFree && process.env.TSVMM_PROGRESS !== '0';
 }
 
 /**
