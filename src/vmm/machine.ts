@@ -194,6 +194,7 @@ export class Machine implements DispatchTarget {
     };
     const m = Machine.attach(shared, vm, hostMemory, console);
     m.lock.with(() => {
+      m.memoryMap.begin();
       ram.forEach((c, i) =>
         m.memoryMap.addRegion({ name: `ram${i}`, kind: 'ram', gpa: c.gpa, size: c.size, priority: 0, hostAddress: c.hostAddress, readOnly: false, handler: -1 }),
       );
@@ -307,10 +308,11 @@ export class Machine implements DispatchTarget {
   }
 
   resyncBars(): Step[] {
-    // One commit for all devices: each device's commit would cover the whole map, and running
-    // several would add the same memslot twice.
-    for (const d of this.passthrough) d.updateRegions(false);
-    return this.memoryMap.commitSteps();
+    return [this.memoryMap.transaction('resync-bars', () => this.passthrough.forEach((d) => d.updateRegions(false)))];
+  }
+
+  trapRevokedBars(): Step[] {
+    return [this.memoryMap.transaction('trap-revoked-bars', () => this.passthrough.forEach((d) => d.trapRevokedBars()))];
   }
 
   /**
