@@ -124,6 +124,8 @@ export class Machine implements DispatchTarget {
   readonly passthrough: PassthroughDevice[] = [];
   readonly policy: MemoryFaultPolicy;
   private readonly unclaimed = new OnceLog();
+  private trappedGeneration = -1;
+  private anyTrappedWithoutLock = false;
   /** The Linux machine's legacy devices (config.linux only). */
   readonly linux?: LinuxDevices;
 
@@ -269,6 +271,19 @@ export class Machine implements DispatchTarget {
     const r = this.memoryMap.resolve(gpa);
     if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioWrite(r.offset + (gpa - r.gpa), len, value, vcpu);
     return this.unassigned(gpa, len, r, value);
+  }
+
+  /** Whether an MMIO exit at `gpa` is answered without the device lock: a trapped BAR's slow path (device-lock.ts). */
+  answersWithoutLock(gpa: bigint): boolean {
+    // Cheap on the ordinary MMIO exit: only a map with some trapped lock-free region is searched.
+    const gen = this.memoryMap.generation;
+    if (gen !== this.trappedGeneration) {
+      this.anyTrappedWithoutLock = this.memoryMap.view().some((f) => f.region.kind === 'mmio' && f.region.handler >= 0 && this.handlers[f.region.handler]!.trappedAccessWithoutLock === true);
+      this.trappedGeneration = gen;
+    }
+    if (!this.anyTrappedWithoutLock) return false;
+    const r = this.memoryMap.resolve(gpa);
+    return r !== undefined && r.region.kind === 'mmio' && r.region.handler >= 0 && this.handlers[r.region.handler]!.trappedAccessWithoutLock === true;
   }
 
   /** An MMIO exit no region answers: what it means is the policy's (classifyUnclaimedMmio()). Returns its effect if fatal. */

@@ -121,7 +121,13 @@ export class VcpuRunner {
   /** Whether beginHandle(exit, true) would find its lock taken now (the explorer's blocked thread). */
   wouldBlock(exit: VcpuExit): boolean {
     if (this.explainedWithoutLock(exit)) return this.machine.memoryMap.transactionOpen;
-    return exitNeedsLock(exit) && this.machine.lock.held;
+    return this.needsDeviceLock(exit) && this.machine.lock.held;
+  }
+
+  /** Device exits and faults take the device lock, except an MMIO exit on a trapped BAR (Machine.answersWithoutLock()). */
+  private needsDeviceLock(exit: VcpuExit): boolean {
+    if (exit.kind === 'mmio') return !this.machine.answersWithoutLock(exit.gpa);
+    return exitNeedsLock(exit);
   }
 
   /** A KVM_RUN error the policy decides without the device lock (memory-fault-policy.ts). */
@@ -169,7 +175,8 @@ export class VcpuRunner {
       if (tryOnly && this.machine.memoryMap.transactionOpen) return undefined;
       return this.retryWithoutLock(exit);
     }
-    if (exitNeedsLock(exit)) {
+    const locked = this.needsDeviceLock(exit);
+    if (locked) {
       if (tryOnly) {
         if (!this.machine.lock.tryLock()) return undefined;
       } else {
@@ -179,7 +186,15 @@ export class VcpuRunner {
     }
     if (this.timed) this.tLocked = performance.now();
     try {
-      return dispatchExit(exit, this.machine, this.dispatchState);
+      const d = dispatchExit(exit, this.machine, this.dispatchState);
+      if (!locked && d.steps.length > 0) {
+        // The BAR was mapped and revoked again between the check and the dispatch (a real-thread
+        // race; the model's handle step is atomic): its resync runs under the device lock.
+        if (tryOnly) throw new Error(`vCPU ${this.vcpu.index}: a lock-free MMIO dispatch returned steps in the model`);
+        this.machine.lock.lock();
+        this.holdsLock = true;
+      }
+      return d;
     } catch (e) {
       this.endHandle();
       throw e;

@@ -209,6 +209,12 @@ export class PassthroughDevice implements PciFunction {
  */
 export class BarSlowPath implements MmioHandler {
   readonly name: string;
+  /**
+   * While trapped, an access only goes to the host device (its fd, under the host's own memory
+   * lock, refusing while decode is off or the host holds the device): the completing UR or
+   * slow-path exit of a fault needs no device lock. With no memslot, resyncIfStale() finds nothing.
+   */
+  readonly trappedAccessWithoutLock = true;
 
   constructor(private readonly device: PassthroughDevice, private readonly index: number, private readonly stats: Stats) {
     this.name = `${device.name} BAR${index} slow path`;
