@@ -3,7 +3,9 @@
 //
 // Ordering rules (the reason the lock exists):
 // 1. Every exit that reaches a device is dispatched with this lock held: config-space accesses, BAR
-//    (un)mapping, memory-map commits and memory-fault classification never interleave.
+//    (un)mapping, memory-map commits and memory-fault classification never interleave. Two
+//    exceptions, both below ("What the lock does NOT cover"): an EFAULT a revocation explains, and
+//    an access to a trapped BAR's slow path.
 // 2. A config write that changes BAR decode runs ALL of its steps (host device write, emulated config
 //    update, memory-map update, memslot deletions/additions) before the lock is released. So a vCPU
 //    that classifies a fault after taking the lock sees the end state of any in-flight config write
@@ -42,8 +44,16 @@
 //     the map before or after such a trap, never halfway;
 //   * the refault guard still runs (a retry is only taken lock-free while the guard is below its
 //     limit), and a refault whose generation did not move takes the device lock as before.
-//   Everything else (config accesses, BAR (un)mapping, MMIO dispatch, faults that no revocation
-//   explains, KVM_EXIT_MEMORY_FAULT) still takes this lock.
+// - An MMIO exit on a trapped BAR region (no memslot: Machine.answersWithoutLock()) is answered
+//   without the device lock. Its slow path (BarSlowPath) goes only to the host device: the device
+//   fd's read/write under the host's own memory lock (vfio-pci's memory_lock), refusing with EIO while
+//   decode is off or the host holds the device (UR: all ones, write dropped). That refusal is the
+//   device's own atomic state at the moment of the access, which is what the guest must see; with
+//   no memslot it never needs a resync (and if the region changed under a racing thread and a
+//   resync is due after all, the runner takes the device lock before running it).
+//   Everything else (config accesses, BAR (un)mapping, other MMIO and port I/O, faults that no
+//   revocation explains, KVM_EXIT_MEMORY_FAULT) still takes this lock: those read or write config
+//   space and device registers that a config write changes in several steps.
 import { FutexMutex } from '../futex-mutex';
 
 export class DeviceLock extends FutexMutex {

@@ -18,6 +18,8 @@
 //   memslot change it needs (an in-flight map commit), not for a whole config write. Why this is
 //   safe, and what still takes the lock: src/vmm/device-lock.ts. The locked rule below decides the
 //   same case the same way (retry), so the two paths never disagree on whether to stop the VM.
+//   The access then completes as an MMIO exit on the trapped BAR, answered without the device lock
+//   too (slowPathRefused(): UR while decode is off or the host holds the device).
 // - KVM_EXIT_MEMORY_FAULT (kernels with the kvm_handle_error_pfn() annotation):
 //     EHWPOISON -> fatal "hardware memory error (EHWPOISON) at gpa ..." (hardwareMemoryError());
 //     unknown flags -> fatal "KVM_EXIT_MEMORY_FAULT: Unknown flag 0x..";
