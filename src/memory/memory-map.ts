@@ -17,7 +17,8 @@
 // generation is read without any lock (Atomics), by the run loop before each KVM_RUN.
 //
 // Rebuilds are incremental: each table entry carries a version; a refresh decodes only entries whose
-// version changed and re-flattens only when some region did.
+// version changed, and the flat view is rebuilt only when a region changed and a view is asked for
+// (not after each change inside a transaction).
 //
 // Commit order: memslot deletions before additions (as QEMU's kvm_region_commit does), so a range
 // that moves or changes backing never has two slots at once (KVM rejects overlapping slots).
@@ -71,6 +72,8 @@ export class MemoryMap {
   private cachedGeneration = -1;
   private cachedRegions: Region[] = [];
   private cachedView: FlatRange[] = [];
+  /** The regions changed since cachedView was flattened (flattening waits until a view is asked for). */
+  private viewStale = false;
   /** Per table entry: its decoded region and the version it was decoded at. */
   private readonly decoded: (Region | undefined)[] = new Array(MAX_REGIONS).fill(undefined);
   private readonly decodedVersion = new BigInt64Array(MAX_REGIONS);
@@ -290,6 +293,10 @@ export class MemoryMap {
   /** The flat view (cached per thread until the generation changes). */
   view(): FlatRange[] {
     this.refresh();
+    if (this.viewStale) {
+      this.cachedView = flatten(this.cachedRegions);
+      this.viewStale = false;
+    }
     return this.cachedView;
   }
 
@@ -309,7 +316,7 @@ export class MemoryMap {
     }
   }
 
-  /** Decodes the entries whose version changed; re-flattens only if a region changed. */
+  /** Decodes the entries whose version changed; marks the flat view stale if a region changed. */
   private readTable(): void {
     const gen = this.generation;
     const t = this.regionTable;
@@ -344,7 +351,7 @@ export class MemoryMap {
       const regions = this.decoded.filter((r): r is Region => r !== undefined);
       regions.sort((a, b) => a.id - b.id);
       this.cachedRegions = regions;
-      this.cachedView = flatten(regions);
+      this.viewStale = true;
     }
     this.cachedGeneration = gen;
   }
