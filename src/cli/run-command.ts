@@ -5,13 +5,18 @@ import { parseMemOption } from './mem-option';
 import { onHostSignal } from './host-signals';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
-import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
-import { QmpServer, checkSocketPath } from '../qmp/server';
-import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
+import type { QmpServer } from '../qmp/server';
+import type { ShutdownCause } from '../qmp/vm-target';
 import { VmReset } from '../qmp/vm-reset';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import type { MetricsServer } from '../metrics/metrics';
-import { metricsSourceOf } from '../metrics/vm-source';
+
+// Loaded only when an option needs them, so that a plain `run` starts without zod (--config), the
+// QMP server (--qmp) or prom-client (--metrics-listen): issue 10 item 4.
+const configFile = () => require('./config-file') as typeof import('./config-file');
+const qmpServer = () => require('../qmp/server') as typeof import('../qmp/server');
+const qmpTarget = () => require('../qmp/vm-target') as typeof import('../qmp/vm-target');
+const metricsSourceOf = (vm: Vm) => (require('../metrics/vm-source') as typeof import('../metrics/vm-source')).metricsSourceOf(vm);
 import { collect, parseDeviceOption } from './linux-options';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { attachConsoleInput } from '../vmm/console-input';
@@ -55,18 +60,18 @@ export function registerRunCommand(program: Command): void {
       const releaseSignals = onHostSignal(onSignal);
       try {
         if (o.config !== undefined) {
-          applyRunConfig(cmd, readRunConfig(o.config));
+          configFile().applyRunConfig(cmd, configFile().readRunConfig(o.config));
           o = cmd.opts();
         }
         if (o.printConfig) {
-          process.stdout.write(`${JSON.stringify(effectiveRunConfig(cmd), null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify(configFile().effectiveRunConfig(cmd), null, 2)}\n`);
           return;
         }
         if (o.guest === undefined && o.kernel === undefined) throw new InvalidArgumentError("required option '--guest <name|file>' not specified (on the command line or in --config), nor --kernel <bzImage>");
         if (o.guest !== undefined && o.kernel !== undefined) throw new InvalidArgumentError('--guest and --kernel are alternatives: give one');
         if (o.kernel === undefined && (o.initrd !== undefined || o.cmdline !== undefined || o.device !== undefined)) throw new InvalidArgumentError('--initrd, --cmdline and --device need --kernel');
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
-        if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
+        if (o.qmp !== undefined) await qmpServer().checkSocketPath(o.qmp); // bad input fails before KVM is touched
         const vcpus = parseIntOption('--vcpus', o.vcpus, 1, 64);
         metrics = await startMetrics(o);
         if (o.kernel !== undefined) {
@@ -100,9 +105,9 @@ export function registerRunCommand(program: Command): void {
         // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
         await vm!.threadsStarted();
         try {
-          qmp = await QmpServer.listen(
+          qmp = await qmpServer().QmpServer.listen(
             o.qmp,
-            vmQmpTarget(() => vm!, {
+            qmpTarget().vmQmpTarget(() => vm!, {
               name: o.name,
               emit: (name, data) => qmp?.broadcast(name, data),
               onQuit: () => {
@@ -136,7 +141,7 @@ export function registerRunCommand(program: Command): void {
         }
         r = await waiting;
         if (!qmp) break;
-        for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
+        for (const [name, data] of qmpTarget().terminalEvents(r.state, cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
           // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect,
           // until quit or system_reset.
@@ -146,7 +151,7 @@ export function registerRunCommand(program: Command): void {
             if (reset.requested) continue;
           }
           // A host signal ends the inspection as QEMU's does: with a SHUTDOWN event.
-          if (signalled) for (const [name, data] of terminalEvents('shutdown', 'host-signal')) qmp.broadcast(name, data);
+          if (signalled) for (const [name, data] of qmpTarget().terminalEvents('shutdown', 'host-signal')) qmp.broadcast(name, data);
         }
         await qmp.close();
         break;
