@@ -130,26 +130,60 @@ export function rssSides(mmioImage: string, iterations: number): RssSides {
   };
 }
 
-/** `node dist/bench/start-time.js [runs]`: the start row alone (needs a built tree and /dev/kvm). */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+function spread(xs: number[]): Spread {
+  const v = [...xs].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return { median: v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2, min: v[0]!, max: v[v.length - 1]! };
+}
+
+export interface StartAndRss {
+  /** Milliseconds, spawn -> first stdout byte, per side. */
+  startMs: Record<string, Spread & { runs: number[] }>;
+  /** Peak RSS in MiB per side. */
+  rssMiB: Record<string, Spread & { runs: number[] }>;
+}
+
+/**
+ * The start and RSS rows: one untimed warm-up run of every side first (page cache; tsvmm's code
+ * cache is written at its first run's exit), then `runs` rounds, the sides interleaved in each.
+ */
+export async function measureStartAndRss(runs: number, helloImage: string, mmioImage: string, mmioIterations: number, dir: string): Promise<StartAndRss> {
+  const start = startSides(helloImage, dir) as unknown as Record<string, () => Promise<number>>;
+  const rss = rssSides(mmioImage, mmioIterations) as unknown as Record<string, () => Promise<number>>;
+  const s: Record<string, number[]> = {};
+  const r: Record<string, number[]> = {};
+  for (const f of Object.values(start)) await f();
+  for (let round = 0; round < runs; round++) {
+    for (const [name, f] of Object.entries(start)) (s[name] ??= []).push(await f());
+    for (const [name, f] of Object.entries(rss)) (r[name] ??= []).push((await f()) / 1024);
+  }
+  const withSpread = (x: Record<string, number[]>) => Object.fromEntries(Object.entries(x).map(([k, v]) => [k, { ...spread(v), runs: v }]));
+  return { startMs: withSpread(s), rssMiB: withSpread(r) };
+}
+
+/** `node dist/bench/start-time.js [runs]`: these rows alone (needs a built tree and /dev/kvm). */
 if (require.main === module) {
   void (async () => {
     const { Vm } = require('../src/vmm/vm') as typeof import('../src/vmm/vm');
     const { writeBootImage } = require('../src/boot/boot-image') as typeof import('../src/boot/boot-image');
-    const runs = Number(process.argv[2] ?? 7);
+    const runs = Number(process.argv[2] ?? 5);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-start-'));
-    const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: 'hello' });
-    const image = path.join(dir, 'hello.img');
-    writeBootImage(image, { ram: vm.memory.low, vcpus: vm.vcpus.map((v) => ({ regs: v.getRegs(), sregs: v.getSregs() })), ramSize: vm.memory.low.byteLength });
-    vm.close();
-    const sides = startSides(image, dir);
-    const xs: Record<string, number[]> = {};
-    for (let i = 0; i < runs; i++) {
-      for (const [name, f] of Object.entries(sides)) (xs[name] ??= []).push(await (f as () => Promise<number>)());
-    }
-    for (const [name, v] of Object.entries(xs)) {
-      v.sort((a, b) => a - b);
-      process.stdout.write(`${name.padEnd(6)} median ${v[v.length >> 1]!.toFixed(1)} ms, min ${v[0]!.toFixed(1)}, max ${v[v.length - 1]!.toFixed(1)}\n`);
-    }
+    const image = (guest: string, vcpus: number, iterations: number) => {
+      const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest, params: { iterations } });
+      const file = path.join(dir, `${guest}-${vcpus}.img`);
+      writeBootImage(file, { ram: vm.memory.low, vcpus: vm.vcpus.map((v) => ({ regs: v.getRegs(), sregs: v.getSregs() })), ramSize: vm.memory.low.byteLength });
+      vm.close();
+      return file;
+    };
+    const m = await measureStartAndRss(runs, image('hello', 1, 0), image('mmio-loop', 2, 20_000), 20_000, dir);
+    for (const [name, v] of Object.entries(m.startMs)) process.stdout.write(`start ${name.padEnd(6)} ${v.median.toFixed(1)} ms (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
+    for (const [name, v] of Object.entries(m.rssMiB)) process.stdout.write(`RSS   ${name.padEnd(6)} ${v.median.toFixed(1)} MiB (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
     fs.rmSync(dir, { recursive: true, force: true });
   })();
 }

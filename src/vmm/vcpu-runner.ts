@@ -2,7 +2,8 @@
 // it under the device lock, run the steps dispatch returned, release the lock. The real vCPU thread
 // (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
 // endHandle() separately so other actors can run between them and between queued steps.
-import { decodeExit, ExitScratch, type VcpuExit } from '../kvm/exit';
+import { decodeExit, ExitScratch, type MmioExit, type VcpuExit } from '../kvm/exit';
+import { CoalescedRing } from '../kvm/coalesced-ring';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
@@ -41,9 +42,13 @@ export class VcpuRunner {
   private readonly scratch = new ExitScratch();
   private readonly dispatchState: VcpuDispatchState;
   private readonly result: { exit: VcpuExit; outcome: Outcome } = { exit: { kind: 'hlt' }, outcome: { kind: 'continue' } };
+  /** The VM's coalesced-MMIO ring, seen through this vCPU's mapping (absent if it has no such page). */
+  private readonly ring: CoalescedRing | undefined;
+  private readonly replayed: MmioExit = { kind: 'mmio', gpa: 0n, len: 0, isWrite: true, data: 0n };
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {
     const runner = this;
+    this.ring = vcpu.runPage.byteLength >= 3 * 4096 ? new CoalescedRing(vcpu.runPage) : undefined;
     this.dispatchState = {
       vcpu: vcpu.index,
       runPage: vcpu.runPage,
@@ -138,6 +143,31 @@ export class VcpuRunner {
     }
   }
 
+  /**
+   * Replays the coalesced ring's writes into the device model, in order, under the device lock (which
+   * also keeps two vCPUs from draining the one ring at once). A zone is registered only for registers
+   * whose writes just record or print (KvmVm.registerCoalescedZone), so each must dispatch to
+   * `continue` with no steps.
+   */
+  private replayCoalesced(): void {
+    this.machine.lock.lock();
+    try {
+      this.ring!.drain(this.replayWrite);
+    } finally {
+      this.machine.lock.unlock();
+    }
+  }
+
+  private readonly replayWrite = (gpa: bigint, len: number, data: bigint, pio: boolean): void => {
+    if (pio) throw new Error(`coalesced port write to 0x${gpa.toString(16)}: no coalesced PIO zone is ever registered`);
+    const x = this.replayed;
+    x.gpa = gpa;
+    x.len = len;
+    x.data = data;
+    const h = dispatchExit(x, this.machine, this.dispatchState);
+    if (h.outcome.kind !== 'continue' || h.steps.length > 0) throw new Error(`coalesced write to 0x${gpa.toString(16)} needs more than a plain write (${h.outcome.kind}): its register must not be in a coalesced zone`);
+  };
+
   endHandle(): void {
     if (this.holdsLock) {
       this.holdsLock = false;
@@ -148,6 +178,8 @@ export class VcpuRunner {
   /** enter + dispatch + steps + unlock, back to back. The result object is reused: valid until the next run(). */
   run(): { readonly exit: VcpuExit; readonly outcome: Outcome } {
     const exit = this.enter();
+    // Writes KVM queued in the coalesced ring happened before this exit: replay them first.
+    if (this.ring !== undefined && this.ring.pending()) this.replayCoalesced();
     if (this.timed && this.pending && exit.kind === 'mmio') {
       // The retried access completed: the interval ends at this KVM_RUN's return.
       const p = this.pending;
