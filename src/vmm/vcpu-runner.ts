@@ -2,7 +2,8 @@
 // it under the device lock, run the steps dispatch returned, release the lock. The real vCPU thread
 // (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
 // endHandle() separately so other actors can run between them and between queued steps.
-import { decodeExit, ExitScratch, type MmioExit, type VcpuExit } from '../kvm/exit';
+import { decodeExit, ExitScratch, type VcpuExit } from '../kvm/exit';
+import { counterIndex } from './stats';
 import { CoalescedRing } from '../kvm/coalesced-ring';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
@@ -10,6 +11,8 @@ import type { Machine } from './machine';
 import { StepQueue } from '../steps';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
+
+const COALESCED_WRITES = counterIndex('mmio.coalescedWrites');
 import type { FaultLatency } from './fault-latency';
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
@@ -44,7 +47,6 @@ export class VcpuRunner {
   private readonly result: { exit: VcpuExit; outcome: Outcome } = { exit: { kind: 'hlt' }, outcome: { kind: 'continue' } };
   /** The VM's coalesced-MMIO ring, seen through this vCPU's mapping (absent if it has no such page). */
   private readonly ring: CoalescedRing | undefined;
-  private readonly replayed: MmioExit = { kind: 'mmio', gpa: 0n, len: 0, isWrite: true, data: 0n };
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {
     const runner = this;
@@ -160,12 +162,10 @@ export class VcpuRunner {
 
   private readonly replayWrite = (gpa: bigint, len: number, data: bigint, pio: boolean): void => {
     if (pio) throw new Error(`coalesced port write to 0x${gpa.toString(16)}: no coalesced PIO zone is ever registered`);
-    const x = this.replayed;
-    x.gpa = gpa;
-    x.len = len;
-    x.data = data;
-    const h = dispatchExit(x, this.machine, this.dispatchState);
-    if (h.outcome.kind !== 'continue' || h.steps.length > 0) throw new Error(`coalesced write to 0x${gpa.toString(16)} needs more than a plain write (${h.outcome.kind}): its register must not be in a coalesced zone`);
+    // Straight to the device model: these writes are not exits (counted apart from exits.mmio).
+    this.machine.stats.addAt(COALESCED_WRITES);
+    const effect = this.machine.mmioWrite(gpa, len, data, this.vcpu.index);
+    if (effect !== undefined) throw new Error(`coalesced write to 0x${gpa.toString(16)} has an effect (${effect.kind}): its register must not be in a coalesced zone`);
   };
 
   endHandle(): void {
