@@ -9,13 +9,13 @@ export type CommandName = (typeof COMMAND_NAMES)[number];
 export const STARTS_VCPUS: readonly CommandName[] = ['run', 'race'];
 
 /**
- * The subcommand argv names: the first word that is not an option or the value of --log-format; or
+ * The subcommand argv names: the first word that is not an option or the value of --log-format or --trace; or
  * undefined (no command, an unknown one, or `help`: then every command is registered).
  */
 export function subcommandOf(argv: readonly string[]): CommandName | undefined {
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--log-format') {
+    if (a === '--log-format' || a === '--trace') {
       i++;
       continue;
     }
