@@ -3,14 +3,18 @@
 // (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
 // endHandle() separately so other actors can run between them and between queued steps.
 import { decodeExit, ExitScratch, type VcpuExit } from '../kvm/exit';
+import { counterIndex } from './stats';
+import { CoalescedRing } from '../kvm/coalesced-ring';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
-import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
+import { CONTINUE, dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
-import { StepQueue } from '../steps';
+import { runSteps, StepQueue } from '../steps';
 import { Run } from '../kvm/constants';
 import { traceKvmRunExit, traceOn } from '../trace';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
+
+const COALESCED_WRITES = counterIndex('mmio.coalescedWrites');
 import type { FaultLatency } from './fault-latency';
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
@@ -39,6 +43,9 @@ export class VcpuRunner {
   private timed = false;
   private tReturned = 0;
   private tLocked = 0;
+  /** When the last exit was handled without the device lock: the end of its classification. */
+  private tClassified = 0;
+  private handledWithoutLock = false;
   /** The fault interval in progress: its start and the parts summed so far (ms). */
   private pending: { start: number; lockWait: number; classification: number; memslotWork: number } | undefined;
 
@@ -46,9 +53,12 @@ export class VcpuRunner {
   private readonly scratch = new ExitScratch();
   private readonly dispatchState: VcpuDispatchState;
   private readonly result: { exit: VcpuExit; outcome: Outcome } = { exit: { kind: 'hlt' }, outcome: { kind: 'continue' } };
+  /** The VM's coalesced-MMIO ring, seen through this vCPU's mapping (absent if it has no such page). */
+  private readonly ring: CoalescedRing | undefined;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {
     const runner = this;
+    this.ring = vcpu.runPage.byteLength >= 3 * 4096 ? new CoalescedRing(vcpu.runPage) : undefined;
     this.dispatchState = {
       vcpu: vcpu.index,
       runPage: vcpu.runPage,
@@ -118,9 +128,55 @@ export class VcpuRunner {
     }
   }
 
-  /** Whether beginHandle() would need the device lock for this exit. */
+  /** Whether this exit goes through beginHandle() (a device exit or a fault) rather than being done at once. */
   needsLock(exit: VcpuExit): boolean {
     return exitNeedsLock(exit);
+  }
+
+  /** Whether beginHandle(exit, true) would find its lock taken now (the explorer's blocked thread). */
+  wouldBlock(exit: VcpuExit): boolean {
+    if (this.explainedWithoutLock(exit)) return this.machine.memoryMap.transactionOpen;
+    return this.needsDeviceLock(exit) && this.machine.lock.held;
+  }
+
+  /** Device exits and faults take the device lock, except an MMIO exit on a trapped BAR (Machine.answersWithoutLock()). */
+  private needsDeviceLock(exit: VcpuExit): boolean {
+    if (exit.kind === 'mmio') return !this.machine.answersWithoutLock(exit.gpa);
+    return exitNeedsLock(exit);
+  }
+
+  /** A KVM_RUN error the policy decides without the device lock (memory-fault-policy.ts). */
+  private explainedWithoutLock(exit: VcpuExit): exit is Extract<VcpuExit, { kind: 'run-error' }> {
+    return exit.kind === 'run-error' && this.machine.policy.explainedWithoutLock?.(exit.errno, this.machine, this.dispatchState) === true;
+  }
+
+  /**
+   * An explained fault: only the memory-map transaction lock is taken (so the vCPU waits for an
+   * in-flight memslot commit, never for a whole config write), revoked BARs are trapped, and the
+   * vCPU re-enters. Runs to the end here, commit included: nothing is left for endHandle().
+   */
+  private retryWithoutLock(exit: Extract<VcpuExit, { kind: 'run-error' }>): Dispatched {
+    const m = this.machine;
+    this.handledWithoutLock = true;
+    m.memoryMap.begin();
+    if (this.timed) this.tLocked = performance.now();
+    try {
+      const d = m.policy.retryWithoutLock!(exit.errno, m, this.dispatchState);
+      if (d.kind === 'retry') runSteps(d.steps); // the trap, inside this transaction: no ioctl yet
+      if (this.timed) this.tClassified = performance.now();
+      m.memoryMap.commit(); // one diff: the trapped BARs' memslots go
+      if (d.kind === 'fatal') {
+        m.stats.add('fault.fatal');
+        return { outcome: { kind: 'stop', state: 'internal-error', lines: d.lines, dumpRegisters: true }, steps: [] };
+      }
+      m.stats.add(d.counter);
+      m.stats.add('fault.recoveredWithoutLock');
+      return { outcome: CONTINUE, steps: [] };
+    } catch (e) {
+      const stop = stopForFailedStep(e, this.vcpu.index);
+      if (stop) return { outcome: stop, steps: [] };
+      throw e;
+    }
   }
 
   /**
@@ -129,7 +185,13 @@ export class VcpuRunner {
    * the outcome and the steps to run before endHandle() are returned.
    */
   beginHandle(exit: VcpuExit, tryOnly = false): Dispatched | undefined {
-    if (exitNeedsLock(exit)) {
+    this.handledWithoutLock = false;
+    if (this.explainedWithoutLock(exit)) {
+      if (tryOnly && this.machine.memoryMap.transactionOpen) return undefined;
+      return this.retryWithoutLock(exit);
+    }
+    const locked = this.needsDeviceLock(exit);
+    if (locked) {
       if (tryOnly) {
         if (!this.machine.lock.tryLock()) return undefined;
       } else {
@@ -139,12 +201,43 @@ export class VcpuRunner {
     }
     if (this.timed) this.tLocked = performance.now();
     try {
-      return dispatchExit(exit, this.machine, this.dispatchState);
+      const d = dispatchExit(exit, this.machine, this.dispatchState);
+      if (!locked && d.steps.length > 0) {
+        // The BAR was mapped and revoked again between the check and the dispatch (a real-thread
+        // race; the model's handle step is atomic): its resync runs under the device lock.
+        if (tryOnly) throw new Error(`vCPU ${this.vcpu.index}: a lock-free MMIO dispatch returned steps in the model`);
+        this.machine.lock.lock();
+        this.holdsLock = true;
+      }
+      return d;
     } catch (e) {
       this.endHandle();
       throw e;
     }
   }
+
+  /**
+   * Replays the coalesced ring's writes into the device model, in order, under the device lock (which
+   * also keeps two vCPUs from draining the one ring at once). A zone is registered only for registers
+   * whose writes just record or print (KvmVm.registerCoalescedZone), so each must dispatch to
+   * `continue` with no steps.
+   */
+  private replayCoalesced(): void {
+    this.machine.lock.lock();
+    try {
+      this.ring!.drain(this.replayWrite);
+    } finally {
+      this.machine.lock.unlock();
+    }
+  }
+
+  private readonly replayWrite = (gpa: bigint, len: number, data: bigint, pio: boolean): void => {
+    if (pio) throw new Error(`coalesced port write to 0x${gpa.toString(16)}: no coalesced PIO zone is ever registered`);
+    // Straight to the device model: these writes are not exits (counted apart from exits.mmio).
+    this.machine.stats.addAt(COALESCED_WRITES);
+    const effect = this.machine.mmioWrite(gpa, len, data, this.vcpu.index);
+    if (effect !== undefined) throw new Error(`coalesced write to 0x${gpa.toString(16)} has an effect (${effect.kind}): its register must not be in a coalesced zone`);
+  };
 
   endHandle(): void {
     if (this.holdsLock) {
@@ -156,6 +249,8 @@ export class VcpuRunner {
   /** enter + dispatch + steps + unlock, back to back. The result object is reused: valid until the next run(). */
   run(): { readonly exit: VcpuExit; readonly outcome: Outcome } {
     const exit = this.enter();
+    // Writes KVM queued in the coalesced ring happened before this exit: replay them first.
+    if (this.ring !== undefined && this.ring.pending()) this.replayCoalesced();
     if (this.timed && this.pending && exit.kind === 'mmio') {
       // The retried access completed: the interval ends at this KVM_RUN's return.
       const p = this.pending;
@@ -166,7 +261,7 @@ export class VcpuRunner {
       this.timed = false;
     }
     const h = this.beginHandle(exit)!;
-    const tDispatched = this.timed ? performance.now() : 0;
+    const tDispatched = !this.timed ? 0 : this.handledWithoutLock ? this.tClassified : performance.now();
     let outcome = h.outcome;
     try {
       if (h.steps.length > 0) {
