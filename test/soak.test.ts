@@ -15,7 +15,7 @@ test('durations: 90, 90s, 10m, 1h, 1h30m; anything else is refused', () => {
   for (const bad of ['', '0', '0s', '10x', '-5', 'm', '8d', '200h']) assert.throws(() => parseDuration('--soak', bad), /--soak must be a duration/, bad);
 });
 
-const s = (atSeconds: number, rssKiB: number, fds = 20, threads = 10): SoakSample => ({ atSeconds, rssKiB, fds, threads });
+const s = (atSeconds: number, rssKiB: number, fds = 20, threads = 10): SoakSample => ({ atSeconds, rssKiB, rssAnonKiB: rssKiB, rssFileKiB: 0, fds, threads, mappings: 100 });
 
 test('the verdict ignores start-up, allows 10 % RSS and 2 fds/threads of noise, and names what grows', () => {
   assert.match(soakVerdict([s(0, 50_000), s(60, 100_000)]), /^too short/);

@@ -12,7 +12,7 @@ import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
-import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+import { parseChoice, parseIntOption, reportErrorAndExit, reportStderrDrops } from './common';
 import { checkSocketPath } from '../qmp/server';
 import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
@@ -78,7 +78,7 @@ export interface RaceOptions {
   /** Stops the race early (its reason, e.g. a signal name, is reported as `interrupted`). */
   interrupt?: AbortSignal;
   /** Soak: stop after this long (if the toggles have not finished) and sample resources meanwhile. */
-  soak?: { seconds: number; sampleSeconds: number };
+  soak?: { seconds: number; sampleSeconds: number; logFile?: string };
 }
 
 export class RaceDeviceError extends Error {
@@ -141,7 +141,7 @@ export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: numb
  */
 export function startHostRevoker(vm: Vm, rate: number): () => Promise<void> {
   const stop = new SharedArrayBuffer(4);
-  const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop };
+  const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop, heaps: vm.heaps.shared };
   const w = new Worker(path.join(__dirname, 'host-revoker-thread.js'), { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 } });
   const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
   w.on('error', (e) => process.stderr.write(`tsvmm: host revoker thread failed: ${e.stack ?? e}\n`));
@@ -186,7 +186,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     vm.close();
     throw e;
   }
-  const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
+  const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000, vm.heaps, o.soak.logFile) : undefined;
   const soakTimer = o.soak ? setTimeout(() => vm.requestShutdown(0), o.soak.seconds * 1000) : undefined;
   const r = await vm.wait();
   if (soakTimer) clearTimeout(soakTimer);
@@ -206,6 +206,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       firstBad = { vcpu: i + 1, value: `0x${a.firstBadValue.toString(16)}`, width: Number(a.firstBadWidth), offset: Number(a.firstBadOffset), expected: `0x${a.firstBadExpected.toString(16)}` };
     }
   });
+  reportStderrDrops(vm.stats);
   vm.close();
   const sum = (f: (x: (typeof results)[number]) => bigint) => Number(accessors.reduce((t, x) => t + f(x), 0n));
   return {
@@ -269,6 +270,7 @@ export function registerRaceCommand(program: Command): void {
     .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--soak <duration>', 'run for this long (e.g. 10m, 1h; toggles default to the maximum), sampling RSS, fds and threads; fails if any keeps growing')
     .option('--soak-sample <duration>', 'with --soak: the sampling interval', '1m')
+    .option('--soak-log <file>', 'with --soak: append each sample to this file as one JSON line when it is taken')
     .option('--json', 'print the report as JSON')
     .action(async (raw: Record<string, string | boolean>, cmd: Command) => {
       let report: RaceReport;
@@ -276,7 +278,7 @@ export function registerRaceCommand(program: Command): void {
       const interrupt = new AbortController();
       const releaseSignals = onHostSignal((signal) => interrupt.abort(signal));
       try {
-        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)) };
+        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)), ...(raw.soakLog !== undefined ? { logFile: String(raw.soakLog) } : {}) };
         const togglesGiven = cmd.getOptionValueSource('toggles') === 'cli';
         const o: RaceOptions = {
           vcpus: parseIntOption('--vcpus', String(raw.vcpus), 2, 16),

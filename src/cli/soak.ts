@@ -8,13 +8,26 @@
 // within the slack passes.
 import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
+import type { ThreadHeaps } from '../vmm/thread-heaps';
+import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
 
 export interface SoakSample {
   /** Seconds since the race started. */
   atSeconds: number;
   rssKiB: number;
+  /** The parts of rssKiB (/proc/self/status): anonymous memory (heaps, malloc arenas, stacks) and file pages (code). */
+  rssAnonKiB: number;
+  rssFileKiB: number;
   fds: number;
   threads: number;
+  /** Lines of /proc/self/maps. */
+  mappings: number;
+  /**
+   * Each thread's V8 heap as it last published it (ThreadHeaps, at most a second old), KiB:
+   * heapUsed/heapTotal (V8's own heap), external and arrayBuffers (memory outside it that V8
+   * knows of), malloced (V8's own malloc use).
+   */
+  heaps?: Record<string, Record<string, number>>;
 }
 
 export interface SoakReport {
@@ -36,14 +49,27 @@ export function parseDuration(name: string, input: string): number {
   return total;
 }
 
-export function sampleProcess(atSeconds: number): SoakSample {
+export function sampleProcess(atSeconds: number, heaps?: ThreadHeaps): SoakSample {
   const status = fs.readFileSync('/proc/self/status', 'utf8');
-  return {
+  const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+  const sample: SoakSample = {
     atSeconds: Math.round(atSeconds),
-    rssKiB: Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+    rssKiB: kib('VmRSS'),
+    rssAnonKiB: kib('RssAnon'),
+    rssFileKiB: kib('RssFile'),
     fds: fs.readdirSync('/proc/self/fd').length,
     threads: fs.readdirSync('/proc/self/task').length,
+    mappings: fs.readFileSync('/proc/self/maps', 'utf8').split('\n').length - 1,
   };
+  if (heaps) {
+    heaps.publish(0);
+    sample.heaps = {};
+    for (const [row, h] of heaps.read()) {
+      const name = row === 0 ? 'main' : row === HOST_REVOKER_STATS_ROW ? 'hostRevoker' : `vcpu${row - 1}`;
+      sample.heaps[name] = Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Math.round(v / 1024)]));
+    }
+  }
+  return sample;
 }
 
 /** The verdict on a series of samples (see the header comment). */
@@ -71,13 +97,20 @@ export class SoakSampler {
   private readonly started = performance.now();
   private readonly timer: NodeJS.Timeout;
 
-  constructor(readonly intervalMs: number) {
+  constructor(
+    readonly intervalMs: number,
+    private readonly heaps?: ThreadHeaps,
+    /** Each sample is also appended to this file as one JSON line as it is taken (a long soak shows its progress; a killed one keeps its samples). */
+    private readonly logFile?: string,
+  ) {
     this.take();
     this.timer = setInterval(() => this.take(), intervalMs);
   }
 
   private take(): void {
-    this.samples.push(sampleProcess((performance.now() - this.started) / 1000));
+    const sample = sampleProcess((performance.now() - this.started) / 1000, this.heaps);
+    this.samples.push(sample);
+    if (this.logFile !== undefined) fs.appendFileSync(this.logFile, `${JSON.stringify(sample)}\n`);
   }
 
   /** Takes a last sample and stops. */

@@ -25,6 +25,8 @@ export const COUNTERS = [
   'host.revocations',
   'host.restorations',
   'bench.deviceHits',
+  /** Bytes of vCPU-thread diagnostics a closed, full or stalled stderr did not take (src/log.ts). */
+  'stderr.droppedBytes',
 ] as const;
 export type Counter = (typeof COUNTERS)[number];
 
