@@ -20,7 +20,7 @@ import { metricsSourceOf } from '../metrics/vm-source';
 import { runLinuxRace } from './linux-race';
 import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
-import { parseDuration, SoakSampler, type SoakReport } from './soak';
+import { checkSoakLog, parseDuration, soakFailed, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
 
 export interface RaceReport {
@@ -296,6 +296,8 @@ export function registerRaceCommand(program: Command): void {
           ...(soak ? { soak } : {}),
         };
         if (raw.initrd && !raw.linux) throw new InvalidArgumentError('--initrd needs --linux');
+        if ((raw.soakLog !== undefined || cmd.getOptionValueSource('soakSample') === 'cli') && !soak) throw new InvalidArgumentError('--soak-sample and --soak-log need --soak');
+        if (soak?.logFile !== undefined) checkSoakLog(soak.logFile);
         if (raw.linux && (raw.qmp !== undefined || raw.metricsListen !== undefined)) throw new InvalidArgumentError('--qmp and --metrics-listen are not supported with --linux yet');
         report = raw.linux ? await runLinuxRace({ ...o, kernel: String(raw.linux), ...(raw.initrd ? { initrd: String(raw.initrd) } : {}) }) : await runRace(o);
       } catch (e) {
@@ -306,7 +308,7 @@ export function registerRaceCommand(program: Command): void {
       const text = raw.json ? `${JSON.stringify(report)}\n` : Object.entries(report).map(([k, v]) => `${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`).join('');
       // With --linux, writes lost while decode was on are failures too, unless the host took the device away.
       const lost = report.hostRevokeRate === 0 ? ((report as { lostWrites?: number }).lostWrites ?? 0) : 0;
-      const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || report.soak?.verdict.startsWith('growing') === true;
+      const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || (report.soak !== undefined && soakFailed(report.soak.verdict));
       // An interrupted race exits 0 unless it found a failure (QEMU: a host signal is a clean stop).
       process.exitCode = failed ? 1 : 0;
       await writeOutput(process.stdout, 'stdout', text, 'the race report');
