@@ -187,10 +187,16 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     throw e;
   }
   const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000, vm.heaps, o.soak.logFile) : undefined;
-  const soakTimer = o.soak ? setTimeout(() => vm.requestShutdown(0), o.soak.seconds * 1000) : undefined;
+  // The last sample is taken while the VM still runs, before the shutdown frees its threads' heaps.
+  const soakTimer = o.soak
+    ? setTimeout(() => {
+        sampler?.stop(true);
+        vm.requestShutdown(0);
+      }, o.soak.seconds * 1000)
+    : undefined;
   const r = await vm.wait();
   if (soakTimer) clearTimeout(soakTimer);
-  sampler?.stop();
+  sampler?.stop(false); // the VM ended first (its toggles were done, a signal): no sample of a stopped VM
   detachInterrupt();
   await stopRevoker();
   await qmp?.finish(r.state, o.interrupt?.aborted ? 'host-signal' : undefined);

@@ -118,6 +118,7 @@ export class SoakSampler {
   private readonly samples: SoakSample[] = [];
   private readonly started = performance.now();
   private readonly timer: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(
     readonly intervalMs: number,
@@ -142,10 +143,16 @@ export class SoakSampler {
     }
   }
 
-  /** Takes a last sample and stops. */
-  stop(): void {
+  /**
+   * Stops sampling. `lastSample`: take one more first (the soak's time is up and the VM still
+   * runs). Not after the VM has stopped: its vCPU threads have freed their heaps by then, and that
+   * RSS says nothing about the soak. Idempotent.
+   */
+  stop(lastSample: boolean): void {
+    if (this.stopped) return;
+    this.stopped = true;
     clearInterval(this.timer);
-    this.take();
+    if (lastSample) this.take();
   }
 
   report(): SoakReport {
