@@ -26,6 +26,19 @@ import { ThreadHeaps } from './thread-heaps';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 
+/**
+ * V8 heap limits for a vCPU thread (issue 14 item 11). A vCPU thread never returns to its event
+ * loop, so V8's idle-time work (the memory reducer) never runs there and its heap only grows to
+ * what V8's heuristics allow. Under `race --host-revoke 300` on a loaded host the toggling vCPU's
+ * young generation doubled from 2 x 4 to 2 x 8 MiB semi-spaces minutes after start (4.5 min in one
+ * run), a step of +9 MiB, 10-14 % of the process RSS, after the soak's one-minute baseline. A
+ * young generation of 12 MiB (4 MiB semi-spaces: what that thread has at one minute) removes the
+ * step; the old-generation cap is a safety bound, several times the live size (6-9 MiB), that also
+ * puts V8 in its memory-constrained growth mode. (A young generation of 8 MiB, 2 MiB semi-spaces,
+ * changed the toggler's timing: `race --bar-order qemu` then hit its window less often.)
+ */
+export const VCPU_HEAP_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 12 };
+
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
 
@@ -205,7 +218,7 @@ export class Vm {
         heaps: this.heaps.shared,
         console: this.consoleOutput.ring.shared,
       };
-      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
+      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false, resourceLimits: VCPU_HEAP_LIMITS });
       this.workers.push(w);
       this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.on('error', (e) => {
