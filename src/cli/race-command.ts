@@ -22,6 +22,7 @@ import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
 import { checkSoakLog, parseDuration, soakFailed, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
+import { startProgress, summaryTable } from './progress';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -186,6 +187,9 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     vm.close();
     throw e;
   }
+  // Toggles done so far: every MEM clear and set passes the BAR-toggle counter (two per toggle).
+  const progress = startProgress('race', 'toggles', o.soak ? undefined : o.toggles);
+  const progressTimer = setInterval(() => progress.update(Math.floor(vm.stats.get('pci.barToggles') / 2)), 200);
   const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000, vm.heaps, o.soak.logFile) : undefined;
   // The last sample is taken while the VM still runs, before the shutdown frees its threads' heaps.
   const soakTimer = o.soak
@@ -195,6 +199,8 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       }, o.soak.seconds * 1000)
     : undefined;
   const r = await vm.wait();
+  clearInterval(progressTimer);
+  progress.stop();
   if (soakTimer) clearTimeout(soakTimer);
   sampler?.stop(false); // the VM ended first (its toggles were done, a signal): no sample of a stopped VM
   detachInterrupt();
@@ -311,7 +317,7 @@ export function registerRaceCommand(program: Command): void {
       } finally {
         releaseSignals();
       }
-      const text = raw.json ? `${JSON.stringify(report)}\n` : Object.entries(report).map(([k, v]) => `${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`).join('');
+      const text = raw.json ? `${JSON.stringify(report)}\n` : summaryTable('tsvmm race', Object.entries(report));
       // With --linux, writes lost while decode was on are failures too, unless the host took the device away.
       const lost = report.hostRevokeRate === 0 ? ((report as { lostWrites?: number }).lostWrites ?? 0) : 0;
       const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || (report.soak !== undefined && soakFailed(report.soak.verdict));
