@@ -2,7 +2,6 @@
 // starts one worker thread per vCPU and stops them all (kick first, then join) when the VM reaches
 // a terminal run state. The process survives every guest failure: the VM stops instead.
 import path from 'node:path';
-import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import { native } from '../native';
 import { closeVcpus, createKvmVcpu, KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
@@ -26,38 +25,6 @@ import { FaultLatencyParts } from './fault-latency';
 import { ThreadHeaps } from './thread-heaps';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
-
-/**
- * V8 heap limits for a vCPU thread (issue 14 item 11). A vCPU thread never returns to its event
- * loop, so V8's idle-time work (the memory reducer) never runs there and its heap only grows to
- * what V8's heuristics allow. Under `race --host-revoke 300` on a loaded host the toggling vCPU's
- * young generation doubled from 2 x 4 to 2 x 8 MiB semi-spaces minutes after start (4.5 min in one
- * run), a step of +9 MiB, 10-14 % of the process RSS, after the soak's one-minute baseline. A
- * young generation of 12 MiB (4 MiB semi-spaces: what that thread has at one minute) removes the
- * step; the old-generation cap is a safety bound, several times the live size (6-9 MiB), that also
- * puts V8 in its memory-constrained growth mode. (A young generation of 8 MiB, 2 MiB semi-spaces,
- * changed the toggler's timing: `race --bar-order qemu` then hit its window less often.)
- */
-export const VCPU_HEAP_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 12 };
-
-/**
- * V8's first full GC in a new isolate comes when its old space reaches an initial limit that V8
- * sizes for a main thread. A vCPU or host-revoker thread never idles, so nothing else starts one:
- * in 110 s traces (`node --trace-gc`) no worker isolate had a single Mark-Compact, while promoted
- * garbage grew their committed heaps by 1.5-4.7 MiB over 10 minutes (RSS +12.9 %). An initial old
- * space of 8 MiB, just above the 6-7 MiB they hold at one minute, brings that first full GC to the
- * second minute (8.1 -> 4.8 MiB in one trace), after which V8 sizes the limit from the live heap.
- * The flag is read when an isolate is created, so it is set before the first worker starts; the
- * main isolate, created earlier, keeps V8's default.
- */
-const WORKER_INITIAL_OLD_SPACE_FLAG = '--initial-old-space-size=8';
-let workerHeapFlagSet = false;
-
-function setWorkerHeapFlag(): void {
-  if (workerHeapFlagSet) return;
-  workerHeapFlagSet = true;
-  v8.setFlagsFromString(WORKER_INITIAL_OLD_SPACE_FLAG);
-}
 
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
@@ -222,7 +189,6 @@ export class Vm {
     if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
     this.consoleOutput.start();
-    setWorkerHeapFlag();
     for (const v of this.vcpus) {
       const data: VcpuThreadData = {
         shared: this.machine.shared,
@@ -239,7 +205,7 @@ export class Vm {
         heaps: this.heaps.shared,
         console: this.consoleOutput.ring.shared,
       };
-      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false, resourceLimits: VCPU_HEAP_LIMITS });
+      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
       this.workers.push(w);
       this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.on('error', (e) => {
