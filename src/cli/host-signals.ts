@@ -17,25 +17,32 @@
 // clean stop, so it does not claim QEMU's status 0; the kernel ends every thread at once, vCPU
 // threads inside KVM_RUN included (process.exit() would wait for them). A QMP socket file may be
 // left behind; the next start replaces a socket that no server answers on.
-// Deliberately free of imports: it must load fast.
+// Deliberately free of imports but node:fs (already loaded by Node itself): it must load fast.
 
 import fs from 'node:fs';
 
 export const HOST_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 export type HostSignal = (typeof HOST_SIGNALS)[number];
 
-let handler: ((signal: HostSignal) => void) | undefined;
-let installed = false;
-/** The first host signal, once one has arrived. */
-let first: HostSignal | undefined;
+// The state is on globalThis, not in module variables: bin/tsvmm.js installs the handlers through
+// dist/src/ before it reads the CLI bundle, which holds its own copy of this module.
+interface SignalState {
+  handler: ((signal: HostSignal) => void) | undefined;
+  installed: boolean;
+  /** The first host signal, once one has arrived. */
+  first?: HostSignal;
+}
+const STATE = Symbol.for('tsvmm.hostSignals');
+const state: SignalState = ((globalThis as { [STATE]?: SignalState })[STATE] ??= { handler: undefined, installed: false });
 
 function onSignal(signal: HostSignal): void {
-  if (first !== undefined) {
+  if (state.first !== undefined) {
     forceExit(signal);
     return;
   }
-  first = signal;
+  state.first = signal;
   process.stderr.write(`tsvmm: terminating on signal ${signal}\n`);
+  const handler = state.handler;
   if (handler) {
     handler(signal);
     return;
@@ -46,7 +53,7 @@ function onSignal(signal: HostSignal): void {
 function forceExit(signal: HostSignal): void {
   try {
     // Synchronous, and never throwing: the next line ends the process.
-    fs.writeSync(2, `tsvmm: second signal ${signal} during the shutdown that ${first} started: exiting at once\n`);
+    fs.writeSync(2, `tsvmm: second signal ${signal} during the shutdown that ${state.first} started: exiting at once\n`);
   } catch {
     // stderr is gone: exit all the same
   }
@@ -56,8 +63,8 @@ function forceExit(signal: HostSignal): void {
 
 /** Installs the handlers (idempotent). Called first thing by bin/tsvmm.js. */
 export function installHostSignalHandlers(): void {
-  if (installed) return;
-  installed = true;
+  if (state.installed) return;
+  state.installed = true;
   for (const s of HOST_SIGNALS) process.on(s, () => onSignal(s));
 }
 
@@ -67,8 +74,8 @@ export function installHostSignalHandlers(): void {
  */
 export function onHostSignal(h: (signal: HostSignal) => void): () => void {
   installHostSignalHandlers();
-  handler = h;
+  state.handler = h;
   return () => {
-    if (handler === h) handler = undefined;
+    if (state.handler === h) state.handler = undefined;
   };
 }

@@ -25,6 +25,7 @@ export const COUNTERS = [
   'host.revocations',
   'host.restorations',
   'bench.deviceHits',
+  'mmio.coalescedWrites',
   /** Bytes of vCPU-thread diagnostics a closed, full or stalled stderr did not take (src/log.ts). */
   'stderr.droppedBytes',
 ] as const;
