@@ -18,9 +18,11 @@ if (!s || s.samples.length === 0) {
   console.log(`tsvmm soak: the report has no soak samples (status ${r.exitStatus}, run state ${r.runState})`);
   process.exit(0);
 }
-const warm = 60;
-const b = s.samples.findIndex((x) => x.atSeconds >= warm);
-const base = s.samples[b >= 0 ? b : 0];
+// The verdict's baseline (src/cli/soak.ts soakVerdict): the first sample at or after 60 s when two
+// follow it, else the second sample.
+let b = s.samples.findIndex((x) => x.atSeconds >= 60);
+if (b < 1 || b > s.samples.length - 3) b = Math.min(1, s.samples.length - 1);
+const base = s.samples[b];
 const after = s.samples.filter((x) => x.atSeconds >= base.atSeconds);
 const mib = (k) => (k / 1024).toFixed(1);
 const pct = (k) => `${k >= base.rssKiB ? '+' : ''}${(((k - base.rssKiB) / base.rssKiB) * 100).toFixed(1)} %`;
@@ -28,6 +30,6 @@ const rss = after.map((x) => x.rssKiB);
 const range = (f) => `${Math.min(...after.map(f))}..${Math.max(...after.map(f))}`;
 const last = s.samples[s.samples.length - 1];
 console.log(
-  `tsvmm soak ${Math.round(last.atSeconds / 60)} min: ${s.verdict}; RSS ${mib(base.rssKiB)} MiB at ${base.atSeconds} s, then ${mib(Math.min(...rss))}..${mib(Math.max(...rss))} MiB (${pct(Math.min(...rss))}..${pct(Math.max(...rss))}), ${mib(last.rssKiB)} MiB at the end; ` +
+  `tsvmm soak ${last.atSeconds >= 120 ? `${Math.round(last.atSeconds / 60)} min` : `${last.atSeconds} s`}: ${s.verdict}; RSS ${mib(base.rssKiB)} MiB at ${base.atSeconds} s, then ${mib(Math.min(...rss))}..${mib(Math.max(...rss))} MiB (${pct(Math.min(...rss))}..${pct(Math.max(...rss))}), ${mib(last.rssKiB)} MiB at the end; ` +
     `fds ${range((x) => x.fds)}, threads ${range((x) => x.threads)}; ${r.toggles} toggles, ${r.hostRevocations} host revocations, ${r.vmDeaths} VM deaths, ${r.badValues} bad values`,
 );
