@@ -33,7 +33,6 @@ const KNOWN_DEBT = [
   { from: 'src/devices/pci/passthrough.ts', to: 'src/vmm/stats.ts', item: 'issue 12 item 2: a narrow counter sink for devices' },
   { from: 'src/devices/pci/passthrough.ts', to: 'src/vmm/memory-fault-policy.ts', item: 'issue 12 item 2 (with item 8): the slow-path rules belong to the VMM persona, handed to devices rather than imported' },
   { from: 'src/devices/pci/shm-backend.ts', to: 'src/vmm/device-lock.ts', item: 'issue 12 item 2: the futex mutex to the ground floor' },
-  { from: 'src/memory/guest-memory.ts', to: 'src/vmm/machine.ts', item: 'issue 12 item 2: RAM allocation and RamChunk into memory/' },
   { from: 'src/hypervisor/hypervisor.ts', to: 'src/kvm/regs.ts', item: 'issue 12 item 2: the Regs/Sregs types out of kvm/' },
 ];
 

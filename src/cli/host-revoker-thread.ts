@@ -27,7 +27,7 @@ export interface HostRevokerData {
 
 function main(d: HostRevokerData): void {
   const stop = new Int32Array(d.stop);
-  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), new NativeHostMemory(), () => {}, HOST_REVOKER_STATS_ROW);
+  const machine = Machine.attach({ shared: d.shared, vm: new KvmVm(d.vmFd, d.maxMemslots), hostMemory: new NativeHostMemory(), console: () => {}, statsRow: HOST_REVOKER_STATS_ROW });
   const host = machine.passthrough[0]!.host as ShmHostDevice;
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */
   const sleep = (ms: number) => {

@@ -80,22 +80,41 @@ export interface PassthroughBarInfo {
   hasMemslot: boolean;
 }
 
+/** What a passthrough function is built from (the machine builds one per function, in every thread). */
+export interface PassthroughDeviceParts {
+  name: string;
+  host: HostDevice;
+  config: PciConfigSpace;
+  memoryMap: MemoryMap;
+  window: MmioWindow;
+  /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
+  handlerIds: Map<number, number>;
+  stats: Stats;
+  options: PassthroughOptions;
+}
+
 export class PassthroughDevice implements PciFunction {
+  readonly name: string;
+  readonly host: HostDevice;
+  readonly config: PciConfigSpace;
+  readonly options: PassthroughOptions;
   /** One slow-path handler per BAR, registered by the machine under `handlerIds`. */
   readonly slowPaths: Map<number, BarSlowPath>;
+  private readonly memoryMap: MemoryMap;
+  private readonly window: MmioWindow;
+  private readonly handlerIds: Map<number, number>;
+  private readonly stats: Stats;
 
-  constructor(
-    readonly name: string,
-    readonly host: HostDevice,
-    readonly config: PciConfigSpace,
-    private readonly memoryMap: MemoryMap,
-    private readonly window: MmioWindow,
-    /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
-    private readonly handlerIds: Map<number, number>,
-    private readonly stats: Stats,
-    readonly options: PassthroughOptions,
-  ) {
-    this.slowPaths = new Map([...handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, stats)]));
+  constructor(p: PassthroughDeviceParts) {
+    this.name = p.name;
+    this.host = p.host;
+    this.config = p.config;
+    this.memoryMap = p.memoryMap;
+    this.window = p.window;
+    this.handlerIds = p.handlerIds;
+    this.stats = p.stats;
+    this.options = p.options;
+    this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, p.stats)]));
   }
 
   configRead(offset: number, size: 1 | 2 | 4): number {
