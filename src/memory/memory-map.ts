@@ -3,7 +3,7 @@
 // This module is the ONLY code that creates or deletes memslots (through HypervisorVm).
 //
 // Sharing: every vCPU thread attaches to the same SharedArrayBuffer, so all threads see one map.
-// Mutations and commits happen only with the device lock held (src/vmm/device-lock.ts); the change
+// Mutations and commits happen only with the device lock held (src/device-lock.ts); the change
 // generation is also read without the lock (Atomics), by the run loop before each KVM_RUN.
 //
 // Commit order: memslot deletions before additions (as QEMU's kvm_region_commit does), so a range

@@ -19,7 +19,7 @@ import { attachHostDevice, openHostDevices, shareHostDevice } from '../devices/p
 import { PassthroughDevice, passthroughDefinition, type PassthroughBarInfo } from '../devices/pci/passthrough';
 import { LinuxDevices } from '../devices/linux-devices';
 import { assignBars } from '../boot/firmware';
-import { DeviceLock } from './device-lock';
+import { DeviceLock } from '../device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
 import { createPolicy, type MemoryFaultPolicy } from './memory-fault-policy';

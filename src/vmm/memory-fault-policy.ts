@@ -10,7 +10,7 @@
 // Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
 //
 // tsvmm's policy, classified with the device lock held (so it sees the end state of any in-flight
-// config write; src/vmm/device-lock.ts):
+// config write; src/device-lock.ts):
 // - KVM_EXIT_MEMORY_FAULT (kernels with the kvm_handle_error_pfn() annotation):
 //     EHWPOISON -> fatal "hardware memory error (EHWPOISON) at gpa ..." (hardwareMemoryError());
 //     unknown flags -> fatal "KVM_EXIT_MEMORY_FAULT: Unknown flag 0x..";

@@ -11,7 +11,7 @@
 // Internal state changes are serialised by the backend's own lock (vfio-pci's memory_lock), never
 // by the VMM's device lock.
 import type { HostMemory } from '../../memory/host-memory';
-import { DeviceLock } from '../../vmm/device-lock';
+import { DeviceLock } from '../../device-lock';
 import type { HostDevice, HostDeviceIdentity, HostRegion } from './host-device';
 import { commandAfterWrite } from './command-register';
 import { PCI_COMMAND_MEMORY } from './constants';
