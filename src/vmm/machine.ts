@@ -22,7 +22,7 @@ import { assignBars } from '../boot/firmware';
 import { DeviceLock } from '../device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
-import { createPolicy, type MemoryFaultPolicy } from './memory-fault-policy';
+import { createPolicy, slowPathRules, type MemoryFaultPolicy } from './memory-fault-policy';
 import type { Step } from '../steps';
 import type { AccessEffect, DispatchTarget } from './dispatch';
 import { validateConfig, type MachineConfig } from './machine-config';
@@ -68,7 +68,7 @@ export class Machine implements DispatchTarget {
     this.hostMemory = hostMemory;
     this.unclaimed = new UnclaimedAccesses(this.stats);
     this.policy = createPolicy(config.policy, config.barOrder);
-    this.mmio.register(HANDLER_CONTROL, new ControlDevice(this.stats, console));
+    this.mmio.register(HANDLER_CONTROL, new ControlDevice(this.stats.cell('bench.deviceHits'), console));
     this.mmio.register(HANDLER_ECAM, new EcamHandler(this.hostBridge));
     if (shared.linux) {
       this.linux = new LinuxDevices(shared.linux, console, vm);
@@ -77,7 +77,7 @@ export class Machine implements DispatchTarget {
       this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
     }
     this.pio.register(PciHostBridge.CONFIG_ADDRESS_PORT, 8, new ConfigPorts(this.hostBridge));
-    this.pio.register(BENCH_PORT, 4, new BenchPort(this.stats));
+    this.pio.register(BENCH_PORT, 4, new BenchPort(this.stats.cell('bench.deviceHits')));
   }
 
   /** Builds a machine in this thread: RAM, devices, memory map, memslots. */
@@ -129,6 +129,7 @@ export class Machine implements DispatchTarget {
         window: { base: PCI_MMIO_BASE, end: PCI_MMIO_END },
         handlerIds,
         stats: m.stats,
+        slowPathRules,
         options: { barOrder: m.policy.barOrder === 'qemu' ? 'qemu' : shared.config.barOrder, keepMemslotOnDecodeOff: m.policy.keepMemslotOnDecodeOff },
       });
       for (const [bar, id] of handlerIds) m.mmio.register(id, dev.slowPaths.get(bar)!);

@@ -4,7 +4,8 @@
 //                                    policy.onRunError; KVM_RUN's EIO: vmBuggedStop())
 //   src/vmm/vcpu-runner.ts           a memslot ioctl failing mid-dispatch (stopForFailedStep())
 //   src/vmm/machine.ts               an MMIO exit no region answers (classifyUnclaimedMmio())
-//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused())
+//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused(),
+//                                    handed to each device as slowPathRules)
 // The real run loop is src/vmm/vcpu-runner.ts (driven by src/vmm/vcpu-thread.ts); the kernel model's
 // explorer (src/sim/) runs the same code against patched, unpatched, emulating and bug-on kernels.
 // Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
@@ -41,7 +42,8 @@ import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
 import { allOnes } from '../kvm/exit';
 import { MemslotError } from '../hypervisor/hypervisor';
 import type { FlatRange } from '../memory/flatten';
-import type { PassthroughBarInfo, PassthroughDevice } from '../devices/pci/passthrough';
+import type { PassthroughBarInfo, PassthroughDevice, SlowPathRules } from '../devices/pci/passthrough';
+import type { DeviceCounter } from '../devices/counters';
 import type { Step } from '../steps';
 import type { Counter } from './stats';
 
@@ -366,9 +368,12 @@ export function slowPathNeedsResync(bar: PassthroughBarInfo | undefined, keepMem
  * The device fd refused a slow-path access (vfio-pci: EIO while memory decode is off or the host
  * holds the device; a poisoned page too): an Unsupported Request. A read completes as all ones.
  */
-export function slowPathRefused(isWrite: boolean, len: number): { value: bigint; counters: Counter[] } {
+export function slowPathRefused(isWrite: boolean, len: number): { value: bigint; counters: DeviceCounter[] } {
   return { value: isWrite ? 0n : allOnes(len), counters: ['passthrough.slowPathErrors', isWrite ? 'ur.droppedWrites' : 'ur.reads'] };
 }
+
+/** The slow-path rules every passthrough device gets (PassthroughDeviceParts.slowPathRules). */
+export const slowPathRules: SlowPathRules = { needsResync: slowPathNeedsResync, refused: slowPathRefused };
 
 export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): MemoryFaultPolicy {
   switch (name) {

@@ -24,9 +24,8 @@
 // is still needed for revocations the VMM did not initiate (host-side reset, runtime PM).
 // `tsvmm race` measures both orders (efaultsRecovered is 0 with unmap-first).
 import type { MemoryMap } from '../../memory/memory-map';
-import type { Stats } from '../../vmm/stats';
+import type { CounterSink, DeviceCounter } from '../counters';
 import { step, type Step } from '../../steps';
-import { slowPathNeedsResync, slowPathRefused } from '../../vmm/memory-fault-policy';
 import { stepsEffect, type DeviceEffect, type MmioHandler, type MmioReadResult } from '../device';
 import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-space';
 import type { PciFunction } from './host-bridge';
@@ -80,6 +79,17 @@ export interface PassthroughBarInfo {
   hasMemslot: boolean;
 }
 
+/**
+ * What a BAR's slow path does in the cases that are the VMM's policy, not the device's: the VMM
+ * persona hands them in (src/vmm/memory-fault-policy.ts, slowPathRules).
+ */
+export interface SlowPathRules {
+  /** Whether an exit that reached the slow path came through a stale memslot (then: resync). */
+  needsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean;
+  /** What an access the device fd refused completes as, and what it counts. */
+  refused(isWrite: boolean, len: number): { value: bigint; counters: DeviceCounter[] };
+}
+
 /** What a passthrough function is built from (the machine builds one per function, in every thread). */
 export interface PassthroughDeviceParts {
   name: string;
@@ -89,7 +99,8 @@ export interface PassthroughDeviceParts {
   window: MmioWindow;
   /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
   handlerIds: Map<number, number>;
-  stats: Stats;
+  stats: CounterSink;
+  slowPathRules: SlowPathRules;
   options: PassthroughOptions;
 }
 
@@ -103,7 +114,7 @@ export class PassthroughDevice implements PciFunction {
   private readonly memoryMap: MemoryMap;
   private readonly window: MmioWindow;
   private readonly handlerIds: Map<number, number>;
-  private readonly stats: Stats;
+  private readonly stats: CounterSink;
 
   constructor(p: PassthroughDeviceParts) {
     this.name = p.name;
@@ -114,7 +125,7 @@ export class PassthroughDevice implements PciFunction {
     this.handlerIds = p.handlerIds;
     this.stats = p.stats;
     this.options = p.options;
-    this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, p.stats)]));
+    this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, p.stats, p.slowPathRules)]));
   }
 
   configRead(offset: number, size: 1 | 2 | 4): number {
@@ -216,7 +227,12 @@ export class PassthroughDevice implements PciFunction {
 export class BarSlowPath implements MmioHandler {
   readonly name: string;
 
-  constructor(private readonly device: PassthroughDevice, private readonly index: number, private readonly stats: Stats) {
+  constructor(
+    private readonly device: PassthroughDevice,
+    private readonly index: number,
+    private readonly stats: CounterSink,
+    private readonly rules: SlowPathRules,
+  ) {
     this.name = `${device.name} BAR${index} slow path`;
   }
 
@@ -236,15 +252,15 @@ export class BarSlowPath implements MmioHandler {
   }
 
   private refused(isWrite: boolean, len: number): bigint {
-    const d = slowPathRefused(isWrite, len);
+    const d = this.rules.refused(isWrite, len);
     for (const c of d.counters) this.stats.add(c);
     return d.value;
   }
 
-  /** The memory-fault policy decides whether this exit came through a stale memslot (slowPathNeedsResync()). */
+  /** The VMM's rules decide whether this exit came through a stale memslot (SlowPathRules.needsResync()). */
   private resyncIfStale(): DeviceEffect | undefined {
     const info = this.device.barInfo().find((b) => b.bar.index === this.index);
-    if (!slowPathNeedsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
+    if (!this.rules.needsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
     this.stats.add('fault.emulatedMmioRecovered');
     return stepsEffect(this.device.syncRegions(false));
   }
