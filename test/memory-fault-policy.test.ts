@@ -13,10 +13,8 @@ import { MemslotError, type MemslotSpec } from '../src/hypervisor/hypervisor';
 import { vmQmpTarget, terminalEvents } from '../src/qmp/vm-target';
 import type { Vm } from '../src/vmm/vm';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
+import { EFAULT, EHWPOISON, EIO } from '../src/errno';
 
-const EFAULT = 14;
-const EHWPOISON = 133;
-const EIO = 5;
 
 function machine(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GUEST_LOAD_GPA, MAX_VCPUS } from './layout';
 import { viewOf } from '../le-bytes';
+import { hex } from '../hex';
 
 export const GUEST_MAGIC = 0x3154_5347_4d56_5354n; // "TSVMGST1"
 export const GUEST_HEADER_VERSION = 1;
@@ -154,9 +155,6 @@ export function maxImageBytes(ramBytes: bigint, lowRamEnd: bigint): number {
   return room <= 0n ? 0 : Number(room < BigInt(MAX_GUEST_IMAGE_BYTES) ? room : BigInt(MAX_GUEST_IMAGE_BYTES));
 }
 
-function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
-}
 
 /** Parses and checks an image header; `name` only labels error messages. */
 export function parseGuestHeader(bytes: Uint8Array, name = 'guest image'): { version: number; entries: bigint[]; headerSize: number } {

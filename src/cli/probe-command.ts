@@ -8,7 +8,7 @@ import { KVM_CAP_MEMORY_FAULT_INFO, KVM_API_VERSION, Run } from '../kvm/constant
 import { ShmHostDevice } from '../devices/pci/shm-backend';
 import { VcpuRunner } from '../vmm/vcpu-runner';
 import { runSteps } from '../steps';
-import { describeErrnoName } from '../vmm/errno';
+import { describeErrnoName, EFAULT } from '../errno';
 import { reportErrorAndExit } from './common';
 
 export type ProbeAnswer = 'annotated' | 'unannotated' | 'emulated-mmio' | 'no-fault' | 'other';
@@ -53,7 +53,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
         return { answer: ok ? 'annotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason 39 KVM_EXIT_MEMORY_FAULT gpa 0x${exit.gpa.toString(16)} size 0x${exit.size.toString(16)} flags 0x${exit.flags.toString(16)}` };
       }
       if (exit.kind === 'run-error') {
-        return { answer: exit.errno === 14 ? 'unannotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason ${staleReason} (not a memory-fault exit)` };
+        return { answer: exit.errno === EFAULT ? 'unannotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason ${staleReason} (not a memory-fault exit)` };
       }
       if (exit.kind === 'mmio' && exit.gpa >= bar0 && exit.gpa < bar0 + 0x1000n) {
         const slot = vm.machine.memoryMap.slots().some((s) => exit.gpa >= s.gpa && exit.gpa < s.gpa + s.size);

@@ -38,7 +38,9 @@
 // device and the host not holding it (ShmHostDevice.memoryEnabled() && !heldAway()). An access takes
 // effect inside KVM (through a mapped memslot) or, for an MMIO exit, when the VMM dispatches it under
 // the device lock; a read's value reaches the guest when the instruction retires on re-entry.
-import { allOnes, type VcpuExit } from '../kvm/exit';
+import type { VcpuExit } from '../kvm/exit';
+import { allOnes } from '../access-width';
+import { hex } from '../hex';
 import type { BarOrder } from '../devices/pci/passthrough';
 import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
@@ -130,7 +132,6 @@ const PASSTHROUGH_SLOT = 3;
 const PASSTHROUGH_NAME = 'pt0';
 const SECOND_DEVICE = { name: 'pt1', slot: 4, backend: 'shm' } as const;
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 interface Actor {
   readonly name: string;

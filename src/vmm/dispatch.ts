@@ -9,6 +9,7 @@ import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
 import type { Step } from '../steps';
+import { hex } from '../hex';
 
 export type Outcome =
   | { kind: 'continue' }
@@ -63,7 +64,6 @@ export function exitNeedsLock(exit: VcpuExit): boolean {
   return exit.kind === 'io' || exit.kind === 'mmio' || exit.kind === 'memory-fault' || exit.kind === 'run-error';
 }
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 function stop(lines: string[], state: 'internal-error' | 'guest-panicked' | 'shutdown' = 'internal-error', dumpRegisters = true): Outcome {
   return { kind: 'stop', state, lines, dumpRegisters };

@@ -37,9 +37,11 @@
 //   the stale memslot -> resync so the next access traps; the device fd refusing the access (EIO:
 //   decode off or the host holds the device) -> Unsupported Request.
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
-import { describeErrnoName } from './errno';
+import { describeErrnoName } from '../errno';
+import { EFAULT, EHWPOISON, EIO } from '../errno';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
-import { allOnes } from '../kvm/exit';
+import { allOnes } from '../access-width';
+import { hex } from '../hex';
 import { MemslotError } from '../hypervisor/hypervisor';
 import type { FlatRange } from '../memory/flatten';
 import type { PassthroughBarInfo, PassthroughDevice, SlowPathRules } from '../devices/pci/passthrough';
@@ -98,10 +100,6 @@ export interface MemoryFaultPolicy {
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
 }
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
-const EFAULT = 14;
-const EHWPOISON = 133;
-const EIO = 5;
 
 function kvmRunFailed(errno: number): string {
   return `error: kvm run failed ${describeErrnoName(errno)}`;

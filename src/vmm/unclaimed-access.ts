@@ -1,6 +1,6 @@
 // Guest accesses no device claims: port I/O reads all ones and writes are dropped; MMIO is the
 // policy's (classifyUnclaimedMmio()). Each is counted, and logged once per address (per thread).
-import { allOnes } from '../kvm/exit';
+import { allOnes } from '../access-width';
 import type { FlatRange } from '../memory/flatten';
 import type { PassthroughDevice } from '../devices/pci/passthrough';
 import { classifyUnclaimedMmio } from './memory-fault-policy';
