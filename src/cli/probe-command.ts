@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { KvmSystem } from '../kvm/kvm';
 import { KVM_CAP_MEMORY_FAULT_INFO, KVM_API_VERSION, Run } from '../kvm/constants';
-import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { revocableHost } from '../vmm/host-revocation';
 import { VcpuRunner } from '../vmm/vcpu-runner';
 import { runSteps } from '../steps';
 import { describeErrnoName, EFAULT } from '../errno';
@@ -43,7 +43,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
   });
   try {
     const bar0 = vm.bars.get('pt0')!.get(0)!;
-    (vm.machine.passthrough[0]!.host as ShmHostDevice).hostRevoke();
+    revocableHost(vm.machine).hostRevoke();
     const runner = new VcpuRunner(vm.vcpus[0]!, vm.machine);
     for (let i = 0; i < MAX_EXITS; i++) {
       const exit = runner.enter();

@@ -54,6 +54,7 @@ import { VcpuRunner } from '../vmm/vcpu-runner';
 import { SimHostMemory } from './host-memory';
 import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
 import { accessorProgram, formatInstruction, scratchOffset, togglerProgram, WIDTHS, type ConfigAccess, type Instruction, type Width } from './program';
+import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
 
 export const VIOLATION_KINDS = ['vm-death', 'bad-value', 'bad-write', 'livelock', 'missed-stop', 'bugged-vm', 'final-state', 'vmm-exception'] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
@@ -288,8 +289,7 @@ class HostActor implements Actor {
       case 'restore':
         // The VMM is told the device is back: under its lock, restore and resync the BARs.
         if (!w.machine.lock.tryLock()) throw new Error('host: scheduled while the device lock is held');
-        w.host.hostRestore();
-        this.queue = new StepQueue(w.machine.resyncBars());
+        this.queue = new StepQueue(restoreAfterHostRevocation(w.machine, w.host));
         this.phase = this.queue.length > 0 ? 'steps' : 'release';
         return w.tracing ? `${this.name}: take device lock, restore ${PASSTHROUGH_NAME}, resync BARs (${this.queue.length} step(s))` : undefined;
       case 'steps': {
@@ -391,7 +391,7 @@ export class World implements SimObserver {
     const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
     this.bar0 = bars.get(0)!;
     const dev = this.machine.passthrough[0]!;
-    this.host = dev.host as ShmHostDevice;
+    this.host = revocableHost(this.machine);
     const hostBar0 = dev.host.regions().find((r) => r.index === 0)!.hostAddress!;
     this.bar0File = this.hostMemory.fileAt(hostBar0)!;
     if (options.poison) {
