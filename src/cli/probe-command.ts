@@ -37,8 +37,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
   // memory decode stays on, so the memslot is still there: exactly the racing vCPU's situation.
   const vm = Vm.create({
     machine: { ramBytes: 16n << 20n, vcpus: 1, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' },
-    guest,
-    params: { probeGpa: 'bar0' },
+    guest: { image: guest, params: { probeGpa: 'bar0' } },
     kvmPath,
   });
   try {

@@ -167,8 +167,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       policy: o.policy,
       barOrder,
     },
-    guest: 'race',
-    params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 },
+    guest: { image: 'race', params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 } },
     kvmPath: o.kvmPath,
   });
   const detachInterrupt = prepareRaceVm(vm, o);

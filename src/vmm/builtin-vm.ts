@@ -7,21 +7,14 @@ import { GuestMemory } from '../memory/guest-memory';
 import { CONTROL_BASE } from '../devices/control';
 import { loadGuest, type ResolvedGuest } from '../boot/guest-image';
 import { setupLongMode, vcpuBootState } from '../boot/long-mode';
-import { writeBootInfo, type BootInfo } from '../boot/boot-info';
+import { writeBootInfo } from '../boot/boot-info';
+import { guestParamWords, type GuestParams } from '../boot/guest-params';
 import { Machine } from './machine';
 import type { MachineConfig } from './machine-config';
 import { ECAM_BASE, PCI_MMIO_BASE, PCI_MMIO_END } from './physical-layout';
 
 /** Intel VMX needs a TSS region KVM can use; any 3 unused pages below 4 GiB (as QEMU picks). */
 const KVM_TSS_GPA = 0xfffb_d000;
-
-/** A built-in guest's parameters, written into the boot info page. */
-export type GuestParams = Partial<Pick<BootInfo, 'iterations' | 'toggles' | 'configAccess'>> & {
-  /** Which BAR of the first passthrough function the guest gets as BI_BAR0 (default 0). */
-  bar?: number;
-  /** The address probe guests read; 'bar0' = the first passthrough function's BAR0. */
-  probeGpa?: bigint | 'bar0';
-};
 
 /** What a VM builder hands Vm (the Linux builder's LinuxVmParts has the same shape). */
 export interface VmParts {
@@ -62,8 +55,6 @@ export function buildBuiltinVm(opts: BuiltinVmOptions): VmParts {
   const { entries } = loadGuest(memory.low, image.bytes, `guest image ${image.file}`);
   const bars = machine.assignBars();
   const firstDevice = opts.machine.passthrough[0];
-  const bar0 = firstDevice ? (bars.get(firstDevice.name)?.get(opts.params?.bar ?? 0) ?? 0n) : 0n;
-  const probe = opts.params?.probeGpa;
   writeBootInfo(new DataView(memory.low.buffer, memory.low.byteOffset, memory.low.byteLength), {
     vcpus: vcpuCount,
     ramBytes: opts.machine.ramBytes,
@@ -71,12 +62,7 @@ export function buildBuiltinVm(opts: BuiltinVmOptions): VmParts {
     ecamBase: ECAM_BASE,
     pciWindowBase: PCI_MMIO_BASE,
     pciWindowEnd: PCI_MMIO_END,
-    pciBdf: firstDevice ? firstDevice.slot << 3 : 0,
-    bar0,
-    iterations: opts.params?.iterations ?? 0,
-    toggles: opts.params?.toggles ?? 0,
-    configAccess: opts.params?.configAccess ?? 0,
-    probeGpa: probe === 'bar0' ? bar0 : (probe ?? 0n),
+    ...guestParamWords(opts.params, firstDevice && { slot: firstDevice.slot, bars: bars.get(firstDevice.name) }),
   });
   const mmapSize = system.vcpuMmapSize();
   const vcpus: KvmVcpu[] = [];

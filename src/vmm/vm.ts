@@ -21,15 +21,14 @@ import { FaultEventRing } from './fault-events';
 import { FaultLatencyParts } from './fault-latency';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
-import { buildBuiltinVm, type GuestParams, type VmParts } from './builtin-vm';
+import { buildBuiltinVm, type VmParts } from './builtin-vm';
+import type { GuestSpec } from '../boot/guest-params';
 import { undoOnFailure } from './undo-stack';
 
 export interface VmOptions {
   machine: MachineConfig;
-  /** A built-in guest name or a path to a guest image. */
-  guest: string;
-  /** Guest parameters written into the boot info page. */
-  params?: GuestParams;
+  /** A built-in guest name or a path to a guest image, alone or with its parameters (the race's, a loop count...). */
+  guest: string | GuestSpec;
   kvmPath?: string;
   /**
    * Where guest console output goes (serial and control CONSOLE, from every vCPU thread), called
@@ -83,8 +82,9 @@ export class Vm {
   static create(opts: VmOptions): Vm {
     // Bad input fails before KVM, RAM or any fd is touched.
     validateConfig(opts.machine);
-    const image = resolveGuest(opts.guest, maxImageBytes(opts.machine.ramBytes, LOW_RAM_END));
-    return Vm.assemble(opts, (console, host, undo) => buildBuiltinVm({ machine: opts.machine, image, params: opts.params, kvmPath: opts.kvmPath, console, host, undo }));
+    const guest = typeof opts.guest === 'string' ? { image: opts.guest } : opts.guest;
+    const image = resolveGuest(guest.image, maxImageBytes(opts.machine.ramBytes, LOW_RAM_END));
+    return Vm.assemble(opts, (console, host, undo) => buildBuiltinVm({ machine: opts.machine, image, params: guest.params, kvmPath: opts.kvmPath, console, host, undo }));
   }
 
   /**
