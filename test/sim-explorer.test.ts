@@ -230,7 +230,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
   });
 
   test('a stop whose diagnostics do not name the gpa is caught', () => {
-    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', lines: ['error: kvm run failed Bad address'] }) }) }), EXHAUSTIVE(0));
+    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }) }), EXHAUSTIVE(0));
     assert.equal(r.firstViolation?.kind, 'missed-stop');
   });
 });

@@ -22,6 +22,7 @@ import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
 import { parseDuration, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
+import { UserInputError } from '../user-input-error';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -81,7 +82,7 @@ export interface RaceOptions {
   soak?: { seconds: number; sampleSeconds: number };
 }
 
-export class RaceDeviceError extends Error {
+export class RaceDeviceError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'RaceDeviceError';

@@ -55,6 +55,7 @@ import { SimHostMemory } from './host-memory';
 import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
 import { accessorProgram, formatInstruction, scratchOffset, togglerProgram, WIDTHS, type ConfigAccess, type Instruction, type Width } from './program';
 import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
+import { stopReasonGpa } from '../vmm/stop-reasons';
 
 export const VIOLATION_KINDS = ['vm-death', 'bad-value', 'bad-write', 'livelock', 'missed-stop', 'bugged-vm', 'final-state', 'vmm-exception'] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
@@ -584,8 +585,7 @@ export class World implements SimObserver {
       this.violate('bugged-vm', a.name, `a second stop report for the bugged VM (from ${a.name}): every vCPU sees EIO, but only one report may be printed`, o.lines);
       return;
     }
-    const text = o.lines.join('\n');
-    if (o.state !== 'internal-error' || !/KVM_BUG_ON/.test(text) || !text.includes(`vCPU ${a.vcpu.index}`)) {
+    if (o.state !== 'internal-error' || o.reason.kind !== 'vm-bugged' || o.reason.vcpu !== a.vcpu.index) {
       this.violate('bugged-vm', a.name, `the VM is bugged (KVM_BUG_ON) but its stop (${o.state}) does not say so and name vCPU ${a.vcpu.index}: ${o.lines[0] ?? ''}`, o.lines);
     }
   }
@@ -610,14 +610,14 @@ export class World implements SimObserver {
     this.stopLines = [...o.lines, ...dump];
     if (a.poisonedAt !== undefined) {
       const page = hex(a.poisonedAt & ~0xfffn);
-      if (!new RegExp(`hardware memory error \\(EHWPOISON\\) at gpa ${page}\\b`).test(o.lines.join('\n')) || o.state !== 'internal-error') {
+      if (o.reason.kind !== 'hardware-memory-error' || o.reason.gpa !== (a.poisonedAt & ~0xfffn) || o.state !== 'internal-error') {
         this.violate('missed-stop', a.name, `the VM stopped after a hardware memory error (EHWPOISON) at gpa ${page} but its diagnostics do not say so: ${o.lines[0] ?? ''}`, this.stopLines);
       }
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'kernel-bug' && o.state === 'internal-error') {
       // Kernels without the second patch return a plain EFAULT there: a fault outside every BAR.
-      if (!o.lines.some((l) => /outside any passthrough BAR/.test(l))) this.violate('missed-stop', a.name, `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
+      if (o.reason.kind !== 'efault-outside-bar') this.violate('missed-stop', a.name, `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'ram-probe' && o.state === 'internal-error') {
@@ -625,11 +625,11 @@ export class World implements SimObserver {
       // the VMM's own lines when the kernel reports it (patched: memory_fault.gpa; emulated: the MMIO
       // exit), else the register dump (unpatched KVM reports no gpa at all).
       const gpa = hex(faulting.gpa);
-      const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : o.lines.some((l) => l.includes(gpa));
+      const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : stopReasonGpa(o.reason) === faulting.gpa;
       if (!named) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not name the gpa`, this.stopLines);
       // And they must say what it is: a fault outside every BAR, not a BAR fault that looped. (With the
       // unpatched kernel only the VMM's own conclusion can say so; KVM gives no gpa.)
-      const outside = o.lines.some((l) => /outside any passthrough BAR|not in any passthrough BAR|inside RAM region/.test(l));
+      const outside = o.reason.kind === 'efault-outside-bar' || o.reason.kind === 'memory-fault-outside-bar' || o.reason.kind === 'mmio-in-ram';
       if (!outside) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
       return;
     }

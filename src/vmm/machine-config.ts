@@ -2,6 +2,7 @@
 // run before KVM, RAM or any fd is touched.
 import type { BarOrder } from '../devices/pci/passthrough';
 import type { PolicyName } from './memory-fault-policy';
+import { UserInputError } from '../user-input-error';
 
 /**
  * The most guest RAM a machine may have (documented in README): 64 GiB is 33 RAM regions, which
@@ -36,7 +37,7 @@ export interface MachineConfig {
   linux?: boolean;
 }
 
-export class MachineConfigError extends Error {
+export class MachineConfigError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'MachineConfigError';

@@ -38,6 +38,7 @@
 //   decode off or the host holds the device) -> Unsupported Request.
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
 import { describeErrnoName } from '../errno';
+import { describeBar, stopLines, type BarFacts, type PlaceFacts, type StopReason } from './stop-reasons';
 import { EFAULT, EHWPOISON, EIO } from '../errno';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
 import { allOnes } from '../access-width';
@@ -85,7 +86,7 @@ export interface VcpuFaultState {
 
 export type FaultDecision =
   | { kind: 'retry'; counter: Counter; steps: Step[] }
-  | { kind: 'fatal'; lines: string[] };
+  | { kind: 'fatal'; reason: StopReason };
 
 export interface MemoryFaultPolicy {
   readonly name: PolicyName;
@@ -101,13 +102,16 @@ export interface MemoryFaultPolicy {
 }
 
 
-function kvmRunFailed(errno: number): string {
-  return `error: kvm run failed ${describeErrnoName(errno)}`;
+/** A BAR's state now, as data for a stop reason. */
+export function barFacts(b: PassthroughBarInfo): BarFacts {
+  return { device: b.device.name, index: b.bar.index, address: b.bar.address, size: b.bar.size, decoding: b.bar.decoding, hostAccessible: b.hostAccessible, hostMapped: b.hasMemslot };
 }
 
-function describeBar(b: PassthroughBarInfo): string {
-  return `${b.device.name} BAR${b.bar.index} [${hex(b.bar.address)}, +${hex(b.bar.size)}) decode ${b.bar.decoding ? 'on' : 'off'}, host mapping ${b.hostAccessible ? 'accessible' : 'revoked'}, memslot ${b.hasMemslot ? 'present' : 'absent'}`;
+function placeOf(bar: PassthroughBarInfo | undefined, r: FlatRange | undefined): PlaceFacts {
+  return bar ? { kind: 'bar', bar: barFacts(bar) } : r ? { kind: 'region', regionKind: r.region.kind, name: r.region.name } : { kind: 'none' };
 }
+
+const fatal = (reason: StopReason): FaultDecision => ({ kind: 'fatal', reason });
 
 /**
  * Per-vCPU guard against refault loops (KVM_CAP_MEMORY_FAULT_INFO: "guard against repeatedly
@@ -148,13 +152,7 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
   // makes the next fault's generation differ, so only faults after no-op recoveries count.
   const n = vcpu.guard.record(key, facts.memoryMapGeneration());
   if (n <= vcpu.guard.limit) return decision;
-  return {
-    kind: 'fatal',
-    lines: [
-      `tsvmm: refault loop on vCPU ${vcpu.vcpu}: ${context} retried ${n} times without any memory-map change; the fault cannot be resolved`,
-      ...facts.passthroughBars().map((b) => `  ${describeBar(b)}`),
-    ],
-  };
+  return fatal({ kind: 'refault-loop', vcpu: vcpu.vcpu, context, retries: n, bars: facts.passthroughBars().map(barFacts) });
 }
 
 /**
@@ -168,15 +166,7 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
 function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
   const size = fault.size === 0n ? 0x1000n : fault.size;
   const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
-  const r = facts.resolve(fault.gpa);
-  const what = bar ? describeBar(bar) : r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
-  return {
-    kind: 'fatal',
-    lines: [
-      `tsvmm: hardware memory error (EHWPOISON) at gpa ${hex(fault.gpa)} size ${hex(fault.size)} on vCPU ${vcpu.vcpu} (${what}): the host page is poisoned; the VM stops rather than consume the poison again`,
-      kvmRunFailed(fault.errno),
-    ],
-  };
+  return fatal({ kind: 'hardware-memory-error', vcpu: vcpu.vcpu, errno: fault.errno, gpa: fault.gpa, size: fault.size, place: placeOf(bar, facts.resolve(fault.gpa)) });
 }
 
 class TsvmmPolicy implements MemoryFaultPolicy {
@@ -190,9 +180,9 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 
   onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     if (errno === EHWPOISON) {
-      return { kind: 'fatal', lines: [`tsvmm: hardware memory error (EHWPOISON) from KVM_RUN on vCPU ${vcpu.vcpu}: KVM gave no gpa (no KVM_EXIT_MEMORY_FAULT); the host page is poisoned`, kvmRunFailed(errno)] };
+      return fatal({ kind: 'hardware-memory-error-no-gpa', vcpu: vcpu.vcpu, errno });
     }
-    if (errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
+    if (errno !== EFAULT) return fatal({ kind: 'kvm-run-failed', errno });
     const bars = facts.passthroughBars();
     const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
     const generationNow = facts.revocationGeneration();
@@ -204,14 +194,16 @@ class TsvmmPolicy implements MemoryFaultPolicy {
     const revokedAtEntry = vcpu.barRevokedAtEntry;
     const staleAtEntry = revokedAtEntry !== undefined && bars.some((b) => revokedAtEntry(b) && (mapChanged || b.hostAccessible));
     if (!revokedSinceEntry && revokedNow.length === 0 && !staleAtEntry) {
-      return {
-        kind: 'fatal',
-        lines: [
-          kvmRunFailed(errno),
-          `tsvmm: EFAULT from KVM_RUN on vCPU ${vcpu.vcpu} without a memory-fault exit, and no passthrough BAR mapping was revoked when the vCPU entered (revocation generation ${vcpu.revocationGenerationAtEntry}, memory map generation ${vcpu.memoryMapGenerationAtEntry ?? '?'}), since then (now ${generationNow}, ${facts.memoryMapGeneration()}) or now: the fault is outside any passthrough BAR`,
-          ...bars.map((b) => `  ${describeBar(b)}`),
-        ],
-      };
+      return fatal({
+        kind: 'efault-outside-bar',
+        vcpu: vcpu.vcpu,
+        errno,
+        generationAtEntry: vcpu.revocationGenerationAtEntry,
+        mapGenerationAtEntry: vcpu.memoryMapGenerationAtEntry,
+        generationNow,
+        mapGenerationNow: facts.memoryMapGeneration(),
+        bars: bars.map(barFacts),
+      });
     }
     const steps = facts.resyncBars();
     const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${generationNow})`;
@@ -220,26 +212,16 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     const where = `gpa ${hex(fault.gpa)} size ${hex(fault.size)} flags ${hex(fault.flags)}`;
+    const address = { gpa: fault.gpa, size: fault.size, flags: fault.flags };
     if (fault.errno === EHWPOISON) return hardwareMemoryError(fault, facts, vcpu);
-    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
-      return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`, `tsvmm: memory fault at ${where} on vCPU ${vcpu.vcpu}`] };
-    }
-    if ((fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
-      return { kind: 'fatal', lines: [`tsvmm: KVM_EXIT_MEMORY_FAULT for private memory at ${where} on vCPU ${vcpu.vcpu}: shared/private conversion is not supported (tsvmm has no guest_memfd)`] };
-    }
+    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return fatal({ kind: 'memory-fault-unknown-flags', vcpu: vcpu.vcpu, fault: address });
+    if ((fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return fatal({ kind: 'memory-fault-private', vcpu: vcpu.vcpu, fault: address });
     // size 0 has been proposed to mean "unknown": treat it as the page.
     const size = fault.size === 0n ? 0x1000n : fault.size;
     const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
-    if (!bar) {
-      const r = facts.resolve(fault.gpa);
-      const region = r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
-      return {
-        kind: 'fatal',
-        lines: [kvmRunFailed(fault.errno), `tsvmm: KVM_EXIT_MEMORY_FAULT at ${where} on vCPU ${vcpu.vcpu} is not in any passthrough BAR (${region}): cannot be resolved`],
-      };
-    }
+    if (!bar) return fatal({ kind: 'memory-fault-outside-bar', vcpu: vcpu.vcpu, errno: fault.errno, fault: address, place: placeOf(undefined, facts.resolve(fault.gpa)) });
     const steps = facts.resyncBars();
-    const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(bar)}`;
+    const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(barFacts(bar))}`;
     return guarded({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps }, `mf:${fault.gpa}:${size}:${fault.flags}`, context, facts, vcpu);
   }
 }
@@ -256,23 +238,20 @@ class QemuPolicy implements MemoryFaultPolicy {
   }
 
   onRunError(errno: number): FaultDecision {
-    return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
+    return fatal({ kind: 'kvm-run-failed', errno });
   }
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, _vcpu: VcpuFaultState): FaultDecision {
-    if (fault.errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(fault.errno)] };
-    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`] };
+    if (fault.errno !== EFAULT) return fatal({ kind: 'kvm-run-failed', errno: fault.errno });
+    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return fatal({ kind: 'qemu-unknown-flag', flags: fault.flags });
     const toPrivate = (fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
     const r = facts.resolve(fault.gpa);
     if (!r) {
       if (!toPrivate) return { kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] }; // "Ignore converting non-assigned region to shared"
-      return { kind: 'fatal', lines: ['kvm_convert_memory: -EINVAL (to private, no region)'] };
+      return fatal({ kind: 'qemu-convert-no-region' });
     }
     if (r.region.kind === 'mmio' && !toPrivate) return { kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] }; // "vMMIO region must be shared"
-    return {
-      kind: 'fatal',
-      lines: [`Convert non guest_memfd backed memory region (${hex(fault.gpa)} ,+ ${hex(fault.size)}) to ${toPrivate ? 'private' : 'shared'}`],
-    };
+    return fatal({ kind: 'qemu-convert-non-memfd', gpa: fault.gpa, size: fault.size, toPrivate });
   }
 }
 
@@ -287,11 +266,11 @@ class CloudHypervisorPolicy implements MemoryFaultPolicy {
   }
 
   onRunError(errno: number): FaultDecision {
-    return { kind: 'fatal', lines: [`VCPU generated error: VcpuRun(${describeErrnoName(errno)})`] };
+    return fatal({ kind: 'ch-vcpu-run-error', errno });
   }
 
   onMemoryFault(fault: MemoryFault): FaultDecision {
-    return { kind: 'fatal', lines: [`Unexpected exit reason on vcpu run: MemoryFault { flags: ${fault.flags}, gpa: ${fault.gpa}, size: ${fault.size} }`] };
+    return fatal({ kind: 'ch-memory-fault', fault: { gpa: fault.gpa, size: fault.size, flags: fault.flags } });
   }
 }
 
@@ -303,16 +282,9 @@ class CloudHypervisorPolicy implements MemoryFaultPolicy {
  * it is not a fault. The VM goes to internal-error and no thread enters KVM_RUN on it again
  * (VcpuRunner.mayEnter()); recordStop() prints one report, not one per vCPU.
  */
-export function vmBuggedStop(vcpu: number, what: string): { kind: 'stop'; state: 'internal-error'; lines: string[]; dumpRegisters: true; vmBugged: true } {
-  return {
-    kind: 'stop',
-    state: 'internal-error',
-    lines: [
-      `tsvmm: the kernel declared the VM bugged (KVM_BUG_ON): ${what} on vCPU ${vcpu} failed with EIO. KVM now fails every ioctl on this VM and its vCPUs; the VM stops (internal-error) and is never entered again`,
-    ],
-    dumpRegisters: true,
-    vmBugged: true,
-  };
+export function vmBuggedStop(vcpu: number, what: string): { kind: 'stop'; state: 'internal-error'; reason: StopReason; lines: string[]; dumpRegisters: true; vmBugged: true } {
+  const reason: StopReason = { kind: 'vm-bugged', vcpu, what };
+  return { kind: 'stop', state: 'internal-error', reason, lines: stopLines(reason), dumpRegisters: true, vmBugged: true };
 }
 
 /** A step a dispatch queued threw: a memslot ioctl's EIO means the VM is bugged (else: not ours, undefined). */
@@ -325,7 +297,7 @@ export function stopForFailedStep(e: unknown, vcpu: number): ReturnType<typeof v
 
 export type UnclaimedMmio =
   /** Inside RAM: the host mapping behind a RAM memslot is gone, and RAM has no slow path. */
-  | { kind: 'fatal'; lines: string[] }
+  | { kind: 'fatal'; reason: StopReason }
   /** A passthrough BAR's programmed address while it does not decode: an Unsupported Request. */
   | { kind: 'disabled-bar'; device: PassthroughDevice; barIndex: number; counters: Counter[] }
   /** Nothing decodes the address: the policy's unassignedRead(), writes dropped. */
@@ -337,13 +309,7 @@ export type UnclaimedMmio =
  */
 export function classifyUnclaimedMmio(gpa: bigint, len: number, isWrite: boolean, region: FlatRange | undefined, devices: readonly PassthroughDevice[]): UnclaimedMmio {
   if (region) {
-    return {
-      kind: 'fatal',
-      lines: [
-        'error: kvm run failed Bad address',
-        `tsvmm: MMIO exit at gpa ${hex(gpa)} (len ${len}) inside RAM region '${region.region.name}': the host mapping behind the memslot is gone and RAM has no slow path`,
-      ],
-    };
+    return { kind: 'fatal', reason: { kind: 'mmio-in-ram', gpa, len, region: region.region.name } };
   }
   for (const d of devices) {
     const bar = d.barOverlapping(gpa, 1n);

@@ -39,7 +39,7 @@ export class UnclaimedAccesses {
   /** An MMIO exit no region answers: what it means is the policy's (classifyUnclaimedMmio()). Returns its effect if fatal. */
   mmio(gpa: bigint, len: number, r: FlatRange | undefined, write: bigint | undefined, passthrough: readonly PassthroughDevice[]): AccessEffect | undefined {
     const d = classifyUnclaimedMmio(gpa, len, write !== undefined, r, passthrough);
-    if (d.kind === 'fatal') return { kind: 'fatal', lines: d.lines };
+    if (d.kind === 'fatal') return { kind: 'fatal', reason: d.reason };
     for (const c of d.counters) this.stats.add(c);
     if (d.kind === 'unclaimed' && this.unclaimed.first(`mmio:${gpa}`)) {
       log('info', write === undefined ? `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})` : `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${write.toString(16)}: dropped`);
