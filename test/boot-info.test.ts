@@ -236,3 +236,14 @@ test('guest parameters become boot info words once BARs are assigned', async () 
   assert.equal(guestParamWords({ probeGpa: 0x1234n }, fn).probeGpa, 0x1234n);
   assert.equal(guestParamWords({ bar: 5 }, fn).bar0, 0n, 'a BAR the function lacks');
 });
+
+test('the C benchmark loop counts outs to the same bench port the guests use', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { BENCH_PORT } = await import('../src/devices/control');
+  const c = fs.readFileSync(path.resolve(__dirname, '../../bench/kvm-loop.c'), 'utf8');
+  const m = /^#define BENCH_PORT (0x[0-9a-f]+)/m.exec(c);
+  assert.ok(m, 'bench/kvm-loop.c defines BENCH_PORT');
+  assert.equal(Number(m[1]), BENCH_PORT);
+  assert.equal(asmConstants().BENCH_PORT, BigInt(BENCH_PORT), 'and the generated tsvmm.inc has it');
+});

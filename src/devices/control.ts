@@ -90,7 +90,12 @@ export class ControlDevice implements MmioHandler {
   }
 }
 
-export const BENCH_PORT = 0x510;
+/**
+ * The bench port. Not 0x510: that is QEMU's fw_cfg selector (its data and DMA registers follow up
+ * to 0x51b), which a guest may probe. 0x520 is clear of fw_cfg, isa-debug-exit (0x501) and
+ * pvpanic (0x505).
+ */
+export const BENCH_PORT = 0x520;
 
 /** The benchmark's port-I/O target: 32-bit outs to BENCH_PORT are counted device hits. */
 export class BenchPort {

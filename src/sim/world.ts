@@ -45,7 +45,7 @@ import type { BarOrder } from '../devices/pci/passthrough';
 import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
-import type { MemoryFaultPolicy, PolicyName } from '../vmm/memory-fault-policy';
+import type { PolicyName, VmmPersona } from '../vmm/memory-fault-policy';
 import { StepQueue } from '../steps';
 import { applyOutcome } from '../vmm/dispatch';
 import { isTerminal } from '../vmm/run-state';
@@ -101,7 +101,7 @@ export interface SimOptions {
   /** A run longer than this is cut short as a livelock. */
   maxSteps: number;
   /** Test hook: wraps or replaces the machine's memory-fault policy (planted bugs). */
-  policyOverride?: (base: MemoryFaultPolicy) => MemoryFaultPolicy;
+  policyOverride?: (base: VmmPersona) => VmmPersona;
   /** Test hook: runs on each new world before its first step (planted bugs in devices or the model). */
   plant?: (world: World) => void;
 }
@@ -388,7 +388,7 @@ export class World implements SimObserver {
       this.hostMemory,
       () => {},
     );
-    if (options.policyOverride) (this.machine as { policy: MemoryFaultPolicy }).policy = options.policyOverride(this.machine.policy);
+    if (options.policyOverride) (this.machine as { persona: VmmPersona }).persona = options.policyOverride(this.machine.persona);
     const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
     this.bar0 = bars.get(0)!;
     const dev = this.machine.passthrough[0]!;

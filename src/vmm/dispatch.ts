@@ -5,7 +5,7 @@
 import { completeMmioRead, type VcpuExit } from '../kvm/exit';
 import { SystemEventType } from '../kvm/constants';
 import { stopLines, type StopReason } from './stop-reasons';
-import { vmBuggedStop, type FaultFacts, type MemoryFaultPolicy, type VcpuFaultState } from './memory-fault-policy';
+import { vmBuggedStop, type FaultFacts, type VmmPersona, type VcpuFaultState } from './memory-fault-policy';
 import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
@@ -47,7 +47,7 @@ export type AccessEffect = DeviceEffect | { kind: 'fatal'; reason: StopReason };
 
 /** What dispatch needs of the machine (src/vmm/machine.ts implements it). */
 export interface DispatchTarget extends FaultFacts {
-  readonly policy: MemoryFaultPolicy;
+  readonly persona: VmmPersona;
   readonly stats: Stats;
   pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number;
   pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): AccessEffect | undefined;
@@ -207,7 +207,7 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       return dispatchMmio(exit, m, v.runPage, v.vcpu);
     case 'memory-fault':
     case 'run-error': {
-      const d = exit.kind === 'memory-fault' ? m.policy.onMemoryFault(exit, m, v) : m.policy.onRunError(exit.errno, m, v);
+      const d = exit.kind === 'memory-fault' ? m.persona.onMemoryFault(exit, m, v) : m.persona.onRunError(exit.errno, m, v);
       if (d.kind === 'fatal') {
         m.stats.add('fault.fatal');
         return only(stop(d.reason));

@@ -22,7 +22,7 @@ import { assignBars } from '../boot/firmware';
 import { DeviceLock } from '../device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
-import { createPolicy, slowPathRules, type MemoryFaultPolicy } from './memory-fault-policy';
+import { createPersona, slowPathRules, type VmmPersona } from './memory-fault-policy';
 import type { Step } from '../steps';
 import type { AccessEffect, DispatchTarget } from './dispatch';
 import { validateConfig, type MachineConfig } from './machine-config';
@@ -51,7 +51,8 @@ export class Machine implements DispatchTarget {
   readonly pio = new PioBus();
   readonly mmio = new MmioBus();
   readonly passthrough: PassthroughDevice[] = [];
-  readonly policy: MemoryFaultPolicy;
+  /** The VMM this machine behaves as (config.policy): BAR order, memslot keeping, fault rule. */
+  readonly persona: VmmPersona;
   private readonly unclaimed: UnclaimedAccesses;
   /** The Linux machine's legacy devices (config.linux only). */
   readonly linux?: LinuxDevices;
@@ -67,7 +68,7 @@ export class Machine implements DispatchTarget {
     this.hostBridge = new PciHostBridge(shared.hostBridge);
     this.hostMemory = hostMemory;
     this.unclaimed = new UnclaimedAccesses(this.stats);
-    this.policy = createPolicy(config.policy, config.barOrder);
+    this.persona = createPersona(config.policy, config.barOrder);
     this.mmio.register(HANDLER_CONTROL, new ControlDevice(this.stats.cell('bench.deviceHits'), console));
     this.mmio.register(HANDLER_ECAM, new EcamHandler(this.hostBridge));
     if (shared.linux) {
@@ -130,7 +131,7 @@ export class Machine implements DispatchTarget {
         handlerIds,
         stats: m.stats,
         slowPathRules,
-        options: { barOrder: m.policy.barOrder === 'qemu' ? 'qemu' : shared.config.barOrder, keepMemslotOnDecodeOff: m.policy.keepMemslotOnDecodeOff },
+        options: { barOrder: m.persona.barOrder === 'qemu' ? 'qemu' : shared.config.barOrder, keepMemslotOnDecodeOff: m.persona.keepMemslotOnDecodeOff },
       });
       for (const [bar, id] of handlerIds) m.mmio.register(id, dev.slowPaths.get(bar)!);
       m.hostBridge.attach(p.slot, 0, dev);
@@ -157,7 +158,7 @@ export class Machine implements DispatchTarget {
     if (to) return to.handler.mmioRead(to.offset, len, vcpu);
     const fatal = this.unclaimed.mmio(gpa, len, r, undefined, this.passthrough);
     // A fatal access reads nothing: dispatch stops the VM without completing it.
-    return fatal ? { value: 0n, effect: fatal } : this.policy.unassignedRead(len);
+    return fatal ? { value: 0n, effect: fatal } : this.persona.unassignedRead(len);
   }
 
   mmioWrite(gpa: bigint, len: number, value: bigint, vcpu: number): AccessEffect | undefined {

@@ -88,11 +88,8 @@ export type FaultDecision =
   | { kind: 'retry'; counter: Counter; steps: Step[] }
   | { kind: 'fatal'; reason: StopReason };
 
-export interface MemoryFaultPolicy {
-  readonly name: PolicyName;
-  /** Which BAR order the policy's VMM uses when the guest clears memory decode. */
-  readonly barOrder: 'qemu' | 'unmap-first';
-  readonly keepMemslotOnDecodeOff: boolean;
+/** How a VMM answers memory faults: the deciding part of its persona. */
+export interface FaultRule {
   /** What a read of an address nothing decodes returns (hardware: all ones). */
   unassignedRead(len: number): bigint;
   /** KVM_RUN returned -1 with an errno that carries no exit (exit_reason stale). */
@@ -101,10 +98,25 @@ export interface MemoryFaultPolicy {
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
 }
 
+/**
+ * A VMM persona: how tsvmm, QEMU or cloud-hypervisor behave where they differ for passthrough BARs,
+ * modelled so the same machine and the model checker can run each: the BAR order when the guest
+ * clears memory decode, whether BAR memslots survive decode off, and the fault rule.
+ */
+export interface VmmPersona extends FaultRule {
+  readonly name: PolicyName;
+  /** Which BAR order this VMM uses when the guest clears memory decode. */
+  readonly barOrder: 'qemu' | 'unmap-first';
+  readonly keepMemslotOnDecodeOff: boolean;
+}
+
+/** The persona's old name, for branches written before the rename. */
+export type MemoryFaultPolicy = VmmPersona;
+
 
 /** A BAR's state now, as data for a stop reason. */
 export function barFacts(b: PassthroughBarInfo): BarFacts {
-  return { device: b.device.name, index: b.bar.index, address: b.bar.address, size: b.bar.size, decoding: b.bar.decoding, hostAccessible: b.hostAccessible, hostMapped: b.hasMemslot };
+  return { device: b.device.name, index: b.bar.index, address: b.bar.address, size: b.bar.size, decoding: b.bar.decoding, hostAccessible: b.hostAccessible, hostMapped: b.hostMapped };
 }
 
 function placeOf(bar: PassthroughBarInfo | undefined, r: FlatRange | undefined): PlaceFacts {
@@ -169,7 +181,7 @@ function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFa
   return fatal({ kind: 'hardware-memory-error', vcpu: vcpu.vcpu, errno: fault.errno, gpa: fault.gpa, size: fault.size, place: placeOf(bar, facts.resolve(fault.gpa)) });
 }
 
-class TsvmmPolicy implements MemoryFaultPolicy {
+class TsvmmPolicy implements VmmPersona {
   readonly name = 'tsvmm' as const;
   readonly keepMemslotOnDecodeOff = false;
   constructor(readonly barOrder: 'qemu' | 'unmap-first') {}
@@ -184,7 +196,7 @@ class TsvmmPolicy implements MemoryFaultPolicy {
     }
     if (errno !== EFAULT) return fatal({ kind: 'kvm-run-failed', errno });
     const bars = facts.passthroughBars();
-    const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
+    const revokedNow = bars.filter((b) => b.hostMapped && !b.hostAccessible);
     const generationNow = facts.revocationGeneration();
     const revokedSinceEntry = generationNow !== vcpu.revocationGenerationAtEntry;
     // A mapping revoked before entry, while its memslot still existed, faults the same way; by now
@@ -227,7 +239,7 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 }
 
 /** QEMU master (ece408818d): kvm_cpu_exec() and kvm_convert_memory(), reference §1.2-1.4. */
-class QemuPolicy implements MemoryFaultPolicy {
+class QemuPolicy implements VmmPersona {
   readonly name = 'qemu' as const;
   readonly barOrder = 'qemu' as const;
   readonly keepMemslotOnDecodeOff = false;
@@ -256,7 +268,7 @@ class QemuPolicy implements MemoryFaultPolicy {
 }
 
 /** cloud-hypervisor (ae44c297): any KVM_RUN error or unexpected exit ends the VMM; BAR memslots stay. */
-class CloudHypervisorPolicy implements MemoryFaultPolicy {
+class CloudHypervisorPolicy implements VmmPersona {
   readonly name = 'cloud-hypervisor' as const;
   readonly barOrder = 'qemu' as const;
   readonly keepMemslotOnDecodeOff = true;
@@ -325,7 +337,7 @@ export function classifyUnclaimedMmio(gpa: bigint, len: number, isWrite: boolean
  * faulting. (A VMM that keeps memslots on decode off, modelled for other VMMs, never does.)
  */
 export function slowPathNeedsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean {
-  return bar !== undefined && !bar.hostAccessible && bar.hasMemslot && !keepMemslotOnDecodeOff;
+  return bar !== undefined && !bar.hostAccessible && bar.hostMapped && !keepMemslotOnDecodeOff;
 }
 
 /**
@@ -339,7 +351,7 @@ export function slowPathRefused(isWrite: boolean, len: number): { value: bigint;
 /** The slow-path rules every passthrough device gets (PassthroughDeviceParts.slowPathRules). */
 export const slowPathRules: SlowPathRules = { needsResync: slowPathNeedsResync, refused: slowPathRefused };
 
-export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): MemoryFaultPolicy {
+export function createPersona(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): VmmPersona {
   switch (name) {
     case 'tsvmm':
       return new TsvmmPolicy(barOrder);
@@ -349,3 +361,6 @@ export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' 
       return new CloudHypervisorPolicy();
   }
 }
+
+/** createPersona()'s old name. */
+export const createPolicy = createPersona;

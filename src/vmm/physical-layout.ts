@@ -3,7 +3,7 @@
 //   [ECAM_BASE, +256 MiB)            PCI ECAM (MMCONFIG) window, bus 0..255
 //   [PCI_MMIO_BASE, PCI_MMIO_END)    PCI memory window: where memory BARs decode
 //   [CONTROL_BASE, +4 KiB)           the tsvmm control device
-// Port I/O: COM1 16550 at 0x3f8, PCI configuration mechanism #1 at 0xcf8..0xcff, bench port 0x510.
+// Port I/O: COM1 16550 at 0x3f8, PCI configuration mechanism #1 at 0xcf8..0xcff, bench port 0x520.
 import { CONTROL_BASE } from '../devices/control';
 import type { RamSplit } from '../memory/ram';
 

@@ -75,8 +75,11 @@ export interface PassthroughBarInfo {
   bar: BarState;
   /** The host currently lets the mapping fault in. */
   hostAccessible: boolean;
-  /** A memslot for this BAR exists (its region is host-mapped in the memory map). */
-  hasMemslot: boolean;
+  /**
+   * Its region is host-mapped in the memory map: a memslot points at the host mapping once the map
+   * is committed (between a region change and its commit steps the two can differ).
+   */
+  hostMapped: boolean;
 }
 
 /**
@@ -209,7 +212,7 @@ export class PassthroughDevice implements PciFunction {
     return this.config
       .bars()
       .filter((b) => b.kind !== 'io')
-      .map((bar) => ({ device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hasMemslot: this.regionOf(bar.index)?.kind === 'host-mapped' }));
+      .map((bar) => ({ device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hostMapped: this.regionOf(bar.index)?.kind === 'host-mapped' }));
   }
 
   /** The BAR whose programmed range overlaps [gpa, gpa+size), decoding or not. */
