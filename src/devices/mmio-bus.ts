@@ -14,11 +14,16 @@ export class MmioBus {
   }
 
   /**
-   * The handler answering an access at `gpa` and the offset it sees, given `r`, the memory map's
-   * range there; undefined when `r` is no MMIO region with a handler (the access is unclaimed).
+   * The handler answering an access in `r`, the memory map's range at the address; undefined when
+   * `r` is no MMIO region with a handler (the access is unclaimed). It sees offset offsetIn(r, gpa).
+   * (No object per access: this runs on every MMIO exit.)
    */
-  route(r: FlatRange | undefined, gpa: bigint): { handler: MmioHandler; offset: bigint } | undefined {
-    if (!r || r.region.handler < 0) return undefined;
-    return { handler: this.handlers[r.region.handler]!, offset: r.offset + (gpa - r.gpa) };
+  handlerFor(r: FlatRange | undefined): MmioHandler | undefined {
+    return r && r.region.handler >= 0 ? this.handlers[r.region.handler]! : undefined;
   }
+}
+
+/** The offset an access at `gpa` has inside its region's handler range. */
+export function offsetIn(r: FlatRange, gpa: bigint): bigint {
+  return r.offset + (gpa - r.gpa);
 }

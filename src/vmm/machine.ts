@@ -9,7 +9,7 @@ import type { FlatRange } from '../memory/flatten';
 import { allocateRam } from '../memory/ram';
 import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { PioBus } from '../devices/pio-bus';
-import { MmioBus } from '../devices/mmio-bus';
+import { MmioBus, offsetIn } from '../devices/mmio-bus';
 import { COM1_BASE, Serial16550 } from '../devices/serial';
 import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from '../devices/control';
 import { PciConfigSpace } from '../devices/pci/config-space';
@@ -154,8 +154,8 @@ export class Machine implements DispatchTarget {
 
   mmioRead(gpa: bigint, len: number, vcpu: number): MmioReadResult<AccessEffect> {
     const r = this.memoryMap.resolve(gpa);
-    const to = this.mmio.route(r, gpa);
-    if (to) return to.handler.mmioRead(to.offset, len, vcpu);
+    const h = this.mmio.handlerFor(r);
+    if (h) return h.mmioRead(offsetIn(r!, gpa), len, vcpu);
     const fatal = this.unclaimed.mmio(gpa, len, r, undefined, this.passthrough);
     // A fatal access reads nothing: dispatch stops the VM without completing it.
     return fatal ? { value: 0n, effect: fatal } : this.persona.unassignedRead(len);
@@ -163,8 +163,8 @@ export class Machine implements DispatchTarget {
 
   mmioWrite(gpa: bigint, len: number, value: bigint, vcpu: number): AccessEffect | undefined {
     const r = this.memoryMap.resolve(gpa);
-    const to = this.mmio.route(r, gpa);
-    if (to) return to.handler.mmioWrite(to.offset, len, value, vcpu);
+    const h = this.mmio.handlerFor(r);
+    if (h) return h.mmioWrite(offsetIn(r!, gpa), len, value, vcpu);
     return this.unclaimed.mmio(gpa, len, r, value, this.passthrough);
   }
 
