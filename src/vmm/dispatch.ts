@@ -11,6 +11,7 @@ import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
 import type { Step } from '../steps';
 import { hex } from '../hex';
+import { traceKvmMemoryFault, traceOn } from '../trace';
 
 export type Outcome =
   | { kind: 'continue' }
@@ -207,6 +208,7 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       return dispatchMmio(exit, m, v.runPage, v.vcpu);
     case 'memory-fault':
     case 'run-error': {
+      if (traceOn.kvm_memory_fault && exit.kind === 'memory-fault') traceKvmMemoryFault(exit.gpa, exit.size, exit.flags);
       const d = exit.kind === 'memory-fault' ? m.persona.onMemoryFault(exit, m, v) : m.persona.onRunError(exit.errno, m, v);
       if (d.kind === 'fatal') {
         m.stats.add('fault.fatal');

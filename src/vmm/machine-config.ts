@@ -35,7 +35,16 @@ export interface MachineConfig {
   barOrder: BarOrder;
   /** A Linux guest's machine: 16550A with IRQ 4 and input, CMOS RTC, i8042 (src/devices/linux-devices.ts). */
   linux?: boolean;
+  /**
+   * What a guest-initiated reset (triple fault, i8042 reset pulse, KVM reset event) does, as QEMU's
+   * `-action reboot=`: 'shutdown' (default here) ends the VM, 'reset' ends it marked for a rebuild
+   * (the caller starts a fresh VM, src/qmp/vm-reset.ts). Either way the run state records it.
+   */
+  reboot?: RebootAction;
 }
+
+export const REBOOT_ACTIONS = ['reset', 'shutdown'] as const;
+export type RebootAction = (typeof REBOOT_ACTIONS)[number];
 
 export class MachineConfigError extends UserInputError {
   constructor(message: string) {

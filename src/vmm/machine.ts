@@ -6,33 +6,32 @@ import type { HypervisorVm } from '../hypervisor/hypervisor';
 import type { HostMemory } from '../memory/host-memory';
 import { MemoryMap } from '../memory/memory-map';
 import type { FlatRange } from '../memory/flatten';
-import { allocateRam } from '../memory/ram';
 import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { PioBus } from '../devices/pio-bus';
 import { MmioBus, offsetIn } from '../devices/mmio-bus';
 import { COM1_BASE, Serial16550 } from '../devices/serial';
 import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from '../devices/control';
-import { PciConfigSpace } from '../devices/pci/config-space';
 import { PciHostBridge } from '../devices/pci/host-bridge';
 import { ConfigPorts, EcamHandler } from '../devices/pci/config-access';
-import { attachHostDevice, openHostDevices, shareHostDevice } from '../devices/pci/host-backends';
-import { PassthroughDevice, passthroughDefinition, type PassthroughBarInfo } from '../devices/pci/passthrough';
+import type { PassthroughDevice, PassthroughBarInfo } from '../devices/pci/passthrough';
 import { LinuxDevices } from '../devices/linux-devices';
 import { assignBars } from '../boot/firmware';
 import { DeviceLock } from '../device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
-import { createPersona, slowPathRules, type VmmPersona } from './memory-fault-policy';
+import { DeviceExitCounts, MAX_MMIO_HANDLERS, MAX_PIO_DEVICES } from './device-exits';
+import { createPersona, type VmmPersona } from './memory-fault-policy';
 import type { Step } from '../steps';
 import type { AccessEffect, DispatchTarget } from './dispatch';
-import { validateConfig, type MachineConfig } from './machine-config';
-import { ECAM_BASE, ECAM_SIZE, PCI_MMIO_BASE, PCI_MMIO_END, RAM_SPLIT } from './physical-layout';
+import { MachineConfigError, validateConfig, type MachineConfig } from './machine-config';
+import { ECAM_BASE, ECAM_SIZE, PCI_MMIO_BASE } from './physical-layout';
 import { UnclaimedAccesses } from './unclaimed-access';
-import type { MachineAttachOptions, MachineShared } from './machine-shared';
+import { createMachineShared, type MachineAttachOptions, type MachineShared } from './machine-shared';
+import { attachPassthroughFunctions } from './passthrough-functions';
 
 // Moved parts, re-exported for existing importers.
 export { LOW_RAM_END, HIGH_RAM_BASE, ECAM_BASE, ECAM_SIZE, PCI_MMIO_BASE, PCI_MMIO_END } from './physical-layout';
-export { MAX_RAM_BYTES, MachineConfigError, validateConfig, type MachineConfig, type PassthroughConfig } from './machine-config';
+export { MAX_RAM_BYTES, MachineConfigError, REBOOT_ACTIONS, validateConfig, type MachineConfig, type PassthroughConfig, type RebootAction } from './machine-config';
 export type { RamChunk } from '../memory/ram';
 export type { MachineShared, MachineAttachOptions } from './machine-shared';
 
@@ -56,6 +55,8 @@ export class Machine implements DispatchTarget {
   private readonly unclaimed: UnclaimedAccesses;
   /** The Linux machine's legacy devices (config.linux only). */
   readonly linux?: LinuxDevices;
+  /** PIO/MMIO accesses per device, this thread's row (metrics: tsvmm_device_exits_total). */
+  readonly deviceExits: DeviceExitCounts;
 
   private constructor(o: MachineAttachOptions) {
     const { shared, vm, hostMemory, console } = o;
@@ -67,12 +68,13 @@ export class Machine implements DispatchTarget {
     this.memoryMap = new MemoryMap(shared.memoryMap, vm);
     this.hostBridge = new PciHostBridge(shared.hostBridge);
     this.hostMemory = hostMemory;
+    this.deviceExits = new DeviceExitCounts(shared.deviceExits, this.stats.row);
     this.unclaimed = new UnclaimedAccesses(this.stats);
     this.persona = createPersona(config.policy, config.barOrder);
     this.mmio.register(HANDLER_CONTROL, new ControlDevice(this.stats.cell('bench.deviceHits'), console));
     this.mmio.register(HANDLER_ECAM, new EcamHandler(this.hostBridge));
     if (shared.linux) {
-      this.linux = new LinuxDevices(shared.linux, console, vm);
+      this.linux = new LinuxDevices(shared.linux, console, vm, () => this.guestResetOutcome() ?? { kind: 'vm-exit', code: 1 });
       this.linux.register(this.pio);
     } else {
       this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
@@ -84,25 +86,10 @@ export class Machine implements DispatchTarget {
   /** Builds a machine in this thread: RAM, devices, memory map, memslots. */
   static create(config: MachineConfig, vm: HypervisorVm, hostMemory: HostMemory, console: (bytes: Uint8Array) => void): Machine {
     validateConfig(config);
-    const ram = allocateRam(hostMemory, config.ramBytes, RAM_SPLIT);
-    // vfio devices DMA into guest RAM at bus address = GPA.
-    const dma = ram.map((c) => ({ hostAddress: c.hostAddress, gpa: c.gpa, size: c.size }));
-    const hosts = openHostDevices(config.passthrough, dma, hostMemory);
-    const configs = hosts.map((h) => PciConfigSpace.create(passthroughDefinition(h)));
-    const shared: MachineShared = {
-      config,
-      lock: new DeviceLock().shared,
-      runState: new SharedRunState().shared,
-      stats: new Stats().shared,
-      memoryMap: MemoryMap.create().shared,
-      hostBridge: new PciHostBridge().shared,
-      ...(config.linux ? { linux: LinuxDevices.createShared() } : {}),
-      ram,
-      devices: hosts.map((h, i) => ({ host: shareHostDevice(h), config: configs[i]!.shared })),
-    };
+    const shared = createMachineShared(config, hostMemory);
     const m = Machine.attach({ shared, vm, hostMemory, console });
     m.lock.with(() => {
-      ram.forEach((c, i) =>
+      shared.ram.forEach((c, i) =>
         m.memoryMap.addRegion({ name: `ram${i}`, kind: 'ram', gpa: c.gpa, size: c.size, priority: 0, hostAddress: c.hostAddress, readOnly: false, handler: -1 }),
       );
       m.memoryMap.addRegion({ name: 'tsvmm-control', kind: 'mmio', gpa: CONTROL_BASE, size: CONTROL_SIZE, priority: 0, hostAddress: 0n, readOnly: false, handler: HANDLER_CONTROL });
@@ -115,47 +102,36 @@ export class Machine implements DispatchTarget {
   /** Another thread's machine over the same shared state. */
   static attach(o: MachineAttachOptions): Machine {
     const m = new Machine(o);
-    const { shared, hostMemory } = o;
-    let handler = HANDLER_FIRST_BAR;
-    shared.config.passthrough.forEach((p, i) => {
-      const host = attachHostDevice(p.name, shared.devices[i]!.host, hostMemory);
-      const config = PciConfigSpace.attach(passthroughDefinition(host), shared.devices[i]!.config);
-      const handlerIds = new Map<number, number>();
-      for (const r of host.regions()) if (r.kind !== 'io') handlerIds.set(r.index, handler++);
-      const dev = new PassthroughDevice({
-        name: p.name,
-        host,
-        config,
-        memoryMap: m.memoryMap,
-        window: { base: PCI_MMIO_BASE, end: PCI_MMIO_END },
-        handlerIds,
-        stats: m.stats,
-        slowPathRules,
-        options: { barOrder: m.persona.barOrder === 'qemu' ? 'qemu' : shared.config.barOrder, keepMemslotOnDecodeOff: m.persona.keepMemslotOnDecodeOff },
-      });
-      for (const [bar, id] of handlerIds) m.mmio.register(id, dev.slowPaths.get(bar)!);
-      m.hostBridge.attach(p.slot, 0, dev);
-      m.passthrough.push(dev);
-    });
+    attachPassthroughFunctions(m, o.shared, o.hostMemory, HANDLER_FIRST_BAR);
+    if (m.mmio.handlers.length > MAX_MMIO_HANDLERS || m.pio.handlers.length > MAX_PIO_DEVICES) {
+      throw new MachineConfigError(`too many devices to count: ${m.mmio.handlers.length} MMIO handlers (at most ${MAX_MMIO_HANDLERS}), ${m.pio.handlers.length} PIO devices (at most ${MAX_PIO_DEVICES})`);
+    }
     return m;
   }
 
   // ---- dispatch targets (called with the device lock held) ----
 
   pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number {
-    const h = this.pio.find(port);
-    return h ? h.pioRead(port, size, vcpu) : this.unclaimed.pioRead(port, size);
+    const h = this.pio.findRange(port);
+    if (!h) return this.unclaimed.pioRead(port, size);
+    this.deviceExits.pio(h.slot);
+    return h.handler.pioRead(port, size, vcpu);
   }
 
   pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): DeviceEffect | undefined {
-    const h = this.pio.find(port);
-    return h ? h.pioWrite(port, size, value, vcpu) : this.unclaimed.pioWrite(port, size, value);
+    const h = this.pio.findRange(port);
+    if (!h) return this.unclaimed.pioWrite(port, size, value);
+    this.deviceExits.pio(h.slot);
+    return h.handler.pioWrite(port, size, value, vcpu);
   }
 
   mmioRead(gpa: bigint, len: number, vcpu: number): MmioReadResult<AccessEffect> {
     const r = this.memoryMap.resolve(gpa);
     const h = this.mmio.handlerFor(r);
-    if (h) return h.mmioRead(offsetIn(r!, gpa), len, vcpu);
+    if (h) {
+      this.deviceExits.mmio(r!.region.handler);
+      return h.mmioRead(offsetIn(r!, gpa), len, vcpu);
+    }
     const fatal = this.unclaimed.mmio(gpa, len, r, undefined, this.passthrough);
     // A fatal access reads nothing: dispatch stops the VM without completing it.
     return fatal ? { value: 0n, effect: fatal } : this.persona.unassignedRead(len);
@@ -164,13 +140,33 @@ export class Machine implements DispatchTarget {
   mmioWrite(gpa: bigint, len: number, value: bigint, vcpu: number): AccessEffect | undefined {
     const r = this.memoryMap.resolve(gpa);
     const h = this.mmio.handlerFor(r);
-    if (h) return h.mmioWrite(offsetIn(r!, gpa), len, value, vcpu);
+    if (h) {
+      this.deviceExits.mmio(r!.region.handler);
+      return h.mmioWrite(offsetIn(r!, gpa), len, value, vcpu);
+    }
     return this.unclaimed.mmio(gpa, len, r, value, this.passthrough);
   }
 
-  /** What a guest reset means (triple fault, reset request): undefined = the built-in guests' default. */
+  /**
+   * What a guest reset means (triple fault, reset request, i8042 pulse): undefined = the built-in
+   * guests' default (a stop in `shutdown`). Records that the guest reset (SHUTDOWN or RESET with
+   * reason guest-reset), unless the reset only ends a panic; with reboot=reset the VM ends cleanly
+   * for its caller to rebuild.
+   */
   guestResetOutcome(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined {
-    return this.linux?.watch.resetOutcome();
+    const o = this.linux?.watch.resetOutcome();
+    if (o?.kind === 'guest-panic') return o;
+    this.runState.markGuestReset();
+    if (this.shared.config.reboot === 'reset') return { kind: 'vm-exit', code: 0 };
+    return o;
+  }
+
+  /** Every device's PIO and MMIO access count, summed over threads, named as the devices name themselves. */
+  deviceExitCounts(): { device: string; access: 'pio' | 'mmio'; count: number }[] {
+    return [
+      ...this.pio.handlers.map((h, slot) => ({ device: h.name, access: 'pio' as const, count: this.deviceExits.pioTotal(slot) })),
+      ...this.mmio.handlers.map((h, id) => ({ device: h.name, access: 'mmio' as const, count: this.deviceExits.mmioTotal(id) })),
+    ];
   }
 
   // ---- FaultFacts ----

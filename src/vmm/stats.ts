@@ -62,12 +62,15 @@ export class Stats implements CounterSink {
   static readonly SHARED_BYTES = STATS_ROWS * ROW_STRIDE * 8;
   private readonly values: Float64Array;
   private readonly base: number;
+  /** This thread's row. */
+  readonly row: number;
 
   /** `row`: this thread's row; two threads counting at once must not share one. */
   constructor(readonly shared: SharedArrayBuffer = new SharedArrayBuffer(Stats.SHARED_BYTES), row = 0) {
     if (!Number.isInteger(row) || row < 0 || row >= STATS_ROWS) throw new StatsRowError(row);
     this.values = new Float64Array(shared, 0, STATS_ROWS * ROW_STRIDE);
     this.base = row * ROW_STRIDE;
+    this.row = row;
   }
 
   add(c: Counter, n = 1): void {
@@ -83,6 +86,11 @@ export class Stats implements CounterSink {
   cell(c: Counter): CounterCell {
     const i = INDEX[c];
     return { increment: () => this.addAt(i), value: () => this.get(c) };
+  }
+
+  /** This thread's own row's count (no sum: a cheap read for its one writer). */
+  own(c: Counter): number {
+    return this.values[this.base + INDEX[c]]!;
   }
 
   /** The sum over every thread's row. */
