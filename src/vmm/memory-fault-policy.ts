@@ -1,9 +1,10 @@
-// What a memory fault means: every such decision in tsvmm is made here, and the places that meet a
+// The VMM personas (VmmPersona: tsvmm, QEMU, cloud-hypervisor) and what a memory fault means to each
+// (their FaultRule). Every such decision in tsvmm is made here, and the places that meet a
 // fault call in:
 //   src/vmm/dispatch.ts              KVM_EXIT_MEMORY_FAULT and KVM_RUN errors (policy.onMemoryFault,
 //                                    policy.onRunError; KVM_RUN's EIO: vmBuggedStop())
 //   src/vmm/vcpu-runner.ts           a memslot ioctl failing mid-dispatch (stopForFailedStep())
-//   src/vmm/machine.ts               an MMIO exit no region answers (classifyUnclaimedMmio())
+//   src/vmm/unclaimed-access.ts      an MMIO exit no region answers (classifyUnclaimedMmio())
 //   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused(),
 //                                    handed to each device as slowPathRules)
 // The real run loop is src/vmm/vcpu-runner.ts (driven by src/vmm/vcpu-thread.ts); the kernel model's
