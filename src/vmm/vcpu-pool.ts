@@ -1,12 +1,12 @@
 // The vCPU threads of a VM, from the main thread: one worker per vCPU, and the ways to get them out
 // of KVM_RUN (kick), pause them, and stop them all (kick first, then join).
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { native } from '../native';
 import type { KvmVcpu } from '../kvm/kvm';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { isTerminal, type SharedRunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
+import { startVcpuWorker } from './vcpu-worker';
 
 export class VcpuPool {
   private readonly workers: Worker[] = [];
@@ -21,7 +21,7 @@ export class VcpuPool {
   /** Starts one worker per vCPU on `data(vcpu)`; a worker error makes the VM an internal error. */
   start(data: (v: KvmVcpu) => VcpuThreadData): void {
     for (const v of this.vcpus) {
-      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data(v), stdout: false, stderr: false });
+      const w = startVcpuWorker(data(v));
       this.workers.push(w);
       this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.on('error', (e) => {
