@@ -1,9 +1,9 @@
-// The measurement behind the device-lock design (src/device-lock.ts): what it costs a vCPU
+// The measurement behind the device-lock design (src/vmm/device-lock.ts): what it costs a vCPU
 // thread to reach the device model (a) by taking the shared Atomics mutex and dispatching itself,
 // versus (b) by handing the exit to a device-model worker through a SharedArrayBuffer mailbox and
 // waiting (Atomics.notify/wait) for the answer. Runs without KVM.
 import { Worker } from 'node:worker_threads';
-import { DeviceLock } from '../src/device-lock';
+import { DeviceLock } from '../src/vmm/device-lock';
 
 export interface DispatchDesignFigures {
   lockedDispatchNs: number;
@@ -49,7 +49,7 @@ export async function measureDispatchDesigns(n = 200_000): Promise<DispatchDesig
      const c = new Int32Array(workerData.counter);
      const stop = new Int32Array(workerData.stop);
      while (Atomics.load(stop, 0) === 0) { lock.lock(); c[0]++; lock.unlock(); }`,
-    { eval: true, workerData: { lock: lock.shared, counter: counter.buffer, stop: stop.buffer, lockModule: require.resolve('../src/device-lock') } },
+    { eval: true, workerData: { lock: lock.shared, counter: counter.buffer, stop: stop.buffer, lockModule: require.resolve('../src/vmm/device-lock') } },
   );
   await new Promise((r) => setTimeout(r, 50));
   const contendedLockedDispatchNs = lockedLoop(lock, counter, n / 4);

@@ -16,7 +16,7 @@ const path = require('node:path');
 
 /** Lowest first. A path ending in '/' is a directory (with its subdirectories); otherwise a file glob `*.ts` in that directory. */
 const LAYERS = [
-  { name: 'ground', paths: ['src/*.ts'], holds: 'little-endian bytes, log, steps, the device lock, the native addon' },
+  { name: 'ground', paths: ['src/*.ts'], holds: 'little-endian bytes, log, steps, the futex mutex, the native addon' },
   { name: 'hypervisor', paths: ['src/hypervisor/'], holds: 'the hypervisor interface, vCPU register types' },
   { name: 'host', paths: ['src/kvm/', 'src/vfio/'], holds: 'KVM and VFIO: UAPI tables, exit decoding, ioctls' },
   { name: 'memory', paths: ['src/memory/'], holds: 'guest RAM, host mappings, the memory map (the only memslot writer)' },

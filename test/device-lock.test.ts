@@ -1,16 +1,16 @@
-// DeviceLock (src/device-lock.ts) under real contention: worker threads increment a shared
+// DeviceLock (src/vmm/device-lock.ts) under real contention: worker threads increment a shared
 // counter with a non-atomic read-modify-write inside the lock; the total must be exact.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { DeviceLock } from '../src/device-lock';
+import { DeviceLock } from '../src/vmm/device-lock';
 
 const WORKERS = 4;
 const ITERATIONS = 250_000; // 10^6 increments in all
 
 /** Runs WORKERS workers that each add 1 to counter[0] ITERATIONS times, under the lock or not. */
 async function hammer(lock: DeviceLock, counter: Int32Array, locked: boolean): Promise<{ overlaps: number }> {
-  const modulePath = require.resolve('../src/device-lock');
+  const modulePath = require.resolve('../src/vmm/device-lock');
   const start = new Int32Array(new SharedArrayBuffer(4));
   /** [threads inside the critical section now, times a thread entered it while another was inside] */
   const inside = new Int32Array(new SharedArrayBuffer(8));

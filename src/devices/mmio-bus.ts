@@ -2,6 +2,7 @@
 // (FlatRange.region.handler), and every thread registers the same handlers under the same ids, so
 // one shared memory map routes accesses in every thread.
 import type { FlatRange } from '../memory/flatten';
+import type { MemoryMap } from '../memory/memory-map';
 import type { MmioHandler } from './device';
 
 export class MmioBus {
@@ -20,6 +21,22 @@ export class MmioBus {
    */
   handlerFor(r: FlatRange | undefined): MmioHandler | undefined {
     return r && r.region.handler >= 0 ? this.handlers[r.region.handler]! : undefined;
+  }
+
+  private trappedGeneration = -1;
+  private anyTrappedWithoutLock = false;
+
+  /** Whether an MMIO exit at `gpa` is answered without the device lock: a trapped BAR's slow path (src/vmm/device-lock.ts). */
+  answersWithoutLock(map: Pick<MemoryMap, 'generation' | 'view' | 'resolve'>, gpa: bigint): boolean {
+    // Cheap on the ordinary MMIO exit: only a map with some trapped lock-free region is searched.
+    const gen = map.generation;
+    if (gen !== this.trappedGeneration) {
+      this.anyTrappedWithoutLock = map.view().some((f) => f.region.kind === 'mmio' && f.region.handler >= 0 && this.handlers[f.region.handler]!.trappedAccessWithoutLock === true);
+      this.trappedGeneration = gen;
+    }
+    if (!this.anyTrappedWithoutLock) return false;
+    const r = map.resolve(gpa);
+    return r !== undefined && r.region.kind === 'mmio' && r.region.handler >= 0 && this.handlers[r.region.handler]!.trappedAccessWithoutLock === true;
   }
 }
 

@@ -9,7 +9,7 @@ import { PciHostBridge } from '../devices/pci/host-bridge';
 import { openHostDevices, shareHostDevice, type HostDeviceShared } from '../devices/pci/host-backends';
 import { passthroughDefinition } from '../devices/pci/passthrough';
 import { LinuxDevices, type LinuxDevicesShared } from '../devices/linux-devices';
-import { DeviceLock } from '../device-lock';
+import { DeviceLock } from './device-lock';
 import type { MachineConfig } from './machine-config';
 import { DeviceExitCounts } from './device-exits';
 import { RAM_SPLIT } from './physical-layout';

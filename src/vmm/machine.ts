@@ -16,7 +16,7 @@ import { ConfigPorts, EcamHandler } from '../devices/pci/config-access';
 import type { PassthroughDevice, PassthroughBarInfo } from '../devices/pci/passthrough';
 import { LinuxDevices } from '../devices/linux-devices';
 import { assignBars } from '../boot/firmware';
-import { DeviceLock } from '../device-lock';
+import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
 import { DeviceExitCounts, MAX_MMIO_HANDLERS, MAX_PIO_DEVICES } from './device-exits';
@@ -89,6 +89,7 @@ export class Machine implements DispatchTarget {
     const shared = createMachineShared(config, hostMemory);
     const m = Machine.attach({ shared, vm, hostMemory, console });
     m.lock.with(() => {
+      m.memoryMap.begin();
       shared.ram.forEach((c, i) =>
         m.memoryMap.addRegion({ name: `ram${i}`, kind: 'ram', gpa: c.gpa, size: c.size, priority: 0, hostAddress: c.hostAddress, readOnly: false, handler: -1 }),
       );
@@ -147,6 +148,11 @@ export class Machine implements DispatchTarget {
     return this.unclaimed.mmio(gpa, len, r, value, this.passthrough);
   }
 
+  /** Whether an MMIO exit at `gpa` is answered without the device lock: a trapped BAR's slow path (device-lock.ts). */
+  answersWithoutLock(gpa: bigint): boolean {
+    return this.mmio.answersWithoutLock(this.memoryMap, gpa);
+  }
+
   /**
    * What a guest reset means (triple fault, reset request, i8042 pulse): undefined = the built-in
    * guests' default (a stop in `shutdown`). Records that the guest reset (SHUTDOWN or RESET with
@@ -190,10 +196,11 @@ export class Machine implements DispatchTarget {
   }
 
   resyncBars(): Step[] {
-    // One commit for all devices: each device's commit would cover the whole map, and running
-    // several would add the same memslot twice.
-    for (const d of this.passthrough) d.updateRegions(false);
-    return this.memoryMap.commitSteps();
+    return [this.memoryMap.transaction('resync-bars', () => this.passthrough.forEach((d) => d.updateRegions(false)))];
+  }
+
+  trapRevokedBars(): Step[] {
+    return [this.memoryMap.transaction('trap-revoked-bars', () => this.passthrough.forEach((d) => d.trapRevokedBars()))];
   }
 
   /** Firmware-style PCI setup before the vCPUs start (boot/firmware.ts). Returns the BAR addresses by device. */
