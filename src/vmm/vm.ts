@@ -19,6 +19,7 @@ import type { Stats } from './stats';
 import { LatencySamples } from './latency';
 import { FaultEventRing } from './fault-events';
 import { FaultLatencyParts } from './fault-latency';
+import { ThreadHeaps } from './thread-heaps';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 import { buildBuiltinVm, type VmParts } from './builtin-vm';
@@ -49,6 +50,8 @@ export class Vm {
   readonly faultEvents = new FaultEventRing();
   /** The parts of each fault-to-completion interval (lock wait, classification, memslot work, re-entry). */
   readonly faultParts = new FaultLatencyParts();
+  /** Each thread's V8 heap figures (race --soak reads them). */
+  readonly heaps = new ThreadHeaps();
   readonly system: KvmSystem;
   readonly kvmVm: KvmVm;
   readonly machine: Machine;
@@ -133,6 +136,7 @@ export class Vm {
       faultEvents: this.faultEvents.shared,
       faultParts: this.faultParts.shared,
       console: this.consoleOutput.ring.shared,
+      heaps: this.heaps.shared,
     }));
     log('info', `VM running: ${this.vcpus.length} vCPU thread(s) started`);
   }
