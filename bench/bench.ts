@@ -31,7 +31,7 @@ interface Figure {
 }
 
 function prepare(guest: string, vcpus: number, iterations: number): Vm {
-  return Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest, params: { iterations } });
+  return Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: guest, params: { iterations } } });
 }
 
 async function runTsvmm(vm: Vm, counter: 'exits.io' | 'exits.mmio'): Promise<Figure> {

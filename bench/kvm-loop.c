@@ -3,7 +3,7 @@
 // tsvmm, and no JS: one memslot of guest RAM at GPA 0, the vCPU registers exactly as tsvmm set
 // them (KVM_SET_SREGS, then KVM_SET_REGS), no CPUID and no in-kernel irqchip (as tsvmm), and one
 // pthread per vCPU looping on KVM_RUN. It answers:
-//   - PIO OUT of 4 bytes to port 0x510                 counted (a device hit)
+//   - PIO OUT of 4 bytes to port 0x520                 counted (a device hit)
 //   - MMIO write to controlBase + 0x18 (BENCH)         counted (a device hit)
 //   - MMIO write to controlBase + 0x08 (VCPU_DONE)     the vCPU's thread ends
 //   - anything else                                    printed; the process exits with status 1
@@ -43,7 +43,7 @@
 #define IMAGE_HEADER_SIZE 0x30u
 #define MAX_VCPUS 64u
 #define MAX_RAM 0xb0000000ull
-#define BENCH_PORT 0x510
+#define BENCH_PORT 0x520 /* src/devices/control.ts BENCH_PORT */
 #define CTL_VCPU_DONE 0x08
 #define CTL_BENCH 0x18
 /* Intel VMX needs a TSS region; the same address tsvmm's src/vmm/vm.ts uses. */

@@ -175,7 +175,7 @@ if (require.main === module) {
     const runs = Number(process.argv[2] ?? 5);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-start-'));
     const image = (guest: string, vcpus: number, iterations: number) => {
-      const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest, params: { iterations } });
+      const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: guest, params: { iterations } } });
       const file = path.join(dir, `${guest}-${vcpus}.img`);
       writeBootImage(file, { ram: vm.memory.low, vcpus: vm.vcpus.map((v) => ({ regs: v.getRegs(), sregs: v.getSregs() })), ramSize: vm.memory.low.byteLength });
       vm.close();

@@ -1,5 +1,7 @@
 // Memory sizes as users write them: 256M, 1G, 512MiB, 1048576 (bytes), 2g.
-export class SizeError extends Error {
+import { UserInputError } from './user-input-error';
+
+export class SizeError extends UserInputError {
   constructor(readonly input: string, reason: string) {
     super(`invalid size '${input}': ${reason} (examples: 256M, 1G, 512MiB, 16777216)`);
     this.name = 'SizeError';

@@ -227,3 +227,23 @@ describe('tsvmm.inc is generated from asmConstants()', () => {
     assert.throws(() => parseAsmConstants('.set D, A + 1'), /plain numbers/);
   });
 });
+
+test('guest parameters become boot info words once BARs are assigned', async () => {
+  const { guestParamWords } = await import('../src/boot/guest-params');
+  assert.deepEqual(guestParamWords(undefined, undefined), { pciBdf: 0, bar0: 0n, iterations: 0, toggles: 0, configAccess: 0, probeGpa: 0n });
+  const fn = { slot: 3, bars: new Map([[0, 0xc000_0000n], [2, 0xc010_0000n]]) };
+  assert.deepEqual(guestParamWords({ toggles: 7, configAccess: 1, bar: 2, probeGpa: 'bar0' }, fn), { pciBdf: 3 << 3, bar0: 0xc010_0000n, iterations: 0, toggles: 7, configAccess: 1, probeGpa: 0xc010_0000n });
+  assert.equal(guestParamWords({ probeGpa: 0x1234n }, fn).probeGpa, 0x1234n);
+  assert.equal(guestParamWords({ bar: 5 }, fn).bar0, 0n, 'a BAR the function lacks');
+});
+
+test('the C benchmark loop counts outs to the same bench port the guests use', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { BENCH_PORT } = await import('../src/devices/control');
+  const c = fs.readFileSync(path.resolve(__dirname, '../../bench/kvm-loop.c'), 'utf8');
+  const m = /^#define BENCH_PORT (0x[0-9a-f]+)/m.exec(c);
+  assert.ok(m, 'bench/kvm-loop.c defines BENCH_PORT');
+  assert.equal(Number(m[1]), BENCH_PORT);
+  assert.equal(asmConstants().BENCH_PORT, BigInt(BENCH_PORT), 'and the generated tsvmm.inc has it');
+});

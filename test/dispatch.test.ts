@@ -92,6 +92,7 @@ test('unannotated EFAULT: recovered after a revocation since entry, fatal otherw
   const efault: VcpuExit = { kind: 'run-error', errno: 14 };
   const fatal = s.dispatch(efault);
   assert.equal(fatal.kind, 'stop');
+  assert.equal((fatal as StopOutcome).reason.kind, 'efault-outside-bar');
   assert.match((fatal as { lines: string[] }).lines.join('\n'), /error: kvm run failed Bad address[\s\S]*outside any passthrough BAR/);
   // A host-side revocation while the vCPU was in KVM_RUN.
   (s.m.passthrough[0]!.host as ShmHostDevice).hostRevoke();
@@ -110,11 +111,15 @@ test('KVM_EXIT_MEMORY_FAULT: BAR -> retry; outside any BAR, unknown flags, priva
   const cmd = s.m.passthrough[0]!.config.command();
   configWrite(s, 4, 2, cmd & ~2);
   assert.equal(s.dispatch(mf(BAR0)).kind, 'continue');
-  const outside = s.dispatch(mf(0x20_0000n)) as { kind: string; lines: string[] };
+  const outside = s.dispatch(mf(0x20_0000n)) as StopOutcome;
   assert.equal(outside.kind, 'stop');
+  assert.deepEqual(outside.reason, { kind: 'memory-fault-outside-bar', vcpu: 1, errno: 14, fault: { gpa: 0x20_0000n, size: 0x1000n, flags: 0n }, place: { kind: 'region', regionKind: 'ram', name: 'ram0' } });
   assert.match(outside.lines.join('\n'), /gpa 0x200000 size 0x1000 flags 0x0 .* not in any passthrough BAR \(ram region 'ram0'\)/);
-  assert.match((s.dispatch(mf(BAR0, 0x10n)) as { lines: string[] }).lines[0]!, /^KVM_EXIT_MEMORY_FAULT: Unknown flag 0x10$/);
-  assert.match((s.dispatch(mf(BAR0, 8n)) as { lines: string[] }).lines[0]!, /private memory .* not supported/);
+  const unknown = s.dispatch(mf(BAR0, 0x10n)) as StopOutcome;
+  assert.deepEqual([unknown.reason.kind, unknown.lines[0]], ['memory-fault-unknown-flags', 'KVM_EXIT_MEMORY_FAULT: Unknown flag 0x10']);
+  const priv = s.dispatch(mf(BAR0, 8n)) as StopOutcome;
+  assert.equal(priv.reason.kind, 'memory-fault-private');
+  assert.match(priv.lines[0]!, /private memory .* not supported/);
 });
 
 test('refault guard: the same fault with no memory-map change stops the VM after the bound', () => {
@@ -127,7 +132,9 @@ test('refault guard: the same fault with no memory-map change stops the VM after
     n++;
   }
   assert.equal(n, MAX_RETRIES_WITHOUT_PROGRESS + 1);
-  const text = (o as { lines: string[] }).lines.join('\n');
+  const stopped = o as StopOutcome;
+  assert.deepEqual(stopped.reason.kind === 'refault-loop' && [stopped.reason.vcpu, stopped.reason.retries, stopped.reason.bars.filter((b) => b.hostMapped).length], [1, MAX_RETRIES_WITHOUT_PROGRESS + 1, 2]);
+  const text = stopped.lines.join('\n');
   assert.match(text, /refault loop on vCPU 1: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 .* retried 5 times/);
   assert.match(text, /pt0 BAR0 \[0xc0000000, \+0x1000\) decode on, host mapping accessible, memslot present/);
   // Progress (any other exit) resets it.
@@ -137,8 +144,8 @@ test('refault guard: the same fault with no memory-map change stops the VM after
 
 test('QEMU policy: an unannotated EFAULT is "kvm run failed Bad address"; unassigned reads are 0', () => {
   const s = setup({ policy: 'qemu' });
-  const o = s.dispatch({ kind: 'run-error', errno: 14 }) as { kind: string; lines: string[] };
-  assert.deepEqual([o.kind, o.lines[0]], ['stop', 'error: kvm run failed Bad address']);
+  const o = s.dispatch({ kind: 'run-error', errno: 14 }) as StopOutcome;
+  assert.deepEqual([o.kind, o.reason, o.lines[0]], ['stop', { kind: 'kvm-run-failed', errno: 14 }, 'error: kvm run failed Bad address']);
   configWrite(s, 4, 2, s.m.passthrough[0]!.config.command() & ~2);
   s.dispatch(mmioRead(BAR0, 4));
   assert.equal(s.page.getUint32(Run.mmioData, true), 0);
@@ -169,13 +176,16 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
   const s = setup();
   const v = s.page;
   v.setUint32(Run.exitReason, ExitReason.SHUTDOWN, true);
-  const o = s.dispatch(decodeExit(v, 0)) as { kind: string; lines: string[] };
+  const o = s.dispatch(decodeExit(v, 0)) as StopOutcome;
+  assert.deepEqual(o.reason, { kind: 'triple-fault', vcpu: 1 });
   assert.match(o.lines[0]!, /triple fault \(KVM_EXIT_SHUTDOWN\) on vCPU 1/);
   v.setUint32(Run.exitReason, ExitReason.FAIL_ENTRY, true);
   v.setBigUint64(Run.failEntryHardwareReason, 0x21n, true);
-  assert.equal((s.dispatch(decodeExit(v, 0)) as { lines: string[] }).lines[0], 'KVM: entry failed, hardware error 0x21');
+  const entry = s.dispatch(decodeExit(v, 0)) as StopOutcome;
+  assert.deepEqual([entry.reason.kind, entry.lines[0]], ['fail-entry', 'KVM: entry failed, hardware error 0x21']);
   v.setUint32(Run.exitReason, 77, true);
-  assert.equal((s.dispatch(decodeExit(v, 0)) as { lines: string[] }).lines[0], 'KVM: unknown exit reason 77');
+  const unsupported = s.dispatch(decodeExit(v, 0)) as StopOutcome;
+  assert.deepEqual([unsupported.reason, unsupported.lines[0]], [{ kind: 'unsupported-exit', reason: 77 }, 'KVM: unknown exit reason 77']);
 });
 
 test('resync with two passthrough devices commits each memslot once', () => {
@@ -213,6 +223,7 @@ test('an MMIO read exit inside RAM stops the VM as a returned outcome and comple
   assert.equal(d.outcome.kind, 'stop');
   const o = d.outcome as StopOutcome;
   assert.equal(o.state, 'internal-error');
+  assert.deepEqual(o.reason, { kind: 'mmio-in-ram', gpa: 0x2000n, len: 4, region: 'ram0' });
   assert.match(o.lines[1]!, /MMIO exit at gpa 0x2000 \(len 4\) inside RAM region 'ram0'/);
   assert.equal(s.page.getBigUint64(Run.mmioData, true), 0x1122_3344_5566_7788n);
   assert.deepEqual(d.steps, []);
@@ -232,7 +243,7 @@ test('applyOutcome: the one outcome -> run state function of the vCPU thread and
   assert.deepEqual([rs.state, rs.exitCode], ['shutdown', 7]);
   rs = new SharedRunState();
   const reports: StopOutcome[] = [];
-  const stop: StopOutcome = { kind: 'stop', state: 'shutdown', lines: ['triple fault'], dumpRegisters: true };
+  const stop: StopOutcome = { kind: 'stop', state: 'shutdown', reason: { kind: 'triple-fault', vcpu: 0 }, lines: ['triple fault'], dumpRegisters: true };
   assert.equal(applyOutcome(stop, rs, loop(false, reports)), false);
   assert.deepEqual([rs.state, rs.exitCode, reports], ['shutdown', 1, [stop]]);
   assert.equal(runStateAfter({ kind: 'continue' }, true), undefined);

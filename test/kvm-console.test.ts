@@ -61,8 +61,7 @@ test('VmOptions.console receives the guest\'s output from the vCPU threads, in o
   const chunks: Uint8Array[] = [];
   const vm = Vm.create({
     machine: { ramBytes: 16n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
-    guest: 'print-loop',
-    params: { iterations: 50 },
+    guest: { image: 'print-loop', params: { iterations: 50 } },
     console: (b) => chunks.push(Uint8Array.from(b)),
   });
   try {

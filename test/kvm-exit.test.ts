@@ -92,7 +92,7 @@ test('decoding into a vCPU\'s ExitScratch gives the same exits, in one reused ob
   const io = page(ExitReason.IO);
   io.setUint8(Run.ioDirection, 1);
   io.setUint8(Run.ioSize, 4);
-  io.setUint16(Run.ioPort, 0x510, true);
+  io.setUint16(Run.ioPort, 0x520, true);
   io.setUint32(Run.ioCount, 1, true);
   io.setBigUint64(Run.ioDataOffset, 0x1_0000_0010n, true); // the high half of the u64 counts
   const a = decodeExit(io, 0, scratch);

@@ -13,7 +13,7 @@ const skip = kvmSkip;
 const N = 5000;
 
 function loopVm(guest: 'pio-loop' | 'mmio-loop', vcpus: number): Vm {
-  return Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest, params: { iterations: N } });
+  return Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: guest, params: { iterations: N } } });
 }
 
 async function runToEnd(vm: Vm): Promise<void> {

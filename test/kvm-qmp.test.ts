@@ -63,7 +63,7 @@ async function until(f: () => number, than: number, what: string): Promise<numbe
 test('QMP stop freezes the vCPUs\' exit counters, cont moves them again (an in-process VM and QMP server)', { skip }, async (t) => {
   // The VM's own counters (Stats: every MMIO exit the vCPU threads dispatched), not CPU time, which
   // depends on the host's load and on nested emulation.
-  const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: 'mmio-loop', params: { iterations: 2_000_000_000 }, console: () => {} });
+  const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: 'mmio-loop', params: { iterations: 2_000_000_000 } }, console: () => {} });
   const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-kvm-qmp-')), 'qmp.sock');
   vm.start({ paused: true });
   await vm.threadsStarted();

@@ -13,10 +13,8 @@ import { MemslotError, type MemslotSpec } from '../src/hypervisor/hypervisor';
 import { vmQmpTarget, terminalEvents } from '../src/qmp/vm-target';
 import type { Vm } from '../src/vmm/vm';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
+import { EFAULT, EHWPOISON, EIO } from '../src/errno';
 
-const EFAULT = 14;
-const EHWPOISON = 133;
-const EIO = 5;
 
 function machine(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
@@ -40,10 +38,13 @@ for (const devices of [1, 2]) {
     const runner = new VcpuRunner(vcpu, m);
     vcpu.script.push(-EFAULT); // e.g. a revoked RAM page: nothing to do with any BAR
     const { outcome } = runner.run();
-    assert.equal(outcome.kind, 'stop', `retried: ${JSON.stringify(outcome)}`);
-    const lines = (outcome as { lines: string[] }).lines;
-    assert.equal(lines[0], 'error: kvm run failed Bad address');
-    assert.match(lines[1]!, /the fault is outside any passthrough BAR/);
+    assert.equal(outcome.kind, 'stop', `retried: ${outcome.kind}`);
+    const o = outcome as StopOutcome;
+    assert.equal(o.reason.kind, 'efault-outside-bar');
+    assert.deepEqual(o.reason.kind === 'efault-outside-bar' && [o.reason.errno, o.reason.bars.map((b) => [b.device, b.index, b.hostMapped])], [EFAULT, m.passthrough.flatMap((d) => [0, 2].map((i) => [d.name, i, d.name !== 'a']))]);
+    // The printed text stays QEMU's first line, then tsvmm's conclusion.
+    assert.equal(o.lines[0], 'error: kvm run failed Bad address');
+    assert.match(o.lines[1]!, /the fault is outside any passthrough BAR/);
     assert.equal(m.stats.get('fault.efaultRecovered'), 0);
   });
 }
@@ -60,9 +61,9 @@ test('an EFAULT while device a was held away with its memslot still present is r
   assert.equal(m.stats.get('fault.efaultRecovered'), 1);
   // The same EFAULT again: a's memslot is gone and nothing changed since entry, so it is not a's.
   vcpu.script.push(-EFAULT);
-  const again = runner.run().outcome as { kind: string; lines: string[] };
+  const again = runner.run().outcome as StopOutcome;
   assert.equal(again.kind, 'stop');
-  assert.match(again.lines[1]!, /outside any passthrough BAR/);
+  assert.equal(again.reason.kind, 'efault-outside-bar');
 });
 
 test('an EFAULT after device a was revoked at entry and restored since is retried (the stale memslot case), per device', () => {
@@ -89,9 +90,10 @@ test('KVM_EXIT_MEMORY_FAULT with EHWPOISON on a BAR is a hardware memory error: 
   page.setBigUint64(Run.memoryFaultGpa, 0xc000_0000n, true);
   page.setBigUint64(Run.memoryFaultSize, 0x1000n, true);
   vcpu.script.push(-EHWPOISON);
-  const o = runner.run().outcome as { kind: string; state: string; lines: string[] };
+  const o = runner.run().outcome as StopOutcome;
   assert.equal(o.kind, 'stop');
   assert.equal(o.state, 'internal-error');
+  assert.deepEqual(o.reason.kind === 'hardware-memory-error' && [o.reason.gpa, o.reason.size, o.reason.vcpu, o.reason.place.kind === 'bar' && o.reason.place.bar.device], [0xc000_0000n, 0x1000n, 0, 'a']);
   assert.match(o.lines[0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0xc0000000 size 0x1000 on vCPU 0/);
   assert.match(o.lines.join('\n'), /a BAR0 \[0xc0000000, \+0x1000\)/);
   assert.equal(m.stats.get('fault.memoryFaultRecovered'), 0);
@@ -107,11 +109,13 @@ test('EHWPOISON in RAM, and EHWPOISON without the annotation, are hardware memor
   page.setBigUint64(Run.memoryFaultGpa, 0x20_0000n, true);
   page.setBigUint64(Run.memoryFaultSize, 0x1000n, true);
   vcpu.script.push(-EHWPOISON);
-  const ram = runner.run().outcome as { lines: string[] };
+  const ram = runner.run().outcome as StopOutcome;
+  assert.deepEqual(ram.reason, { kind: 'hardware-memory-error', vcpu: 0, errno: EHWPOISON, gpa: 0x20_0000n, size: 0x1000n, place: { kind: 'region', regionKind: 'ram', name: 'ram0' } });
   assert.match(ram.lines[0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0x200000 size 0x1000 on vCPU 0 \(ram region 'ram0'\)/);
   page.setUint32(Run.exitReason, 0, true);
   vcpu.script.push(-EHWPOISON);
-  const bare = runner.run().outcome as { lines: string[] };
+  const bare = runner.run().outcome as StopOutcome;
+  assert.deepEqual(bare.reason, { kind: 'hardware-memory-error-no-gpa', vcpu: 0, errno: EHWPOISON });
   assert.match(bare.lines[0]!, /^tsvmm: hardware memory error \(EHWPOISON\) from KVM_RUN on vCPU 0: KVM gave no gpa/);
 });
 
@@ -127,6 +131,7 @@ test('KVM_RUN -1/EIO through the real runner and dispatch: a bugged-VM stop of i
   assert.equal(o.state, 'internal-error');
   assert.equal(o.vmBugged, true);
   assert.equal(o.dumpRegisters, true);
+  assert.deepEqual(o.reason, { kind: 'vm-bugged', vcpu: 1, what: 'KVM_RUN' });
   assert.match(o.lines[0]!, /^tsvmm: the kernel declared the VM bugged \(KVM_BUG_ON\): KVM_RUN on vCPU 1 failed with EIO/);
   assert.equal(m.stats.get('fault.fatal'), 0, 'not a memory fault');
   assert.equal(runner.guard.count, 0);
@@ -151,6 +156,7 @@ test('a memslot ioctl failing with EIO during a dispatch (the VM was bugged mean
   vcpu.script.push(-EFAULT); // a's memslot is stale: the policy resyncs, and the resync's delete fails
   const o = runner.run().outcome as StopOutcome;
   assert.equal(o.kind, 'stop');
+  assert.deepEqual(o.reason, { kind: 'vm-bugged', vcpu: 0, what: 'KVM_SET_USER_MEMORY_REGION' });
   assert.match(o.lines[0]!, /KVM_BUG_ON\): KVM_SET_USER_MEMORY_REGION on vCPU 0 failed with EIO/);
   assert.equal(m.lock.held, false, 'the device lock was released');
 });

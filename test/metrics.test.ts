@@ -178,7 +178,7 @@ test('per-device exit counts: each access is counted for the device that answere
   const { CONTROL_BASE } = await import('../src/devices/control');
   const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, new RecordingVm(), new FakeHostMemory(), () => {});
   // Another thread's view (vCPU 1's row) counts into the same totals.
-  const other = Machine.attach(m.shared, new RecordingVm(), new FakeHostMemory(), () => {}, 2);
+  const other = Machine.attach({ shared: m.shared, vm: new RecordingVm(), hostMemory: new FakeHostMemory(), console: () => {}, statsRow: 2 });
   m.pioWrite(0x3f8, 1, 0x41, 0);
   other.pioWrite(0x3f8, 1, 0x42, 1);
   m.pioRead(0xcfc, 4, 0);

@@ -125,17 +125,17 @@ test('memory decode off: the BAR region goes, reads are UR (all ones) and counte
 
 test('handler ids are identical in every thread: a worker that attaches maps each id to the same BAR slow path', async () => {
   const s = setup();
-  const here = s.m.handlers.map((h) => h?.name ?? null);
+  const here = s.m.mmio.handlers.map((h) => h?.name ?? null);
   assert.deepEqual(here.slice(2), ['pt0 BAR0 slow path', 'pt0 BAR2 slow path', 'pt1 BAR0 slow path', 'pt1 BAR2 slow path']);
   const worker = new Worker(
     `
     const { workerData, parentPort } = require('node:worker_threads');
     const { Machine } = require(workerData.machinePath);
     // Attaching only reads shared state; host memory is not touched.
-    const m = Machine.attach(workerData.shared, undefined, {}, () => {});
+    const m = Machine.attach({ shared: workerData.shared, vm: undefined, hostMemory: {}, console: () => {} });
     parentPort.postMessage({
-      names: m.handlers.map((h) => (h ? h.name : null)),
-      regions: m.memoryMap.regions().filter((r) => r.handler >= 2).map((r) => [r.name, m.handlers[r.handler].name]),
+      names: m.mmio.handlers.map((h) => (h ? h.name : null)),
+      regions: m.memoryMap.regions().filter((r) => r.handler >= 2).map((r) => [r.name, m.mmio.handlers[r.handler].name]),
     });
     `,
     { eval: true, workerData: { machinePath: require.resolve('../src/vmm/machine'), shared: s.m.shared } },

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { explore, replay, runSchedule, shrinkSchedule, type ExploreOptions } from '../src/sim/explorer';
 import { DEFAULT_SIM_OPTIONS, RAM_PROBE_GPA, World, type SimOptions } from '../src/sim/world';
 import { KERNEL_VARIANTS } from '../src/sim/kernel';
-import { MAX_RETRIES_WITHOUT_PROGRESS, type FaultDecision, type MemoryFaultPolicy } from '../src/vmm/memory-fault-policy';
+import { MAX_RETRIES_WITHOUT_PROGRESS, type FaultDecision, type VmmPersona } from '../src/vmm/memory-fault-policy';
 
 const EXHAUSTIVE = (bound: number): ExploreOptions => ({ mode: 'exhaustive', bound, seeds: 0, seed0: 1, maxSchedules: 200_000, shrink: true });
 const RANDOM = (seeds: number): ExploreOptions => ({ mode: 'random', bound: 0, seeds, seed0: 7, maxSchedules: 0, shrink: true });
@@ -15,7 +15,7 @@ const sim = (o: Partial<SimOptions>): SimOptions => ({ ...DEFAULT_SIM_OPTIONS, .
 
 /** A policy built from another, with some methods replaced (planted bugs). */
 /** A policy with some rules replaced. The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
-function planted(base: MemoryFaultPolicy, patch: Partial<Pick<MemoryFaultPolicy, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>): MemoryFaultPolicy {
+function planted(base: VmmPersona, patch: Partial<Pick<VmmPersona, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>): VmmPersona {
   return {
     ...(patch.explainedWithoutLock ? { explainedWithoutLock: patch.explainedWithoutLock } : {}),
     ...(patch.retryWithoutLock ? { retryWithoutLock: patch.retryWithoutLock } : {}),
@@ -195,7 +195,7 @@ describe('planted bugs are caught', () => {
     // tsvmm's unannotated-EFAULT rule once looked only at "revoked since entry or revoked now". A vCPU
     // that entered after the device write revoked the mapping, but before the memslot was deleted,
     // faulted through the stale memslot and was then declared fatal. Keep that bug caught.
-    const old = (base: MemoryFaultPolicy) =>
+    const old = (base: VmmPersona) =>
       planted(base, { onRunError: (e, f, v) => base.onRunError(e, f, { vcpu: v.vcpu, guard: v.guard, revocationGenerationAtEntry: v.revocationGenerationAtEntry }) });
     const cases = [
       { o: { barOrder: 'qemu' as const }, bound: 1 },
@@ -241,7 +241,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
 
   test('planted: the EFAULT rule before the per-device fix (any BAR accessible anywhere explains a revoked-at-entry fault) is caught with two devices', () => {
     // The old rule: "some BAR was revoked at entry" and "some BAR (of any device) is accessible now".
-    const old = (base: MemoryFaultPolicy) =>
+    const old = (base: VmmPersona) =>
       planted(base, {
         onRunError: (e, f, v) => {
           const any = v.barRevokedAtEntry !== undefined && f.passthroughBars().some(v.barRevokedAtEntry);
@@ -263,7 +263,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
   });
 
   test('a stop whose diagnostics do not name the gpa is caught', () => {
-    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', lines: ['error: kvm run failed Bad address'] }) }) }), EXHAUSTIVE(0));
+    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }) }), EXHAUSTIVE(0));
     assert.equal(r.firstViolation?.kind, 'missed-stop');
   });
 });
@@ -326,7 +326,7 @@ describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
   }
 
   test('planted: the policy before the fix (errno ignored: EHWPOISON retried like EFAULT) is caught', () => {
-    const old = (base: MemoryFaultPolicy) => planted(base, { onMemoryFault: (f, facts, v) => base.onMemoryFault({ ...f, errno: 14 }, facts, v) });
+    const old = (base: VmmPersona) => planted(base, { onMemoryFault: (f, facts, v) => base.onMemoryFault({ ...f, errno: 14 }, facts, v) });
     const r = explore(sim({ kernel: 'patched', poison: true, policyOverride: old }), EXHAUSTIVE(0));
     assert.equal(r.firstViolation?.kind, 'missed-stop');
     assert.match(r.firstViolation!.message, /re-entered KVM_RUN after a hardware memory error \(EHWPOISON\) at gpa 0xc0000000/);

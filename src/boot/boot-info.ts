@@ -104,13 +104,21 @@ export const ConfigAccess = { PORTS: 0, ECAM: 1 } as const;
 /** tsvmm control device registers, defined by the device (offsets from CONTROL_BASE). */
 export { ControlRegs } from '../devices/control';
 
-export interface BootInfo {
+/** What every VM's boot page says: the machine's shape. */
+export interface MachineBootInfo {
   vcpus: number;
   ramBytes: bigint | number;
   controlBase: bigint;
   ecamBase: bigint;
   pciWindowBase: bigint;
   pciWindowEnd: bigint;
+}
+
+/**
+ * What one guest is given: its parameters (src/boot/guest-params.ts resolves them). Each guest
+ * reads the ones it uses; the others stay 0.
+ */
+export interface GuestParamWords {
   /** bus<<8 | dev<<3 | fn of the passthrough test function (0 when there is none). */
   pciBdf: number;
   /** Guest-physical address of that function's BAR0 (0 when there is none). */
@@ -121,6 +129,9 @@ export interface BootInfo {
   configAccess: number;
   probeGpa: bigint;
 }
+
+/** The boot info page's fields (the page layout is the guests' ABI: see the header comment). */
+export type BootInfo = MachineBootInfo & GuestParamWords;
 
 export class BootInfoError extends Error {
   constructor(message: string) {

@@ -11,6 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GUEST_LOAD_GPA, MAX_VCPUS } from './layout';
 import { viewOf } from '../le-bytes';
+import { hex } from '../hex';
+import { UserInputError } from '../user-input-error';
 
 export const GUEST_MAGIC = 0x3154_5347_4d56_5354n; // "TSVMGST1"
 export const GUEST_HEADER_VERSION = 1;
@@ -19,14 +21,14 @@ export const GUEST_HEADER_FIXED_SIZE = 16;
 export const BUILTIN_GUESTS = ['hello', 'pio-loop', 'mmio-loop', 'race', 'probe-read', 'probe-read-cpl0', 'triple-fault', 'exception', 'double-fault', 'print-loop'] as const;
 export type BuiltinGuest = (typeof BUILTIN_GUESTS)[number];
 
-export class UnknownGuestError extends Error {
+export class UnknownGuestError extends UserInputError {
   constructor(readonly guest: string) {
     super(`unknown guest '${guest}': not a built-in guest (${BUILTIN_GUESTS.join(', ')}) and no such file`);
     this.name = 'UnknownGuestError';
   }
 }
 
-export class GuestImageError extends Error {
+export class GuestImageError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'GuestImageError';
@@ -154,9 +156,6 @@ export function maxImageBytes(ramBytes: bigint, lowRamEnd: bigint): number {
   return room <= 0n ? 0 : Number(room < BigInt(MAX_GUEST_IMAGE_BYTES) ? room : BigInt(MAX_GUEST_IMAGE_BYTES));
 }
 
-function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
-}
 
 /** Parses and checks an image header; `name` only labels error messages. */
 export function parseGuestHeader(bytes: Uint8Array, name = 'guest image'): { version: number; entries: bigint[]; headerSize: number } {

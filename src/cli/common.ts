@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { UserInputError } from '../user-input-error';
 import { report, STDERR_STALL_MS, stderrDrops, writeStderr } from '../log';
 import type { Stats } from '../vmm/stats';
 
@@ -18,7 +19,7 @@ export function parseChoice<T extends string>(name: string, value: string, choic
 /** Prints an error as `tsvmm: <message>` and exits 2 (bad input) or 1 (anything else). */
 export function reportErrorAndExit(e: unknown): never {
   const err = e as Error;
-  const input = ['SizeError', 'UnknownGuestError', 'GuestImageError', 'MachineConfigError', 'InvalidArgumentError', 'BadPciAddressError', 'RaceDeviceError', 'QmpSocketError', 'MetricsListenError', 'ConfigFileError', 'KernelImageError', 'BootPlanError', 'LinuxBootInputError', 'LinuxRaceInputError'].includes(err?.name);
+  const input = e instanceof UserInputError || e instanceof InvalidArgumentError;
   report('error', err?.message ?? String(e));
   if (process.env.TSVMM_DEBUG) writeStderr(`${err?.stack}\n`);
   process.exit(input ? 2 : 1);

@@ -5,8 +5,9 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { UserInputError } from '../user-input-error';
 
-export class ConfigFileError extends Error {
+export class ConfigFileError extends UserInputError {
   override name = 'ConfigFileError';
 }
 

@@ -11,7 +11,7 @@ import { workerData } from 'node:worker_threads';
 import { KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import { Machine, type MachineShared } from '../vmm/machine';
-import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
 import { isTerminal } from '../vmm/run-state';
 import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
 import { runSteps } from '../steps';
@@ -30,8 +30,8 @@ export interface HostRevokerData {
 
 function main(d: HostRevokerData): void {
   const stop = new Int32Array(d.stop);
-  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), new NativeHostMemory(), () => {}, HOST_REVOKER_STATS_ROW);
-  const host = machine.passthrough[0]!.host as ShmHostDevice;
+  const machine = Machine.attach({ shared: d.shared, vm: new KvmVm(d.vmFd, d.maxMemslots), hostMemory: new NativeHostMemory(), console: () => {}, statsRow: HOST_REVOKER_STATS_ROW });
+  const host = revocableHost(machine);
   const heaps = new ThreadHeaps(d.heaps);
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */
   const sleep = (ms: number) => {
@@ -44,10 +44,7 @@ function main(d: HostRevokerData): void {
     machine.stats.add('host.revocations');
     sleep(Math.random() * 2);
     // The VMM is told when the host gives the device back, and maps it again under the lock.
-    machine.lock.with(() => {
-      host.hostRestore();
-      runSteps(machine.resyncBars());
-    });
+    machine.lock.with(() => runSteps(restoreAfterHostRevocation(machine, host)));
     machine.stats.add('host.restorations');
     heaps.maybePublish(HOST_REVOKER_STATS_ROW);
   }

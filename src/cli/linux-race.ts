@@ -10,6 +10,7 @@ import { LatencySamples } from '../vmm/latency';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { SHM_DEVICE_ID_VALUE, SHM_IDENTITY } from '../devices/pci/shm-backend';
 import { prepareRaceVm, raceDeviceName, racePassthrough, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
+import { UserInputError } from '../user-input-error';
 
 /** What guests/linux/bar-race.c prints after "TSVMM-RACE-RESULT ". */
 export interface GuestRaceCounters {
@@ -45,7 +46,7 @@ export interface LinuxRaceReport extends RaceReport {
   guest: GuestRaceCounters | null;
 }
 
-export class LinuxRaceInputError extends Error {
+export class LinuxRaceInputError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'LinuxRaceInputError';

@@ -5,10 +5,10 @@ import type { Command } from 'commander';
 import { Vm } from '../vmm/vm';
 import { KvmSystem } from '../kvm/kvm';
 import { KVM_CAP_MEMORY_FAULT_INFO, KVM_API_VERSION, Run } from '../kvm/constants';
-import { ShmHostDevice } from '../devices/pci/shm-backend';
+import { revocableHost } from '../vmm/host-revocation';
 import { VcpuRunner } from '../vmm/vcpu-runner';
 import { runSteps } from '../steps';
-import { describeErrnoName } from '../vmm/errno';
+import { describeErrnoName, EFAULT } from '../errno';
 import { reportErrorAndExit } from './common';
 
 export type ProbeAnswer = 'annotated' | 'unannotated' | 'emulated-mmio' | 'no-fault' | 'other';
@@ -37,13 +37,12 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
   // memory decode stays on, so the memslot is still there: exactly the racing vCPU's situation.
   const vm = Vm.create({
     machine: { ramBytes: 16n << 20n, vcpus: 1, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' },
-    guest,
-    params: { probeGpa: 'bar0' },
+    guest: { image: guest, params: { probeGpa: 'bar0' } },
     kvmPath,
   });
   try {
     const bar0 = vm.bars.get('pt0')!.get(0)!;
-    (vm.machine.passthrough[0]!.host as ShmHostDevice).hostRevoke();
+    revocableHost(vm.machine).hostRevoke();
     const runner = new VcpuRunner(vm.vcpus[0]!, vm.machine);
     for (let i = 0; i < MAX_EXITS; i++) {
       const exit = runner.enter();
@@ -53,7 +52,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
         return { answer: ok ? 'annotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason 39 KVM_EXIT_MEMORY_FAULT gpa 0x${exit.gpa.toString(16)} size 0x${exit.size.toString(16)} flags 0x${exit.flags.toString(16)}` };
       }
       if (exit.kind === 'run-error') {
-        return { answer: exit.errno === 14 ? 'unannotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason ${staleReason} (not a memory-fault exit)` };
+        return { answer: exit.errno === EFAULT ? 'unannotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason ${staleReason} (not a memory-fault exit)` };
       }
       if (exit.kind === 'mmio' && exit.gpa >= bar0 && exit.gpa < bar0 + 0x1000n) {
         const slot = vm.machine.memoryMap.slots().some((s) => exit.gpa >= s.gpa && exit.gpa < s.gpa + s.size);

@@ -24,6 +24,7 @@ import { checkSoakLog, parseDuration, soakFailed, SoakSampler, type SoakReport }
 import { writeOutput } from './output';
 import { collect, parseDeviceOption } from './linux-options';
 import { formatSize } from '../size';
+import { UserInputError } from '../user-input-error';
 import { startProgress, summaryTable } from './progress';
 
 export interface RaceReport {
@@ -88,7 +89,7 @@ export interface RaceOptions {
   soak?: { seconds: number; sampleSeconds: number; logFile?: string };
 }
 
-export class RaceDeviceError extends Error {
+export class RaceDeviceError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'RaceDeviceError';
@@ -194,8 +195,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       policy: o.policy,
       barOrder,
     },
-    guest: 'race',
-    params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 },
+    guest: { image: 'race', params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 } },
     kvmPath: o.kvmPath,
   });
   const detachInterrupt = prepareRaceVm(vm, o);

@@ -88,8 +88,7 @@ export function registerRunCommand(program: Command): void {
         } else {
           vmOptions = {
             machine: { ramBytes: parseMemOption(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', reboot },
-            guest: o.guest!,
-            params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
+            guest: { image: o.guest!, params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) } },
             kvmPath: o.kvm,
           };
           recreate = () => Vm.create(vmOptions!);

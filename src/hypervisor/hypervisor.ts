@@ -2,7 +2,7 @@
 // `kvm` (src/kvm/, the real one) and `sim` (src/sim/, a deterministic model of the kernel half).
 // Both present a vCPU exit as a kvm_run page plus the KVM_RUN return value, so the same decoder,
 // dispatcher and memory-fault policy run on top of either.
-import type { Regs, Sregs } from '../kvm/regs';
+import type { Regs, Sregs } from './cpu-state';
 
 export interface MemslotSpec {
   slot: number;

@@ -2,6 +2,9 @@
 // the KVM_RUN return value, so tests feed it synthetic pages without KVM.
 import { ExitReason, KVM_EXIT_IO_OUT, Run } from './constants';
 import { readLe, writeLe } from '../le-bytes';
+import { EAGAIN, EFAULT, EHWPOISON, EINTR, EIO } from '../errno';
+
+export { allOnes } from '../access-width';
 
 export type VcpuExit =
   | { kind: 'io'; direction: 'in' | 'out'; size: 1 | 2 | 4; port: number; count: number; dataOffset: number }
@@ -41,11 +44,6 @@ export class ExitScratch {
   readonly mmio: MmioExit = { kind: 'mmio', gpa: 0n, len: 0, isWrite: false, data: 0n };
 }
 
-const EINTR = 4;
-const EIO = 5;
-const EAGAIN = 11;
-const EFAULT = 14;
-const EHWPOISON = 133;
 
 function dataArray(view: DataView, ndataOffset: number, dataOffset: number, max: number): bigint[] {
   const n = Math.min(view.getUint32(ndataOffset, true), max);
@@ -146,7 +144,3 @@ export function completeMmioRead(run: DataView, len: number, value: bigint): voi
   writeLe(run, Run.mmioData, Math.min(len, 8), value);
 }
 
-/** All ones of an access width in bytes (1..8): what a PCI Unsupported Request / master abort reads. */
-export function allOnes(len: number): bigint {
-  return len >= 8 ? 0xffff_ffff_ffff_ffffn : (1n << BigInt(8 * len)) - 1n;
-}

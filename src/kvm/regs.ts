@@ -1,50 +1,13 @@
 // struct kvm_regs / kvm_sregs (x86_64) <-> plain objects. Sizes are checked against the native
 // addon's sizeof() in test/kvm-constants.test.ts.
 import { SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS } from './constants';
+import { GPR_NAMES, SEGMENT_NAMES, emptyRegs, type Regs, type Segment, type Sregs } from '../hypervisor/cpu-state';
 
-export const GPR_NAMES = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags'] as const;
-export type GprName = (typeof GPR_NAMES)[number];
-export type Regs = Record<GprName, bigint>;
-
-export interface Segment {
-  base: bigint;
-  limit: number;
-  selector: number;
-  type: number;
-  present: number;
-  dpl: number;
-  db: number;
-  s: number;
-  l: number;
-  g: number;
-  avl: number;
-  unusable: number;
-}
-export interface DescriptorTable {
-  base: bigint;
-  limit: number;
-}
-export const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
-export type SegmentName = (typeof SEGMENT_NAMES)[number];
-export type Sregs = Record<SegmentName, Segment> & {
-  gdt: DescriptorTable;
-  idt: DescriptorTable;
-  cr0: bigint;
-  cr2: bigint;
-  cr3: bigint;
-  cr4: bigint;
-  cr8: bigint;
-  efer: bigint;
-  apicBase: bigint;
-  interruptBitmap: bigint[];
-};
+// The register types belong to the hypervisor interface; re-exported for existing importers.
+export { GPR_NAMES, SEGMENT_NAMES, emptyRegs, type GprName, type Regs, type Segment, type DescriptorTable, type SegmentName, type Sregs } from '../hypervisor/cpu-state';
 
 const SEGMENT_SIZE = 24;
 const DTABLE_SIZE = 16;
-
-export function emptyRegs(): Regs {
-  return Object.fromEntries(GPR_NAMES.map((n) => [n, 0n])) as Regs;
-}
 
 export function decodeRegs(buf: Uint8Array): Regs {
   const v = new DataView(buf.buffer, buf.byteOffset, SIZEOF_KVM_REGS);

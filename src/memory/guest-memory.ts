@@ -2,7 +2,7 @@
 // cannot cross threads, the pages can). Used to load guests, write boot data, read results and
 // fetch code bytes for diagnostics. Never used for BARs (see HostMemory).
 import { describeErrno, native, NativeError } from '../native';
-import type { RamChunk } from '../vmm/machine';
+import type { RamChunk } from './ram';
 
 export class GuestMemory {
   private readonly views: { gpa: bigint; size: bigint; bytes: Uint8Array; address: bigint }[];

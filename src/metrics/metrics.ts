@@ -6,6 +6,7 @@ import net from 'node:net';
 import client from 'prom-client';
 import type { Stats } from '../vmm/stats';
 import { RunStates, type RunState } from '../vmm/run-state';
+import { UserInputError } from '../user-input-error';
 
 /** What the metrics read; a Vm provides it (metricsSourceOf). */
 export interface MetricsSource {
@@ -26,7 +27,7 @@ export interface MetricsSource {
 export const VCPU_STATES = ['starting', 'running', 'stopped', 'failed', 'paused'] as const;
 
 /** A --metrics-listen value that cannot be served. */
-export class MetricsListenError extends Error {
+export class MetricsListenError extends UserInputError {
   override name = 'MetricsListenError';
 }
 

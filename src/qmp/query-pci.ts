@@ -95,7 +95,7 @@ export function machinePciFunctions(machine: Machine): PciFunctionInfo[] {
         const f = machine.hostBridge.functionAt(0, slot, fn);
         const config = (f as { config?: PciConfigSpace } | undefined)?.config;
         if (!f || !config) continue;
-        const mapped = f instanceof PassthroughDevice ? new Map(f.barInfo().map((i) => [i.bar.index, i.hasMemslot])) : new Map<number, boolean>();
+        const mapped = f instanceof PassthroughDevice ? new Map(f.barInfo().map((i) => [i.bar.index, i.hostMapped])) : new Map<number, boolean>();
         out.push({
           slot,
           fn,

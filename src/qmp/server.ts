@@ -16,6 +16,7 @@ import { QmpSession, type QmpMessage, type QmpTarget } from './session';
 import { QmpInputFramer, MAX_MESSAGE_BYTES, type FramedInput } from './framing';
 import { stringifyQmpJson } from './json';
 import { log } from '../log';
+import { UserInputError } from '../user-input-error';
 
 export { MAX_MESSAGE_BYTES as MAX_LINE_BYTES };
 
@@ -32,7 +33,7 @@ export const CLOSE_GRACE_MS = 500;
 /** sun_path is 108 bytes on Linux, one of them the terminating NUL (unix(7)). */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-export class QmpSocketError extends Error {
+export class QmpSocketError extends UserInputError {
   override name = 'QmpSocketError';
 }
 

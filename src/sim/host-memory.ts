@@ -8,12 +8,10 @@
 // (readMapped/writeMapped), and only after checking that the page is accessible.
 import type { HostMemory } from '../memory/host-memory';
 import { readLe, viewOf, writeLe } from '../le-bytes';
+import { EBADF, EINVAL, EIO } from '../errno';
 
 export const SIM_PAGE_SIZE = 4096;
 const PAGE = BigInt(SIM_PAGE_SIZE);
-const EIO = 5;
-const EBADF = 9;
-const EINVAL = 22;
 /** Where the model's mappings start (an ordinary x86_64 user address, for recognisable dumps). */
 const MAP_BASE = 0x7f00_0000_0000n;
 

@@ -45,21 +45,17 @@ import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hy
 import { MemslotError } from '../hypervisor/hypervisor';
 import { ExitReason, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, Run, SIZEOF_KVM_SREGS } from '../kvm/constants';
 import { readLe, writeLe } from '../le-bytes';
+import { EEXIST, EFAULT, EHWPOISON, EINTR, EINVAL, EIO } from '../errno';
 import { decodeSregs, emptyRegs, type Regs, type Sregs } from '../kvm/regs';
 import type { SimHostMemory } from './host-memory';
 import { formatInstruction, type Instruction } from './program';
+import { hex } from '../hex';
 
 export const KERNEL_VARIANTS = ['unpatched', 'patched', 'emulated', 'bug-on'] as const;
 export type KernelVariant = (typeof KERNEL_VARIANTS)[number];
 export type KernelSlice = 'instruction' | 'exit';
 
 const PAGE = 0x1000n;
-const EINTR = 4;
-const EIO = 5;
-const EHWPOISON = 133;
-const EFAULT = 14;
-const EINVAL = 22;
-const EEXIST = 17;
 /** The vCPU mmap: kvm_run, the PIO data page (KVM_PIO_PAGE_OFFSET 1), the coalesced-MMIO ring page. */
 const VCPU_MMAP_BYTES = 3 * 4096;
 const PIO_DATA_OFFSET = 4096;
@@ -96,7 +92,6 @@ export interface EntryRecord {
   result: EntryResult;
 }
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 export function formatEntry(e: EntryRecord): string {
   const parts: string[] = [];

@@ -7,6 +7,7 @@
 import { PciHostBridge } from '../devices/pci/host-bridge';
 import { ShmRegs } from '../devices/pci/shm-backend';
 import { ECAM_BASE } from '../vmm/machine';
+import { hex } from '../hex';
 
 export type Width = 1 | 2 | 4 | 8;
 export const WIDTHS: readonly Width[] = [1, 2, 4, 8];
@@ -31,7 +32,6 @@ export type Instruction =
   | { op: 'in'; size: 1 | 2 | 4; port: number; tag: AccessTag }
   | { op: 'stop' };
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 export function formatInstruction(i: Instruction): string {
   switch (i.op) {

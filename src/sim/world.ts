@@ -41,12 +41,14 @@
 // device and the host not holding it (ShmHostDevice.memoryEnabled() && !heldAway()). An access takes
 // effect inside KVM (through a mapped memslot) or, for an MMIO exit, when the VMM dispatches it under
 // the device lock; a read's value reaches the guest when the instruction retires on re-entry.
-import { allOnes, type VcpuExit } from '../kvm/exit';
+import type { VcpuExit } from '../kvm/exit';
+import { allOnes } from '../access-width';
+import { hex } from '../hex';
 import type { BarOrder } from '../devices/pci/passthrough';
 import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
-import type { MemoryFaultPolicy, PolicyName } from '../vmm/memory-fault-policy';
+import type { PolicyName, VmmPersona } from '../vmm/memory-fault-policy';
 import { StepQueue } from '../steps';
 import { applyOutcome } from '../vmm/dispatch';
 import { isTerminal } from '../vmm/run-state';
@@ -55,6 +57,8 @@ import { VcpuRunner } from '../vmm/vcpu-runner';
 import { SimHostMemory } from './host-memory';
 import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
 import { accessorProgram, formatInstruction, scratchOffset, togglerProgram, WIDTHS, type ConfigAccess, type Instruction, type Width } from './program';
+import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
+import { stopReasonGpa } from '../vmm/stop-reasons';
 
 export const VIOLATION_KINDS = ['vm-death', 'bad-value', 'bad-write', 'livelock', 'missed-stop', 'bugged-vm', 'final-state', 'vmm-exception'] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
@@ -100,7 +104,7 @@ export interface SimOptions {
   /** A run longer than this is cut short as a livelock. */
   maxSteps: number;
   /** Test hook: wraps or replaces the machine's memory-fault policy (planted bugs). */
-  policyOverride?: (base: MemoryFaultPolicy) => MemoryFaultPolicy;
+  policyOverride?: (base: VmmPersona) => VmmPersona;
   /** Test hook: runs on each new world before its first step (planted bugs in devices or the model). */
   plant?: (world: World) => void;
 }
@@ -133,7 +137,6 @@ const PASSTHROUGH_SLOT = 3;
 const PASSTHROUGH_NAME = 'pt0';
 const SECOND_DEVICE = { name: 'pt1', slot: 4, backend: 'shm' } as const;
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 interface Actor {
   readonly name: string;
@@ -292,8 +295,7 @@ class HostActor implements Actor {
       case 'restore':
         // The VMM is told the device is back: under its lock, restore and resync the BARs.
         if (!w.machine.lock.tryLock()) throw new Error('host: scheduled while the device lock is held');
-        w.host.hostRestore();
-        this.queue = new StepQueue(w.machine.resyncBars());
+        this.queue = new StepQueue(restoreAfterHostRevocation(w.machine, w.host));
         this.phase = this.queue.length > 0 ? 'steps' : 'release';
         return w.tracing ? `${this.name}: take device lock, restore ${PASSTHROUGH_NAME}, resync BARs (${this.queue.length} step(s))` : undefined;
       case 'steps': {
@@ -391,11 +393,11 @@ export class World implements SimObserver {
       this.hostMemory,
       () => {},
     );
-    if (options.policyOverride) (this.machine as { policy: MemoryFaultPolicy }).policy = options.policyOverride(this.machine.policy);
+    if (options.policyOverride) (this.machine as { persona: VmmPersona }).persona = options.policyOverride(this.machine.persona);
     const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
     this.bar0 = bars.get(0)!;
     const dev = this.machine.passthrough[0]!;
-    this.host = dev.host as ShmHostDevice;
+    this.host = revocableHost(this.machine);
     const hostBar0 = dev.host.regions().find((r) => r.index === 0)!.hostAddress!;
     this.bar0File = this.hostMemory.fileAt(hostBar0)!;
     if (options.poison) {
@@ -588,8 +590,7 @@ export class World implements SimObserver {
       this.violate('bugged-vm', a.name, `a second stop report for the bugged VM (from ${a.name}): every vCPU sees EIO, but only one report may be printed`, o.lines);
       return;
     }
-    const text = o.lines.join('\n');
-    if (o.state !== 'internal-error' || !/KVM_BUG_ON/.test(text) || !text.includes(`vCPU ${a.vcpu.index}`)) {
+    if (o.state !== 'internal-error' || o.reason.kind !== 'vm-bugged' || o.reason.vcpu !== a.vcpu.index) {
       this.violate('bugged-vm', a.name, `the VM is bugged (KVM_BUG_ON) but its stop (${o.state}) does not say so and name vCPU ${a.vcpu.index}: ${o.lines[0] ?? ''}`, o.lines);
     }
   }
@@ -614,14 +615,14 @@ export class World implements SimObserver {
     this.stopLines = [...o.lines, ...dump];
     if (a.poisonedAt !== undefined) {
       const page = hex(a.poisonedAt & ~0xfffn);
-      if (!new RegExp(`hardware memory error \\(EHWPOISON\\) at gpa ${page}\\b`).test(o.lines.join('\n')) || o.state !== 'internal-error') {
+      if (o.reason.kind !== 'hardware-memory-error' || o.reason.gpa !== (a.poisonedAt & ~0xfffn) || o.state !== 'internal-error') {
         this.violate('missed-stop', a.name, `the VM stopped after a hardware memory error (EHWPOISON) at gpa ${page} but its diagnostics do not say so: ${o.lines[0] ?? ''}`, this.stopLines);
       }
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'kernel-bug' && o.state === 'internal-error') {
       // Kernels without the second patch return a plain EFAULT there: a fault outside every BAR.
-      if (!o.lines.some((l) => /outside any passthrough BAR/.test(l))) this.violate('missed-stop', a.name, `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
+      if (o.reason.kind !== 'efault-outside-bar') this.violate('missed-stop', a.name, `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'ram-probe' && o.state === 'internal-error') {
@@ -629,11 +630,11 @@ export class World implements SimObserver {
       // the VMM's own lines when the kernel reports it (patched: memory_fault.gpa; emulated: the MMIO
       // exit), else the register dump (unpatched KVM reports no gpa at all).
       const gpa = hex(faulting.gpa);
-      const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : o.lines.some((l) => l.includes(gpa));
+      const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : stopReasonGpa(o.reason) === faulting.gpa;
       if (!named) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not name the gpa`, this.stopLines);
       // And they must say what it is: a fault outside every BAR, not a BAR fault that looped. (With the
       // unpatched kernel only the VMM's own conclusion can say so; KVM gives no gpa.)
-      const outside = o.lines.some((l) => /outside any passthrough BAR|not in any passthrough BAR|inside RAM region/.test(l));
+      const outside = o.reason.kind === 'efault-outside-bar' || o.reason.kind === 'memory-fault-outside-bar' || o.reason.kind === 'mmio-in-ram';
       if (!outside) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
       return;
     }

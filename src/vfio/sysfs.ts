@@ -4,6 +4,7 @@
 // their own instead of /sys.
 import fs from 'node:fs';
 import path from 'node:path';
+import { UserInputError } from '../user-input-error';
 
 export class VfioSetupError extends Error {
   constructor(message: string) {
@@ -13,7 +14,7 @@ export class VfioSetupError extends Error {
 }
 
 /** A malformed PCI address on the command line or in a config (bad input, not a host problem). */
-export class BadPciAddressError extends VfioSetupError {
+export class BadPciAddressError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'BadPciAddressError';

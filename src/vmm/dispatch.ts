@@ -4,11 +4,13 @@
 // the caller (exitNeedsLock); the rest need no lock.
 import { completeMmioRead, type VcpuExit } from '../kvm/exit';
 import { SystemEventType } from '../kvm/constants';
-import { vmBuggedStop, type FaultFacts, type MemoryFaultPolicy, type VcpuFaultState } from './memory-fault-policy';
+import { stopLines, type StopReason } from './stop-reasons';
+import { vmBuggedStop, type FaultFacts, type VmmPersona, type VcpuFaultState } from './memory-fault-policy';
 import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
 import type { Step } from '../steps';
+import { hex } from '../hex';
 import { traceKvmMemoryFault, traceOn } from '../trace';
 
 export type Outcome =
@@ -21,7 +23,7 @@ export type Outcome =
    * The VM stops in `state` with these diagnostics (QEMU's wording where QEMU has one). `vmBugged`:
    * KVM declared the VM bugged; every vCPU sees EIO, and only the first one's report is printed.
    */
-  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; lines: string[]; dumpRegisters: boolean; vmBugged?: boolean };
+  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; reason: StopReason; /** stopLines(reason), rendered once. */ lines: string[]; dumpRegisters: boolean; vmBugged?: boolean };
 
 export type StopOutcome = Extract<Outcome, { kind: 'stop' }>;
 
@@ -42,11 +44,11 @@ function only(outcome: Outcome): Dispatched {
 }
 
 /** What an access through the machine can return: a device's effect, or an access the VM cannot survive. */
-export type AccessEffect = DeviceEffect | { kind: 'fatal'; lines: string[] };
+export type AccessEffect = DeviceEffect | { kind: 'fatal'; reason: StopReason };
 
 /** What dispatch needs of the machine (src/vmm/machine.ts implements it). */
 export interface DispatchTarget extends FaultFacts {
-  readonly policy: MemoryFaultPolicy;
+  readonly persona: VmmPersona;
   readonly stats: Stats;
   pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number;
   pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): AccessEffect | undefined;
@@ -64,10 +66,9 @@ export function exitNeedsLock(exit: VcpuExit): boolean {
   return exit.kind === 'io' || exit.kind === 'mmio' || exit.kind === 'memory-fault' || exit.kind === 'run-error';
 }
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
-function stop(lines: string[], state: 'internal-error' | 'guest-panicked' | 'shutdown' = 'internal-error', dumpRegisters = true): Outcome {
-  return { kind: 'stop', state, lines, dumpRegisters };
+function stop(reason: StopReason, state: 'internal-error' | 'guest-panicked' | 'shutdown' = 'internal-error', dumpRegisters = true): Outcome {
+  return { kind: 'stop', state, reason, lines: stopLines(reason), dumpRegisters };
 }
 
 const VCPU_DONE_WRITTEN: Dispatched = Object.freeze({ outcome: Object.freeze({ kind: 'vcpu-done', reason: 'the guest wrote VCPU_DONE' }), steps: NO_STEPS });
@@ -82,9 +83,9 @@ function outcomeOf(e: AccessEffect): Outcome {
     case 'vm-exit':
       return { kind: 'vm-exit', code: e.code };
     case 'guest-panic':
-      return stop([`tsvmm: ${e.message}`], 'guest-panicked', true);
+      return stop({ kind: 'guest-panic', message: e.message }, 'guest-panicked', true);
     case 'fatal':
-      return stop(e.lines);
+      return stop(e.reason);
   }
 }
 
@@ -156,7 +157,7 @@ export function recordStop(runState: SharedRunState, o: StopOutcome, report: () 
 function guestReset(m: DispatchTarget): Outcome | undefined {
   const r = m.guestResetOutcome?.();
   if (!r) return undefined;
-  return r.kind === 'vm-exit' ? r : stop([`tsvmm: ${r.message}`], 'guest-panicked', false);
+  return r.kind === 'vm-exit' ? r : stop({ kind: 'guest-panic', message: r.message }, 'guest-panicked', false);
 }
 
 /** The run state an outcome moves the VM to, and its exit status; undefined if it moves it nowhere. */
@@ -208,10 +209,10 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
     case 'memory-fault':
     case 'run-error': {
       if (traceOn.kvm_memory_fault && exit.kind === 'memory-fault') traceKvmMemoryFault(exit.gpa, exit.size, exit.flags);
-      const d = exit.kind === 'memory-fault' ? m.policy.onMemoryFault(exit, m, v) : m.policy.onRunError(exit.errno, m, v);
+      const d = exit.kind === 'memory-fault' ? m.persona.onMemoryFault(exit, m, v) : m.persona.onRunError(exit.errno, m, v);
       if (d.kind === 'fatal') {
         m.stats.add('fault.fatal');
-        return only(stop(d.lines));
+        return only(stop(d.reason));
       }
       m.stats.add(d.counter);
       return d.steps.length === 0 ? CONTINUED : { outcome: CONTINUE, steps: d.steps };
@@ -242,27 +243,23 @@ function dispatchOther(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchState):
     case 'shutdown': {
       const r = guestReset(m);
       if (r) return r;
-      return stop([`tsvmm: guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU ${v.vcpu}; tsvmm does not reset the machine`], 'shutdown');
+      return stop({ kind: 'triple-fault', vcpu: v.vcpu }, 'shutdown');
     }
     case 'fail-entry':
-      return stop([`KVM: entry failed, hardware error ${hex(exit.hardwareReason)}`, `tsvmm: KVM_EXIT_FAIL_ENTRY on vCPU ${v.vcpu} (cpu ${exit.cpu}): the vCPU state is invalid for VM entry`]);
+      return stop({ kind: 'fail-entry', vcpu: v.vcpu, hardwareReason: exit.hardwareReason, cpu: exit.cpu });
     case 'internal-error':
-      return stop([
-        `KVM internal error. Suberror: ${exit.suberror}`,
-        ...exit.data.map((d, i) => `extra data[${i}]: 0x${d.toString(16).padStart(16, '0')}`),
-        ...(exit.suberror === 1 ? ['emulation failure'] : []),
-      ]);
+      return stop({ kind: 'kvm-internal-error', suberror: exit.suberror, data: exit.data });
     case 'system-event':
       if (exit.type === SystemEventType.SHUTDOWN) return { kind: 'vm-exit', code: 0 };
-      if (exit.type === SystemEventType.CRASH) return stop([`tsvmm: guest reported a crash (KVM_SYSTEM_EVENT_CRASH) on vCPU ${v.vcpu}`], 'guest-panicked');
-      if (exit.type === SystemEventType.RESET) return guestReset(m) ?? stop([`tsvmm: guest requested a reset (KVM_SYSTEM_EVENT_RESET) on vCPU ${v.vcpu}; tsvmm does not reset the machine`], 'shutdown', false);
-      return stop([`tsvmm: unhandled KVM_EXIT_SYSTEM_EVENT type ${exit.type} on vCPU ${v.vcpu}`]);
+      if (exit.type === SystemEventType.CRASH) return stop({ kind: 'guest-crash', vcpu: v.vcpu }, 'guest-panicked');
+      if (exit.type === SystemEventType.RESET) return guestReset(m) ?? stop({ kind: 'reset-requested', vcpu: v.vcpu }, 'shutdown', false);
+      return stop({ kind: 'unhandled-system-event', vcpu: v.vcpu, type: exit.type });
     case 'vm-bugged':
       return vmBuggedStop(v.vcpu, 'KVM_RUN');
     case 'unknown':
-      return stop([`KVM: unknown exit, hardware reason ${exit.hardwareReason.toString(16)}`]);
+      return stop({ kind: 'unknown-exit', hardwareReason: exit.hardwareReason });
     case 'unsupported':
       m.stats.add('exits.other');
-      return stop([`KVM: unknown exit reason ${exit.reason}`]);
+      return stop({ kind: 'unsupported-exit', reason: exit.reason });
   }
 }

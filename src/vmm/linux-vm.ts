@@ -40,8 +40,18 @@ export function memoryLayout(ramBytes: bigint): MemoryLayout {
   return { ramBytes, lowRamEnd: LOW_RAM_END, highRamBase: HIGH_RAM_BASE, holeStart: ECAM_BASE, holeEnd: HIGH_RAM_BASE };
 }
 
-/** Each acquisition pushes its release onto `undo` (Vm.createLinux() runs them if a later step throws). */
-export function buildLinuxVm(config: MachineConfig, files: LinuxBootFiles, kvmPath: string | undefined, console: (b: Uint8Array) => void, host: NativeHostMemory, undo: (() => void)[]): LinuxVmParts {
+export interface LinuxVmOptions {
+  machine: MachineConfig;
+  files: LinuxBootFiles;
+  kvmPath?: string;
+  console: (b: Uint8Array) => void;
+  host: NativeHostMemory;
+  /** Each acquisition pushes its release here (Vm.createLinux() runs them if a later step throws). */
+  undo: (() => void)[];
+}
+
+export function buildLinuxVm(opts: LinuxVmOptions): LinuxVmParts {
+  const { machine: config, files, kvmPath, console, host, undo } = opts;
   // Bad input fails before KVM is touched.
   const image = readLinuxImage(files);
   const layout = memoryLayout(config.ramBytes);

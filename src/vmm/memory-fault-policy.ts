@@ -1,10 +1,12 @@
-// What a memory fault means: every such decision in tsvmm is made here, and the places that meet a
+// The VMM personas (VmmPersona: tsvmm, QEMU, cloud-hypervisor) and what a memory fault means to each
+// (their FaultRule). Every such decision in tsvmm is made here, and the places that meet a
 // fault call in:
 //   src/vmm/dispatch.ts              KVM_EXIT_MEMORY_FAULT and KVM_RUN errors (policy.onMemoryFault,
 //                                    policy.onRunError; KVM_RUN's EIO: vmBuggedStop())
 //   src/vmm/vcpu-runner.ts           a memslot ioctl failing mid-dispatch (stopForFailedStep())
-//   src/vmm/machine.ts               an MMIO exit no region answers (classifyUnclaimedMmio())
-//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused())
+//   src/vmm/unclaimed-access.ts      an MMIO exit no region answers (classifyUnclaimedMmio())
+//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused(),
+//                                    handed to each device as slowPathRules)
 // The real run loop is src/vmm/vcpu-runner.ts (driven by src/vmm/vcpu-thread.ts); the kernel model's
 // explorer (src/sim/) runs the same code against patched, unpatched, emulating and bug-on kernels.
 // Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
@@ -45,12 +47,16 @@
 //   the stale memslot -> resync so the next access traps; the device fd refusing the access (EIO:
 //   decode off or the host holds the device) -> Unsupported Request.
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
-import { describeErrnoName } from './errno';
+import { describeErrnoName } from '../errno';
+import { describeBar, stopLines, type BarFacts, type PlaceFacts, type StopReason } from './stop-reasons';
+import { EFAULT, EHWPOISON, EIO } from '../errno';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
-import { allOnes } from '../kvm/exit';
+import { allOnes } from '../access-width';
+import { hex } from '../hex';
 import { MemslotError } from '../hypervisor/hypervisor';
 import type { FlatRange } from '../memory/flatten';
-import type { PassthroughBarInfo, PassthroughDevice } from '../devices/pci/passthrough';
+import type { PassthroughBarInfo, PassthroughDevice, SlowPathRules } from '../devices/pci/passthrough';
+import type { DeviceCounter } from '../devices/counters';
 import type { Step } from '../steps';
 import type { Counter } from './stats';
 
@@ -92,13 +98,10 @@ export interface VcpuFaultState {
 
 export type FaultDecision =
   | { kind: 'retry'; counter: Counter; steps: Step[] }
-  | { kind: 'fatal'; lines: string[] };
+  | { kind: 'fatal'; reason: StopReason };
 
-export interface MemoryFaultPolicy {
-  readonly name: PolicyName;
-  /** Which BAR order the policy's VMM uses when the guest clears memory decode. */
-  readonly barOrder: 'qemu' | 'unmap-first';
-  readonly keepMemslotOnDecodeOff: boolean;
+/** How a VMM answers memory faults: the deciding part of its persona. */
+export interface FaultRule {
   /** What a read of an address nothing decodes returns (hardware: all ones). */
   unassignedRead(len: number): bigint;
   /** KVM_RUN returned -1 with an errno that carries no exit (exit_reason stale). */
@@ -114,18 +117,32 @@ export interface MemoryFaultPolicy {
   retryWithoutLock?(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
 }
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
-const EFAULT = 14;
-const EHWPOISON = 133;
-const EIO = 5;
-
-function kvmRunFailed(errno: number): string {
-  return `error: kvm run failed ${describeErrnoName(errno)}`;
+/**
+ * A VMM persona: how tsvmm, QEMU or cloud-hypervisor behave where they differ for passthrough BARs,
+ * modelled so the same machine and the model checker can run each: the BAR order when the guest
+ * clears memory decode, whether BAR memslots survive decode off, and the fault rule.
+ */
+export interface VmmPersona extends FaultRule {
+  readonly name: PolicyName;
+  /** Which BAR order this VMM uses when the guest clears memory decode. */
+  readonly barOrder: 'qemu' | 'unmap-first';
+  readonly keepMemslotOnDecodeOff: boolean;
 }
 
-function describeBar(b: PassthroughBarInfo): string {
-  return `${b.device.name} BAR${b.bar.index} [${hex(b.bar.address)}, +${hex(b.bar.size)}) decode ${b.bar.decoding ? 'on' : 'off'}, host mapping ${b.hostAccessible ? 'accessible' : 'revoked'}, memslot ${b.hasMemslot ? 'present' : 'absent'}`;
+/** The persona's old name, for branches written before the rename. */
+export type MemoryFaultPolicy = VmmPersona;
+
+
+/** A BAR's state now, as data for a stop reason. */
+export function barFacts(b: PassthroughBarInfo): BarFacts {
+  return { device: b.device.name, index: b.bar.index, address: b.bar.address, size: b.bar.size, decoding: b.bar.decoding, hostAccessible: b.hostAccessible, hostMapped: b.hostMapped };
 }
+
+function placeOf(bar: PassthroughBarInfo | undefined, r: FlatRange | undefined): PlaceFacts {
+  return bar ? { kind: 'bar', bar: barFacts(bar) } : r ? { kind: 'region', regionKind: r.region.kind, name: r.region.name } : { kind: 'none' };
+}
+
+const fatal = (reason: StopReason): FaultDecision => ({ kind: 'fatal', reason });
 
 /**
  * Per-vCPU guard against refault loops (KVM_CAP_MEMORY_FAULT_INFO: "guard against repeatedly
@@ -166,13 +183,7 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
   // makes the next fault's generation differ, so only faults after no-op recoveries count.
   const n = vcpu.guard.record(key, facts.memoryMapGeneration());
   if (n <= vcpu.guard.limit) return decision;
-  return {
-    kind: 'fatal',
-    lines: [
-      `tsvmm: refault loop on vCPU ${vcpu.vcpu}: ${context} retried ${n} times without any memory-map change; the fault cannot be resolved`,
-      ...facts.passthroughBars().map((b) => `  ${describeBar(b)}`),
-    ],
-  };
+  return fatal({ kind: 'refault-loop', vcpu: vcpu.vcpu, context, retries: n, bars: facts.passthroughBars().map(barFacts) });
 }
 
 /**
@@ -186,18 +197,10 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
 function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
   const size = fault.size === 0n ? 0x1000n : fault.size;
   const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
-  const r = facts.resolve(fault.gpa);
-  const what = bar ? describeBar(bar) : r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
-  return {
-    kind: 'fatal',
-    lines: [
-      `tsvmm: hardware memory error (EHWPOISON) at gpa ${hex(fault.gpa)} size ${hex(fault.size)} on vCPU ${vcpu.vcpu} (${what}): the host page is poisoned; the VM stops rather than consume the poison again`,
-      kvmRunFailed(fault.errno),
-    ],
-  };
+  return fatal({ kind: 'hardware-memory-error', vcpu: vcpu.vcpu, errno: fault.errno, gpa: fault.gpa, size: fault.size, place: placeOf(bar, facts.resolve(fault.gpa)) });
 }
 
-class TsvmmPolicy implements MemoryFaultPolicy {
+class TsvmmPolicy implements VmmPersona {
   readonly name = 'tsvmm' as const;
   readonly keepMemslotOnDecodeOff = false;
   constructor(readonly barOrder: 'qemu' | 'unmap-first') {}
@@ -208,11 +211,11 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 
   onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     if (errno === EHWPOISON) {
-      return { kind: 'fatal', lines: [`tsvmm: hardware memory error (EHWPOISON) from KVM_RUN on vCPU ${vcpu.vcpu}: KVM gave no gpa (no KVM_EXIT_MEMORY_FAULT); the host page is poisoned`, kvmRunFailed(errno)] };
+      return fatal({ kind: 'hardware-memory-error-no-gpa', vcpu: vcpu.vcpu, errno });
     }
-    if (errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
+    if (errno !== EFAULT) return fatal({ kind: 'kvm-run-failed', errno });
     const bars = facts.passthroughBars();
-    const revokedNow = bars.filter((b) => b.hasMemslot && !b.hostAccessible);
+    const revokedNow = bars.filter((b) => b.hostMapped && !b.hostAccessible);
     const generationNow = facts.revocationGeneration();
     const revokedSinceEntry = generationNow !== vcpu.revocationGenerationAtEntry;
     // A mapping revoked before entry, while its memslot still existed, faults the same way; by now
@@ -222,14 +225,16 @@ class TsvmmPolicy implements MemoryFaultPolicy {
     const revokedAtEntry = vcpu.barRevokedAtEntry;
     const staleAtEntry = revokedAtEntry !== undefined && bars.some((b) => revokedAtEntry(b) && (mapChanged || b.hostAccessible));
     if (!revokedSinceEntry && revokedNow.length === 0 && !staleAtEntry) {
-      return {
-        kind: 'fatal',
-        lines: [
-          kvmRunFailed(errno),
-          `tsvmm: EFAULT from KVM_RUN on vCPU ${vcpu.vcpu} without a memory-fault exit, and no passthrough BAR mapping was revoked when the vCPU entered (revocation generation ${vcpu.revocationGenerationAtEntry}, memory map generation ${vcpu.memoryMapGenerationAtEntry ?? '?'}), since then (now ${generationNow}, ${facts.memoryMapGeneration()}) or now: the fault is outside any passthrough BAR`,
-          ...bars.map((b) => `  ${describeBar(b)}`),
-        ],
-      };
+      return fatal({
+        kind: 'efault-outside-bar',
+        vcpu: vcpu.vcpu,
+        errno,
+        generationAtEntry: vcpu.revocationGenerationAtEntry,
+        mapGenerationAtEntry: vcpu.memoryMapGenerationAtEntry,
+        generationNow,
+        mapGenerationNow: facts.memoryMapGeneration(),
+        bars: bars.map(barFacts),
+      });
     }
     const steps = facts.resyncBars();
     const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${generationNow})`;
@@ -249,32 +254,22 @@ class TsvmmPolicy implements MemoryFaultPolicy {
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     const where = `gpa ${hex(fault.gpa)} size ${hex(fault.size)} flags ${hex(fault.flags)}`;
+    const address = { gpa: fault.gpa, size: fault.size, flags: fault.flags };
     if (fault.errno === EHWPOISON) return hardwareMemoryError(fault, facts, vcpu);
-    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
-      return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`, `tsvmm: memory fault at ${where} on vCPU ${vcpu.vcpu}`] };
-    }
-    if ((fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) {
-      return { kind: 'fatal', lines: [`tsvmm: KVM_EXIT_MEMORY_FAULT for private memory at ${where} on vCPU ${vcpu.vcpu}: shared/private conversion is not supported (tsvmm has no guest_memfd)`] };
-    }
+    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return fatal({ kind: 'memory-fault-unknown-flags', vcpu: vcpu.vcpu, fault: address });
+    if ((fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return fatal({ kind: 'memory-fault-private', vcpu: vcpu.vcpu, fault: address });
     // size 0 has been proposed to mean "unknown": treat it as the page.
     const size = fault.size === 0n ? 0x1000n : fault.size;
     const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
-    if (!bar) {
-      const r = facts.resolve(fault.gpa);
-      const region = r ? `${r.region.kind} region '${r.region.name}'` : 'no region';
-      return {
-        kind: 'fatal',
-        lines: [kvmRunFailed(fault.errno), `tsvmm: KVM_EXIT_MEMORY_FAULT at ${where} on vCPU ${vcpu.vcpu} is not in any passthrough BAR (${region}): cannot be resolved`],
-      };
-    }
+    if (!bar) return fatal({ kind: 'memory-fault-outside-bar', vcpu: vcpu.vcpu, errno: fault.errno, fault: address, place: placeOf(undefined, facts.resolve(fault.gpa)) });
     const steps = facts.resyncBars();
-    const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(bar)}`;
+    const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(barFacts(bar))}`;
     return guarded({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps }, `mf:${fault.gpa}:${size}:${fault.flags}`, context, facts, vcpu);
   }
 }
 
 /** QEMU master (ece408818d): kvm_cpu_exec() and kvm_convert_memory(), reference §1.2-1.4. */
-class QemuPolicy implements MemoryFaultPolicy {
+class QemuPolicy implements VmmPersona {
   readonly name = 'qemu' as const;
   readonly barOrder = 'qemu' as const;
   readonly keepMemslotOnDecodeOff = false;
@@ -285,28 +280,25 @@ class QemuPolicy implements MemoryFaultPolicy {
   }
 
   onRunError(errno: number): FaultDecision {
-    return { kind: 'fatal', lines: [kvmRunFailed(errno)] };
+    return fatal({ kind: 'kvm-run-failed', errno });
   }
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, _vcpu: VcpuFaultState): FaultDecision {
-    if (fault.errno !== EFAULT) return { kind: 'fatal', lines: [kvmRunFailed(fault.errno)] };
-    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return { kind: 'fatal', lines: [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(fault.flags)}`] };
+    if (fault.errno !== EFAULT) return fatal({ kind: 'kvm-run-failed', errno: fault.errno });
+    if ((fault.flags & ~KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n) return fatal({ kind: 'qemu-unknown-flag', flags: fault.flags });
     const toPrivate = (fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
     const r = facts.resolve(fault.gpa);
     if (!r) {
       if (!toPrivate) return { kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] }; // "Ignore converting non-assigned region to shared"
-      return { kind: 'fatal', lines: ['kvm_convert_memory: -EINVAL (to private, no region)'] };
+      return fatal({ kind: 'qemu-convert-no-region' });
     }
     if (r.region.kind === 'mmio' && !toPrivate) return { kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] }; // "vMMIO region must be shared"
-    return {
-      kind: 'fatal',
-      lines: [`Convert non guest_memfd backed memory region (${hex(fault.gpa)} ,+ ${hex(fault.size)}) to ${toPrivate ? 'private' : 'shared'}`],
-    };
+    return fatal({ kind: 'qemu-convert-non-memfd', gpa: fault.gpa, size: fault.size, toPrivate });
   }
 }
 
 /** cloud-hypervisor (ae44c297): any KVM_RUN error or unexpected exit ends the VMM; BAR memslots stay. */
-class CloudHypervisorPolicy implements MemoryFaultPolicy {
+class CloudHypervisorPolicy implements VmmPersona {
   readonly name = 'cloud-hypervisor' as const;
   readonly barOrder = 'qemu' as const;
   readonly keepMemslotOnDecodeOff = true;
@@ -316,11 +308,11 @@ class CloudHypervisorPolicy implements MemoryFaultPolicy {
   }
 
   onRunError(errno: number): FaultDecision {
-    return { kind: 'fatal', lines: [`VCPU generated error: VcpuRun(${describeErrnoName(errno)})`] };
+    return fatal({ kind: 'ch-vcpu-run-error', errno });
   }
 
   onMemoryFault(fault: MemoryFault): FaultDecision {
-    return { kind: 'fatal', lines: [`Unexpected exit reason on vcpu run: MemoryFault { flags: ${fault.flags}, gpa: ${fault.gpa}, size: ${fault.size} }`] };
+    return fatal({ kind: 'ch-memory-fault', fault: { gpa: fault.gpa, size: fault.size, flags: fault.flags } });
   }
 }
 
@@ -332,16 +324,9 @@ class CloudHypervisorPolicy implements MemoryFaultPolicy {
  * it is not a fault. The VM goes to internal-error and no thread enters KVM_RUN on it again
  * (VcpuRunner.mayEnter()); recordStop() prints one report, not one per vCPU.
  */
-export function vmBuggedStop(vcpu: number, what: string): { kind: 'stop'; state: 'internal-error'; lines: string[]; dumpRegisters: true; vmBugged: true } {
-  return {
-    kind: 'stop',
-    state: 'internal-error',
-    lines: [
-      `tsvmm: the kernel declared the VM bugged (KVM_BUG_ON): ${what} on vCPU ${vcpu} failed with EIO. KVM now fails every ioctl on this VM and its vCPUs; the VM stops (internal-error) and is never entered again`,
-    ],
-    dumpRegisters: true,
-    vmBugged: true,
-  };
+export function vmBuggedStop(vcpu: number, what: string): { kind: 'stop'; state: 'internal-error'; reason: StopReason; lines: string[]; dumpRegisters: true; vmBugged: true } {
+  const reason: StopReason = { kind: 'vm-bugged', vcpu, what };
+  return { kind: 'stop', state: 'internal-error', reason, lines: stopLines(reason), dumpRegisters: true, vmBugged: true };
 }
 
 /** A step a dispatch queued threw: a memslot ioctl's EIO means the VM is bugged (else: not ours, undefined). */
@@ -354,7 +339,7 @@ export function stopForFailedStep(e: unknown, vcpu: number): ReturnType<typeof v
 
 export type UnclaimedMmio =
   /** Inside RAM: the host mapping behind a RAM memslot is gone, and RAM has no slow path. */
-  | { kind: 'fatal'; lines: string[] }
+  | { kind: 'fatal'; reason: StopReason }
   /** A passthrough BAR's programmed address while it does not decode: an Unsupported Request. */
   | { kind: 'disabled-bar'; device: PassthroughDevice; barIndex: number; counters: Counter[] }
   /** Nothing decodes the address: the policy's unassignedRead(), writes dropped. */
@@ -366,13 +351,7 @@ export type UnclaimedMmio =
  */
 export function classifyUnclaimedMmio(gpa: bigint, len: number, isWrite: boolean, region: FlatRange | undefined, devices: readonly PassthroughDevice[]): UnclaimedMmio {
   if (region) {
-    return {
-      kind: 'fatal',
-      lines: [
-        'error: kvm run failed Bad address',
-        `tsvmm: MMIO exit at gpa ${hex(gpa)} (len ${len}) inside RAM region '${region.region.name}': the host mapping behind the memslot is gone and RAM has no slow path`,
-      ],
-    };
+    return { kind: 'fatal', reason: { kind: 'mmio-in-ram', gpa, len, region: region.region.name } };
   }
   for (const d of devices) {
     const bar = d.barOverlapping(gpa, 1n);
@@ -388,18 +367,21 @@ export function classifyUnclaimedMmio(gpa: bigint, len: number, isWrite: boolean
  * faulting. (A VMM that keeps memslots on decode off, modelled for other VMMs, never does.)
  */
 export function slowPathNeedsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean {
-  return bar !== undefined && !bar.hostAccessible && bar.hasMemslot && !keepMemslotOnDecodeOff;
+  return bar !== undefined && !bar.hostAccessible && bar.hostMapped && !keepMemslotOnDecodeOff;
 }
 
 /**
  * The device fd refused a slow-path access (vfio-pci: EIO while memory decode is off or the host
  * holds the device; a poisoned page too): an Unsupported Request. A read completes as all ones.
  */
-export function slowPathRefused(isWrite: boolean, len: number): { value: bigint; counters: Counter[] } {
+export function slowPathRefused(isWrite: boolean, len: number): { value: bigint; counters: DeviceCounter[] } {
   return { value: isWrite ? 0n : allOnes(len), counters: ['passthrough.slowPathErrors', isWrite ? 'ur.droppedWrites' : 'ur.reads'] };
 }
 
-export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): MemoryFaultPolicy {
+/** The slow-path rules every passthrough device gets (PassthroughDeviceParts.slowPathRules). */
+export const slowPathRules: SlowPathRules = { needsResync: slowPathNeedsResync, refused: slowPathRefused };
+
+export function createPersona(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): VmmPersona {
   switch (name) {
     case 'tsvmm':
       return new TsvmmPolicy(barOrder);
@@ -409,3 +391,6 @@ export function createPolicy(name: PolicyName, barOrder: 'qemu' | 'unmap-first' 
       return new CloudHypervisorPolicy();
   }
 }
+
+/** createPersona()'s old name. */
+export const createPolicy = createPersona;

@@ -1,5 +1,6 @@
 // Counters, one per exit kind and per fault-policy outcome, as Firecracker keeps one metric per exit
 // kind; kept per thread and summed on read (see Stats).
+import type { CounterCell, CounterSink } from '../devices/counters';
 
 export const COUNTERS = [
   'exits.io',
@@ -62,7 +63,7 @@ export class StatsRowError extends Error {
  * cache lines while counting. Each row has one writer; a reader on another thread sums the rows and
  * may see a value a moment old. (Aligned 8-byte stores are single-copy atomic on x86-64 and arm64.)
  */
-export class Stats {
+export class Stats implements CounterSink {
   static readonly SHARED_BYTES = STATS_ROWS * ROW_STRIDE * 8;
   private readonly values: Float64Array;
   private readonly base: number;
@@ -84,6 +85,12 @@ export class Stats {
   /** add() by counterIndex(). */
   addAt(index: number, n = 1): void {
     this.values[this.base + index] += n;
+  }
+
+  /** One counter as a device's CounterCell: increment() adds by index, value() sums every row. */
+  cell(c: Counter): CounterCell {
+    const i = INDEX[c];
+    return { increment: () => this.addAt(i), value: () => this.get(c) };
   }
 
   /** This thread's own row's count (no sum: a cheap read for its one writer). */

@@ -17,6 +17,7 @@ import { isTerminal } from './run-state';
 const COALESCED_WRITES = counterIndex('mmio.coalescedWrites');
 import type { FaultLatency } from './fault-latency';
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
+import { stopLines } from './stop-reasons';
 
 export class VcpuRunner {
   readonly guard = new RefaultGuard();
@@ -147,7 +148,7 @@ export class VcpuRunner {
 
   /** A KVM_RUN error the policy decides without the device lock (memory-fault-policy.ts). */
   private explainedWithoutLock(exit: VcpuExit): exit is Extract<VcpuExit, { kind: 'run-error' }> {
-    return exit.kind === 'run-error' && this.machine.policy.explainedWithoutLock?.(exit.errno, this.machine, this.dispatchState) === true;
+    return exit.kind === 'run-error' && this.machine.persona.explainedWithoutLock?.(exit.errno, this.machine, this.dispatchState) === true;
   }
 
   /**
@@ -161,13 +162,13 @@ export class VcpuRunner {
     m.memoryMap.begin();
     if (this.timed) this.tLocked = performance.now();
     try {
-      const d = m.policy.retryWithoutLock!(exit.errno, m, this.dispatchState);
+      const d = m.persona.retryWithoutLock!(exit.errno, m, this.dispatchState);
       if (d.kind === 'retry') runSteps(d.steps); // the trap, inside this transaction: no ioctl yet
       if (this.timed) this.tClassified = performance.now();
       m.memoryMap.commit(); // one diff: the trapped BARs' memslots go
       if (d.kind === 'fatal') {
         m.stats.add('fault.fatal');
-        return { outcome: { kind: 'stop', state: 'internal-error', lines: d.lines, dumpRegisters: true }, steps: [] };
+        return { outcome: { kind: 'stop', state: 'internal-error', reason: d.reason, lines: stopLines(d.reason), dumpRegisters: true }, steps: [] };
       }
       m.stats.add(d.counter);
       m.stats.add('fault.recoveredWithoutLock');

@@ -74,7 +74,7 @@ function main(d: VcpuThreadData): void {
   const giveUp = () => control.stopRequested(d.index) || machine.runState.state !== 'running';
   const console = (b: Uint8Array) => ring.write(b, { block: true, giveUp });
   const host = new NativeHostMemory();
-  const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console, 1 + d.index);
+  const machine = Machine.attach({ shared: d.shared, vm: new KvmVm(d.vmFd, d.maxMemslots), hostMemory: host, console, statsRow: 1 + d.index });
   // Diagnostics a closed or stalled stderr does not take are dropped (src/log.ts); the main thread
   // reports the count.
   onStderrDrop((bytes) => machine.stats.add('stderr.droppedBytes', bytes));

@@ -9,6 +9,7 @@
 //   0x234 u8  relocatable_kernel           0x236 u16 xloadflags       0x238 u32 cmdline_size
 //   0x258 u64 pref_address                 0x260 u32 init_size
 // The header ends at 0x202 + the byte at 0x201 (the offset of the 2-byte jump at 0x200).
+import { UserInputError } from '../../user-input-error';
 
 export const SETUP_HEADER_OFFSET = 0x1f1;
 export const HDRS_MAGIC = 0x5372_6448; // "HdrS"
@@ -41,7 +42,7 @@ export const Hdr = {
   INIT_SIZE: 0x260,
 } as const;
 
-export class KernelImageError extends Error {
+export class KernelImageError extends UserInputError {
   constructor(readonly file: string, problem: string) {
     super(`${file}: ${problem}`);
     this.name = 'KernelImageError';
@@ -110,7 +111,7 @@ export function parseBzImage(image: Uint8Array, file: string): SetupHeader {
   };
 }
 
-export class BootPlanError extends Error {
+export class BootPlanError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'BootPlanError';

@@ -14,6 +14,7 @@ import type { Regs, Sregs } from '../../kvm/regs';
 import { BootPlanError, parseBzImage, planBoot, type BootPlan, type SetupHeader } from './bzimage';
 import { buildZeroPage, e820Map, EBDA_START, type MemoryLayout } from './zero-page';
 import { buildMpTable } from './mptable';
+import { UserInputError } from '../../user-input-error';
 
 export const ZERO_PAGE_GPA = 0x7000n;
 export const CMDLINE_GPA = 0x3_0000n;
@@ -26,7 +27,7 @@ export const MP_TABLE_GPA = Number(EBDA_START);
  */
 export const DEFAULT_CMDLINE = 'console=ttyS0 quiet acpi=off pci=noearly reboot=t panic=-1 tsc=reliable no_timer_check io_delay=none 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp';
 
-export class LinuxBootInputError extends Error {
+export class LinuxBootInputError extends UserInputError {
   constructor(message: string) {
     super(message);
     this.name = 'LinuxBootInputError';

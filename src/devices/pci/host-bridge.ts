@@ -12,6 +12,7 @@
 import { PCI_CLASS_BRIDGE_HOST } from './constants';
 import { PciConfigSpace, type PciFunctionDefinition } from './config-space';
 import type { Step } from '../../steps';
+import { allOnes } from '../../access-width';
 
 const NO_STEPS: readonly Step[] = Object.freeze([]);
 
@@ -137,13 +138,13 @@ export class PciHostBridge {
   pioRead(port: number, size: 1 | 2 | 4): number {
     if (port === PciHostBridge.CONFIG_ADDRESS_PORT && size === 4) return this.latch[0];
     const byteInData = port - PciHostBridge.CONFIG_DATA_PORT;
-    if (byteInData < 0 || byteInData > 3) return allOnes(size); // not ours (incl. byte/word at 0xcf8)
+    if (byteInData < 0 || byteInData > 3) return Number(allOnes(size)); // not ours (incl. byte/word at 0xcf8)
     const address = this.latch[0];
-    if ((address & CONFIG_ENABLE) === 0) return allOnes(size);
+    if ((address & CONFIG_ENABLE) === 0) return Number(allOnes(size));
     // Bytes of the access that fall past 0xcff are not config data: they read as unclaimed.
     const inWindow = Math.min(size, 4 - byteInData);
     const data = this.readBytes(configAddressToEcam(address) + byteInData, inWindow);
-    return (data | (allOnes(size) & ~allOnes(inWindow))) >>> 0;
+    return (data | (Number(allOnes(size)) & ~Number(allOnes(inWindow)))) >>> 0;
   }
 
   /** Returns the steps the function's config write needs (PciFunction.configWrite()). */
@@ -163,7 +164,7 @@ export class PciHostBridge {
   // ---- ECAM --------------------------------------------------------------------------------------
 
   ecamRead(offset: number, size: 1 | 2 | 4): number {
-    if (!Number.isInteger(offset) || offset < 0 || offset + size > PciHostBridge.ECAM_BYTES) return allOnes(size);
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > PciHostBridge.ECAM_BYTES) return Number(allOnes(size));
     return this.readBytes(offset, size);
   }
 
@@ -196,11 +197,11 @@ export class PciHostBridge {
   private readFunction(at: number, size: 1 | 2 | 4): number {
     const f = this.functionAtEcam(at);
     // An absent function master-aborts: reads return all ones.
-    return f === undefined ? allOnes(size) : f.configRead(at & 0xfff, size) >>> 0;
+    return f === undefined ? Number(allOnes(size)) : f.configRead(at & 0xfff, size) >>> 0;
   }
 
   private writeFunction(at: number, size: 1 | 2 | 4, value: number): readonly Step[] {
-    return this.functionAtEcam(at)?.configWrite(at & 0xfff, size, (value & allOnes(size)) >>> 0) ?? NO_STEPS;
+    return this.functionAtEcam(at)?.configWrite(at & 0xfff, size, (value & Number(allOnes(size))) >>> 0) ?? NO_STEPS;
   }
 
   private functionAtEcam(at: number): PciFunction | undefined {
@@ -215,10 +216,6 @@ function configAddressToEcam(address: number): number {
 
 function isNaturalAccess(at: number, count: number): boolean {
   return (count === 1 || count === 2 || count === 4) && at % count === 0;
-}
-
-function allOnes(size: number): number {
-  return size >= 4 ? 0xffff_ffff : (1 << (8 * size)) - 1;
 }
 
 function slot(device: number, fn: number): number {

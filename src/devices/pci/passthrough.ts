@@ -25,9 +25,8 @@
 // is still needed for revocations the VMM did not initiate (host-side reset, runtime PM).
 // `tsvmm race` measures both orders (efaultsRecovered is 0 with unmap-first).
 import type { MemoryMap } from '../../memory/memory-map';
-import type { Stats } from '../../vmm/stats';
+import type { CounterSink, DeviceCounter } from '../counters';
 import { step, type Step } from '../../steps';
-import { slowPathNeedsResync, slowPathRefused } from '../../vmm/memory-fault-policy';
 import { stepsEffect, type DeviceEffect, type MmioHandler, type MmioReadResult } from '../device';
 import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-space';
 import type { PciFunction } from './host-bridge';
@@ -78,28 +77,62 @@ export interface PassthroughBarInfo {
   bar: BarState;
   /** The host currently lets the mapping fault in. */
   hostAccessible: boolean;
-  /** A memslot for this BAR exists (its region is host-mapped in the memory map). */
-  hasMemslot: boolean;
+  /**
+   * Its region is host-mapped in the memory map: a memslot points at the host mapping once the map
+   * is committed (between a region change and its commit steps the two can differ).
+   */
+  hostMapped: boolean;
+}
+
+/**
+ * What a BAR's slow path does in the cases that are the VMM's policy, not the device's: the VMM
+ * persona hands them in (src/vmm/memory-fault-policy.ts, slowPathRules).
+ */
+export interface SlowPathRules {
+  /** Whether an exit that reached the slow path came through a stale memslot (then: resync). */
+  needsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean;
+  /** What an access the device fd refused completes as, and what it counts. */
+  refused(isWrite: boolean, len: number): { value: bigint; counters: DeviceCounter[] };
+}
+
+/** What a passthrough function is built from (the machine builds one per function, in every thread). */
+export interface PassthroughDeviceParts {
+  name: string;
+  host: HostDevice;
+  config: PciConfigSpace;
+  memoryMap: MemoryMap;
+  window: MmioWindow;
+  /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
+  handlerIds: Map<number, number>;
+  stats: CounterSink;
+  slowPathRules: SlowPathRules;
+  options: PassthroughOptions;
 }
 
 export class PassthroughDevice implements PciFunction {
+  readonly name: string;
+  readonly host: HostDevice;
+  readonly config: PciConfigSpace;
+  readonly options: PassthroughOptions;
   /** One slow-path handler per BAR, registered by the machine under `handlerIds`. */
   readonly slowPaths: Map<number, BarSlowPath>;
+  private readonly memoryMap: MemoryMap;
+  private readonly window: MmioWindow;
+  private readonly handlerIds: Map<number, number>;
+  private readonly stats: CounterSink;
   /** The PCI slot the host bridge attached this function at (bus 0, function 0), for traces. */
   slot = 0;
 
-  constructor(
-    readonly name: string,
-    readonly host: HostDevice,
-    readonly config: PciConfigSpace,
-    private readonly memoryMap: MemoryMap,
-    private readonly window: MmioWindow,
-    /** Memory-map handler id for each BAR index (the machine assigns them identically in every thread). */
-    private readonly handlerIds: Map<number, number>,
-    private readonly stats: Stats,
-    readonly options: PassthroughOptions,
-  ) {
-    this.slowPaths = new Map([...handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, stats)]));
+  constructor(p: PassthroughDeviceParts) {
+    this.name = p.name;
+    this.host = p.host;
+    this.config = p.config;
+    this.memoryMap = p.memoryMap;
+    this.window = p.window;
+    this.handlerIds = p.handlerIds;
+    this.stats = p.stats;
+    this.options = p.options;
+    this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, p.stats, p.slowPathRules)]));
   }
 
   configRead(offset: number, size: 1 | 2 | 4): number {
@@ -205,7 +238,7 @@ export class PassthroughDevice implements PciFunction {
     return this.config
       .bars()
       .filter((b) => b.kind !== 'io')
-      .map((bar) => ({ device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hasMemslot: this.regionOf(bar.index)?.kind === 'host-mapped' }));
+      .map((bar) => ({ device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hostMapped: this.regionOf(bar.index)?.kind === 'host-mapped' }));
   }
 
   /** The BAR whose programmed range overlaps [gpa, gpa+size), decoding or not. */
@@ -229,7 +262,12 @@ export class BarSlowPath implements MmioHandler {
    */
   readonly trappedAccessWithoutLock = true;
 
-  constructor(private readonly device: PassthroughDevice, private readonly index: number, private readonly stats: Stats) {
+  constructor(
+    private readonly device: PassthroughDevice,
+    private readonly index: number,
+    private readonly stats: CounterSink,
+    private readonly rules: SlowPathRules,
+  ) {
     this.name = `${device.name} BAR${index} slow path`;
   }
 
@@ -250,15 +288,15 @@ export class BarSlowPath implements MmioHandler {
   }
 
   private refused(isWrite: boolean, len: number): bigint {
-    const d = slowPathRefused(isWrite, len);
+    const d = this.rules.refused(isWrite, len);
     for (const c of d.counters) this.stats.add(c);
     return d.value;
   }
 
-  /** The memory-fault policy decides whether this exit came through a stale memslot (slowPathNeedsResync()). */
+  /** The VMM's rules decide whether this exit came through a stale memslot (SlowPathRules.needsResync()). */
   private resyncIfStale(): DeviceEffect | undefined {
     const info = this.device.barInfo().find((b) => b.bar.index === this.index);
-    if (!slowPathNeedsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
+    if (!this.rules.needsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
     this.stats.add('fault.emulatedMmioRecovered');
     return stepsEffect(this.device.syncRegions(false));
   }

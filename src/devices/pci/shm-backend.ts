@@ -11,7 +11,7 @@
 // Internal state changes are serialised by the backend's own lock (vfio-pci's memory_lock), never
 // by the VMM's device lock.
 import type { HostMemory } from '../../memory/host-memory';
-import { DeviceLock } from '../../vmm/device-lock';
+import { FutexMutex } from '../../futex-mutex';
 import type { HostDevice, HostDeviceIdentity, HostRegion } from './host-device';
 import { commandAfterWrite } from './command-register';
 import { PCI_COMMAND_MEMORY } from './constants';
@@ -104,10 +104,10 @@ export class ShmBackendError extends Error {
 }
 
 export class ShmHostDevice implements HostDevice {
-  static readonly SHARED_BYTES = WORDS * 4 + 6 * 8 + DeviceLock.SHARED_BYTES;
+  static readonly SHARED_BYTES = WORDS * 4 + 6 * 8 + FutexMutex.BYTES;
   private readonly words: Int32Array;
   private readonly addresses: BigUint64Array;
-  private readonly memoryLock: DeviceLock;
+  private readonly memoryLock: FutexMutex;
   private readonly scratch = new Uint8Array(8);
   private readonly scratchView = viewOf(this.scratch);
 
@@ -120,7 +120,7 @@ export class ShmHostDevice implements HostDevice {
     this.words = new Int32Array(shared, 0, WORDS);
     this.addresses = new BigUint64Array(shared, WORDS * 4, 6);
     // The host-side memory lock lives in the same shared buffer, after the addresses.
-    this.memoryLock = new DeviceLock(shared, WORDS * 4 + 6 * 8);
+    this.memoryLock = new FutexMutex(shared, WORDS * 4 + 6 * 8);
   }
 
   /** Creates the device's files, fills the register file, maps each BAR for the hypervisor. */
