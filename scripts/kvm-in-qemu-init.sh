@@ -1,5 +1,7 @@
 #!/bin/busybox sh
-# kvm-in-qemu guest init: runs as PID 1 inside the QEMU guest.
+# kvm-in-qemu guest init: runs as PID 1 inside the QEMU guest. scripts/kvm-in-qemu.sh copies it into
+# the initramfs as /init (a change here rebuilds the cached initramfs). busybox's ash, checked as dash:
+# shellcheck shell=dash
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -12,19 +14,22 @@ grep -q 'kvmq.verbose=1' /proc/cmdline && KVMQ_VERBOSE=1
 say "init started"
 vendor_mod=kvm-amd.ko
 grep -q GenuineIntel /proc/cpuinfo && vendor_mod=kvm-intel.ko
+# shellcheck disable=SC2013 # one module file name a line, none with spaces
 for m in $(cat /modules.order); do
   case $m in kvm-amd.ko | kvm-intel.ko) [ "$m" = "$vendor_mod" ] || continue ;; esac
   # kvmq.kvmparams=kvm_amd.npt=0,kvm.tdp_mmu=0 on the kernel command line (insmod, unlike
   # modprobe, does not read module.param= words from /proc/cmdline)
   mod=$(basename "$m" .ko | tr - _)
   params=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^kvmq\.kvmparams=//p' | tr ',' '\n' | sed -n "s/^$mod\\.//p" | tr '\n' ' ')
-  insmod /lib/modules/$m $params || echo "kvmq-init: insmod $m $params failed"
+  # shellcheck disable=SC2086 # $params is a list of name=value words
+  insmod "/lib/modules/$m" $params || echo "kvmq-init: insmod $m $params failed"
 done
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm modules (cpu flags: $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo))"
 say "modules loaded"
 O9="trans=virtio,version=9p2000.L,msize=512000"
 mkdir -p /job /lower /upper /newroot
 mount -t 9p -o $O9,cache=none kvmq_job /job || fail "mount job share"
+# shellcheck source=/dev/null # written per run by kvm-in-qemu.sh: KVMQ_NSHARES, KVMQ_SHARE_<i>
 . /job/config
 mount -t 9p -o $O9,ro,cache=loose kvmq_root /lower || fail "mount host root"
 mount -t tmpfs -o mode=0755 tmpfs /upper
@@ -53,7 +58,7 @@ mount --bind /job $R/run/kvmq
 out=/dev/null err=/dev/null
 for p in /sys/class/virtio-ports/*; do
   [ -e "$p/name" ] || continue
-  case $(cat $p/name) in
+  case $(cat "$p/name") in
     kvmq.stdout) out=/dev/${p##*/} ;;
     kvmq.stderr) err=/dev/${p##*/} ;;
   esac

@@ -79,6 +79,7 @@ kver=""
 if [ -n "${KVMQ_KERNEL_VERSION:-}" ]; then
   kver=$KVMQ_KERNEL_VERSION
 else
+  # shellcheck disable=SC2012 # kernel version names: no spaces or newlines
   for d in $(ls -1 /lib/modules 2>/dev/null | sort -V -r); do
     m=/lib/modules/$d
     if [ -r "/boot/vmlinuz-$d" ] && [ -f "$m/modules.dep" ] && [ -n "$(find "$m/kernel/arch/x86/kvm" -name 'kvm-amd.ko*' 2>/dev/null)" ] &&
@@ -111,6 +112,7 @@ if [ ! -s "$initrd" ]; then
   # module list in dependency order, from the kernel's own modules.dep
   resolve() {
     local m=$1 d
+    # shellcheck disable=SC2013 # modules.dep lists a module's dependencies as words on one line
     for d in $(grep -E "^$m:" "$moddir/modules.dep" | cut -d: -f2); do resolve "$d"; done
     echo "$m"
   }
@@ -124,9 +126,9 @@ if [ ! -s "$initrd" ]; then
       grep -qE "/$w\.ko" "$moddir/modules.builtin" 2>/dev/null && continue
       die "module $w not found for kernel $kver"
     fi
-    modlist+=($(resolve "$p"))
+    mapfile -t -O "${#modlist[@]}" modlist < <(resolve "$p")
   done
-  modlist=($(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++'))
+  mapfile -t modlist < <(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++')
 
   mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/build.XXXXXX")
@@ -177,9 +179,11 @@ log "initramfs and kernel ready"
 mkdir -p "$cache/jobs"
 job=$(mktemp -d "$cache/jobs/job.XXXXXX")
 qpid="" outpid="" errpid=""
+# shellcheck disable=SC2317 # reached through the EXIT trap
 cleanup() {
   if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi
   if [ -n "${wpid:-}" ]; then kill "$wpid" 2>/dev/null || true; fi
+  # shellcheck disable=SC2086 # unquoted: an empty pid drops out of the list
   if [ -n "$outpid$errpid" ]; then kill $outpid $errpid 2>/dev/null || true; fi
   if [ "${KVMQ_KEEP:-0}" = 1 ]; then echo "kvm-in-qemu: kept $job" >&2; else rm -rf "$job"; fi
 }
@@ -259,6 +263,7 @@ if [ -n "$kvm_params" ]; then
     case $w in kvm.*=* | kvm_amd.*=* | kvm_intel.*=*) ;; *) die "KVMQ_KVM_PARAMS: '$w' is not module.name=value for kvm, kvm_amd or kvm_intel" ;; esac
     case $w in *[!A-Za-z0-9_.=]*) die "KVMQ_KVM_PARAMS: '$w' has characters a module parameter cannot" ;; esac
   done
+  # shellcheck disable=SC2086 # unquoted: one space between words (checked above: no glob characters)
   append="$append kvmq.kvmparams=$(echo $kvm_params | tr ' ' ',')"
 fi
 monitor=none
@@ -267,9 +272,11 @@ viommu=()
 if [ "$vfio" = 1 ]; then
   # The IOMMU comes before every PCI device (QEMU wants it first). Interrupt remapping on:
   # vfio_iommu_type1 refuses (EPERM) a group on a platform without it.
+  # shellcheck disable=SC2054 # commas separate a QEMU option's properties
   viommu=(-device intel-iommu,intremap=on)
   append="$append intel_iommu=on"
 fi
+# shellcheck disable=SC2054 # commas separate a QEMU option's properties
 qargs=(
   -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem"
   -machine q35 -nodefaults -no-user-config -display none -no-reboot
@@ -285,6 +292,7 @@ qargs=(
   -device virtio-9p-pci,fsdev=fs_job,mount_tag=kvmq_job
 )
 if [ "$vfio" = 1 ]; then
+  # shellcheck disable=SC2054 # commas separate a QEMU option's properties
   qargs+=(-object memory-backend-memfd,id=kvmq_ivshmem,size=1M,share=on
     -device "ivshmem-plain,memdev=kvmq_ivshmem,addr=0x${VFIO_BDF:8:2}")
 fi
