@@ -14,6 +14,7 @@ import { KvmSystem } from '../src/kvm/kvm';
 import { Vm } from '../src/vmm/vm';
 import { writeBootImage } from '../src/boot/boot-image';
 import { measureDispatchDesigns } from './dispatch-design';
+import { startProgress } from '../src/cli/progress';
 import { measureExitHandlingCost } from './exit-handling-cost';
 
 const C_LOOP = path.resolve(__dirname, '../../build/bench/kvm-loop');
@@ -126,6 +127,9 @@ async function main(): Promise<void> {
       ['MMIO', 'mmio-loop', mmioIters, 'exits.mmio'],
     ] as const
   ).flatMap(([kind, guest, iterations, counter]) => [1, 2].map((vcpus) => ({ name: `${kind} ${vcpus} vCPU${vcpus > 1 ? 's' : ''}`, guest, iterations, counter, vcpus, runs: [] as RowRun[] })));
+  // On a terminal: figures measured so far (src/cli/progress.ts; nothing when stdout is not a TTY).
+  const progress = startProgress('bench', 'figures', opts.runs * figures.length);
+  let measured = 0;
   for (let round = 0; round < opts.runs; round++) {
     for (const f of figures) {
       const image = path.join(dir, `${f.guest}-${f.vcpus}.img`);
@@ -139,8 +143,10 @@ async function main(): Promise<void> {
       const c2 = runC(image);
       const c = Math.max(c1.exitsPerSecond, c2.exitsPerSecond);
       f.runs.push({ tsvmm: t.exitsPerSecond, c, ratio: t.exitsPerSecond / c });
+      progress.update(++measured);
     }
   }
+  progress.stop();
   fs.rmSync(dir, { recursive: true, force: true });
   out(`${'figure'.padEnd(14)} ${'tsvmm exits/s'.padStart(24)} ${'C exits/s'.padStart(24)} ${'tsvmm/C'.padStart(20)}   median (min-max) of ${opts.runs}\n`);
   const rows = figures.map((f) => {

@@ -54,10 +54,30 @@ const EXCHANGES = [
   ['quit', '{"execute":"quit","id":23}'],
 ];
 
+/**
+ * A guest-initiated reset under each -action reboot= value: the i8042's reset pulse (command 0xFE
+ * on port 0x64), written through HMP's `o` so that no guest code is needed.
+ */
+const GUEST_RESET = [
+  ['qmp_capabilities', '{"execute":"qmp_capabilities","id":1}'],
+  ['i8042-reset-pulse', '{"execute":"human-monitor-command","arguments":{"command-line":"o /b 0x64 0xfe"},"id":2}'],
+];
+
 async function main() {
+  const transcript = await session([], EXCHANGES);
+  transcript.guestResets = [];
+  for (const action of ['reset', 'shutdown']) {
+    const t = await session(['-action', `reboot=${action}`], GUEST_RESET);
+    transcript.guestResets.push({ action: `reboot=${action}`, exchanges: t.exchanges });
+  }
+  fs.writeFileSync(out, `${JSON.stringify(transcript, null, 1)}\n`);
+  process.stdout.write(`recorded ${transcript.exchanges.length} exchanges and ${transcript.guestResets.length} guest resets from ${transcript.qemu} to ${out}\n`);
+}
+
+async function session(extraArgs, exchanges) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-qmp-'));
   const sock = path.join(dir, 'qmp.sock');
-  const args = ['-M', 'q35', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-S', '-name', 'transcript-vm', '-qmp', `unix:${sock},server=on,wait=off`];
+  const args = ['-M', 'q35', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-S', ...extraArgs, '-name', 'transcript-vm', '-qmp', `unix:${sock},server=on,wait=off`];
   const version = execFileSync(QEMU, ['--version'], { encoding: 'utf8' }).split('\n')[0];
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   try {
@@ -89,15 +109,14 @@ async function main() {
       return msgs.splice(0);
     };
     const transcript = { qemu: version, args: ['qemu-system-x86_64', ...args.slice(0, -1), 'unix:SOCKET,server=on,wait=off'], greeting: (await settle())[0], exchanges: [] };
-    for (const [name, send] of EXCHANGES) {
+    for (const [name, send] of exchanges) {
       c.write(send.endsWith('\n') ? send : `${send}\n`);
       const received = await settle();
       // The nesting-limit line makes QEMU's parser report one error per leftover bracket; keep the first few.
       transcript.exchanges.push({ name, send: send.length > 200 ? `${send.slice(0, 60)}...(${send.length} bytes)` : send, received: received.slice(0, 3), receivedCount: received.length });
     }
     c.destroy();
-    fs.writeFileSync(out, `${JSON.stringify(transcript, null, 1)}\n`);
-    process.stdout.write(`recorded ${transcript.exchanges.length} exchanges from ${version} to ${out}\n`);
+    return transcript;
   } finally {
     qemu.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });

@@ -40,6 +40,14 @@ export function report(level: LogLevel, message: string): void {
   fs.writeSync(2, json() ? jsonLine(level, message) : `tsvmm: ${message}\n`);
 }
 
+/**
+ * A trace event (src/trace.ts), whatever TSVMM_LOG says: `tsvmm trace: EVENT ARGS`, or under
+ * --log-format json one object with the event's name and its arguments as fields.
+ */
+export function logTrace(event: string, text: string, args: Record<string, string | number>): void {
+  fs.writeSync(2, json() ? `${JSON.stringify({ time: new Date().toISOString(), level: 'trace', message: `${event} ${text}`, event, args })}\n` : `tsvmm trace: ${event} ${text}\n`);
+}
+
 /** Raw diagnostics (a failing vCPU's register dump...); in JSON format one object, level error. */
 export function writeStderr(text: string): void {
   fs.writeSync(2, json() ? jsonLine('error', text.replace(/\n+$/, '').replace(/^tsvmm: /, '')) : text);

@@ -34,7 +34,7 @@ test('CLI: --print-config adds the file and the command line (which wins), and r
   const r = await runCli(['run', '--config', cfg, '--vcpus', '3', '--print-config']);
   assert.equal(r.code, 0, r.stderr);
   const printed = JSON.parse(r.stdout) as Record<string, unknown>;
-  assert.deepEqual(printed, { guest: 'pio-loop', vcpus: 3, mem: '32M', iterations: 100000, kvm: process.env.TSVMM_KVM ?? '/dev/kvm', name: 'web-1' });
+  assert.deepEqual(printed, { guest: 'pio-loop', vcpus: 3, mem: '32M', iterations: 100000, kvm: process.env.TSVMM_KVM ?? '/dev/kvm', name: 'web-1', action: 'reboot=shutdown' });
   // What it prints is a config file that gives the same.
   const again = await runCli(['run', '--config', file('printed.json', printed), '--print-config']);
   assert.deepEqual(JSON.parse(again.stdout), printed);

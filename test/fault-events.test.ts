@@ -9,10 +9,14 @@ test('ring: faults come out in order with their fields; a burst past the capacit
   const ring = new FaultEventRing();
   ring.record(1, 'efault', 0xe000_0008n, 12.5);
   ring.record(2, 'annotated-fault', 0xe000_0010n, 3);
+  ring.record(3, 'emulated-mmio', 0xe000_0018n, 4);
+  ring.record(63, 'slow-path-eio', 0xe000_0020n, 1.5);
   assert.deepEqual(ring.drain(), {
     faults: [
       { vcpu: 1, recovery: 'efault', gpa: 0xe000_0008n, latencyMicros: 12.5 },
       { vcpu: 2, recovery: 'annotated-fault', gpa: 0xe000_0010n, latencyMicros: 3 },
+      { vcpu: 3, recovery: 'emulated-mmio', gpa: 0xe000_0018n, latencyMicros: 4 },
+      { vcpu: 63, recovery: 'slow-path-eio', gpa: 0xe000_0020n, latencyMicros: 1.5 },
     ],
     dropped: 0,
   });

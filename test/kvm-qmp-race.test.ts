@@ -159,3 +159,33 @@ test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query
   const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { vmDeaths: number; runState: string };
   assert.deepEqual([report.vmDeaths, report.runState], [1, 'internal-error']);
 });
+
+test('race --qmp --host-revoke: slow-path recoveries (the device fd refusing with EIO) arrive as events with recovery slow-path-eio', { skip: kvmSkip }, async (t) => {
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+  let pid = 0;
+  // Host revocations while decode is on leave the BAR trapped: its slow path gets EIO, answered as UR.
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--host-revoke', '300', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  t.after(() => {
+    try {
+      if (pid) process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const q = await connectWhenUp(socket, done);
+  const kinds = new Set<string>();
+  for (const t0 = Date.now(); !kinds.has('slow-path-eio') && Date.now() - t0 < 60_000; ) {
+    const data = (await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED')).data as Record<string, unknown>;
+    assert.ok(['efault', 'annotated-fault', 'emulated-mmio', 'slow-path-eio'].includes(data.recovery as string), JSON.stringify(data));
+    assert.equal(data.device, 'pt0');
+    assert.ok((data['latency-us'] as number) > 0, JSON.stringify(data));
+    kinds.add(data.recovery as string);
+  }
+  assert.deepEqual((await q.command('quit')).return, {});
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+  process.stderr.write(`# fault event kinds under --host-revoke: ${[...kinds].join(', ')}\n`);
+  assert.ok(kinds.has('slow-path-eio'), `kinds seen: ${[...kinds]}`);
+  const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { slowPathReads: number; badValues: number };
+  assert.equal(report.badValues, 0);
+});

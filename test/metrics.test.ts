@@ -27,13 +27,24 @@ function source(): MetricsSource {
   stats.add('fault.efaultRecovered', 5);
   stats.add('ur.reads', 2);
   stats.add('ur.droppedWrites', 4);
-  return { stats, runState: () => 'paused', vcpus: 3, memslotOps: () => 11, latencyMicros: () => [1.5, 3, 40, 2000], vcpuStates: () => ['paused', 'paused', 'stopped'] };
+  return {
+    stats,
+    runState: () => 'paused',
+    vcpus: 3,
+    memslotOps: () => 11,
+    latencyMicros: () => [1.5, 3, 40, 2000],
+    vcpuStates: () => ['paused', 'paused', 'stopped'],
+    deviceExits: () => [
+      { device: 'serial-16550', access: 'pio', count: 12 },
+      { device: 'pt0 BAR0 slow path', access: 'mmio', count: 9 },
+    ],
+  };
 }
 
 const value = (text: string, series: string) => {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
   assert.ok(line, `no ${series} in\n${text.slice(0, 2000)}`);
-  return Number(line!.split(' ')[1]);
+  return Number(line!.slice(line!.lastIndexOf(' ') + 1)); // label values may hold spaces
 };
 
 test('metrics mirror the VM counters, run state and latency samples', async () => {
@@ -51,6 +62,8 @@ test('metrics mirror the VM counters, run state and latency samples', async () =
   assert.equal(value(text, 'tsvmm_vcpu_state{vcpu="2",state="stopped"}'), 1);
   assert.equal(value(text, 'tsvmm_vcpu_state{vcpu="2",state="running"}'), 0);
   assert.equal(value(text, 'tsvmm_fault_to_completion_seconds_count'), 4);
+  assert.equal(value(text, 'tsvmm_device_exits_total{device="serial-16550",access="pio"}'), 12);
+  assert.equal(value(text, 'tsvmm_device_exits_total{device="pt0 BAR0 slow path",access="mmio"}'), 9);
   assert.equal(value(text, 'tsvmm_fault_to_completion_seconds_bucket{le="0.000002"}'), 1);
   assert.equal(value(text, 'tsvmm_fault_to_completion_seconds_bucket{le="0.00005"}'), 3);
   // A second scrape reports the same, not double (values are copied, not accumulated).
@@ -130,6 +143,8 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
       exits: value(text, 'tsvmm_vcpu_exits_total{reason="mmio"}'),
       running: value(text, 'tsvmm_vm_run_state{state="running"}'),
       vcpu1Running: value(text, 'tsvmm_vcpu_state{vcpu="1",state="running"}'),
+      // The toggler reaches config space through CF8/CFC: exits counted for that device.
+      configPorts: value(text, 'tsvmm_device_exits_total{device="pci-config-ports",access="pio"}'),
     };
   };
   const first = await faults();
@@ -143,6 +158,7 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
   assert.equal(later.vcpu1Running, 1, 'the accessor vCPU thread is running');
   assert.ok(later.recovered > first.recovered, `recovered faults did not move: ${JSON.stringify([first, later])}`);
   assert.ok(later.exits > first.exits);
+  assert.ok(later.configPorts > first.configPorts, `config-port exits did not move: ${JSON.stringify([first, later])}`);
   if (promtool) {
     const text = await (await fetch(url!)).text();
     const r = spawnSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
@@ -154,4 +170,24 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
   await q.command('quit');
   const r = await done;
   assert.equal(r.code, 0, r.stderr);
+});
+
+test('per-device exit counts: each access is counted for the device that answered it, per thread, summed on read', async () => {
+  const { Machine } = await import('../src/vmm/machine');
+  const { FakeHostMemory, RecordingVm } = await import('./fakes');
+  const { CONTROL_BASE } = await import('../src/devices/control');
+  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, new RecordingVm(), new FakeHostMemory(), () => {});
+  // Another thread's view (vCPU 1's row) counts into the same totals.
+  const other = Machine.attach(m.shared, new RecordingVm(), new FakeHostMemory(), () => {}, 2);
+  m.pioWrite(0x3f8, 1, 0x41, 0);
+  other.pioWrite(0x3f8, 1, 0x42, 1);
+  m.pioRead(0xcfc, 4, 0);
+  m.mmioRead(CONTROL_BASE, 4, 0);
+  m.pioRead(0x1234, 1, 0); // unclaimed: no device's count
+  const counts = Object.fromEntries(m.deviceExitCounts().map((d) => [`${d.access} ${d.device}`, d.count]));
+  assert.equal(counts['pio serial-16550'], 2);
+  assert.equal(counts['pio pci-config-ports'], 1);
+  assert.equal(counts['mmio tsvmm-control'], 1);
+  assert.equal(counts['mmio pci-ecam'], 0);
+  assert.equal(m.stats.get('pio.unclaimed'), 1);
 });

@@ -23,6 +23,7 @@ export const RUN_CONFIG_SCHEMA = z
     qmp: z.string().min(1).max(107),
     name: z.string().min(1),
     paused: z.boolean(),
+    action: z.enum(['reboot=reset', 'reboot=shutdown']),
     'metrics-listen': z.union([z.string().min(1), z.int().min(0).max(65535)]),
     'metrics-allow-remote': z.boolean(),
   })

@@ -1,20 +1,42 @@
 // tsvmm's command line. commander parses it (well kept, typed, no dependencies).
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { registerRunCommand } from './run-command';
 import { registerRaceCommand } from './race-command';
 import { registerProbeCommand } from './probe-command';
 import { registerSimCommand } from './sim-command';
 import { packageVersion } from '../version';
 import { LOG_FORMATS, report, setLogFormat, type LogFormat } from '../log';
+import { eventsFor, setTracePatterns, traceHelp } from '../trace';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** `--trace PATTERN`: checked as it is parsed, so a bad pattern is a command-line error (exit 2). */
+function traceOption(v: string, prev: string[] = []): string[] {
+  if (v === 'help') {
+    process.stdout.write(`${traceHelp()}\n`);
+    process.exit(0);
+  }
+  try {
+    eventsFor([v]);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return collect(v, prev);
+}
 
 export function buildProgram(): Command {
   const program = new Command('tsvmm')
     .description('a KVM virtual machine monitor in TypeScript')
     .version(`tsvmm ${packageVersion().text}`, '-V, --version', 'print the version and exit')
     .addOption(new Option('--log-format <format>', 'stderr as text, or one JSON object per line').choices(LOG_FORMATS).default('text'))
+    .addOption(new Option('--trace <pattern>', "turn on trace events (QEMU's -trace): a name or glob such as 'kvm_*', '-NAME' turns one off; repeatable; 'help' lists them").argParser(traceOption))
     .showHelpAfterError()
     .exitOverride()
-    .hook('preAction', (cmd) => setLogFormat(cmd.opts<{ logFormat: LogFormat }>().logFormat))
+    .hook('preAction', (cmd) => {
+      const o = cmd.opts<{ logFormat: LogFormat; trace?: string[] }>();
+      setLogFormat(o.logFormat);
+      setTracePatterns(o.trace ?? []);
+    })
     // Command-line errors too are one JSON line each under --log-format json.
     .configureOutput({
       writeErr: (s) => {

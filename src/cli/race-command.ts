@@ -22,6 +22,7 @@ import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
 import { parseDuration, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
+import { startProgress, summaryTable } from './progress';
 
 export interface RaceReport {
   /** 'shm', or 'vfio <bdf> BAR<n>'. */
@@ -186,9 +187,14 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     vm.close();
     throw e;
   }
+  // Toggles done so far: every MEM clear and set passes the BAR-toggle counter (two per toggle).
+  const progress = startProgress('race', 'toggles', o.soak ? undefined : o.toggles);
+  const progressTimer = setInterval(() => progress.update(Math.floor(vm.stats.get('pci.barToggles') / 2)), 200);
   const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
   const soakTimer = o.soak ? setTimeout(() => vm.requestShutdown(0), o.soak.seconds * 1000) : undefined;
   const r = await vm.wait();
+  clearInterval(progressTimer);
+  progress.stop();
   if (soakTimer) clearTimeout(soakTimer);
   sampler?.stop();
   detachInterrupt();
@@ -301,7 +307,7 @@ export function registerRaceCommand(program: Command): void {
       } finally {
         releaseSignals();
       }
-      const text = raw.json ? `${JSON.stringify(report)}\n` : Object.entries(report).map(([k, v]) => `${k.padEnd(26)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`).join('');
+      const text = raw.json ? `${JSON.stringify(report)}\n` : summaryTable('tsvmm race', Object.entries(report));
       // With --linux, writes lost while decode was on are failures too, unless the host took the device away.
       const lost = report.hostRevokeRate === 0 ? ((report as { lostWrites?: number }).lostWrites ?? 0) : 0;
       const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || report.soak?.verdict.startsWith('growing') === true;

@@ -7,7 +7,8 @@ import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
 import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
 import { QmpServer, checkSocketPath } from '../qmp/server';
-import { vmQmpTarget, terminalEvents, type ShutdownCause } from '../qmp/vm-target';
+import { vmQmpTarget, terminalEvents, guestCause, GUEST_RESET_EVENT, type ShutdownCause } from '../qmp/vm-target';
+import { parseActionOption } from './action-option';
 import { VmReset } from '../qmp/vm-reset';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import type { MetricsServer } from '../metrics/metrics';
@@ -31,17 +32,19 @@ export function registerRunCommand(program: Command): void {
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--qmp <path>', 'a QMP (QEMU Machine Protocol) server on this unix socket; a VM that stops in internal-error or guest-panicked then stays up for inspection until QMP quit')
     .option('--name <name>', 'the VM\'s name, reported by QMP query-name (QEMU\'s -name)')
+    .option('--action <spec>', "what a guest-initiated reset does (QEMU's -action): reboot=shutdown (default: the VM ends, QMP SHUTDOWN reason guest-reset) or reboot=reset (a fresh VM, QMP RESET guest true)", 'reboot=shutdown')
     .option('--paused', 'start with the vCPUs stopped in prelaunch until QMP cont (QEMU\'s -S); needs --qmp')
     .option(...METRICS_LISTEN_OPTION)
     .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--config <file>', 'read options from a JSON file (keys: the long option names); command-line options win')
     .option('--print-config', 'print the options the command line and --config add up to, as a config file, and exit')
-    .action(async (o: { guest?: string; kernel?: string; initrd?: string; cmdline?: string; device?: string[]; vcpus: string; mem?: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
+    .action(async (o: { guest?: string; kernel?: string; initrd?: string; cmdline?: string; device?: string[]; vcpus: string; mem?: string; iterations: string; kvm: string; qmp?: string; paused?: boolean; name?: string; action: string; config?: string; printConfig?: boolean } & MetricsOptions, cmd: Command) => {
       let vm: Vm | undefined;
       let vmOptions: VmOptions | undefined;
       let recreate: (() => Vm) | undefined;
       let metrics: MetricsServer | undefined;
       let cause: ShutdownCause = 'guest-shutdown';
+      let reboot: 'reset' | 'shutdown' = 'shutdown';
       let quit: () => void = () => {};
       const quitRequested = new Promise<void>((resolve) => (quit = resolve));
       // Before Vm.create: a signal that arrives while it runs is delivered after it (QEMU exits 0).
@@ -68,17 +71,18 @@ export function registerRunCommand(program: Command): void {
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
         if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
         const vcpus = parseIntOption('--vcpus', o.vcpus, 1, 64);
+        reboot = parseActionOption(o.action).reboot;
         metrics = await startMetrics(o);
         if (o.kernel !== undefined) {
           const linuxOptions = {
-            machine: { ramBytes: parseMemOption(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm' as const, barOrder: 'unmap-first' as const },
+            machine: { ramBytes: parseMemOption(o.mem ?? '512M'), vcpus, passthrough: (o.device ?? []).map(parseDeviceOption), policy: 'tsvmm' as const, barOrder: 'unmap-first' as const, reboot },
             linux: { kernelPath: o.kernel, initrdPath: o.initrd, cmdline: o.cmdline ?? DEFAULT_CMDLINE },
             kvmPath: o.kvm,
           };
           recreate = () => Vm.createLinux(linuxOptions);
         } else {
           vmOptions = {
-            machine: { ramBytes: parseMemOption(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+            machine: { ramBytes: parseMemOption(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', reboot },
             guest: o.guest!,
             params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) },
             kvmPath: o.kvm,
@@ -135,8 +139,30 @@ export function registerRunCommand(program: Command): void {
           continue;
         }
         r = await waiting;
+        if (r.state === 'shutdown' && reboot === 'reset' && cause === 'guest-shutdown' && !signalled && vm!.machine.runState.guestReset) {
+          // QEMU's -action reboot=reset: the guest reset the machine; it runs again from power-on
+          // (the same rebuild as system_reset), and QMP clients get RESET with guest true.
+          const old = vm!;
+          input?.detach();
+          try {
+            vm = recreate!();
+          } catch (e) {
+            report('error', `the guest reset the VM and it could not be rebuilt: ${(e as Error).message}`);
+            r = { ...r, exitCode: 1 };
+            vm = old;
+            if (qmp) await qmp.close();
+            break;
+          }
+          old.close();
+          vm.start({ paused: false });
+          input = attachInput(vm);
+          metrics?.attach(metricsSourceOf(vm));
+          waiting = vm.wait();
+          qmp?.broadcast(...GUEST_RESET_EVENT);
+          continue;
+        }
         if (!qmp) break;
-        for (const [name, data] of terminalEvents(r.state, cause)) qmp.broadcast(name, data);
+        for (const [name, data] of terminalEvents(r.state, cause === 'guest-shutdown' ? guestCause(vm!) : cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
           // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect,
           // until quit or system_reset.

@@ -4,6 +4,7 @@
 // Exit status: 0 when the run completed and either found no violation or checked a reference policy
 // (qemu, cloud-hypervisor: their violations are the answer); 1 when tsvmm's own policy shows a
 // violation (so CI catches regressions); 2 on bad arguments (main.ts maps commander errors to 2).
+import { startProgress, summaryTable } from './progress';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { explore, type ExploreOptions, type ExploreResult } from '../sim/explorer';
 import { KERNEL_VARIANTS, type KernelSlice, type KernelVariant } from '../sim/kernel';
@@ -147,8 +148,8 @@ export function simOptionsFrom(o: SimCliOptions): { sim: SimOptions; explore: Ex
   return { sim, explore };
 }
 
-export function runSim(sim: SimOptions, opts: ExploreOptions): SimReport {
-  const r = explore(sim, opts);
+export function runSim(sim: SimOptions, opts: ExploreOptions, onProgress?: (schedules: number) => void): SimReport {
+  const r = explore(sim, opts, onProgress);
   const k = r.violationsByKind;
   const fv = r.firstViolation;
   return {
@@ -226,6 +227,21 @@ export function formatSimReport(r: SimReport): string {
   return `${out.join('\n')}\n`;
 }
 
+/** The figures that answer "did it hold?", as a table after the text report. */
+export function simSummaryTable(r: SimReport): string {
+  return summaryTable('tsvmm sim summary', [
+    ['kernel / policy / BAR order', `${r.kernel} / ${r.policy} / ${r.barOrder}`],
+    ['schedules', `${r.schedules}${r.mode === 'exhaustive' ? (r.complete ? ' (bound covered)' : ' (INCOMPLETE)') : ` (${r.distinctSchedules} distinct)`}`],
+    ['schedules with kernel faults', r.schedulesWithKernelFaults],
+    ['recovered EFAULT / MEMORY_FAULT / emulated MMIO', `${r.exercised.efaultRecovered} / ${r.exercised.memoryFaultRecovered} / ${r.exercised.emulatedMmioRecovered}`],
+    ['violations', r.violations],
+    ...Object.entries(r.violationsByKind)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]): [string, unknown] => [`  ${k}`, n]),
+    ['wall seconds', r.wallSeconds],
+  ]);
+}
+
 export function registerSimCommand(program: Command): void {
   program
     .command('sim')
@@ -263,8 +279,11 @@ export function registerSimCommand(program: Command): void {
       const problem = validateSimOptions(o);
       if (problem) cmd.error(`error: ${problem}`, { exitCode: 2, code: 'tsvmm.sim.invalidOptions' });
       const { sim, explore: eo } = simOptionsFrom(o);
-      const report = runSim(sim, eo);
-      writeStdout(o.json ? `${JSON.stringify(report, null, 2)}\n` : formatSimReport(report));
+      // Random runs know their size; an exhaustive one stops at the bound (or --max-schedules).
+      const progress = startProgress('sim', 'schedules', eo.mode === 'random' ? eo.seeds : undefined);
+      const report = runSim(sim, eo, (n) => progress.update(n));
+      progress.stop();
+      writeStdout(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatSimReport(report)}${simSummaryTable(report)}`);
       process.exitCode = simExitCode(report);
     });
 }

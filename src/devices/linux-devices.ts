@@ -3,6 +3,7 @@
 import { setIrqLine, type KvmVm } from '../kvm/kvm';
 import type { HypervisorVm } from '../hypervisor/hypervisor';
 import type { PioBus } from './pio-bus';
+import type { DeviceEffect } from './device';
 import { COM1_BASE } from './serial';
 import { COM1_IRQ, Uart16550 } from './uart16550';
 import { CmosRtc, RTC_PORT } from './rtc';
@@ -22,7 +23,8 @@ export class LinuxDevices {
   readonly i8042: I8042;
   readonly watch: LinuxConsoleWatch;
 
-  constructor(shared: LinuxDevicesShared, console: (bytes: Uint8Array) => void, vm: HypervisorVm | undefined) {
+  /** `onReset`: what the i8042's reset line does (the machine's guest-reset rule); by default the console watch decides. */
+  constructor(shared: LinuxDevicesShared, console: (bytes: Uint8Array) => void, vm: HypervisorVm | undefined, onReset?: () => DeviceEffect) {
     this.watch = new LinuxConsoleWatch(shared.watch);
     // Only the real KVM VM has an in-kernel IOAPIC to raise the line on.
     const fd = vm && vm.kind === 'kvm' ? (vm as KvmVm).fd : undefined;
@@ -32,7 +34,7 @@ export class LinuxDevices {
     this.uart = new Uart16550(COM1_BASE, shared.uart, console, irq, (b) => this.watch.onByte(b));
     this.rtc = new CmosRtc(shared.rtc);
     // An unannounced reset through the keyboard controller ends the VM as a failure.
-    this.i8042 = new I8042(shared.i8042, () => this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 });
+    this.i8042 = new I8042(shared.i8042, onReset ?? (() => this.watch.resetOutcome() ?? { kind: 'vm-exit', code: 1 }));
   }
 
   static createShared(): LinuxDevicesShared {

@@ -4,6 +4,7 @@ import { c, check, describeErrno, native, NativeError } from '../native';
 import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
 import { MemslotError } from '../hypervisor/hypervisor';
 import { KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_MEM_READONLY, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION, UserspaceMemoryRegion as R } from './constants';
+import { traceKvmSetUserMemory, traceOn } from '../trace';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, type Regs, type Sregs } from './regs';
 
 export const DEFAULT_KVM_PATH = '/dev/kvm';
@@ -119,6 +120,7 @@ export class KvmVm implements HypervisorVm {
     v.setBigUint64(R.memorySize, size, true);
     v.setBigUint64(R.userspaceAddr, spec.hostAddress, true);
     const r = native().ioctlBuffer(this.fd, c('KVM_SET_USER_MEMORY_REGION'), this.regionBuf);
+    if (traceOn.kvm_set_user_memory) traceKvmSetUserMemory(spec.slot, spec.readOnly ? KVM_MEM_READONLY : 0, spec.gpa, size, spec.hostAddress, r);
     if (r < 0) throw new MemslotError({ ...spec, size }, -r, describeErrno(r));
   }
 

@@ -18,6 +18,8 @@ export interface MetricsSource {
   latencyMicros(): number[];
   /** Each vCPU thread's state (VcpuStatus names, lower case). */
   vcpuStates?(): string[];
+  /** PIO/MMIO accesses that exited to the VMM, per device that answered them. */
+  deviceExits?(): { device: string; access: 'pio' | 'mmio'; count: number }[];
 }
 
 /** What a vCPU thread can be doing (src/vmm/vcpu-control.ts VcpuStatus). */
@@ -71,7 +73,18 @@ export function createRegistry(source: () => MetricsSource | undefined): client.
     read: stats.get('ur.reads'),
     'dropped-write': stats.get('ur.droppedWrites'),
   }));
-  mirrored('tsvmm_device_accesses_total', 'device accesses that reach the VMM, by path (per-device counters do not exist yet)', 'path', ({ stats }) => ({
+  new client.Counter({
+    name: 'tsvmm_device_exits_total',
+    help: 'PIO and MMIO accesses that exited to the VMM, by the device that answered (a string I/O exit counts each element; unclaimed ones are in tsvmm_device_accesses_total)',
+    labelNames: ['device', 'access'],
+    registers: [registry],
+    collect() {
+      const s = source();
+      this.reset();
+      for (const d of s?.deviceExits?.() ?? []) this.inc({ device: d.device, access: d.access }, d.count);
+    },
+  });
+  mirrored('tsvmm_device_accesses_total', 'device accesses that reach the VMM, by path (per device: tsvmm_device_exits_total)', 'path', ({ stats }) => ({
     'passthrough-slow-path-read': stats.get('passthrough.slowPathReads'),
     'passthrough-slow-path-write': stats.get('passthrough.slowPathWrites'),
     'passthrough-slow-path-error': stats.get('passthrough.slowPathErrors'),

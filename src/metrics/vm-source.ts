@@ -19,5 +19,6 @@ export function metricsSourceOf(vm: Vm): MetricsSource {
     memslotOps: () => vm.machine.memoryMap.memslotOps,
     latencyMicros: () => vm.latency.values(),
     vcpuStates: () => vm.vcpus.map((v) => STATE_NAME[vm.control.status(v.index)]),
+    deviceExits: () => vm.machine.deviceExitCounts(),
   };
 }

@@ -5,7 +5,7 @@
 import type { Vm } from '../vmm/vm';
 import type { RunState } from '../vmm/run-state';
 import { QmpServer } from './server';
-import { vmQmpTarget, terminalEvents, type ShutdownCause } from './vm-target';
+import { vmQmpTarget, terminalEvents, guestCause, type ShutdownCause } from './vm-target';
 import { report } from '../log';
 import { startFaultEventPump, type FaultAttribution } from './fault-event-pump';
 
@@ -50,7 +50,8 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
     },
     finish: async (state, why) => {
       pump.stop();
-      for (const [name, data] of terminalEvents(state, why ?? cause)) s.broadcast(name, data);
+      const c = why ?? (cause === 'guest-shutdown' ? guestCause(vm) : cause);
+      for (const [name, data] of terminalEvents(state, c)) s.broadcast(name, data);
       if (state !== 'shutdown') {
         report('warn', `VM stopped in ${state}; QMP stays up on ${s.path} until quit`);
         await quitRequested;

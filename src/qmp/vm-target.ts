@@ -6,7 +6,7 @@ import type { RunState } from '../vmm/run-state';
 import type { QmpMessage, QmpTarget } from './session';
 
 /** Why the VM left the running states, as QMP's SHUTDOWN event names it (qapi/run-state.json). */
-export type ShutdownCause = 'guest-shutdown' | 'host-qmp-quit' | 'host-signal';
+export type ShutdownCause = 'guest-shutdown' | 'guest-reset' | 'host-qmp-quit' | 'host-signal';
 
 export interface VmQmpHooks {
   /** The VM's name (`--name`), if it has one. */
@@ -49,11 +49,19 @@ export function vmQmpTarget(vmOrGetter: Vm | (() => Vm), hooks: VmQmpHooks): Qmp
   };
 }
 
+/** Why a VM that ended on its own ended: QEMU's guest-reset when the guest reset it (reboot=shutdown). */
+export function guestCause(vm: Vm): ShutdownCause {
+  return vm.machine.runState.guestReset ? 'guest-reset' : 'guest-shutdown';
+}
+
+/** The event QEMU sends when the guest resets a VM that reboot=reset keeps. */
+export const GUEST_RESET_EVENT: [string, QmpMessage] = ['RESET', { guest: true, reason: 'guest-reset' }];
+
 /** The events QEMU sends when its VM reaches this terminal state. */
 export function terminalEvents(state: RunState, cause: ShutdownCause): [string, QmpMessage][] {
   switch (state) {
     case 'shutdown':
-      return [['SHUTDOWN', { guest: cause === 'guest-shutdown', reason: cause }]];
+      return [['SHUTDOWN', { guest: cause === 'guest-shutdown' || cause === 'guest-reset', reason: cause }]];
     case 'guest-panicked':
       return [
         ['GUEST_PANICKED', { action: 'pause' }],

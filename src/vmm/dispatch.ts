@@ -9,6 +9,7 @@ import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
 import type { Step } from '../steps';
+import { traceKvmMemoryFault, traceOn } from '../trace';
 
 export type Outcome =
   | { kind: 'continue' }
@@ -206,6 +207,7 @@ export function dispatchExit(exit: VcpuExit, m: DispatchTarget, v: VcpuDispatchS
       return dispatchMmio(exit, m, v.runPage, v.vcpu);
     case 'memory-fault':
     case 'run-error': {
+      if (traceOn.kvm_memory_fault && exit.kind === 'memory-fault') traceKvmMemoryFault(exit.gpa, exit.size, exit.flags);
       const d = exit.kind === 'memory-fault' ? m.policy.onMemoryFault(exit, m, v) : m.policy.onRunError(exit.errno, m, v);
       if (d.kind === 'fatal') {
         m.stats.add('fault.fatal');

@@ -6,8 +6,13 @@
 // number; the reader takes published slots in order and counts the ones overwritten before it got
 // to them.
 
-export const FAULT_RECOVERIES = ['annotated-fault', 'efault'] as const;
-/** How the fault was recovered: a KVM_EXIT_MEMORY_FAULT exit, or a bare EFAULT from KVM_RUN. */
+export const FAULT_RECOVERIES = ['annotated-fault', 'efault', 'emulated-mmio', 'slow-path-eio'] as const;
+/**
+ * How the fault was recovered: a KVM_EXIT_MEMORY_FAULT exit, a bare EFAULT from KVM_RUN (both
+ * resynced and retried), an MMIO exit KVM emulated through a stale memslot into a revoked mapping
+ * (resynced; slowPathNeedsResync()), or a slow-path access the device fd refused with EIO (answered
+ * as an Unsupported Request; slowPathRefused()).
+ */
 export type FaultRecovery = (typeof FAULT_RECOVERIES)[number];
 
 export interface RecoveredFault {
@@ -15,7 +20,11 @@ export interface RecoveredFault {
   recovery: FaultRecovery;
   /** The address of the access that faulted (its retry completed as an MMIO exit there). */
   gpa: bigint;
-  /** From the fault to the completion of the retried access. */
+  /**
+   * annotated-fault, efault: from KVM_RUN's return with the fault to the completion of the retried
+   * access. emulated-mmio, slow-path-eio: from KVM_RUN's return with the MMIO exit to the end of its
+   * handling (the access is answered in that one exit).
+   */
   latencyMicros: number;
 }
 

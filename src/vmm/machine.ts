@@ -27,6 +27,7 @@ import { PassthroughDevice, passthroughDefinition, type BarOrder, type Passthrou
 import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
+import { DeviceExitCounts, MAX_MMIO_HANDLERS, MAX_PIO_DEVICES } from './device-exits';
 import { classifyUnclaimedMmio, createPolicy, type MemoryFaultPolicy, type PolicyName } from './memory-fault-policy';
 import { runSteps, type Step } from '../steps';
 import { log } from '../log';
@@ -72,7 +73,16 @@ export interface MachineConfig {
   barOrder: BarOrder;
   /** A Linux guest's machine: 16550A with IRQ 4 and input, CMOS RTC, i8042 (src/devices/linux-devices.ts). */
   linux?: boolean;
+  /**
+   * What a guest-initiated reset (triple fault, i8042 reset pulse, KVM reset event) does, as QEMU's
+   * `-action reboot=`: 'shutdown' (default here) ends the VM, 'reset' ends it marked for a rebuild
+   * (the caller starts a fresh VM, src/qmp/vm-reset.ts). Either way the run state records it.
+   */
+  reboot?: RebootAction;
 }
+
+export const REBOOT_ACTIONS = ['reset', 'shutdown'] as const;
+export type RebootAction = (typeof REBOOT_ACTIONS)[number];
 
 export interface RamChunk {
   gpa: bigint;
@@ -87,6 +97,8 @@ export interface MachineShared {
   lock: SharedArrayBuffer;
   runState: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Per-device exit counts (DeviceExitCounts). */
+  deviceExits: SharedArrayBuffer;
   memoryMap: SharedArrayBuffer;
   hostBridge: SharedArrayBuffer;
   ram: RamChunk[];
@@ -126,6 +138,8 @@ export class Machine implements DispatchTarget {
   private readonly unclaimed = new OnceLog();
   /** The Linux machine's legacy devices (config.linux only). */
   readonly linux?: LinuxDevices;
+  /** PIO/MMIO accesses per device, this thread's row (metrics: tsvmm_device_exits_total). */
+  readonly deviceExits: DeviceExitCounts;
 
   private constructor(
     readonly shared: MachineShared,
@@ -139,12 +153,13 @@ export class Machine implements DispatchTarget {
     vm?: HypervisorVm,
   ) {
     const { config } = shared;
+    this.deviceExits = new DeviceExitCounts(shared.deviceExits, stats.row);
     this.policy = createPolicy(config.policy, config.barOrder);
     const control = new ControlDevice(stats, console);
     this.handlers[HANDLER_CONTROL] = control;
     this.handlers[HANDLER_ECAM] = new EcamHandler(hostBridge);
     if (shared.linux) {
-      this.linux = new LinuxDevices(shared.linux, console, vm);
+      this.linux = new LinuxDevices(shared.linux, console, vm, () => this.guestResetOutcome() ?? { kind: 'vm-exit', code: 1 });
       this.linux.register(this.pio);
     } else {
       this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
@@ -183,6 +198,7 @@ export class Machine implements DispatchTarget {
       lock: new DeviceLock().shared,
       runState: new SharedRunState().shared,
       stats: new Stats().shared,
+      deviceExits: new DeviceExitCounts().shared,
       memoryMap: MemoryMap.create().shared,
       hostBridge: new PciHostBridge().shared,
       ...(config.linux ? { linux: LinuxDevices.createShared() } : {}),
@@ -232,25 +248,35 @@ export class Machine implements DispatchTarget {
         keepMemslotOnDecodeOff: m.policy.keepMemslotOnDecodeOff,
       });
       for (const [bar, id] of ids) m.handlers[id] = dev.slowPaths.get(bar)!;
+      dev.slot = p.slot;
       m.hostBridge.attach(p.slot, 0, dev);
       m.passthrough.push(dev);
     });
+    if (m.handlers.length > MAX_MMIO_HANDLERS || m.pio.handlers.length > MAX_PIO_DEVICES) {
+      throw new MachineConfigError(`too many devices to count: ${m.handlers.length} MMIO handlers (at most ${MAX_MMIO_HANDLERS}), ${m.pio.handlers.length} PIO devices (at most ${MAX_PIO_DEVICES})`);
+    }
     return m;
   }
 
   // ---- dispatch targets (called with the device lock held) ----
 
   pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number {
-    const h = this.pio.find(port);
-    if (h) return h.pioRead(port, size, vcpu);
+    const h = this.pio.findRange(port);
+    if (h) {
+      this.deviceExits.pio(h.slot);
+      return h.handler.pioRead(port, size, vcpu);
+    }
     this.stats.add('pio.unclaimed');
     if (this.unclaimed.first(`pio:${port}`)) log('info', `unclaimed port I/O read 0x${port.toString(16)} (size ${size}): all ones`);
     return Number(allOnes(size));
   }
 
   pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): DeviceEffect | undefined {
-    const h = this.pio.find(port);
-    if (h) return h.pioWrite(port, size, value, vcpu);
+    const h = this.pio.findRange(port);
+    if (h) {
+      this.deviceExits.pio(h.slot);
+      return h.handler.pioWrite(port, size, value, vcpu);
+    }
     this.stats.add('pio.unclaimed');
     if (this.unclaimed.first(`pio:${port}`)) log('info', `unclaimed port I/O write 0x${port.toString(16)} (size ${size}) = 0x${value.toString(16)}: dropped`);
     return undefined;
@@ -258,7 +284,10 @@ export class Machine implements DispatchTarget {
 
   mmioRead(gpa: bigint, len: number, vcpu: number): MmioReadResult<AccessEffect> {
     const r = this.memoryMap.resolve(gpa);
-    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioRead(r.offset + (gpa - r.gpa), len, vcpu);
+    if (r && r.region.handler >= 0) {
+      this.deviceExits.mmio(r.region.handler);
+      return this.handlers[r.region.handler]!.mmioRead(r.offset + (gpa - r.gpa), len, vcpu);
+    }
     const fatal = this.unassigned(gpa, len, r, undefined);
     // A fatal access reads nothing: dispatch stops the VM without completing it.
     return fatal ? { value: 0n, effect: fatal } : this.policy.unassignedRead(len);
@@ -266,7 +295,10 @@ export class Machine implements DispatchTarget {
 
   mmioWrite(gpa: bigint, len: number, value: bigint, vcpu: number): AccessEffect | undefined {
     const r = this.memoryMap.resolve(gpa);
-    if (r && r.region.handler >= 0) return this.handlers[r.region.handler]!.mmioWrite(r.offset + (gpa - r.gpa), len, value, vcpu);
+    if (r && r.region.handler >= 0) {
+      this.deviceExits.mmio(r.region.handler);
+      return this.handlers[r.region.handler]!.mmioWrite(r.offset + (gpa - r.gpa), len, value, vcpu);
+    }
     return this.unassigned(gpa, len, r, value);
   }
 
@@ -281,9 +313,26 @@ export class Machine implements DispatchTarget {
     return undefined;
   }
 
-  /** What a guest reset means (triple fault, reset request): undefined = the built-in guests' default. */
+  /**
+   * What a guest reset means (triple fault, reset request, i8042 pulse): undefined = the built-in
+   * guests' default (a stop in `shutdown`). Records that the guest reset (SHUTDOWN or RESET with
+   * reason guest-reset), unless the reset only ends a panic; with reboot=reset the VM ends cleanly
+   * for its caller to rebuild.
+   */
   guestResetOutcome(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined {
-    return this.linux?.watch.resetOutcome();
+    const o = this.linux?.watch.resetOutcome();
+    if (o?.kind === 'guest-panic') return o;
+    this.runState.markGuestReset();
+    if (this.shared.config.reboot === 'reset') return { kind: 'vm-exit', code: 0 };
+    return o;
+  }
+
+  /** Every device's PIO and MMIO access count, summed over threads, named as the devices name themselves. */
+  deviceExitCounts(): { device: string; access: 'pio' | 'mmio'; count: number }[] {
+    return [
+      ...this.pio.handlers.map((h, slot) => ({ device: h.name, access: 'pio' as const, count: this.deviceExits.pioTotal(slot) })),
+      ...this.handlers.map((h, id) => ({ device: h.name, access: 'mmio' as const, count: this.deviceExits.mmioTotal(id) })),
+    ];
   }
 
   // ---- FaultFacts ----

@@ -49,6 +49,16 @@ export class SharedRunState {
     return Atomics.compareExchange(this.words, 2, 0, 1) === 0;
   }
 
+  /** Records that the guest reset the machine (word 3; never cleared: a reset VM is rebuilt, not reused). */
+  markGuestReset(): void {
+    Atomics.store(this.words, 3, 1);
+  }
+
+  /** Whether the guest reset the machine (QMP: SHUTDOWN/RESET reason guest-reset). */
+  get guestReset(): boolean {
+    return Atomics.load(this.words, 3) === 1;
+  }
+
   /** Changes `from` to `to` only if the state is `from` now (pause/resume: never out of a terminal state). */
   transitionFrom(from: RunState, to: RunState): boolean {
     if (Atomics.compareExchange(this.words, 0, CODE[from], CODE[to]) !== CODE[from]) return false;

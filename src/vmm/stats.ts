@@ -61,12 +61,15 @@ export class Stats {
   static readonly SHARED_BYTES = STATS_ROWS * ROW_STRIDE * 8;
   private readonly values: Float64Array;
   private readonly base: number;
+  /** This thread's row. */
+  readonly row: number;
 
   /** `row`: this thread's row; two threads counting at once must not share one. */
   constructor(readonly shared: SharedArrayBuffer = new SharedArrayBuffer(Stats.SHARED_BYTES), row = 0) {
     if (!Number.isInteger(row) || row < 0 || row >= STATS_ROWS) throw new StatsRowError(row);
     this.values = new Float64Array(shared, 0, STATS_ROWS * ROW_STRIDE);
     this.base = row * ROW_STRIDE;
+    this.row = row;
   }
 
   add(c: Counter, n = 1): void {
@@ -76,6 +79,11 @@ export class Stats {
   /** add() by counterIndex(). */
   addAt(index: number, n = 1): void {
     this.values[this.base + index] += n;
+  }
+
+  /** This thread's own row's count (no sum: a cheap read for its one writer). */
+  own(c: Counter): number {
+    return this.values[this.base + INDEX[c]]!;
   }
 
   /** The sum over every thread's row. */

@@ -7,6 +7,8 @@ import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
 import { StepQueue } from '../steps';
+import { Run } from '../kvm/constants';
+import { traceKvmRunExit, traceOn } from '../trace';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
 import type { FaultLatency } from './fault-latency';
@@ -28,6 +30,9 @@ export class VcpuRunner {
     return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
   };
   private holdsLock = false;
+  /** Take performance.now() at every KVM_RUN return into exitReturnedAt (off: the ordinary exit path takes no time). */
+  stampExits = false;
+  exitReturnedAt = 0;
   /** Called when an access that faulted completes (its MMIO exit returned), with the interval's parts. */
   onFaultCompleted: ((p: FaultLatency) => void) | undefined;
   /** Times (performance.now(), ms) of the entry being handled, taken only while a fault is timed. */
@@ -97,6 +102,9 @@ export class VcpuRunner {
     // after them keeps performance.now() off the ordinary exit path.
     this.timed = this.onFaultCompleted !== undefined && (ret < 0 || this.pending !== undefined);
     if (this.timed) this.tReturned = performance.now();
+    if (this.stampExits) this.exitReturnedAt = this.timed ? this.tReturned : performance.now();
+    // After the clocks start: a trace line's cost is not hidden from the fault latency it adds to.
+    if (traceOn.kvm_run_exit && ret >= 0) traceKvmRunExit(this.vcpu.index, this.vcpu.runPage.getUint32(Run.exitReason, true));
     return decodeExit(this.vcpu.runPage, ret, this.scratch);
   }
 

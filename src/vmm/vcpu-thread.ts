@@ -96,6 +96,13 @@ function main(d: VcpuThreadData): void {
     faultParts?.add(p);
     completedMicros = p.total;
   };
+  // Recoveries answered within one MMIO exit (a BAR's slow path): seen as this thread's counters
+  // moving, timed from that exit's return. Only where there are passthrough BARs to recover.
+  const slowPathEvents = faultEvents !== undefined && machine.passthrough.length > 0;
+  runner.stampExits = slowPathEvents;
+  const ownStats = machine.stats;
+  let emulatedSeen = ownStats.own('fault.emulatedMmioRecovered');
+  let refusedSeen = ownStats.own('passthrough.slowPathErrors');
   control.setStatus(d.index, VcpuStatus.Running);
   control.markRunStart(d.index);
   try {
@@ -115,9 +122,19 @@ function main(d: VcpuThreadData): void {
       if (faultEvents) {
         if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
           faultKind ??= exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault';
-        } else if (completedMicros >= 0 && exit.kind === 'mmio') {
-          faultEvents.record(d.index, faultKind ?? 'efault', exit.gpa, completedMicros);
-          faultKind = undefined;
+        } else if (exit.kind === 'mmio') {
+          const emulated = slowPathEvents ? ownStats.own('fault.emulatedMmioRecovered') : emulatedSeen;
+          const refused = slowPathEvents ? ownStats.own('passthrough.slowPathErrors') : refusedSeen;
+          if (completedMicros >= 0) {
+            // The retry of an EFAULT or annotated fault completed: one event for the whole recovery.
+            faultEvents.record(d.index, faultKind ?? 'efault', exit.gpa, completedMicros);
+            faultKind = undefined;
+          } else if (emulated !== emulatedSeen || refused !== refusedSeen) {
+            const micros = (performance.now() - runner.exitReturnedAt) * 1000;
+            faultEvents.record(d.index, emulated !== emulatedSeen ? 'emulated-mmio' : 'slow-path-eio', exit.gpa, micros);
+          }
+          emulatedSeen = emulated;
+          refusedSeen = refused;
         }
       }
       completedMicros = -1;

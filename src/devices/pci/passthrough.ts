@@ -32,6 +32,7 @@ import type { BarState, PciConfigSpace, PciFunctionDefinition } from './config-s
 import type { PciFunction } from './host-bridge';
 import type { HostDevice } from './host-device';
 import { commandAfterWrite } from './command-register';
+import { traceOn, tracePciUpdateMappings, traceVfioPciWriteConfig, traceVfioRegionRead } from '../../trace';
 import { PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_5, PCI_COMMAND, PCI_COMMAND_MEMORY } from './constants';
 
 export type BarOrder = 'qemu' | 'unmap-first';
@@ -83,6 +84,8 @@ export interface PassthroughBarInfo {
 export class PassthroughDevice implements PciFunction {
   /** One slow-path handler per BAR, registered by the machine under `handlerIds`. */
   readonly slowPaths: Map<number, BarSlowPath>;
+  /** The PCI slot the host bridge attached this function at (bus 0, function 0), for traces. */
+  slot = 0;
 
   constructor(
     readonly name: string,
@@ -105,6 +108,7 @@ export class PassthroughDevice implements PciFunction {
   /** Returns the write's steps: they run before the device lock is released (the run loop, or the explorer, runs them). */
   configWrite(offset: number, size: 1 | 2 | 4, value: number): readonly Step[] {
     this.stats.add('pci.configWrites');
+    if (traceOn.vfio_pci_write_config) traceVfioPciWriteConfig(this.name, offset, value, size);
     return this.configWriteSteps(offset, size, value);
   }
 
@@ -159,7 +163,10 @@ export class PassthroughDevice implements PciFunction {
       const region = this.regionOf(bar.index);
       const decoding = !forceDecodeOff && bar.decoding && this.mappable(bar);
       if (!decoding) {
-        if (region && !this.options.keepMemslotOnDecodeOff) this.memoryMap.removeRegion(region.id);
+        if (region && !this.options.keepMemslotOnDecodeOff) {
+          this.memoryMap.removeRegion(region.id);
+          if (traceOn.pci_update_mappings_del) tracePciUpdateMappings('pci_update_mappings_del', this.name, this.slot, bar.index, region.gpa, region.size);
+        }
         continue;
       }
       const hostRegion = this.host.regions().find((r) => r.index === bar.index);
@@ -168,8 +175,14 @@ export class PassthroughDevice implements PciFunction {
       const hostAddress = hostMapped ? hostRegion!.hostAddress! : 0n;
       if (!region) {
         this.memoryMap.addRegion({ name: `${this.name} BAR${bar.index}`, kind, gpa: bar.address, size: bar.size, priority: 1, hostAddress, readOnly: false, handler: this.handlerId(bar.index) });
+        if (traceOn.pci_update_mappings_add) tracePciUpdateMappings('pci_update_mappings_add', this.name, this.slot, bar.index, bar.address, bar.size);
       } else if (region.kind !== kind || region.gpa !== bar.address || region.hostAddress !== hostAddress) {
         this.memoryMap.updateRegion(region.id, { kind, gpa: bar.address, hostAddress });
+        if (region.gpa !== bar.address) {
+          // A move is QEMU's del at the old address, then add at the new one.
+          if (traceOn.pci_update_mappings_del) tracePciUpdateMappings('pci_update_mappings_del', this.name, this.slot, bar.index, region.gpa, region.size);
+          if (traceOn.pci_update_mappings_add) tracePciUpdateMappings('pci_update_mappings_add', this.name, this.slot, bar.index, bar.address, bar.size);
+        }
       }
     }
   }
@@ -204,6 +217,7 @@ export class BarSlowPath implements MmioHandler {
   mmioRead(offset: bigint, len: number, _vcpu: number): MmioReadResult {
     const effect = this.resyncIfStale();
     let v = this.device.host.regionRead(this.index, offset, len);
+    if (traceOn.vfio_region_read) traceVfioRegionRead(this.device.name, this.index, offset, len, v);
     this.stats.add('passthrough.slowPathReads');
     if (v === undefined) v = this.refused(false, len);
     return effect ? { value: v, effect } : v;
