@@ -6,6 +6,9 @@
 // Each figure is measured TSVMM_BENCH_RUNS times (default 5; or `--runs N`), the figures interleaved
 // round by round so drift on a shared host spreads over all of them; the table gives the median,
 // min and max. `--json` prints the figures and every run as one JSON object instead of the table.
+// Then the start-time row (tsvmm, the C loop, QEMU -M microvm when installed, node alone) and the
+// peak-RSS row (tsvmm and C, mmio-loop with 2 vCPUs): bench/start-time.ts. Before them, ioeventfd
+// and coalesced MMIO against a user-space exit: bench/kvm-mechanisms.ts.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,6 +19,8 @@ import { writeBootImage } from '../src/boot/boot-image';
 import { measureDispatchDesigns } from './dispatch-design';
 import { startProgress } from '../src/cli/progress';
 import { measureExitHandlingCost } from './exit-handling-cost';
+import { measureStartAndRss } from './start-time';
+import { runWithMechanism, type Mechanism } from './kvm-mechanisms';
 
 const C_LOOP = path.resolve(__dirname, '../../build/bench/kvm-loop');
 
@@ -147,6 +152,32 @@ async function main(): Promise<void> {
     }
   }
   progress.stop();
+  // KVM's own mechanisms against a user-space exit, 1 vCPU (bench/kvm-mechanisms.ts), interleaved.
+  const mechIters = { pio: pioIters, mmio: mmioIters };
+  const mech: Record<string, number[]> = {};
+  const mechRows: [string, 'pio' | 'mmio', Mechanism][] = [
+    ['PIO write, user-space exit', 'pio', 'exit'],
+    ['PIO write, ioeventfd', 'pio', 'ioeventfd'],
+    ['ring-3 MMIO write, user-space exit', 'mmio', 'exit'],
+    ['ring-3 MMIO write, coalesced', 'mmio', 'coalesced'],
+  ];
+  for (let round = 0; round < opts.runs; round++) {
+    for (const [name, kind, m] of mechRows) {
+      const vm = prepare(kind === 'pio' ? 'pio-loop' : 'mmio-loop', 1, mechIters[kind]);
+      (mech[name] ??= []).push((await runWithMechanism(vm, mechIters[kind], m)).usPerWrite);
+    }
+  }
+  // Start time and RSS, each side a fresh process (bench/start-time.ts says where each clock starts
+  // and stops): the boot images come from tsvmm's own VMs, as above.
+  const imageOf = (guest: string, vcpus: number, iterations: number) => {
+    const file = path.join(dir, `${guest}-${vcpus}-start.img`);
+    const vm = prepare(guest, vcpus, iterations);
+    snapshot(vm, file);
+    vm.close();
+    return file;
+  };
+  const rssIters = 20_000;
+  const startRss = await measureStartAndRss(opts.runs, imageOf('hello', 1, 0), imageOf('mmio-loop', 2, rssIters), rssIters, dir);
   fs.rmSync(dir, { recursive: true, force: true });
   out(`${'figure'.padEnd(14)} ${'tsvmm exits/s'.padStart(24)} ${'C exits/s'.padStart(24)} ${'tsvmm/C'.padStart(20)}   median (min-max) of ${opts.runs}\n`);
   const rows = figures.map((f) => {
@@ -156,6 +187,21 @@ async function main(): Promise<void> {
     out(`${f.name.padEnd(14)} ${fmt(tsvmm, 0).padStart(24)} ${fmt(c, 0).padStart(24)} ${fmt(ratio, 3).padStart(20)}\n`);
     return { figure: f.name, tsvmmExitsPerSecond: tsvmm, cExitsPerSecond: c, ratio, runs: f.runs };
   });
+  const us = Object.fromEntries(Object.entries(mech).map(([k, v]) => [k, spread(v)]));
+  const gain = (a: string, b: string) => (us[a]!.median / us[b]!.median).toFixed(1);
+  out(
+    `\nKVM mechanisms, us per guest write, 1 vCPU, median (min-max) of ${opts.runs}: ` +
+      `PIO exit ${fmt(us['PIO write, user-space exit']!, 2)}, ioeventfd ${fmt(us['PIO write, ioeventfd']!, 2)} (${gain('PIO write, user-space exit', 'PIO write, ioeventfd')}x); ` +
+      `ring-3 MMIO exit ${fmt(us['ring-3 MMIO write, user-space exit']!, 2)}, coalesced ${fmt(us['ring-3 MMIO write, coalesced']!, 2)} (${gain('ring-3 MMIO write, user-space exit', 'ring-3 MMIO write, coalesced')}x)\n`,
+  );
+  const st = startRss.startMs;
+  const ms = (k: string) => (st[k] ? `${fmt(st[k]!, 1)} ms` : 'not installed');
+  out(
+    `\nstart, spawn -> first guest output byte read (NODE_EXTRA_CA_CERTS unset), median (min-max) of ${opts.runs}: ` +
+      `tsvmm run --guest hello ${ms('tsvmm')}; C loop ${ms('c')}; QEMU -M microvm ${ms('qemu')}; node -e alone ${ms('node')}\n`,
+  );
+  const rss = startRss.rssMiB;
+  out(`peak RSS, mmio-loop with 2 vCPUs, median (min-max) of ${opts.runs}: tsvmm ${fmt(rss.tsvmm!, 1)} MiB, C loop ${fmt(rss.c!, 1)} MiB\n`);
   // 1,000 create/run/close cycles of a 2-vCPU VM with an shm device, in a child process that
   // counts its own fds, threads and mappings before and after (test/fixtures/lifecycles.ts).
   const life = JSON.parse(execFileSync(process.execPath, ['--expose-gc', path.resolve(__dirname, '../test/fixtures/lifecycles.js'), '1000', '0'], { encoding: 'utf8' }).trim().split('\n').pop()!);
@@ -164,7 +210,7 @@ async function main(): Promise<void> {
     `\nVM lifecycles: ${life.cycles} create/start/wait/close cycles, ${(life.lifecycleMs / life.cycles).toFixed(1)} ms each; ` +
       `fds ${a.fds} -> ${b.fds}, threads ${a.threads} -> ${b.threads}, VM mappings ${a.vmMappings} -> ${b.vmMappings}, all mappings ${a.mappings} -> ${b.mappings}, RSS ${(a.rssKiB / 1024).toFixed(1)} -> ${(b.rssKiB / 1024).toFixed(1)} MiB\n`,
   );
-  if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, lifecycles: life })}\n`);
+  if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, lifecycles: life })}\n`);
 }
 
 main().catch((e) => {

@@ -14,7 +14,9 @@ import { SimVm } from '../src/sim/kernel';
 import { BENCH_PORT, CONTROL_BASE } from '../src/devices/control';
 
 class ReplayVcpu implements HypervisorVcpu {
-  readonly runPage = new DataView(new ArrayBuffer(4096));
+  // The size of KVM's vCPU mapping (kvm_run, the PIO page, the coalesced ring): the runner checks the
+  // empty ring on every exit, as it does on KVM.
+  readonly runPage = new DataView(new ArrayBuffer(3 * 4096));
   constructor(readonly index: number) {}
   run(): number {
     return 0;

@@ -14,6 +14,10 @@
 //
 //   kvm-loop IMAGE          run it (needs /dev/kvm: exit status 2 when it cannot be opened)
 //   kvm-loop --check IMAGE  only parse the image and print a JSON summary (no KVM needed)
+//   kvm-loop --first-exit IMAGE
+//                           the start-time baseline: at the first exit of any vCPU (whatever its
+//                           reason) write "first exit\n" to stdout and exit 0; the bench's clock
+//                           runs from its spawn to that byte
 //
 // Exit status: 0 success, 1 bad image or unexpected guest behaviour or KVM failure, 2 no /dev/kvm,
 // 64 usage.
@@ -66,6 +70,7 @@ struct vcpu {
 };
 
 static pthread_barrier_t start_barrier;
+static int first_exit_only;
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -204,6 +209,11 @@ static void *vcpu_thread(void *arg) {
       exit(1);
     }
     v->exits++;
+    if (first_exit_only) {
+      static const char line[] = "first exit\n";
+      if (write(1, line, sizeof line - 1) < 0) _exit(1);
+      _exit(0);
+    }
     switch (run->exit_reason) {
     case KVM_EXIT_IO:
       if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == BENCH_PORT && run->io.size == 4) {
@@ -233,10 +243,13 @@ int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--check") == 0) {
     check = 1;
     path = argv[2];
+  } else if (argc == 3 && strcmp(argv[1], "--first-exit") == 0) {
+    first_exit_only = 1;
+    path = argv[2];
   } else if (argc == 2 && argv[1][0] != '-') {
     path = argv[1];
   } else {
-    fprintf(stderr, "usage: kvm-loop [--check] BOOT_IMAGE\n");
+    fprintf(stderr, "usage: kvm-loop [--check | --first-exit] BOOT_IMAGE\n");
     return 64;
   }
   static struct image img;

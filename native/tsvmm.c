@@ -322,6 +322,11 @@ static napi_value make_constants(napi_env env) {
   C(KVM_SET_SREGS); C(KVM_GET_SUPPORTED_CPUID); C(KVM_SET_CPUID2); C(KVM_ENABLE_CAP);
   C(KVM_CAP_USER_MEMORY); C(KVM_CAP_SYNC_REGS); C(KVM_CAP_IMMEDIATE_EXIT); C(KVM_CAP_NR_MEMSLOTS);
   C(KVM_CAP_MAX_VCPUS);
+  // KVM's own ways to take a write without a user-space exit (src/kvm/kvm.ts, coalesced-ring.ts).
+  C(KVM_IOEVENTFD); C(KVM_REGISTER_COALESCED_MMIO); C(KVM_UNREGISTER_COALESCED_MMIO);
+  C(KVM_IOEVENTFD_FLAG_PIO); C(KVM_IOEVENTFD_FLAG_DATAMATCH); C(KVM_IOEVENTFD_FLAG_DEASSIGN);
+  C(KVM_CAP_IOEVENTFD); C(KVM_CAP_COALESCED_MMIO); C(KVM_CAP_COALESCED_PIO);
+  C(EFD_NONBLOCK);
   C(KVM_EXIT_UNKNOWN); C(KVM_EXIT_IO); C(KVM_EXIT_HLT); C(KVM_EXIT_MMIO); C(KVM_EXIT_SHUTDOWN);
   C(KVM_EXIT_FAIL_ENTRY); C(KVM_EXIT_INTR); C(KVM_EXIT_INTERNAL_ERROR); C(KVM_EXIT_SYSTEM_EVENT);
   C(KVM_EXIT_IRQ_WINDOW_OPEN); C(KVM_EXIT_DEBUG); C(KVM_EXIT_EXCEPTION);
@@ -526,6 +531,9 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(caps, "KVM_CAP_USER_MEMORY", KVM_CAP_USER_MEMORY);
   NUM(caps, "KVM_CAP_IMMEDIATE_EXIT", KVM_CAP_IMMEDIATE_EXIT);
   NUM(caps, "KVM_CAP_NR_MEMSLOTS", KVM_CAP_NR_MEMSLOTS);
+  NUM(caps, "KVM_CAP_IOEVENTFD", KVM_CAP_IOEVENTFD);
+  NUM(caps, "KVM_CAP_COALESCED_MMIO", KVM_CAP_COALESCED_MMIO);
+  NUM(caps, "KVM_CAP_COALESCED_PIO", KVM_CAP_COALESCED_PIO);
 #ifdef KVM_CAP_MEMORY_FAULT_INFO
   NUM(caps, "KVM_CAP_MEMORY_FAULT_INFO", KVM_CAP_MEMORY_FAULT_INFO);
 #endif
@@ -550,8 +558,15 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(ioctls, "KVM_GET_SUPPORTED_CPUID", KVM_GET_SUPPORTED_CPUID);
   NUM(ioctls, "KVM_SET_CPUID2", KVM_SET_CPUID2);
   NUM(ioctls, "KVM_SET_MSRS", KVM_SET_MSRS);
+  // Writes KVM completes without a user-space exit: an eventfd signal, or an entry in the coalesced ring.
+  NUM(ioctls, "KVM_IOEVENTFD", KVM_IOEVENTFD);
+  NUM(ioctls, "KVM_REGISTER_COALESCED_MMIO", KVM_REGISTER_COALESCED_MMIO);
+  NUM(ioctls, "KVM_UNREGISTER_COALESCED_MMIO", KVM_UNREGISTER_COALESCED_MMIO);
   // Flag values src/ passes by name through c() that are not requests.
   NUM(flags, "KVM_PIT_SPEAKER_DUMMY", KVM_PIT_SPEAKER_DUMMY);
+  NUM(flags, "KVM_IOEVENTFD_FLAG_PIO", KVM_IOEVENTFD_FLAG_PIO);
+  NUM(flags, "KVM_IOEVENTFD_FLAG_DATAMATCH", KVM_IOEVENTFD_FLAG_DATAMATCH);
+  NUM(flags, "KVM_IOEVENTFD_FLAG_DEASSIGN", KVM_IOEVENTFD_FLAG_DEASSIGN);
   set_num(env, sizes, "SIZEOF_KVM_REGS", (double)sizeof(struct kvm_regs));
   set_num(env, sizes, "SIZEOF_KVM_SREGS", (double)sizeof(struct kvm_sregs));
   set_num(env, sizes, "SIZEOF_KVM_USERSPACE_MEMORY_REGION", (double)sizeof(struct kvm_userspace_memory_region));
@@ -559,6 +574,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(misc, "KVM_EXIT_IO_IN", KVM_EXIT_IO_IN);
   NUM(misc, "KVM_EXIT_IO_OUT", KVM_EXIT_IO_OUT);
   NUM(misc, "KVM_INTERNAL_ERROR_EMULATION", KVM_INTERNAL_ERROR_EMULATION);
+  NUM(misc, "KVM_COALESCED_MMIO_PAGE_OFFSET", KVM_COALESCED_MMIO_PAGE_OFFSET);
 #ifdef KVM_MEMORY_EXIT_FLAG_PRIVATE
   NUM(misc, "KVM_MEMORY_EXIT_FLAG_PRIVATE", KVM_MEMORY_EXIT_FLAG_PRIVATE);
 #endif
@@ -600,7 +616,36 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   OFF(region, "userspaceAddr", kvm_userspace_memory_region, userspace_addr);
   set_num(env, region, "size", (double)sizeof(struct kvm_userspace_memory_region));
   set_num(env, misc, "KVM_MEM_READONLY", (double)KVM_MEM_READONLY);
+  napi_value ioeventfd, zone, ring, entry;
+  CHECK(napi_create_object(env, &ioeventfd));
+  CHECK(napi_create_object(env, &zone));
+  CHECK(napi_create_object(env, &ring));
+  CHECK(napi_create_object(env, &entry));
+  OFF(ioeventfd, "datamatch", kvm_ioeventfd, datamatch);
+  OFF(ioeventfd, "addr", kvm_ioeventfd, addr);
+  OFF(ioeventfd, "len", kvm_ioeventfd, len);
+  OFF(ioeventfd, "fd", kvm_ioeventfd, fd);
+  OFF(ioeventfd, "flags", kvm_ioeventfd, flags);
+  set_num(env, ioeventfd, "size", (double)sizeof(struct kvm_ioeventfd));
+  OFF(zone, "addr", kvm_coalesced_mmio_zone, addr);
+  OFF(zone, "size", kvm_coalesced_mmio_zone, size);
+  OFF(zone, "pio", kvm_coalesced_mmio_zone, pio);
+  set_num(env, zone, "sizeofZone", (double)sizeof(struct kvm_coalesced_mmio_zone));
+  OFF(ring, "first", kvm_coalesced_mmio_ring, first);
+  OFF(ring, "last", kvm_coalesced_mmio_ring, last);
+  OFF(ring, "entries", kvm_coalesced_mmio_ring, coalesced_mmio);
+  // KVM_COALESCED_MMIO_MAX with the x86 page size (the header spells it with the kernel-only PAGE_SIZE).
+  set_num(env, ring, "maxEntries", (double)((4096 - sizeof(struct kvm_coalesced_mmio_ring)) / sizeof(struct kvm_coalesced_mmio)));
+  OFF(entry, "physAddr", kvm_coalesced_mmio, phys_addr);
+  OFF(entry, "len", kvm_coalesced_mmio, len);
+  OFF(entry, "pio", kvm_coalesced_mmio, pio);
+  OFF(entry, "data", kvm_coalesced_mmio, data);
+  set_num(env, entry, "size", (double)sizeof(struct kvm_coalesced_mmio));
 #undef OFF
+  set_group(env, abi, "ioeventfd", ioeventfd);
+  set_group(env, abi, "coalescedMmioZone", zone);
+  set_group(env, abi, "coalescedMmioRing", ring);
+  set_group(env, abi, "coalescedMmio", entry);
   set_group(env, abi, "regs", regs);
   set_group(env, abi, "sregs", sregs);
   set_group(env, abi, "segment", segment);

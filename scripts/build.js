@@ -2,7 +2,7 @@
 // The project's one build step, run by `npm ci` (package.json "install") and before tests/bench.
 // npm 11 does not run dependencies' install scripts, so everything native is built here:
 //   1. the N-API addon (native/ -> build/Release/tsvmm_native.node) with node-gyp,
-//   2. TypeScript (src/, test/, bench/ -> dist/),
+//   2. TypeScript (src/, test/, bench/ -> dist/), and the CLI's start-time bundles (dist/bundle/),
 //   3. the built-in guests (guests/*.S -> build/guests/*.bin) with GNU as/ld/objcopy,
 //   4. the C baseline for the benchmark (bench/kvm-loop.c -> build/bench/kvm-loop).
 // Steps 1, 3 and 4 are skipped when their outputs are newer than their inputs.
@@ -54,6 +54,35 @@ if (stale([addon], [rel('native'), rel('binding.gyp')])) {
 // dist/.tsbuildinfo is fooled by `tsc --noEmit` (an editor's or a developer's type check), which
 // rewrites that file without emitting, so dist/ would silently keep old code.
 run(bin('tsc'), ['-p', 'tsconfig.json']);
+
+// 2b. The start-time bundles (issue 10 item 4): bin/tsvmm.js loads dist/bundle/main.js, and each
+// vCPU thread dist/bundle/vcpu-thread.js, each one file instead of ~50-80 modules (resolving,
+// reading and compiling them is most of a thread's start). Built with esbuild from tsc's output;
+// the bundles sit at the same depth as dist/src/<dir>/, so __dirname-relative paths (the addon,
+// package.json, worker entries beside them) hold. zod and prom-client stay in node_modules: they
+// load only with --config / --metrics-listen. Bundled on every build (~0.1 s).
+bin('esbuild'); // fails with the `npm ci` hint when it is missing
+const bundles = require(rel('node_modules/esbuild')).buildSync({
+  write: false,
+  entryPoints: ['cli/main', 'vmm/vcpu-thread', 'cli/host-revoker-thread'].map((e) => rel(`dist/src/${e}.js`)),
+  outdir: rel('dist/bundle'),
+  entryNames: '[name]',
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  external: ['zod', 'prom-client', '*.node'],
+  logLevel: 'warning',
+});
+// A bundle is rewritten only when it changed: a rewrite invalidates its code cache, and a process
+// starting meanwhile (a test, a bench run) could read a half-written file.
+fs.mkdirSync(rel('dist/bundle'), { recursive: true });
+for (const f of bundles.outputFiles) {
+  if (fs.existsSync(f.path) && Buffer.compare(fs.readFileSync(f.path), Buffer.from(f.contents)) === 0) continue;
+  const tmp = `${f.path}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, f.contents);
+  fs.renameSync(tmp, f.path);
+}
 
 // 3. guests and 4. the C benchmark baseline
 const guestBuild = rel('scripts/build-guests.js');

@@ -56,6 +56,10 @@ export interface KvmAbi {
   readonly segment: NativeConstants;
   readonly dtable: NativeConstants;
   readonly userspaceMemoryRegion: NativeConstants;
+  readonly ioeventfd: NativeConstants;
+  readonly coalescedMmioZone: NativeConstants;
+  readonly coalescedMmioRing: NativeConstants;
+  readonly coalescedMmio: NativeConstants;
 }
 
 let loaded: Native | undefined;

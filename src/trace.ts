@@ -73,8 +73,17 @@ export function traceHelp(): string {
   return TRACE_EVENTS.map((e) => `${e.padEnd(24)} ${TRACE_EVENT_HELP[e]}`).join('\n');
 }
 
+/**
+ * The events TSVMM_TRACE names, in this thread. Run at load, and again by a vCPU thread when it gets
+ * its vCPU: a thread spawned ahead of need (vmm/vcpu-worker.ts) loads before the CLI has parsed
+ * --trace, and sees the main thread's environment (SHARE_ENV) only from then on.
+ */
+export function applyTraceFromEnvironment(): void {
+  apply(process.env.TSVMM_TRACE ? eventsFor(process.env.TSVMM_TRACE.split(',')) : new Set());
+}
+
 // Every thread: the events its parent enabled.
-if (process.env.TSVMM_TRACE) apply(eventsFor(process.env.TSVMM_TRACE.split(',')));
+applyTraceFromEnvironment();
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 

@@ -41,8 +41,8 @@ function pick(prefix: string): Record<string, number | bigint> {
   return Object.fromEntries(Object.entries(K).filter(([k]) => k.startsWith(prefix))) as Record<string, number | bigint>;
 }
 
-const MISC = ['KVM_API_VERSION', 'KVM_EXIT_IO_IN', 'KVM_EXIT_IO_OUT', 'KVM_INTERNAL_ERROR_EMULATION', 'KVM_MEMORY_EXIT_FLAG_PRIVATE', 'KVM_MEM_READONLY'];
-const GROUPED = new Set(['Run', 'ExitReason', 'SystemEventType', 'UserspaceMemoryRegion', ...MISC]);
+const MISC = ['KVM_API_VERSION', 'KVM_EXIT_IO_IN', 'KVM_EXIT_IO_OUT', 'KVM_INTERNAL_ERROR_EMULATION', 'KVM_MEMORY_EXIT_FLAG_PRIVATE', 'KVM_MEM_READONLY', 'KVM_COALESCED_MMIO_PAGE_OFFSET'];
+const GROUPED = new Set(['Run', 'ExitReason', 'SystemEventType', 'UserspaceMemoryRegion', 'Ioeventfd', 'CoalescedMmioZone', 'CoalescedMmioRing', 'CoalescedMmio', ...MISC]);
 const lacking: string[] = [];
 
 test('every struct kvm_run offset (io, mmio, internal, system_event, fail_entry, ...) and sizeof match', () => {
@@ -51,6 +51,16 @@ test('every struct kvm_run offset (io, mmio, internal, system_event, fail_entry,
 
 test('struct kvm_userspace_memory_region field offsets match', () => {
   compare('userspaceMemoryRegion', { ...K.UserspaceMemoryRegion, size: K.SIZEOF_KVM_USERSPACE_MEMORY_REGION }, abi.userspaceMemoryRegion);
+});
+
+test('struct kvm_ioeventfd, kvm_coalesced_mmio_zone, kvm_coalesced_mmio_ring and kvm_coalesced_mmio match (ioeventfd, coalesced ring)', () => {
+  compare('ioeventfd', K.Ioeventfd, abi.ioeventfd);
+  compare('coalescedMmioZone', K.CoalescedMmioZone, abi.coalescedMmioZone);
+  compare('coalescedMmioRing', K.CoalescedMmioRing, abi.coalescedMmioRing);
+  compare('coalescedMmio', K.CoalescedMmio, abi.coalescedMmio);
+  // The ring and its entries fill exactly one page.
+  assert.ok(K.CoalescedMmioRing.entries + K.CoalescedMmioRing.maxEntries * K.CoalescedMmio.size <= 4096);
+  assert.ok(K.CoalescedMmioRing.entries + (K.CoalescedMmioRing.maxEntries + 1) * K.CoalescedMmio.size > 4096);
 });
 
 test('kvm_regs as regs.ts encodes it: every register at the offset the compiler gives', () => {
@@ -149,6 +159,8 @@ test('every ioctl src/ requests by name exists in the addon, and its size field 
   assert.equal(size(abi.ioctls.KVM_GET_REGS!), K.SIZEOF_KVM_REGS);
   assert.equal(size(abi.ioctls.KVM_SET_SREGS!), K.SIZEOF_KVM_SREGS);
   assert.equal(size(abi.ioctls.KVM_SET_USER_MEMORY_REGION!), K.SIZEOF_KVM_USERSPACE_MEMORY_REGION);
+  assert.equal(size(abi.ioctls.KVM_IOEVENTFD!), K.Ioeventfd.size);
+  assert.equal(size(abi.ioctls.KVM_REGISTER_COALESCED_MMIO!), K.CoalescedMmioZone.sizeofZone);
 });
 
 test('native layer returns -errno instead of throwing', () => {

@@ -13,11 +13,18 @@
 export const HOST_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 export type HostSignal = (typeof HOST_SIGNALS)[number];
 
-let handler: ((signal: HostSignal) => void) | undefined;
-let installed = false;
+// The state is on globalThis, not in module variables: bin/tsvmm.js installs the handlers through
+// dist/src/ before it reads the CLI bundle, which holds its own copy of this module.
+interface SignalState {
+  handler: ((signal: HostSignal) => void) | undefined;
+  installed: boolean;
+}
+const STATE = Symbol.for('tsvmm.hostSignals');
+const state: SignalState = ((globalThis as { [STATE]?: SignalState })[STATE] ??= { handler: undefined, installed: false });
 
 function onSignal(signal: HostSignal): void {
   process.stderr.write(`tsvmm: terminating on signal ${signal}\n`);
+  const handler = state.handler;
   if (handler) {
     handler(signal);
     return;
@@ -27,8 +34,8 @@ function onSignal(signal: HostSignal): void {
 
 /** Installs the handlers (idempotent). Called first thing by bin/tsvmm.js. */
 export function installHostSignalHandlers(): void {
-  if (installed) return;
-  installed = true;
+  if (state.installed) return;
+  state.installed = true;
   for (const s of HOST_SIGNALS) process.on(s, () => onSignal(s));
 }
 
@@ -38,8 +45,8 @@ export function installHostSignalHandlers(): void {
  */
 export function onHostSignal(h: (signal: HostSignal) => void): () => void {
   installHostSignalHandlers();
-  handler = h;
+  state.handler = h;
   return () => {
-    if (handler === h) handler = undefined;
+    if (state.handler === h) state.handler = undefined;
   };
 }

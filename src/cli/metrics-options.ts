@@ -1,6 +1,6 @@
 // --metrics-listen / --metrics-allow-remote, shared by `run` and `race`.
 import { report } from '../log';
-import { parseListenAddress, startMetricsServer, type MetricsServer } from '../metrics/metrics';
+import type { MetricsServer } from '../metrics/metrics';
 
 export interface MetricsOptions {
   metricsListen?: string;
@@ -13,6 +13,8 @@ export const METRICS_ALLOW_REMOTE_OPTION = ['--metrics-allow-remote', 'allow --m
 /** Starts the metrics server if asked; says where on stderr. Throws MetricsListenError. */
 export async function startMetrics(o: MetricsOptions): Promise<MetricsServer | undefined> {
   if (o.metricsListen === undefined) return undefined;
+  // prom-client (and its ~90 modules) only when metrics are asked for: it costs every start otherwise.
+  const { parseListenAddress, startMetricsServer } = require('../metrics/metrics') as typeof import('../metrics/metrics');
   const server = await startMetricsServer(parseListenAddress(o.metricsListen, o.metricsAllowRemote === true));
   report('info', `metrics on ${server.url}`);
   return server;

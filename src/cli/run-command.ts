@@ -5,14 +5,19 @@ import { parseMemOption } from './mem-option';
 import { onHostSignal } from './host-signals';
 import { parseIntOption, reportErrorAndExit } from './common';
 import { report } from '../log';
-import { applyRunConfig, effectiveRunConfig, readRunConfig } from './config-file';
-import { QmpServer, checkSocketPath } from '../qmp/server';
-import { vmQmpTarget, terminalEvents, guestCause, GUEST_RESET_EVENT, type ShutdownCause } from '../qmp/vm-target';
+import type { QmpServer } from '../qmp/server';
+import type { ShutdownCause } from '../qmp/vm-target';
 import { parseActionOption } from './action-option';
 import { VmReset } from '../qmp/vm-reset';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
 import type { MetricsServer } from '../metrics/metrics';
-import { metricsSourceOf } from '../metrics/vm-source';
+
+// Loaded only when an option needs them, so that a plain `run` starts without zod (--config), the
+// QMP server (--qmp) or prom-client (--metrics-listen): issue 10 item 4.
+const configFile = () => require('./config-file') as typeof import('./config-file');
+const qmpServer = () => require('../qmp/server') as typeof import('../qmp/server');
+const qmpTarget = () => require('../qmp/vm-target') as typeof import('../qmp/vm-target');
+const metricsSourceOf = (vm: Vm) => (require('../metrics/vm-source') as typeof import('../metrics/vm-source')).metricsSourceOf(vm);
 import { collect, parseDeviceOption } from './linux-options';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { attachConsoleInput } from '../vmm/console-input';
@@ -58,18 +63,18 @@ export function registerRunCommand(program: Command): void {
       const releaseSignals = onHostSignal(onSignal);
       try {
         if (o.config !== undefined) {
-          applyRunConfig(cmd, readRunConfig(o.config));
+          configFile().applyRunConfig(cmd, configFile().readRunConfig(o.config));
           o = cmd.opts();
         }
         if (o.printConfig) {
-          process.stdout.write(`${JSON.stringify(effectiveRunConfig(cmd), null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify(configFile().effectiveRunConfig(cmd), null, 2)}\n`);
           return;
         }
         if (o.guest === undefined && o.kernel === undefined) throw new InvalidArgumentError("required option '--guest <name|file>' not specified (on the command line or in --config), nor --kernel <bzImage>");
         if (o.guest !== undefined && o.kernel !== undefined) throw new InvalidArgumentError('--guest and --kernel are alternatives: give one');
         if (o.kernel === undefined && (o.initrd !== undefined || o.cmdline !== undefined || o.device !== undefined)) throw new InvalidArgumentError('--initrd, --cmdline and --device need --kernel');
         if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
-        if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
+        if (o.qmp !== undefined) await qmpServer().checkSocketPath(o.qmp); // bad input fails before KVM is touched
         const vcpus = parseIntOption('--vcpus', o.vcpus, 1, 64);
         reboot = parseActionOption(o.action).reboot;
         metrics = await startMetrics(o);
@@ -104,9 +109,9 @@ export function registerRunCommand(program: Command): void {
         // Listen once the vCPU threads exist, so the first query-cpus-fast already has their ids.
         await vm!.threadsStarted();
         try {
-          qmp = await QmpServer.listen(
+          qmp = await qmpServer().QmpServer.listen(
             o.qmp,
-            vmQmpTarget(() => vm!, {
+            qmpTarget().vmQmpTarget(() => vm!, {
               name: o.name,
               emit: (name, data) => qmp?.broadcast(name, data),
               onQuit: () => {
@@ -158,11 +163,11 @@ export function registerRunCommand(program: Command): void {
           input = attachInput(vm);
           metrics?.attach(metricsSourceOf(vm));
           waiting = vm.wait();
-          qmp?.broadcast(...GUEST_RESET_EVENT);
+          qmp?.broadcast(...qmpTarget().GUEST_RESET_EVENT);
           continue;
         }
         if (!qmp) break;
-        for (const [name, data] of terminalEvents(r.state, cause === 'guest-shutdown' ? guestCause(vm!) : cause)) qmp.broadcast(name, data);
+        for (const [name, data] of qmpTarget().terminalEvents(r.state, cause === 'guest-shutdown' ? qmpTarget().guestCause(vm!) : cause)) qmp.broadcast(name, data);
         if (r.state !== 'shutdown') {
           // QEMU keeps a VM stopped in internal-error (or panicked) for management to inspect,
           // until quit or system_reset.
@@ -172,7 +177,7 @@ export function registerRunCommand(program: Command): void {
             if (reset.requested) continue;
           }
           // A host signal ends the inspection as QEMU's does: with a SHUTDOWN event.
-          if (signalled) for (const [name, data] of terminalEvents('shutdown', 'host-signal')) qmp.broadcast(name, data);
+          if (signalled) for (const [name, data] of qmpTarget().terminalEvents('shutdown', 'host-signal')) qmp.broadcast(name, data);
         }
         await qmp.close();
         break;

@@ -36,6 +36,10 @@ export const KVM_CAP_MEMORY_FAULT_INFO = 232;
 export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 export const KVM_CAP_NR_MEMSLOTS = 10;
+export const KVM_CAP_IOEVENTFD = 36;
+/** KVM_CHECK_EXTENSION returns the ring's page offset in the vCPU mapping (0: not supported). */
+export const KVM_CAP_COALESCED_MMIO = 15;
+export const KVM_CAP_COALESCED_PIO = 162;
 
 export const KVM_EXIT_IO_IN = 0;
 export const KVM_EXIT_IO_OUT = 1;
@@ -93,3 +97,16 @@ export const SIZEOF_KVM_USERSPACE_MEMORY_REGION = 32;
 export const UserspaceMemoryRegion = { slot: 0, flags: 4, guestPhysAddr: 8, memorySize: 16, userspaceAddr: 24 } as const;
 /** kvm_userspace_memory_region.flags: the guest may read, and a write exits as MMIO. */
 export const KVM_MEM_READONLY = 1 << 1;
+
+/** struct kvm_ioeventfd (KVM_IOEVENTFD): a guest write to addr/len signals fd instead of exiting. */
+export const Ioeventfd = { datamatch: 0, addr: 8, len: 16, fd: 20, flags: 24, size: 64 } as const;
+/** struct kvm_coalesced_mmio_zone (KVM_REGISTER_COALESCED_MMIO); `pio` 1 makes it a port range. */
+export const CoalescedMmioZone = { addr: 0, size: 8, pio: 12, sizeofZone: 16 } as const;
+/**
+ * struct kvm_coalesced_mmio_ring, one page at KVM_COALESCED_MMIO_PAGE_OFFSET pages into every vCPU's
+ * mapping (one ring per VM): KVM appends at `last`, the VMM consumes from `first`.
+ */
+export const CoalescedMmioRing = { first: 0, last: 4, entries: 8, maxEntries: 170 } as const;
+/** struct kvm_coalesced_mmio: one write KVM took for the VMM. */
+export const CoalescedMmio = { physAddr: 0, len: 8, pio: 12, data: 16, size: 24 } as const;
+export const KVM_COALESCED_MMIO_PAGE_OFFSET = 2;

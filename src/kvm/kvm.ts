@@ -3,7 +3,7 @@
 import { c, check, describeErrno, native, NativeError } from '../native';
 import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
 import { MemslotError } from '../hypervisor/hypervisor';
-import { KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_MEM_READONLY, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION, UserspaceMemoryRegion as R } from './constants';
+import { CoalescedMmioZone as Z, Ioeventfd as E, KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_MEM_READONLY, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION, UserspaceMemoryRegion as R } from './constants';
 import { traceKvmSetUserMemory, traceOn } from '../trace';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, type Regs, type Sregs } from './regs';
 
@@ -134,6 +134,37 @@ export class KvmVm implements HypervisorVm {
 
   createVcpu(index: number): number {
     return check(native().ioctl(this.fd, c('KVM_CREATE_VCPU'), index), `KVM_CREATE_VCPU ${index}`);
+  }
+
+  /**
+   * KVM_IOEVENTFD: from now on a guest write of `len` bytes to `addr` (a port with `pio`, else a
+   * guest-physical address) adds 1 to the eventfd `fd` inside KVM, with no exit to user space (with
+   * `datamatch`, only writes of that value). The device learns of the writes by reading the eventfd.
+   */
+  assignIoeventfd(z: { addr: bigint; len: 1 | 2 | 4 | 8; fd: number; pio: boolean; datamatch?: bigint }): void {
+    const buf = new Uint8Array(E.size);
+    const v = new DataView(buf.buffer);
+    v.setBigUint64(E.datamatch, z.datamatch ?? 0n, true);
+    v.setBigUint64(E.addr, z.addr, true);
+    v.setUint32(E.len, z.len, true);
+    v.setInt32(E.fd, z.fd, true);
+    v.setUint32(E.flags, (z.pio ? c('KVM_IOEVENTFD_FLAG_PIO') : 0) | (z.datamatch !== undefined ? c('KVM_IOEVENTFD_FLAG_DATAMATCH') : 0), true);
+    check(native().ioctlBuffer(this.fd, c('KVM_IOEVENTFD'), buf), `KVM_IOEVENTFD ${z.pio ? 'port' : 'gpa'} 0x${z.addr.toString(16)}`);
+  }
+
+  /**
+   * KVM_REGISTER_COALESCED_MMIO: guest writes into [addr, addr + size) (ports with `pio`) are queued
+   * in the VM's coalesced ring (coalesced-ring.ts) instead of exiting, until the ring is full; the
+   * VMM replays them, in order, before it handles the next exit. Only for registers whose writes have
+   * no effect the guest could observe before then.
+   */
+  registerCoalescedZone(z: { addr: bigint; size: number; pio: boolean }): void {
+    const buf = new Uint8Array(Z.sizeofZone);
+    const v = new DataView(buf.buffer);
+    v.setBigUint64(Z.addr, z.addr, true);
+    v.setUint32(Z.size, z.size, true);
+    v.setUint32(Z.pio, z.pio ? 1 : 0, true);
+    check(native().ioctlBuffer(this.fd, c('KVM_REGISTER_COALESCED_MMIO'), buf), `KVM_REGISTER_COALESCED_MMIO ${z.pio ? 'ports' : 'gpa'} 0x${z.addr.toString(16)}+${z.size}`);
   }
 
   close(): void {

@@ -25,6 +25,7 @@ export const COUNTERS = [
   'host.revocations',
   'host.restorations',
   'bench.deviceHits',
+  'mmio.coalescedWrites',
 ] as const;
 export type Counter = (typeof COUNTERS)[number];
 

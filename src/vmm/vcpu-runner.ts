@@ -3,6 +3,8 @@
 // (vcpu-thread.ts) loops over run(); the kernel model's explorer calls enter()/beginHandle()/
 // endHandle() separately so other actors can run between them and between queued steps.
 import { decodeExit, ExitScratch, type VcpuExit } from '../kvm/exit';
+import { counterIndex } from './stats';
+import { CoalescedRing } from '../kvm/coalesced-ring';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
 import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
@@ -11,6 +13,8 @@ import { Run } from '../kvm/constants';
 import { traceKvmRunExit, traceOn } from '../trace';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
 import { isTerminal } from './run-state';
+
+const COALESCED_WRITES = counterIndex('mmio.coalescedWrites');
 import type { FaultLatency } from './fault-latency';
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
 
@@ -46,9 +50,12 @@ export class VcpuRunner {
   private readonly scratch = new ExitScratch();
   private readonly dispatchState: VcpuDispatchState;
   private readonly result: { exit: VcpuExit; outcome: Outcome } = { exit: { kind: 'hlt' }, outcome: { kind: 'continue' } };
+  /** The VM's coalesced-MMIO ring, seen through this vCPU's mapping (absent if it has no such page). */
+  private readonly ring: CoalescedRing | undefined;
 
   constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {
     const runner = this;
+    this.ring = vcpu.runPage.byteLength >= 3 * 4096 ? new CoalescedRing(vcpu.runPage) : undefined;
     this.dispatchState = {
       vcpu: vcpu.index,
       runPage: vcpu.runPage,
@@ -146,6 +153,29 @@ export class VcpuRunner {
     }
   }
 
+  /**
+   * Replays the coalesced ring's writes into the device model, in order, under the device lock (which
+   * also keeps two vCPUs from draining the one ring at once). A zone is registered only for registers
+   * whose writes just record or print (KvmVm.registerCoalescedZone), so each must dispatch to
+   * `continue` with no steps.
+   */
+  private replayCoalesced(): void {
+    this.machine.lock.lock();
+    try {
+      this.ring!.drain(this.replayWrite);
+    } finally {
+      this.machine.lock.unlock();
+    }
+  }
+
+  private readonly replayWrite = (gpa: bigint, len: number, data: bigint, pio: boolean): void => {
+    if (pio) throw new Error(`coalesced port write to 0x${gpa.toString(16)}: no coalesced PIO zone is ever registered`);
+    // Straight to the device model: these writes are not exits (counted apart from exits.mmio).
+    this.machine.stats.addAt(COALESCED_WRITES);
+    const effect = this.machine.mmioWrite(gpa, len, data, this.vcpu.index);
+    if (effect !== undefined) throw new Error(`coalesced write to 0x${gpa.toString(16)} has an effect (${effect.kind}): its register must not be in a coalesced zone`);
+  };
+
   endHandle(): void {
     if (this.holdsLock) {
       this.holdsLock = false;
@@ -156,6 +186,8 @@ export class VcpuRunner {
   /** enter + dispatch + steps + unlock, back to back. The result object is reused: valid until the next run(). */
   run(): { readonly exit: VcpuExit; readonly outcome: Outcome } {
     const exit = this.enter();
+    // Writes KVM queued in the coalesced ring happened before this exit: replay them first.
+    if (this.ring !== undefined && this.ring.pending()) this.replayCoalesced();
     if (this.timed && this.pending && exit.kind === 'mmio') {
       // The retried access completed: the interval ends at this KVM_RUN's return.
       const p = this.pending;

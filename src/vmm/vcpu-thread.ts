@@ -5,7 +5,8 @@
 // kvm_run, then tgkill(SIGUSR2)); KVM_RUN returns -EINTR and the loop sees STOP. The kick handler is
 // a no-op installed without SA_RESTART (native/tsvmm.c). worker.terminate() and process.exit() hang
 // while a thread is inside KVM_RUN, so nothing waits on a worker before kicking it.
-import { workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
+import { applyTraceFromEnvironment } from '../trace';
 import { native } from '../native';
 import { KvmVcpu, KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
@@ -158,4 +159,9 @@ function main(d: VcpuThreadData): void {
   }
 }
 
-main(workerData as VcpuThreadData);
+// The data comes by message (vcpu-worker.ts): the thread may start before the VM exists, and
+// before the CLI set --trace in the (shared) environment.
+parentPort!.once('message', (d: VcpuThreadData) => {
+  applyTraceFromEnvironment();
+  main(d);
+});

@@ -1,8 +1,7 @@
 // A running VM, from the main thread: opens KVM, builds the machine, boots the guest in long mode,
 // starts one worker thread per vCPU and stops them all (kick first, then join) when the VM reaches
 // a terminal run state. The process survives every guest failure: the VM stops instead.
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { native } from '../native';
 import { closeVcpus, createKvmVcpu, KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
@@ -11,6 +10,7 @@ import { Machine, validateConfig, LOW_RAM_END, ECAM_BASE, PCI_MMIO_BASE, PCI_MMI
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { isTerminal, type RunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
+import { startVcpuWorker } from './vcpu-worker';
 import { log } from '../log';
 import { ConsoleRing } from './console-ring';
 import { ConsoleOutput } from './console-output';
@@ -201,7 +201,7 @@ export class Vm {
         faultParts: this.faultParts.shared,
         console: this.consoleOutput.ring.shared,
       };
-      const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, stdout: false, stderr: false });
+      const w = startVcpuWorker(data);
       this.workers.push(w);
       this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.on('error', (e) => {
