@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { flatten, lookup, type Region } from '../src/memory/flatten';
 import { MemoryMap } from '../src/memory/memory-map';
+import type { Step } from '../src/steps';
 import { RecordingVm } from './fakes';
 
 const region = (id: number, gpa: bigint, size: bigint, priority = 0, kind: Region['kind'] = 'ram'): Region => ({
@@ -124,4 +125,77 @@ test('memory map (property): after random region operations and a commit the slo
     }),
     { numRuns: 300 },
   );
+});
+
+test('memory map transaction: nested begin()s commit once, one diff; an empty commit issues no ioctl and leaves the generation', () => {
+  const vm = new RecordingVm();
+  const map = MemoryMap.create(vm);
+  map.begin();
+  map.addRegion({ name: 'ram', kind: 'ram', gpa: 0n, size: 0x10_0000n, priority: 0, hostAddress: 0x7000_0000_0000n, readOnly: false, handler: -1 });
+  map.begin();
+  const bar = map.addRegion({ name: 'bar', kind: 'host-mapped', gpa: 0xc000_0000n, size: 0x1000n, priority: 1, hostAddress: 0x7100_0000_0000n, readOnly: false, handler: 2 });
+  map.commit(); // inner: nothing applied yet
+  assert.equal(vm.log.length, 0);
+  map.updateRegion(bar, { kind: 'mmio' });
+  map.updateRegion(bar, { kind: 'host-mapped' }); // changed and changed back inside one transaction
+  map.commit();
+  assert.deepEqual(vm.log.map((l) => l.split(' ')[0]), ['add', 'add'], 'one diff: the BAR memslot was never deleted and re-added');
+  const g = map.generation;
+  map.begin();
+  map.commit();
+  assert.equal(vm.log.length, 2, 'an empty commit issues no ioctl');
+  assert.equal(map.generation, g, 'and does not move the generation (the refault guard counts by it)');
+  // Another thread cannot open a transaction while one is open.
+  const other = new MemoryMap(map.shared, vm);
+  map.begin();
+  assert.equal(other.tryBegin(), false);
+  assert.equal(other.transactionOpen, true);
+  map.commit();
+  assert.equal(other.tryBegin(), true);
+  other.commit();
+  assert.equal(map.transactionOpen, false);
+});
+
+test('memory map transaction as a step: the lock is held until its last memslot step, and a failing ioctl releases it', () => {
+  const vm = new RecordingVm();
+  const map = MemoryMap.create(vm);
+  const other = new MemoryMap(map.shared, vm);
+  const t = map.transaction('update', () => {
+    map.addRegion({ name: 'a', kind: 'ram', gpa: 0n, size: 0x1000n, priority: 0, hostAddress: 0x1000n, readOnly: false, handler: -1 });
+  });
+  assert.equal(map.transactionOpen, false, 'nothing is locked until the step runs');
+  const follow = t.run() as readonly Step[];
+  assert.deepEqual(follow.map((s) => s.name.split(' ')[0]), ['memslot-add', 'memory-map-commit']);
+  assert.equal(other.tryBegin(), false, 'locked between the steps');
+  for (const s of follow) s.run();
+  assert.equal(other.tryBegin(), true);
+  other.commit();
+  // A memslot ioctl that throws (EIO on a bugged VM) ends the transaction, and the diff stays due.
+  const failing = map.transaction('update', () => map.addRegion({ name: 'b', kind: 'ram', gpa: 0x2000n, size: 0x1000n, priority: 0, hostAddress: 0x3000n, readOnly: false, handler: -1 }));
+  const set = vm.setMemslot.bind(vm);
+  vm.setMemslot = () => {
+    throw new Error('EIO');
+  };
+  const steps = failing.run() as readonly Step[];
+  assert.throws(() => steps[0]!.run(), /EIO/);
+  assert.equal(map.transactionOpen, false);
+  vm.setMemslot = set;
+  map.commit();
+  assert.ok(vm.slotAt(0x2000n), 'the next commit applies the diff the failed one left');
+});
+
+test('memory map refresh is incremental: unchanged regions keep their decoded object; a memslot-only change does not re-flatten', () => {
+  const map = MemoryMap.create(new RecordingVm());
+  const a = map.addRegion({ name: 'a', kind: 'mmio', gpa: 0x1000n, size: 0x1000n, priority: 0, hostAddress: 0n, readOnly: false, handler: 1 });
+  const b = map.addRegion({ name: 'b', kind: 'ram', gpa: 0x4000n, size: 0x1000n, priority: 0, hostAddress: 0x4000n, readOnly: false, handler: -1 });
+  const reader = new MemoryMap(map.shared);
+  const [ra, rb] = reader.regions();
+  const view = reader.view();
+  map.commit(); // adds b's memslot: the generation moves, the regions do not
+  assert.equal(reader.view(), view, 'same flat view object');
+  map.updateRegion(a, { gpa: 0x2000n });
+  const after = reader.regions();
+  assert.notEqual(after.find((r) => r.id === a), ra);
+  assert.equal(after.find((r) => r.id === b), rb, 'b was not decoded again');
+  assert.equal(reader.resolve(0x2000n)?.region.name, 'a');
 });

@@ -14,8 +14,11 @@ const RANDOM = (seeds: number): ExploreOptions => ({ mode: 'random', bound: 0, s
 const sim = (o: Partial<SimOptions>): SimOptions => ({ ...DEFAULT_SIM_OPTIONS, ...o });
 
 /** A policy built from another, with some methods replaced (planted bugs). */
-function planted(base: MemoryFaultPolicy, patch: Partial<Pick<MemoryFaultPolicy, 'unassignedRead' | 'onRunError' | 'onMemoryFault'>>): MemoryFaultPolicy {
+/** A policy with some rules replaced. The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
+function planted(base: MemoryFaultPolicy, patch: Partial<Pick<MemoryFaultPolicy, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>): MemoryFaultPolicy {
   return {
+    ...(patch.explainedWithoutLock ? { explainedWithoutLock: patch.explainedWithoutLock } : {}),
+    ...(patch.retryWithoutLock ? { retryWithoutLock: patch.retryWithoutLock } : {}),
     name: base.name,
     barOrder: base.barOrder,
     keepMemslotOnDecodeOff: base.keepMemslotOnDecodeOff,
@@ -47,6 +50,7 @@ describe('tsvmm survives every interleaving within the bound', () => {
     assert.equal(r.violations, 0, r.firstViolation?.schedule.join('\n'));
     assert.ok(r.schedules > 10_000, `${r.schedules} schedules`);
     assert.ok(r.exercised.efaultRecovered > 0);
+    assert.ok(r.exercised.efaultRecoveredWithoutLock > 0, 'some EFAULTs were explained by a revocation and retried without the device lock');
     assert.ok(r.exercised.urReads > 0 && r.exercised.urDroppedWrites > 0);
   });
 
@@ -110,6 +114,35 @@ describe('planted bugs are caught', () => {
     assert.equal(fv.kind, 'livelock');
     assert.match(fv.message, /without retiring an instruction/);
     assert.match(fv.schedule[0]!, /^host: revoke pt0/);
+  });
+
+  test('a lock-free EFAULT path that does not check the revocation generation (nor trap, nor guard) livelocks', () => {
+    // The bug the generation check prevents: an EFAULT nothing explains is retried without the lock.
+    const s = sim({
+      kernel: 'unpatched',
+      barOrder: 'qemu',
+      hostRevoke: true,
+      accessors: 1,
+      toggles: 1,
+      policyOverride: (base) => planted(base, { explainedWithoutLock: (errno) => errno === 14, retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }) }),
+    });
+    const r = explore(s, EXHAUSTIVE(1));
+    assert.ok(r.violationsByKind.livelock > 0);
+    assert.match(r.firstViolation!.message, /without retiring an instruction|without finishing/);
+  });
+
+  test('the lock-free EFAULT path with the real rule but no trap recovers through the locked path (no violation)', () => {
+    // Not trapping is slow, not wrong: the refault's generation did not move, so it takes the device lock.
+    const s = sim({
+      kernel: 'unpatched',
+      barOrder: 'qemu',
+      hostRevoke: true,
+      accessors: 1,
+      toggles: 1,
+      policyOverride: (base) => planted(base, { explainedWithoutLock: (e, f, v) => base.explainedWithoutLock!(e, f, v), retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }) }),
+    });
+    const r = explore(s, EXHAUSTIVE(1));
+    assert.equal(r.violations, 0, r.firstViolation?.message);
   });
 
   test('re-entering without deleting the memslot hits the production refault guard: a VM death naming the loop', () => {

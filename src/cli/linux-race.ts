@@ -133,6 +133,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     urReads: guest ? guest.urReads + guest.scratchUr : 0,
     droppedWrites: s.get('ur.droppedWrites'),
     efaultsRecovered: s.get('fault.efaultRecovered'),
+    efaultsRecoveredWithoutLock: s.get('fault.recoveredWithoutLock'),
     memoryFaultExitsRecovered: s.get('fault.memoryFaultRecovered'),
     emulatedMmioRecovered: s.get('fault.emulatedMmioRecovered'),
     mmioExitsAnsweredUR: s.get('ur.mmioExits') + s.get('passthrough.slowPathErrors'),

@@ -37,6 +37,8 @@ export interface RaceReport {
   urReads: number;
   droppedWrites: number;
   efaultsRecovered: number;
+  /** Of those, how many were decided without the device lock (a revocation explained them). */
+  efaultsRecoveredWithoutLock: number;
   memoryFaultExitsRecovered: number;
   emulatedMmioRecovered: number;
   mmioExitsAnsweredUR: number;
@@ -226,6 +228,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     urReads: sum((x) => x.urReads),
     droppedWrites: s.get('ur.droppedWrites'),
     efaultsRecovered: s.get('fault.efaultRecovered'),
+    efaultsRecoveredWithoutLock: s.get('fault.recoveredWithoutLock'),
     memoryFaultExitsRecovered: s.get('fault.memoryFaultRecovered'),
     emulatedMmioRecovered: s.get('fault.emulatedMmioRecovered'),
     mmioExitsAnsweredUR: s.get('ur.mmioExits') + s.get('passthrough.slowPathErrors'),

@@ -207,7 +207,7 @@ export function formatSimReport(r: SimReport): string {
   const e = r.exercised;
   out.push(
     `exercised: ${r.schedulesWithKernelFaults} schedule(s) hit a revoked mapping through a memslot (${e.kernelFaults} kernel faults); ` +
-      `recovered ${e.efaultRecovered} EFAULT, ${e.memoryFaultRecovered} KVM_EXIT_MEMORY_FAULT, ${e.emulatedMmioRecovered} emulated-MMIO; UR ${e.urReads} read(s), ${e.urDroppedWrites} dropped write(s)`,
+      `recovered ${e.efaultRecovered} EFAULT (${e.efaultRecoveredWithoutLock} without the device lock), ${e.memoryFaultRecovered} KVM_EXIT_MEMORY_FAULT, ${e.emulatedMmioRecovered} emulated-MMIO; UR ${e.urReads} read(s), ${e.urDroppedWrites} dropped write(s)`,
   );
   const kinds = Object.entries(r.violationsByKind).filter(([, n]) => n > 0);
   out.push(`violations: ${r.violations}${kinds.length ? ` (${kinds.map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`);

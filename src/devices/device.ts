@@ -31,4 +31,9 @@ export interface MmioHandler {
   /** `offset` is relative to the start of the region the handler was registered for. */
   mmioRead(offset: bigint, len: number, vcpu: number): MmioReadResult;
   mmioWrite(offset: bigint, len: number, value: bigint, vcpu: number): DeviceEffect | undefined;
+  /**
+   * True when an access to its region, while the region is trapped (no memslot), reads only atomic
+   * device state and needs no device lock (src/vmm/device-lock.ts lists who may say so).
+   */
+  readonly trappedAccessWithoutLock?: boolean;
 }

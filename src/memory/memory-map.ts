@@ -3,23 +3,45 @@
 // This module is the ONLY code that creates or deletes memslots (through HypervisorVm).
 //
 // Sharing: every vCPU thread attaches to the same SharedArrayBuffer, so all threads see one map.
-// Mutations and commits happen only with the device lock held (src/vmm/device-lock.ts); the change
-// generation is also read without the lock (Atomics), by the run loop before each KVM_RUN.
+//
+// Transactions (QEMU's memory_region_transaction_begin/commit): begin() takes the map's own lock
+// (nested begin()s only count); region changes inside apply to the table at once, and commit()
+// computes ONE memslot diff against what KVM holds and applies it, then releases the lock. A commit
+// that changes nothing (no region changed since the last successful commit) issues no ioctl and
+// builds no diff. transaction() is the same as a Step, so the model checker can interleave other
+// actors between its memslot ioctls; the lock stays held until its last step.
+// Who holds what: config writes and locked resyncs run their transaction inside the device lock
+// (lock order: device lock, then map lock); an explained EFAULT traps revoked BARs holding only the
+// map lock (src/vmm/device-lock.ts says why that is safe). A thread refreshing its cached view takes
+// the map lock, so it never reads a table halfway through another thread's transaction. The change
+// generation is read without any lock (Atomics), by the run loop before each KVM_RUN.
+//
+// Rebuilds are incremental: each table entry carries a version; a refresh decodes only entries whose
+// version changed, and the flat view is rebuilt only when a region changed and a view is asked for
+// (not after each change inside a transaction).
 //
 // Commit order: memslot deletions before additions (as QEMU's kvm_region_commit does), so a range
 // that moves or changes backing never has two slots at once (KVM rejects overlapping slots).
 import type { HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
-import type { Step } from '../steps';
-import { runSteps } from '../steps';
+import { runSteps, step, type Step } from '../steps';
+import { FutexMutex } from '../futex-mutex';
 import { flatten, lookup, type FlatRange, type Region, type RegionKind } from './flatten';
 
 export const PAGE_SIZE = 4096n;
 const MAX_REGIONS = 64;
 const MAX_SLOTS = 64;
 const NAME_BYTES = 48;
-const REGION_FIELDS = 8; // used, kind, priority, gpa, size, hostAddress, readOnly, handler
+const REGION_FIELDS = 9; // used (id), kind, priority, gpa, size, hostAddress, readOnly, handler, version
 const SLOT_FIELDS = 5; // used, gpa, size, hostAddress, readOnly
-const HEADER_WORDS = 4; // change generation, next region id, memslot ioctls issued, -
+const HEADER_WORDS = 8; // see H_*
+const H_GENERATION = 0;
+const H_NEXT_ID = 1;
+const H_MEMSLOT_OPS = 2;
+/** 1 while regions changed since the last successful commit (so a commit has a diff to build). */
+const H_DIRTY = 3;
+/** The transaction lock (FutexMutex: two words). */
+const H_LOCK = 4;
+const H_NEXT_VERSION = 6;
 const KIND_CODES: Record<RegionKind, bigint> = { ram: 1n, 'host-mapped': 2n, mmio: 3n };
 const KIND_NAMES: Record<string, RegionKind> = { '1': 'ram', '2': 'host-mapped', '3': 'mmio' };
 
@@ -44,9 +66,17 @@ export class MemoryMap {
   private readonly regionTable: BigInt64Array;
   private readonly slotTable: BigInt64Array;
   private readonly names: Uint8Array;
+  private readonly lock: FutexMutex;
+  /** This thread's transaction nesting depth (the lock is held while > 0). */
+  private depth = 0;
   private cachedGeneration = -1;
   private cachedRegions: Region[] = [];
   private cachedView: FlatRange[] = [];
+  /** The regions changed since cachedView was flattened (flattening waits until a view is asked for). */
+  private viewStale = false;
+  /** Per table entry: its decoded region and the version it was decoded at. */
+  private readonly decoded: (Region | undefined)[] = new Array(MAX_REGIONS).fill(undefined);
+  private readonly decodedVersion = new BigInt64Array(MAX_REGIONS);
 
   /** `vm` may be absent in threads that never commit (they only read the map). */
   constructor(readonly shared: SharedArrayBuffer, private readonly vm?: HypervisorVm) {
@@ -59,6 +89,7 @@ export class MemoryMap {
     this.slotTable = new BigInt64Array(shared, off, MAX_SLOTS * SLOT_FIELDS);
     off += MAX_SLOTS * SLOT_FIELDS * 8;
     this.names = new Uint8Array(shared, off, MAX_REGIONS * NAME_BYTES);
+    this.lock = new FutexMutex(shared, H_LOCK * 4);
   }
 
   static create(vm?: HypervisorVm): MemoryMap {
@@ -72,11 +103,125 @@ export class MemoryMap {
 
   /** Number of KVM_SET_USER_MEMORY_REGION calls issued (for statistics). */
   get memslotOps(): number {
-    return Atomics.load(this.header, 2);
+    return Atomics.load(this.header, H_MEMSLOT_OPS);
   }
 
   private bump(): void {
-    Atomics.add(this.header, 0, 1);
+    Atomics.add(this.header, H_GENERATION, 1);
+  }
+
+  // ---- transactions ----
+
+  /** Opens a transaction (or nests in this thread's open one): blocks while another thread holds one. */
+  begin(): void {
+    if (this.depth++ === 0) this.lock.lock();
+  }
+
+  /** begin() unless another thread holds a transaction (the model checker's non-blocking form). */
+  tryBegin(): boolean {
+    if (this.depth > 0 || this.lock.tryLock()) {
+      this.depth++;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether some thread's transaction is open (read lock-free: a hint, or exact in the model checker). */
+  get transactionOpen(): boolean {
+    return this.lock.held;
+  }
+
+  /**
+   * Closes the innermost transaction; the outermost applies one memslot diff (deletions, then
+   * additions) and releases the lock. Without an open transaction it is one of its own.
+   */
+  commit(): void {
+    if (this.depth === 0) this.begin();
+    if (this.depth > 1) {
+      this.depth--;
+      return;
+    }
+    try {
+      runSteps(this.commitSteps());
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
+    this.finish();
+  }
+
+  /**
+   * A transaction as one Step: when it runs it opens a transaction, runs `mutate` and returns the
+   * memslot diff as follow-up steps; the lock is released by the last one (or at once when there is
+   * no diff). A follow-up that throws (a memslot ioctl failing) releases the lock before rethrowing,
+   * so a stop between steps never leaves the map locked.
+   */
+  transaction(name: string, mutate: () => void): Step {
+    return step(name, () => {
+      this.begin();
+      let ops: Step[];
+      try {
+        mutate();
+        if (this.depth > 1) {
+          this.depth--;
+          return;
+        }
+        ops = this.commitSteps();
+      } catch (e) {
+        this.abort();
+        throw e;
+      }
+      if (ops.length === 0) {
+        this.finish();
+        return;
+      }
+      const guarded = ops.map((op) =>
+        step(op.name, () => {
+          try {
+            op.run();
+          } catch (e) {
+            this.abort();
+            throw e;
+          }
+        }),
+      );
+      guarded.push(step('memory-map-commit', () => this.finish()));
+      return guarded;
+    });
+  }
+
+  /** Ends the outermost transaction after its diff applied: nothing left to commit. */
+  private finish(): void {
+    // No bump of its own: every region change and memslot ioctl bumped the generation already, so
+    // an empty commit leaves it alone (the refault guard counts faults by it).
+    Atomics.store(this.header, H_DIRTY, 0);
+    this.depth = 0;
+    this.lock.unlock();
+  }
+
+  /** Ends the transaction after a failure: the regions stay dirty, so the next commit retries the diff. */
+  private abort(): void {
+    if (this.depth === 0) return;
+    this.depth = 0;
+    this.lock.unlock();
+  }
+
+  /** Runs a region change inside this thread's transaction, or as a short one of its own. */
+  private mutate<T>(change: () => T): T {
+    const own = this.depth === 0;
+    if (own) this.lock.lock();
+    try {
+      const r = change();
+      Atomics.store(this.header, H_DIRTY, 1);
+      this.bump();
+      return r;
+    } finally {
+      if (own) this.lock.unlock();
+    }
+  }
+
+  private nextVersion(): bigint {
+    return BigInt(Atomics.add(this.header, H_NEXT_VERSION, 1) + 1);
   }
 
   addRegion(r: NewRegion): number {
@@ -84,6 +229,10 @@ export class MemoryMap {
     if (hasMemslot(r.kind) && (r.gpa % PAGE_SIZE !== 0n || r.size % PAGE_SIZE !== 0n || r.hostAddress % PAGE_SIZE !== 0n)) {
       throw new MemoryMapError(`region ${r.name} (${r.kind}) at 0x${r.gpa.toString(16)}+0x${r.size.toString(16)}: a memslot-backed region must be page aligned`);
     }
+    return this.mutate(() => this.addRegionLocked(r));
+  }
+
+  private addRegionLocked(r: NewRegion): number {
     let slot = -1;
     for (let i = 0; i < MAX_REGIONS; i++) {
       if (this.regionTable[i * REGION_FIELDS] === 0n) {
@@ -92,7 +241,7 @@ export class MemoryMap {
       }
     }
     if (slot < 0) throw new MemoryMapError(`memory map full (${MAX_REGIONS} regions): cannot add ${r.name}`);
-    const id = Atomics.add(this.header, 1, 1) + 1;
+    const id = Atomics.add(this.header, H_NEXT_ID, 1) + 1;
     const b = slot * REGION_FIELDS;
     const t = this.regionTable;
     t[b] = BigInt(id);
@@ -103,10 +252,10 @@ export class MemoryMap {
     t[b + 5] = r.hostAddress;
     t[b + 6] = r.readOnly ? 1n : 0n;
     t[b + 7] = BigInt(r.handler);
+    t[b + 8] = this.nextVersion();
     const nameBytes = Buffer.from(r.name, 'utf8').subarray(0, NAME_BYTES);
     this.names.fill(0, slot * NAME_BYTES, (slot + 1) * NAME_BYTES);
     this.names.set(nameBytes, slot * NAME_BYTES);
-    this.bump();
     return id;
   }
 
@@ -116,19 +265,20 @@ export class MemoryMap {
   }
 
   removeRegion(id: number): void {
-    this.regionTable[this.indexOf(id) * REGION_FIELDS] = 0n;
-    this.bump();
+    this.mutate(() => (this.regionTable[this.indexOf(id) * REGION_FIELDS] = 0n));
   }
 
   /** Changes a region in place (same id): its kind (e.g. host-mapped <-> trapped), address or backing. */
   updateRegion(id: number, patch: Partial<Pick<Region, 'kind' | 'gpa' | 'hostAddress' | 'handler'>>): void {
-    const b = this.indexOf(id) * REGION_FIELDS;
-    const t = this.regionTable;
-    if (patch.kind !== undefined) t[b + 1] = KIND_CODES[patch.kind];
-    if (patch.gpa !== undefined) t[b + 3] = patch.gpa;
-    if (patch.hostAddress !== undefined) t[b + 5] = patch.hostAddress;
-    if (patch.handler !== undefined) t[b + 7] = BigInt(patch.handler);
-    this.bump();
+    this.mutate(() => {
+      const b = this.indexOf(id) * REGION_FIELDS;
+      const t = this.regionTable;
+      if (patch.kind !== undefined) t[b + 1] = KIND_CODES[patch.kind];
+      if (patch.gpa !== undefined) t[b + 3] = patch.gpa;
+      if (patch.hostAddress !== undefined) t[b + 5] = patch.hostAddress;
+      if (patch.handler !== undefined) t[b + 7] = BigInt(patch.handler);
+      t[b + 8] = this.nextVersion();
+    });
   }
 
   regions(): Region[] {
@@ -143,6 +293,10 @@ export class MemoryMap {
   /** The flat view (cached per thread until the generation changes). */
   view(): FlatRange[] {
     this.refresh();
+    if (this.viewStale) {
+      this.cachedView = flatten(this.cachedRegions);
+      this.viewStale = false;
+    }
     return this.cachedView;
   }
 
@@ -151,16 +305,35 @@ export class MemoryMap {
   }
 
   private refresh(): void {
+    if (this.generation === this.cachedGeneration) return;
+    // Inside this thread's transaction the table is ours; otherwise wait out another thread's.
+    const own = this.depth === 0;
+    if (own) this.lock.lock();
+    try {
+      this.readTable();
+    } finally {
+      if (own) this.lock.unlock();
+    }
+  }
+
+  /** Decodes the entries whose version changed; marks the flat view stale if a region changed. */
+  private readTable(): void {
     const gen = this.generation;
-    if (gen === this.cachedGeneration) return;
-    const regions: Region[] = [];
     const t = this.regionTable;
+    let changed = false;
     for (let i = 0; i < MAX_REGIONS; i++) {
       const b = i * REGION_FIELDS;
-      if (t[b] === 0n) continue;
+      if (t[b] === 0n) {
+        if (this.decoded[i] !== undefined) {
+          this.decoded[i] = undefined;
+          changed = true;
+        }
+        continue;
+      }
+      if (this.decoded[i] !== undefined && this.decodedVersion[i] === t[b + 8]) continue;
       const raw = this.names.subarray(i * NAME_BYTES, (i + 1) * NAME_BYTES);
       const end = raw.indexOf(0);
-      regions.push({
+      this.decoded[i] = {
         id: Number(t[b]),
         kind: KIND_NAMES[String(t[b + 1])]!,
         priority: Number(t[b + 2]),
@@ -170,11 +343,16 @@ export class MemoryMap {
         readOnly: t[b + 6] === 1n,
         handler: Number(t[b + 7]),
         name: Buffer.from(raw.subarray(0, end < 0 ? NAME_BYTES : end)).toString('utf8'),
-      });
+      };
+      this.decodedVersion[i] = t[b + 8]!;
+      changed = true;
     }
-    regions.sort((a, b) => a.id - b.id);
-    this.cachedRegions = regions;
-    this.cachedView = flatten(regions);
+    if (changed) {
+      const regions = this.decoded.filter((r): r is Region => r !== undefined);
+      regions.sort((a, b) => a.id - b.id);
+      this.cachedRegions = regions;
+      this.viewStale = true;
+    }
     this.cachedGeneration = gen;
   }
 
@@ -203,10 +381,13 @@ export class MemoryMap {
   }
 
   /**
-   * The memslot operations that bring the hypervisor in line with the flat view, deletions first.
-   * Each is a Step so the model checker can interleave other actors between them.
+   * The memslot operations that bring the hypervisor in line with the flat view, deletions first
+   * (none when no region changed since the last commit). Each is a Step so the model checker can
+   * interleave other actors between them. Build and run them inside one transaction (commit() and
+   * transaction() do): a list built outside one can be stale by the time it runs.
    */
   commitSteps(): Step[] {
+    if (Atomics.load(this.header, H_DIRTY) === 0) return [];
     const want = this.desiredSlots();
     const key = (s: Omit<MemslotSpec, 'slot'>) => `${s.gpa}:${s.size}:${s.hostAddress}:${s.readOnly}`;
     const wantKeys = new Set(want.map(key));
@@ -224,10 +405,6 @@ export class MemoryMap {
     return steps;
   }
 
-  commit(): void {
-    runSteps(this.commitSteps());
-  }
-
   private requireVm(): HypervisorVm {
     if (!this.vm) throw new MemoryMapError('this thread\'s memory map has no hypervisor VM: it cannot commit memslots');
     return this.vm;
@@ -235,11 +412,10 @@ export class MemoryMap {
 
   private deleteSlot(s: MemslotSpec): void {
     const b = s.slot * SLOT_FIELDS;
-    // The slot may already be gone if a concurrent step list was built from a stale view.
-    if (this.slotTable[b] === 0n) return;
+    if (this.slotTable[b] === 0n) throw new MemoryMapError(`memslot ${s.slot} at 0x${s.gpa.toString(16)} is already gone: a memslot step list ran outside the transaction it was built in`);
     this.requireVm().deleteMemslot(s);
     this.slotTable[b] = 0n;
-    Atomics.add(this.header, 2, 1);
+    Atomics.add(this.header, H_MEMSLOT_OPS, 1);
     this.bump();
   }
 
@@ -257,7 +433,7 @@ export class MemoryMap {
     this.slotTable[b + 2] = spec.size;
     this.slotTable[b + 3] = spec.hostAddress;
     this.slotTable[b + 4] = spec.readOnly ? 1n : 0n;
-    Atomics.add(this.header, 2, 1);
+    Atomics.add(this.header, H_MEMSLOT_OPS, 1);
     this.bump();
   }
 }

@@ -6,7 +6,10 @@
 //   vcpu0..N-1            accessor vCPUs running accessorProgram()
 //   host                  (with hostRevoke) the host taking the device away and giving it back
 // A vCPU's steps: "enter" (VcpuRunner.enter(): one KVM_RUN), "handle" (beginHandle(): takes the device
-// lock and dispatches; blocked while another actor holds the lock), each Step the dispatch returned
+// lock and dispatches; blocked while another actor holds the lock; an EFAULT a revocation explains
+// takes only the memory-map transaction lock instead, and traps revoked BARs and commits within
+// this one step: other threads never see that transaction halfway, as they wait for the map
+// lock to read the map), each Step the dispatch returned
 // (a config write's device write, emulated update, memory-map update, memslot deletions/additions,
 // in the order the VMM returned them; a fault policy's resync), and "release" (endHandle()).
 // Exits that need no lock (EINTR, HLT) are dispatched within their enter step.
@@ -66,7 +69,7 @@ export interface Violation {
   step: number;
 }
 
-export const EXERCISED_COUNTERS = ['kernelFaults', 'efaultRecovered', 'memoryFaultRecovered', 'emulatedMmioRecovered', 'urReads', 'urDroppedWrites', 'configWrites'] as const;
+export const EXERCISED_COUNTERS = ['kernelFaults', 'efaultRecovered', 'efaultRecoveredWithoutLock', 'memoryFaultRecovered', 'emulatedMmioRecovered', 'urReads', 'urDroppedWrites', 'configWrites'] as const;
 export type ExercisedCounter = (typeof EXERCISED_COUNTERS)[number];
 
 export interface SimOptions {
@@ -168,7 +171,9 @@ class VcpuActor implements Actor {
 
   enabled(): boolean {
     if (this.done) return false;
-    return !(this.phase === 'handle' && this.runner.needsLock(this.exit!) && this.world.machine.lock.held);
+    // Blocked on the lock its exit needs: the device lock, or (an explained fault, handled without
+    // it) only the memory-map transaction lock, held by a config write between its memslot steps.
+    return !(this.phase === 'handle' && this.runner.wouldBlock(this.exit!));
   }
 
   step(): string | undefined {
@@ -647,6 +652,7 @@ export class World implements SimObserver {
     return {
       kernelFaults: f.efault + f.memoryFault + f.emulatedMmio + f.hwPoison,
       efaultRecovered: st.get('fault.efaultRecovered'),
+      efaultRecoveredWithoutLock: st.get('fault.recoveredWithoutLock'),
       memoryFaultRecovered: st.get('fault.memoryFaultRecovered'),
       emulatedMmioRecovered: st.get('fault.emulatedMmioRecovered'),
       urReads: st.get('ur.reads'),

@@ -3,7 +3,9 @@
 //
 // Ordering rules (the reason the lock exists):
 // 1. Every exit that reaches a device is dispatched with this lock held: config-space accesses, BAR
-//    (un)mapping, memory-map commits and memory-fault classification never interleave.
+//    (un)mapping, memory-map commits and memory-fault classification never interleave. Two
+//    exceptions, both below ("What the lock does NOT cover"): an EFAULT a revocation explains, and
+//    an access to a trapped BAR's slow path.
 // 2. A config write that changes BAR decode runs ALL of its steps (host device write, emulated config
 //    update, memory-map update, memslot deletions/additions) before the lock is released. So a vCPU
 //    that classifies a fault after taking the lock sees the end state of any in-flight config write
@@ -20,65 +22,44 @@
 // to a device-model worker through a SharedArrayBuffer mailbox and Atomics.notify/wait costs
 // ~5-25 us: as much as the KVM exit itself (~8 us here), so it alone would halve exit throughput.
 //
-// Implementation: a three-state futex-style mutex (0 free, 1 locked, 2 locked with waiters) on
-// Atomics.wait/notify. Uncontended lock+unlock is two compare-exchanges. A contended lock() spins a
-// little before it sleeps: the holder is usually mid-dispatch for well under a microsecond, while a
-// futex sleep and wake-up cost a system call each on both sides.
+// Implementation: the futex-style mutex of src/futex-mutex.ts (spin a little, then sleep).
+//
+// What the lock does NOT cover (issue 10 item 1), each safe for the reason given:
+// - The memory map's region table and memslots have their own lock, the memory-map transaction
+//   lock (src/memory/memory-map.ts: begin()/commit()). Lock order: device lock, then map lock; never
+//   the other way. Every config write still updates the map inside the device lock (rule 2 holds:
+//   a vCPU that takes the device lock sees the end state), but a memslot change no longer waits for
+//   the whole config write: it waits only for the map lock.
+// - An EFAULT whose revocation generation moved while this vCPU was in KVM_RUN is explained (a
+//   revocation happened during the run; memory-fault-policy.ts) and is retried WITHOUT the device
+//   lock: the vCPU takes only the map lock, traps every BAR whose host mapping is revoked now
+//   (host-mapped -> mmio, memslot deleted), and re-enters. Why that is safe:
+//   * the decision reads only the revocation generation and host accessibility, both Atomics
+//     words that the host side writes in the order "mark inaccessible, bump generation, revoke"
+//     (ShmHostDevice.revokeLocked()), so a moved generation means a revocation really happened;
+//   * it reads no config space (which a config write changes under the device lock): it only turns
+//     host-mapped regions whose mapping is revoked into trapped ones, which is what any later resync
+//     would also do, and it never adds a memslot;
+//   * map readers that hold the device lock take the map lock to refresh their view, so they see
+//     the map before or after such a trap, never halfway;
+//   * the refault guard still runs (a retry is only taken lock-free while the guard is below its
+//     limit), and a refault whose generation did not move takes the device lock as before.
+// - An MMIO exit on a trapped BAR region (no memslot: Machine.answersWithoutLock()) is answered
+//   without the device lock. Its slow path (BarSlowPath) goes only to the host device: the device
+//   fd's read/write under the host's own memory lock (vfio-pci's memory_lock), refusing with EIO while
+//   decode is off or the host holds the device (UR: all ones, write dropped). That refusal is the
+//   device's own atomic state at the moment of the access, which is what the guest must see; with
+//   no memslot it never needs a resync (and if the region changed under a racing thread and a
+//   resync is due after all, the runner takes the device lock before running it).
+//   Everything else (config accesses, BAR (un)mapping, other MMIO and port I/O, faults that no
+//   revocation explains, KVM_EXIT_MEMORY_FAULT) still takes this lock: those read or write config
+//   space and device registers that a config write changes in several steps.
+import { FutexMutex } from '../futex-mutex';
 
-/** Reads of the lock word before lock() sleeps (a few hundred ns). */
-const SPIN = 200;
-
-export class DeviceLock {
+export class DeviceLock extends FutexMutex {
   static readonly SHARED_BYTES = 16;
-  private readonly word: Int32Array;
 
-  constructor(readonly shared: SharedArrayBuffer = new SharedArrayBuffer(DeviceLock.SHARED_BYTES), byteOffset = 0) {
-    this.word = new Int32Array(shared, byteOffset, 4);
-  }
-
-  tryLock(): boolean {
-    return Atomics.compareExchange(this.word, 0, 0, 1) === 0;
-  }
-
-  lock(): void {
-    let c = Atomics.compareExchange(this.word, 0, 0, 1);
-    if (c === 0) return;
-    Atomics.add(this.word, 1, 1); // contention counter, for the benchmark
-    for (let i = 0; i < SPIN; i++) {
-      if (Atomics.load(this.word, 0) === 0) {
-        c = Atomics.compareExchange(this.word, 0, 0, 1);
-        if (c === 0) return;
-      }
-    }
-    if (c !== 2) c = Atomics.exchange(this.word, 0, 2);
-    while (c !== 0) {
-      Atomics.wait(this.word, 0, 2);
-      c = Atomics.exchange(this.word, 0, 2);
-    }
-  }
-
-  unlock(): void {
-    if (Atomics.sub(this.word, 0, 1) !== 1) {
-      Atomics.store(this.word, 0, 0);
-      Atomics.notify(this.word, 0, 1);
-    }
-  }
-
-  get held(): boolean {
-    return Atomics.load(this.word, 0) !== 0;
-  }
-
-  /** How many lock() calls found the lock taken. */
-  get contended(): number {
-    return Atomics.load(this.word, 1);
-  }
-
-  with<T>(fn: () => T): T {
-    this.lock();
-    try {
-      return fn();
-    } finally {
-      this.unlock();
-    }
+  constructor(shared: SharedArrayBuffer = new SharedArrayBuffer(DeviceLock.SHARED_BYTES), byteOffset = 0) {
+    super(shared, byteOffset);
   }
 }

@@ -136,6 +136,8 @@ export class Machine implements DispatchTarget {
   readonly passthrough: PassthroughDevice[] = [];
   readonly policy: MemoryFaultPolicy;
   private readonly unclaimed = new OnceLog();
+  private trappedGeneration = -1;
+  private anyTrappedWithoutLock = false;
   /** The Linux machine's legacy devices (config.linux only). */
   readonly linux?: LinuxDevices;
   /** PIO/MMIO accesses per device, this thread's row (metrics: tsvmm_device_exits_total). */
@@ -210,6 +212,7 @@ export class Machine implements DispatchTarget {
     };
     const m = Machine.attach(shared, vm, hostMemory, console);
     m.lock.with(() => {
+      m.memoryMap.begin();
       ram.forEach((c, i) =>
         m.memoryMap.addRegion({ name: `ram${i}`, kind: 'ram', gpa: c.gpa, size: c.size, priority: 0, hostAddress: c.hostAddress, readOnly: false, handler: -1 }),
       );
@@ -302,6 +305,19 @@ export class Machine implements DispatchTarget {
     return this.unassigned(gpa, len, r, value);
   }
 
+  /** Whether an MMIO exit at `gpa` is answered without the device lock: a trapped BAR's slow path (device-lock.ts). */
+  answersWithoutLock(gpa: bigint): boolean {
+    // Cheap on the ordinary MMIO exit: only a map with some trapped lock-free region is searched.
+    const gen = this.memoryMap.generation;
+    if (gen !== this.trappedGeneration) {
+      this.anyTrappedWithoutLock = this.memoryMap.view().some((f) => f.region.kind === 'mmio' && f.region.handler >= 0 && this.handlers[f.region.handler]!.trappedAccessWithoutLock === true);
+      this.trappedGeneration = gen;
+    }
+    if (!this.anyTrappedWithoutLock) return false;
+    const r = this.memoryMap.resolve(gpa);
+    return r !== undefined && r.region.kind === 'mmio' && r.region.handler >= 0 && this.handlers[r.region.handler]!.trappedAccessWithoutLock === true;
+  }
+
   /** An MMIO exit no region answers: what it means is the policy's (classifyUnclaimedMmio()). Returns its effect if fatal. */
   private unassigned(gpa: bigint, len: number, r: FlatRange | undefined, write: bigint | undefined): AccessEffect | undefined {
     const d = classifyUnclaimedMmio(gpa, len, write !== undefined, r, this.passthrough);
@@ -356,10 +372,11 @@ export class Machine implements DispatchTarget {
   }
 
   resyncBars(): Step[] {
-    // One commit for all devices: each device's commit would cover the whole map, and running
-    // several would add the same memslot twice.
-    for (const d of this.passthrough) d.updateRegions(false);
-    return this.memoryMap.commitSteps();
+    return [this.memoryMap.transaction('resync-bars', () => this.passthrough.forEach((d) => d.updateRegions(false)))];
+  }
+
+  trapRevokedBars(): Step[] {
+    return [this.memoryMap.transaction('trap-revoked-bars', () => this.passthrough.forEach((d) => d.trapRevokedBars()))];
   }
 
   /**

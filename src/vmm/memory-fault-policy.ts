@@ -10,7 +10,16 @@
 // Reference: vmm-reference.md §0, §1.2-1.4, §3, §5.4-5.5.
 //
 // tsvmm's policy, classified with the device lock held (so it sees the end state of any in-flight
-// config write; src/vmm/device-lock.ts):
+// config write; src/vmm/device-lock.ts), except for one case decided without it:
+// - An EFAULT whose revocation generation moved while the vCPU was in KVM_RUN is explained: a host
+//   mapping was revoked during the run. It is retried WITHOUT the device lock (explainedWithoutLock(),
+//   retryWithoutLock()): under the memory-map transaction lock only, every BAR whose mapping is
+//   revoked now is trapped (its memslot deleted), then the vCPU re-enters. It waits only for the
+//   memslot change it needs (an in-flight map commit), not for a whole config write. Why this is
+//   safe, and what still takes the lock: src/vmm/device-lock.ts. The locked rule below decides the
+//   same case the same way (retry), so the two paths never disagree on whether to stop the VM.
+//   The access then completes as an MMIO exit on the trapped BAR, answered without the device lock
+//   too (slowPathRefused(): UR while decode is off or the host holds the device).
 // - KVM_EXIT_MEMORY_FAULT (kernels with the kvm_handle_error_pfn() annotation):
 //     EHWPOISON -> fatal "hardware memory error (EHWPOISON) at gpa ..." (hardwareMemoryError());
 //     unknown flags -> fatal "KVM_EXIT_MEMORY_FAULT: Unknown flag 0x..";
@@ -64,8 +73,10 @@ export interface FaultFacts {
   revocationGeneration(): number;
   memoryMapGeneration(): number;
   resolve(gpa: bigint): FlatRange | undefined;
-  /** Resyncs every passthrough device's BAR regions; returns the memslot steps to run now. */
+  /** Resyncs every passthrough device's BAR regions: one memory-map transaction, as steps to run now. */
   resyncBars(): Step[];
+  /** Traps every BAR whose host mapping is revoked now (no config space read): a transaction, as steps. */
+  trapRevokedBars(): Step[];
 }
 
 export interface VcpuFaultState {
@@ -94,6 +105,13 @@ export interface MemoryFaultPolicy {
   onRunError(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
   /** KVM_RUN returned -1/EFAULT (or EHWPOISON) with exit_reason KVM_EXIT_MEMORY_FAULT. */
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
+  /**
+   * Whether this KVM_RUN error can be decided without the device lock (reads only lock-free state;
+   * no side effects, so the model checker may ask it to see whether the vCPU would block).
+   */
+  explainedWithoutLock?(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): boolean;
+  /** The decision for an error explainedWithoutLock() accepted: a retry whose steps run under the map lock only. */
+  retryWithoutLock?(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision;
 }
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
@@ -216,6 +234,17 @@ class TsvmmPolicy implements MemoryFaultPolicy {
     const steps = facts.resyncBars();
     const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${generationNow})`;
     return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps }, 'efault', context, facts, vcpu);
+  }
+
+  explainedWithoutLock(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): boolean {
+    // Below the guard's limit a retry can never be the guard's fatal one: that stays on the locked
+    // path, which prints the BARs' state read under the lock.
+    return errno === EFAULT && facts.revocationGeneration() !== vcpu.revocationGenerationAtEntry && vcpu.guard.count < vcpu.guard.limit;
+  }
+
+  retryWithoutLock(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
+    const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${facts.revocationGeneration()}, without the device lock)`;
+    return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps: facts.trapRevokedBars() }, 'efault', context, facts, vcpu);
   }
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {

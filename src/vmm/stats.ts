@@ -15,6 +15,8 @@ export const COUNTERS = [
   'fault.efaultRecovered',
   'fault.memoryFaultRecovered',
   'fault.emulatedMmioRecovered',
+  /** Recovered EFAULTs decided without the device lock (a revocation explained them). */
+  'fault.recoveredWithoutLock',
   'fault.fatal',
   'fault.retriesWithoutProgress',
   'passthrough.slowPathReads',

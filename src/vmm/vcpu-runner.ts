@@ -6,9 +6,9 @@ import { decodeExit, ExitScratch, type VcpuExit } from '../kvm/exit';
 import { counterIndex } from './stats';
 import { CoalescedRing } from '../kvm/coalesced-ring';
 import type { HypervisorVcpu } from '../hypervisor/hypervisor';
-import { dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
+import { CONTINUE, dispatchExit, exitNeedsLock, type Dispatched, type Outcome, type StopOutcome, type VcpuDispatchState } from './dispatch';
 import type { Machine } from './machine';
-import { StepQueue } from '../steps';
+import { runSteps, StepQueue } from '../steps';
 import { Run } from '../kvm/constants';
 import { traceKvmRunExit, traceOn } from '../trace';
 import { RefaultGuard, stopForFailedStep } from './memory-fault-policy';
@@ -43,6 +43,9 @@ export class VcpuRunner {
   private timed = false;
   private tReturned = 0;
   private tLocked = 0;
+  /** When the last exit was handled without the device lock: the end of its classification. */
+  private tClassified = 0;
+  private handledWithoutLock = false;
   /** The fault interval in progress: its start and the parts summed so far (ms). */
   private pending: { start: number; lockWait: number; classification: number; memslotWork: number } | undefined;
 
@@ -125,9 +128,55 @@ export class VcpuRunner {
     }
   }
 
-  /** Whether beginHandle() would need the device lock for this exit. */
+  /** Whether this exit goes through beginHandle() (a device exit or a fault) rather than being done at once. */
   needsLock(exit: VcpuExit): boolean {
     return exitNeedsLock(exit);
+  }
+
+  /** Whether beginHandle(exit, true) would find its lock taken now (the explorer's blocked thread). */
+  wouldBlock(exit: VcpuExit): boolean {
+    if (this.explainedWithoutLock(exit)) return this.machine.memoryMap.transactionOpen;
+    return this.needsDeviceLock(exit) && this.machine.lock.held;
+  }
+
+  /** Device exits and faults take the device lock, except an MMIO exit on a trapped BAR (Machine.answersWithoutLock()). */
+  private needsDeviceLock(exit: VcpuExit): boolean {
+    if (exit.kind === 'mmio') return !this.machine.answersWithoutLock(exit.gpa);
+    return exitNeedsLock(exit);
+  }
+
+  /** A KVM_RUN error the policy decides without the device lock (memory-fault-policy.ts). */
+  private explainedWithoutLock(exit: VcpuExit): exit is Extract<VcpuExit, { kind: 'run-error' }> {
+    return exit.kind === 'run-error' && this.machine.policy.explainedWithoutLock?.(exit.errno, this.machine, this.dispatchState) === true;
+  }
+
+  /**
+   * An explained fault: only the memory-map transaction lock is taken (so the vCPU waits for an
+   * in-flight memslot commit, never for a whole config write), revoked BARs are trapped, and the
+   * vCPU re-enters. Runs to the end here, commit included: nothing is left for endHandle().
+   */
+  private retryWithoutLock(exit: Extract<VcpuExit, { kind: 'run-error' }>): Dispatched {
+    const m = this.machine;
+    this.handledWithoutLock = true;
+    m.memoryMap.begin();
+    if (this.timed) this.tLocked = performance.now();
+    try {
+      const d = m.policy.retryWithoutLock!(exit.errno, m, this.dispatchState);
+      if (d.kind === 'retry') runSteps(d.steps); // the trap, inside this transaction: no ioctl yet
+      if (this.timed) this.tClassified = performance.now();
+      m.memoryMap.commit(); // one diff: the trapped BARs' memslots go
+      if (d.kind === 'fatal') {
+        m.stats.add('fault.fatal');
+        return { outcome: { kind: 'stop', state: 'internal-error', lines: d.lines, dumpRegisters: true }, steps: [] };
+      }
+      m.stats.add(d.counter);
+      m.stats.add('fault.recoveredWithoutLock');
+      return { outcome: CONTINUE, steps: [] };
+    } catch (e) {
+      const stop = stopForFailedStep(e, this.vcpu.index);
+      if (stop) return { outcome: stop, steps: [] };
+      throw e;
+    }
   }
 
   /**
@@ -136,7 +185,13 @@ export class VcpuRunner {
    * the outcome and the steps to run before endHandle() are returned.
    */
   beginHandle(exit: VcpuExit, tryOnly = false): Dispatched | undefined {
-    if (exitNeedsLock(exit)) {
+    this.handledWithoutLock = false;
+    if (this.explainedWithoutLock(exit)) {
+      if (tryOnly && this.machine.memoryMap.transactionOpen) return undefined;
+      return this.retryWithoutLock(exit);
+    }
+    const locked = this.needsDeviceLock(exit);
+    if (locked) {
       if (tryOnly) {
         if (!this.machine.lock.tryLock()) return undefined;
       } else {
@@ -146,7 +201,15 @@ export class VcpuRunner {
     }
     if (this.timed) this.tLocked = performance.now();
     try {
-      return dispatchExit(exit, this.machine, this.dispatchState);
+      const d = dispatchExit(exit, this.machine, this.dispatchState);
+      if (!locked && d.steps.length > 0) {
+        // The BAR was mapped and revoked again between the check and the dispatch (a real-thread
+        // race; the model's handle step is atomic): its resync runs under the device lock.
+        if (tryOnly) throw new Error(`vCPU ${this.vcpu.index}: a lock-free MMIO dispatch returned steps in the model`);
+        this.machine.lock.lock();
+        this.holdsLock = true;
+      }
+      return d;
     } catch (e) {
       this.endHandle();
       throw e;
@@ -198,7 +261,7 @@ export class VcpuRunner {
       this.timed = false;
     }
     const h = this.beginHandle(exit)!;
-    const tDispatched = this.timed ? performance.now() : 0;
+    const tDispatched = !this.timed ? 0 : this.handledWithoutLock ? this.tClassified : performance.now();
     let outcome = h.outcome;
     try {
       if (h.steps.length > 0) {

@@ -8,7 +8,8 @@
 //   order `qemu` (QEMU's vfio_pci_write_config):
 //     1. device-config-write   the host device sees the write; on MEM 1->0 it revokes its mappings
 //     2. emulated-config-update
-//     3. memory-map-update     regions follow decode; then memslot deletions, then additions
+//     3. memory-map-update     one memory-map transaction: regions follow decode; then memslot
+//                              deletions, then additions; then memory-map-commit (lock released)
 //   order `unmap-first`, used only when a write turns memory decode OFF:
 //     1. memory-map-update with the BARs treated as not decoding (memslots deleted)
 //     2. device-config-write   (host revokes: no memslot points at the mapping any more)
@@ -122,10 +123,10 @@ export class PassthroughDevice implements PciFunction {
     if (!overlaps(offset, size, PCI_COMMAND, PCI_COMMAND + 2) && !overlaps(offset, size, PCI_BASE_ADDRESS_0, BAR_REGISTERS_END)) {
       return [deviceWrite, emulated];
     }
-    const mapUpdate = step(`${this.name}: memory-map-update`, () => this.syncRegions(false));
+    const mapUpdate = this.syncRegions(false)[0]!;
     const clearsMemory = this.config.memoryEnabled() && (commandAfterWrite(this.config.command(), offset, size, value) & PCI_COMMAND_MEMORY) === 0;
     if (clearsMemory && this.options.barOrder === 'unmap-first' && !this.options.keepMemslotOnDecodeOff) {
-      const unmap = step(`${this.name}: memory-map-update (decode off)`, () => this.syncRegions(true));
+      const unmap = this.memoryMap.transaction(`${this.name}: memory-map-update (decode off)`, () => this.updateRegions(true));
       return [unmap, deviceWrite, emulated, mapUpdate];
     }
     return [deviceWrite, emulated, mapUpdate];
@@ -147,16 +148,28 @@ export class PassthroughDevice implements PciFunction {
   }
 
   /**
-   * Makes the memory map's BAR regions match decode state x host accessibility, then returns the
-   * memslot steps that bring KVM in line. Idempotent. `forceDecodeOff` treats every BAR as not
-   * decoding (the first step of the unmap-first order).
+   * Makes the memory map's BAR regions match decode state x host accessibility and brings KVM's
+   * memslots in line, as one memory-map transaction (a single Step: nothing is locked until it
+   * runs). Idempotent; a resync that changes nothing issues no ioctl.
    */
   syncRegions(forceDecodeOff: boolean): Step[] {
-    this.updateRegions(forceDecodeOff);
-    return this.memoryMap.commitSteps();
+    return [this.memoryMap.transaction(`${this.name}: memory-map-update`, () => this.updateRegions(forceDecodeOff))];
   }
 
-  /** The region-table half of syncRegions(), for callers that commit once for several devices. */
+  /**
+   * Traps every BAR region whose host mapping is revoked now (host-mapped -> mmio: its memslot goes
+   * at commit). Reads no config space, only the map and host accessibility, so the explained-fault
+   * path may call it without the device lock, inside a memory-map transaction (device-lock.ts).
+   */
+  trapRevokedBars(): void {
+    for (const index of this.handlerIds.keys()) {
+      if (this.host.mappingAccessible(index)) continue;
+      const region = this.regionOf(index);
+      if (region?.kind === 'host-mapped') this.memoryMap.updateRegion(region.id, { kind: 'mmio', hostAddress: 0n });
+    }
+  }
+
+  /** The region-table half of syncRegions(), for callers inside a transaction (one commit for several devices). */
   updateRegions(forceDecodeOff: boolean): void {
     for (const bar of this.config.bars()) {
       if (bar.kind === 'io' || !this.handlerIds.has(bar.index)) continue;
@@ -209,6 +222,12 @@ export class PassthroughDevice implements PciFunction {
  */
 export class BarSlowPath implements MmioHandler {
   readonly name: string;
+  /**
+   * While trapped, an access only goes to the host device (its fd, under the host's own memory
+   * lock, refusing while decode is off or the host holds the device): the completing UR or
+   * slow-path exit of a fault needs no device lock. With no memslot, resyncIfStale() finds nothing.
+   */
+  readonly trappedAccessWithoutLock = true;
 
   constructor(private readonly device: PassthroughDevice, private readonly index: number, private readonly stats: Stats) {
     this.name = `${device.name} BAR${index} slow path`;
