@@ -2,7 +2,62 @@
 // proxied asynchronously through the main thread and may be lost when the VM stops), so all output
 // goes through fs.writeSync on the process's fds. Levels: error < warn < info < debug, set by the
 // TSVMM_LOG environment variable (default warn).
+//
+// A diagnostic never fails the thread that writes it: Node makes a piped stderr non-blocking, so a
+// slow reader gives EAGAIN and a closed one EPIPE. On EAGAIN the writer waits in short slices, at
+// most STDERR_STALL_MS in all; after that, and on any other error, the rest of the message is
+// dropped and counted (stderrDrops(), and the listener a vCPU thread sets with onStderrDrop()).
+// After a stall, writes that meet EAGAIN drop at once until one succeeds, so a stuck terminal costs
+// a thread one stall, not one per message.
 import fs from 'node:fs';
+
+export const STDERR_STALL_MS = 1000;
+const STALL_SLICE_MS = 5;
+
+let droppedBytes = 0;
+let dropReason: string | undefined;
+let stalled = false;
+let dropListener: ((bytes: number, reason: string) => void) | undefined;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** This thread's dropped stderr bytes, and why the first were dropped (an errno code). */
+export function stderrDrops(): { bytes: number; reason?: string } {
+  return { bytes: droppedBytes, ...(dropReason ? { reason: dropReason } : {}) };
+}
+
+/** Also tells `listener` of every drop (a vCPU thread counts them where the main thread sees them). */
+export function onStderrDrop(listener: ((bytes: number, reason: string) => void) | undefined): void {
+  dropListener = listener;
+}
+
+function dropped(bytes: number, reason: string): void {
+  droppedBytes += bytes;
+  dropReason ??= reason;
+  dropListener?.(bytes, reason);
+}
+
+/** Writes all of `text` to stderr, or drops (and counts) what it cannot; never throws. */
+function writeErr(text: string): void {
+  const buf = Buffer.from(text);
+  let off = 0;
+  let waited = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(2, buf, off, buf.length - off);
+      stalled = false;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (code === 'EAGAIN' && !stalled && waited < STDERR_STALL_MS) {
+        Atomics.wait(sleeper, 0, 0, STALL_SLICE_MS);
+        waited += STALL_SLICE_MS;
+        continue;
+      }
+      if (code === 'EAGAIN') stalled = true;
+      dropped(buf.length - off, code);
+      return;
+    }
+  }
+}
 
 const LEVELS = { error: 0, warn: 1, info: 2, debug: 3 } as const;
 export type LogLevel = keyof typeof LEVELS;
@@ -32,12 +87,12 @@ function jsonLine(level: LogLevel, message: string): string {
 
 export function log(level: LogLevel, message: string): void {
   if (LEVELS[level] > limit) return;
-  fs.writeSync(2, json() ? jsonLine(level, message) : `tsvmm ${level}: ${message}\n`);
+  writeErr(json() ? jsonLine(level, message) : `tsvmm ${level}: ${message}\n`);
 }
 
 /** A message for the user, whatever TSVMM_LOG says: `tsvmm: MESSAGE` (or its JSON line). */
 export function report(level: LogLevel, message: string): void {
-  fs.writeSync(2, json() ? jsonLine(level, message) : `tsvmm: ${message}\n`);
+  writeErr(json() ? jsonLine(level, message) : `tsvmm: ${message}\n`);
 }
 
 /**
@@ -50,7 +105,7 @@ export function logTrace(event: string, text: string, args: Record<string, strin
 
 /** Raw diagnostics (a failing vCPU's register dump...); in JSON format one object, level error. */
 export function writeStderr(text: string): void {
-  fs.writeSync(2, json() ? jsonLine('error', text.replace(/\n+$/, '').replace(/^tsvmm: /, '')) : text);
+  writeErr(json() ? jsonLine('error', text.replace(/\n+$/, '').replace(/^tsvmm: /, '')) : text);
 }
 
 export function writeStdout(text: string | Uint8Array): void {

@@ -72,3 +72,12 @@ test('KVM open errors name the cause: missing, no permission, no driver bound', 
   assert.match(KvmUnavailableError.explain('/dev/kvm', n.EACCES!), /^permission denied opening \/dev\/kvm: add this user to the group that owns it \(usually `kvm`\)/);
   assert.match(KvmUnavailableError.explain('/dev/kvm', n.ENODEV!), /^\/dev\/kvm exists but no KVM driver is bound to it \(No such device \(errno 19\)\)/);
 });
+
+test('race --soak-log: a file that cannot be appended to, or no --soak, is bad input (status 2) before any VM', async () => {
+  const r = await runCli(['race', '--soak', '1m', '--soak-log', '/nonexistent/dir/samples.jsonl', '--kvm', '/nonexistent/kvm']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr, 'tsvmm: --soak-log /nonexistent/dir/samples.jsonl: cannot append to it (ENOENT)\n');
+  const alone = await runCli(['race', '--soak-log', '/tmp/x.jsonl', '--kvm', '/nonexistent/kvm']);
+  assert.equal(alone.code, 2, alone.stderr);
+  assert.equal(alone.stderr, 'tsvmm: --soak-sample and --soak-log need --soak\n');
+});

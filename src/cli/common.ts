@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
-import { report, writeStderr } from '../log';
+import { report, STDERR_STALL_MS, stderrDrops, writeStderr } from '../log';
+import type { Stats } from '../vmm/stats';
 
 /** Parses an integer option with bounds, or throws commander's error with a precise message. */
 export function parseIntOption(name: string, value: string, min: number, max: number): number {
@@ -21,4 +22,13 @@ export function reportErrorAndExit(e: unknown): never {
   report('error', err?.message ?? String(e));
   if (process.env.TSVMM_DEBUG) writeStderr(`${err?.stack}\n`);
   process.exit(input ? 2 : 1);
+}
+
+/**
+ * One line for the vCPU diagnostics that stderr did not take (src/log.ts drops them rather than
+ * fail the VM), if any; printed at the end, when stderr may take it again.
+ */
+export function reportStderrDrops(stats: Stats): void {
+  const bytes = stats.get('stderr.droppedBytes') + stderrDrops().bytes;
+  if (bytes > 0) report('warn', `${bytes} byte(s) of diagnostics dropped: stderr did not take them (closed, full, or stalled for ${STDERR_STALL_MS} ms)`);
 }

@@ -15,6 +15,7 @@ import { ShmHostDevice } from '../devices/pci/shm-backend';
 import { isTerminal } from '../vmm/run-state';
 import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
 import { runSteps } from '../steps';
+import { ThreadHeaps } from '../vmm/thread-heaps';
 
 export interface HostRevokerData {
   shared: MachineShared;
@@ -23,12 +24,15 @@ export interface HostRevokerData {
   rate: number;
   /** Int32 word 0: set to 1 (and notified) to stop. */
   stop: SharedArrayBuffer;
+  /** Each thread's heap figures (ThreadHeaps): this one publishes into HOST_REVOKER_STATS_ROW. */
+  heaps: SharedArrayBuffer;
 }
 
 function main(d: HostRevokerData): void {
   const stop = new Int32Array(d.stop);
   const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), new NativeHostMemory(), () => {}, HOST_REVOKER_STATS_ROW);
   const host = machine.passthrough[0]!.host as ShmHostDevice;
+  const heaps = new ThreadHeaps(d.heaps);
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */
   const sleep = (ms: number) => {
     if (ms > 0) Atomics.wait(stop, 0, 0, ms);
@@ -45,6 +49,7 @@ function main(d: HostRevokerData): void {
       runSteps(machine.resyncBars());
     });
     machine.stats.add('host.restorations');
+    heaps.maybePublish(HOST_REVOKER_STATS_ROW);
   }
 }
 

@@ -8,7 +8,18 @@
 // A command that owns something to stop (a VM, a QMP socket, a race report) sets its handler
 // with onHostSignal() before its first await; Node delivers signals on the event loop, so none
 // can arrive between the start and that point. Without a handler the process exits at once.
-// Deliberately free of imports: it must load fast.
+//
+// A second host signal, while the first one's clean stop is still under way (a stdout that takes
+// no output holds the console for up to 10 s, a QMP client may be slow), forces an immediate exit.
+// QEMU has no such rule (it only repeats the shutdown request), so tsvmm follows the POSIX one: the
+// handlers are removed and the signal is raised again, and the process dies of it as if it had
+// never caught it (a shell reports 128 + N: 130 for INT, 143 for TERM, 129 for HUP). It is not a
+// clean stop, so it does not claim QEMU's status 0; the kernel ends every thread at once, vCPU
+// threads inside KVM_RUN included (process.exit() would wait for them). A QMP socket file may be
+// left behind; the next start replaces a socket that no server answers on.
+// Deliberately free of imports but node:fs (already loaded by Node itself): it must load fast.
+
+import fs from 'node:fs';
 
 export const HOST_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 export type HostSignal = (typeof HOST_SIGNALS)[number];
@@ -18,11 +29,18 @@ export type HostSignal = (typeof HOST_SIGNALS)[number];
 interface SignalState {
   handler: ((signal: HostSignal) => void) | undefined;
   installed: boolean;
+  /** The first host signal, once one has arrived. */
+  first?: HostSignal;
 }
 const STATE = Symbol.for('tsvmm.hostSignals');
 const state: SignalState = ((globalThis as { [STATE]?: SignalState })[STATE] ??= { handler: undefined, installed: false });
 
 function onSignal(signal: HostSignal): void {
+  if (state.first !== undefined) {
+    forceExit(signal);
+    return;
+  }
+  state.first = signal;
   process.stderr.write(`tsvmm: terminating on signal ${signal}\n`);
   const handler = state.handler;
   if (handler) {
@@ -30,6 +48,17 @@ function onSignal(signal: HostSignal): void {
     return;
   }
   process.exit(0);
+}
+
+function forceExit(signal: HostSignal): void {
+  try {
+    // Synchronous, and never throwing: the next line ends the process.
+    fs.writeSync(2, `tsvmm: second signal ${signal} during the shutdown that ${state.first} started: exiting at once\n`);
+  } catch {
+    // stderr is gone: exit all the same
+  }
+  for (const s of HOST_SIGNALS) process.removeAllListeners(s); // back to the default action
+  process.kill(process.pid, signal);
 }
 
 /** Installs the handlers (idempotent). Called first thing by bin/tsvmm.js. */

@@ -12,7 +12,7 @@ import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
-import { parseChoice, parseIntOption, reportErrorAndExit } from './common';
+import { parseChoice, parseIntOption, reportErrorAndExit, reportStderrDrops } from './common';
 import { checkSocketPath } from '../qmp/server';
 import { serveVmQmp, type VmQmp } from '../qmp/vm-qmp';
 import { METRICS_LISTEN_OPTION, METRICS_ALLOW_REMOTE_OPTION, startMetrics, type MetricsOptions } from './metrics-options';
@@ -20,7 +20,7 @@ import { metricsSourceOf } from '../metrics/vm-source';
 import { runLinuxRace } from './linux-race';
 import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
-import { parseDuration, SoakSampler, type SoakReport } from './soak';
+import { checkSoakLog, parseDuration, soakFailed, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
 import { startProgress, summaryTable } from './progress';
 
@@ -81,7 +81,7 @@ export interface RaceOptions {
   /** Stops the race early (its reason, e.g. a signal name, is reported as `interrupted`). */
   interrupt?: AbortSignal;
   /** Soak: stop after this long (if the toggles have not finished) and sample resources meanwhile. */
-  soak?: { seconds: number; sampleSeconds: number };
+  soak?: { seconds: number; sampleSeconds: number; logFile?: string };
 }
 
 export class RaceDeviceError extends Error {
@@ -144,7 +144,7 @@ export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: numb
  */
 export function startHostRevoker(vm: Vm, rate: number): () => Promise<void> {
   const stop = new SharedArrayBuffer(4);
-  const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop };
+  const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop, heaps: vm.heaps.shared };
   const w = new Worker(path.join(__dirname, 'host-revoker-thread.js'), { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 } });
   const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
   w.on('error', (e) => process.stderr.write(`tsvmm: host revoker thread failed: ${e.stack ?? e}\n`));
@@ -192,13 +192,19 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   // Toggles done so far: every MEM clear and set passes the BAR-toggle counter (two per toggle).
   const progress = startProgress('race', 'toggles', o.soak ? undefined : o.toggles);
   const progressTimer = setInterval(() => progress.update(Math.floor(vm.stats.get('pci.barToggles') / 2)), 200);
-  const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000) : undefined;
-  const soakTimer = o.soak ? setTimeout(() => vm.requestShutdown(0), o.soak.seconds * 1000) : undefined;
+  const sampler = o.soak ? new SoakSampler(o.soak.sampleSeconds * 1000, vm.heaps, o.soak.logFile) : undefined;
+  // The last sample is taken while the VM still runs, before the shutdown frees its threads' heaps.
+  const soakTimer = o.soak
+    ? setTimeout(() => {
+        sampler?.stop(true);
+        vm.requestShutdown(0);
+      }, o.soak.seconds * 1000)
+    : undefined;
   const r = await vm.wait();
   clearInterval(progressTimer);
   progress.stop();
   if (soakTimer) clearTimeout(soakTimer);
-  sampler?.stop();
+  sampler?.stop(false); // the VM ended first (its toggles were done, a signal): no sample of a stopped VM
   detachInterrupt();
   await stopRevoker();
   await qmp?.finish(r.state, o.interrupt?.aborted ? 'host-signal' : undefined);
@@ -214,6 +220,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       firstBad = { vcpu: i + 1, value: `0x${a.firstBadValue.toString(16)}`, width: Number(a.firstBadWidth), offset: Number(a.firstBadOffset), expected: `0x${a.firstBadExpected.toString(16)}` };
     }
   });
+  reportStderrDrops(vm.stats);
   vm.close();
   const sum = (f: (x: (typeof results)[number]) => bigint) => Number(accessors.reduce((t, x) => t + f(x), 0n));
   return {
@@ -278,6 +285,7 @@ export function registerRaceCommand(program: Command): void {
     .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--soak <duration>', 'run for this long (e.g. 10m, 1h; toggles default to the maximum), sampling RSS, fds and threads; fails if any keeps growing')
     .option('--soak-sample <duration>', 'with --soak: the sampling interval', '1m')
+    .option('--soak-log <file>', 'with --soak: append each sample to this file as one JSON line when it is taken')
     .option('--json', 'print the report as JSON')
     .action(async (raw: Record<string, string | boolean>, cmd: Command) => {
       let report: RaceReport;
@@ -285,7 +293,7 @@ export function registerRaceCommand(program: Command): void {
       const interrupt = new AbortController();
       const releaseSignals = onHostSignal((signal) => interrupt.abort(signal));
       try {
-        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)) };
+        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)), ...(raw.soakLog !== undefined ? { logFile: String(raw.soakLog) } : {}) };
         const togglesGiven = cmd.getOptionValueSource('toggles') === 'cli';
         const o: RaceOptions = {
           vcpus: parseIntOption('--vcpus', String(raw.vcpus), 2, 16),
@@ -303,6 +311,8 @@ export function registerRaceCommand(program: Command): void {
           ...(soak ? { soak } : {}),
         };
         if (raw.initrd && !raw.linux) throw new InvalidArgumentError('--initrd needs --linux');
+        if ((raw.soakLog !== undefined || cmd.getOptionValueSource('soakSample') === 'cli') && !soak) throw new InvalidArgumentError('--soak-sample and --soak-log need --soak');
+        if (soak?.logFile !== undefined) checkSoakLog(soak.logFile);
         if (raw.linux && (raw.qmp !== undefined || raw.metricsListen !== undefined)) throw new InvalidArgumentError('--qmp and --metrics-listen are not supported with --linux yet');
         report = raw.linux ? await runLinuxRace({ ...o, kernel: String(raw.linux), ...(raw.initrd ? { initrd: String(raw.initrd) } : {}) }) : await runRace(o);
       } catch (e) {
@@ -313,7 +323,7 @@ export function registerRaceCommand(program: Command): void {
       const text = raw.json ? `${JSON.stringify(report)}\n` : summaryTable('tsvmm race', Object.entries(report));
       // With --linux, writes lost while decode was on are failures too, unless the host took the device away.
       const lost = report.hostRevokeRate === 0 ? ((report as { lostWrites?: number }).lostWrites ?? 0) : 0;
-      const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || report.soak?.verdict.startsWith('growing') === true;
+      const failed = report.vmDeaths > 0 || report.badValues > 0 || lost > 0 || (report.soak !== undefined && soakFailed(report.soak.verdict));
       // An interrupted race exits 0 unless it found a failure (QEMU: a host signal is a clean stop).
       process.exitCode = failed ? 1 : 0;
       await writeOutput(process.stdout, 'stdout', text, 'the race report');

@@ -3,7 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { Vm, type VmOptions } from '../vmm/vm';
 import { parseMemOption } from './mem-option';
 import { onHostSignal } from './host-signals';
-import { parseIntOption, reportErrorAndExit } from './common';
+import { parseIntOption, reportErrorAndExit, reportStderrDrops } from './common';
 import { report } from '../log';
 import type { QmpServer } from '../qmp/server';
 import type { ShutdownCause } from '../qmp/vm-target';
@@ -187,6 +187,7 @@ export function registerRunCommand(program: Command): void {
       await metrics?.close();
       const lost = vm!.consoleOutput.summary();
       if (lost) report('warn', lost);
+      reportStderrDrops(vm!.stats);
       vm!.close();
       if (r.state === 'shutdown') process.exitCode = r.exitCode;
       if (r.state !== 'shutdown' || r.exitCode !== 0) {

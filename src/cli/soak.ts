@@ -1,32 +1,55 @@
 // `race --soak`: this process's resident memory, open fds and threads, sampled at a fixed interval
 // while the race runs, and a verdict on whether any of them keeps growing.
 //
-// The verdict ignores the first minute (start-up: the vCPU threads, the first JIT and heap growth),
-// takes the first sample after it as the baseline and compares every later one with it: fds and threads must not change by more than
-// SOAK_COUNT_SLACK, RSS must stay within SOAK_RSS_SLACK (10 %, the criterion of issue 14) of the
-// baseline. A resource that grows without bound fails that sooner or later; one that levels off
-// within the slack passes.
+// The verdict (SOAK_RULE) ignores the first minute (start-up: the vCPU threads, the first JIT and
+// heap growth), takes the first sample after it as the baseline and compares every later one with
+// it: RSS must stay within ±SOAK_RSS_SLACK (10 %: issue 14's "RSS flat within ±10 % after the
+// first minute") of the baseline, and fds and threads must not grow by more than SOAK_COUNT_SLACK.
+// A resource that grows without bound fails that sooner or later; one that levels off within the
+// slack passes.
 import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
+import type { ThreadHeaps } from '../vmm/thread-heaps';
+import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
+import { report } from '../log';
 
 export interface SoakSample {
   /** Seconds since the race started. */
   atSeconds: number;
   rssKiB: number;
+  /** The parts of rssKiB (/proc/self/status): anonymous memory (heaps, malloc arenas, stacks) and file pages (code). */
+  rssAnonKiB: number;
+  rssFileKiB: number;
   fds: number;
   threads: number;
+  /** Lines of /proc/self/maps. */
+  mappings: number;
+  /**
+   * Each thread's V8 heap as it last published it (ThreadHeaps, at most a second old), KiB:
+   * heapUsed/heapTotal (V8's own heap), external and arrayBuffers (memory outside it that V8
+   * knows of), malloced (V8's own malloc use).
+   */
+  heaps?: Record<string, Record<string, number>>;
 }
 
 export interface SoakReport {
   sampleSeconds: number;
   samples: SoakSample[];
-  /** 'flat', 'too short: ...' (fewer than 3 samples) or 'growing: ...' (the soak fails). */
+  /** SOAK_RULE: what 'flat' means. */
+  rule: string;
+  /** 'flat', 'too short: ...' (fewer than 3 samples), or 'growing: ...' / 'not flat: ...' (the soak fails: soakFailed()). */
   verdict: string;
 }
 
 export const SOAK_RSS_SLACK = 0.1;
 export const SOAK_COUNT_SLACK = 2;
 export const SOAK_WARMUP_SECONDS = 60;
+export const SOAK_RULE = `after the first ${SOAK_WARMUP_SECONDS} s, every sample's RSS within ±${SOAK_RSS_SLACK * 100} % of the first sample at or after ${SOAK_WARMUP_SECONDS} s, and fds and threads at most ${SOAK_COUNT_SLACK} above it`;
+
+/** Whether a verdict fails the soak. */
+export function soakFailed(verdict: string): boolean {
+  return verdict.startsWith('growing') || verdict.startsWith('not flat');
+}
 
 /** Parses 90, 90s, 10m, 1h, 1h30m into seconds (> 0, at most 7 days). */
 export function parseDuration(name: string, input: string): number {
@@ -36,14 +59,36 @@ export function parseDuration(name: string, input: string): number {
   return total;
 }
 
-export function sampleProcess(atSeconds: number): SoakSample {
+/** --soak-log must be a file this process can append to: bad input fails before the VM starts. */
+export function checkSoakLog(file: string): void {
+  try {
+    fs.closeSync(fs.openSync(file, 'a'));
+  } catch (e) {
+    throw new InvalidArgumentError(`--soak-log ${file}: cannot append to it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+export function sampleProcess(atSeconds: number, heaps?: ThreadHeaps): SoakSample {
   const status = fs.readFileSync('/proc/self/status', 'utf8');
-  return {
+  const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+  const sample: SoakSample = {
     atSeconds: Math.round(atSeconds),
-    rssKiB: Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+    rssKiB: kib('VmRSS'),
+    rssAnonKiB: kib('RssAnon'),
+    rssFileKiB: kib('RssFile'),
     fds: fs.readdirSync('/proc/self/fd').length,
     threads: fs.readdirSync('/proc/self/task').length,
+    mappings: fs.readFileSync('/proc/self/maps', 'utf8').split('\n').length - 1,
   };
+  if (heaps) {
+    heaps.publish(0);
+    sample.heaps = {};
+    for (const [row, h] of heaps.read()) {
+      const name = row === 0 ? 'main' : row === HOST_REVOKER_STATS_ROW ? 'hostRevoker' : `vcpu${row - 1}`;
+      sample.heaps[name] = Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Math.round(v / 1024)]));
+    }
+  }
+  return sample;
 }
 
 /** The verdict on a series of samples (see the header comment). */
@@ -59,34 +104,58 @@ export function soakVerdict(samples: readonly SoakSample[]): string {
   const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
   const rss = worst((s) => s.rssKiB);
   if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK)) growth.push(`RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
+  const low = worst((s) => -s.rssKiB);
+  const fall = low.rssKiB < base.rssKiB * (1 - SOAK_RSS_SLACK) ? `RSS ${base.rssKiB} -> ${low.rssKiB} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)` : undefined;
   const fds = worst((s) => s.fds);
   if (fds.fds > base.fds + SOAK_COUNT_SLACK) growth.push(`fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`);
   const threads = worst((s) => s.threads);
   if (threads.threads > base.threads + SOAK_COUNT_SLACK) growth.push(`threads ${base.threads} -> ${threads.threads} at ${threads.atSeconds} s`);
-  return growth.length > 0 ? `growing: ${growth.join('; ')}` : 'flat';
+  if (growth.length > 0) return `growing: ${[...growth, ...(fall ? [fall] : [])].join('; ')}`;
+  return fall ? `not flat: ${fall}` : 'flat';
 }
 
 export class SoakSampler {
   private readonly samples: SoakSample[] = [];
   private readonly started = performance.now();
   private readonly timer: NodeJS.Timeout;
+  private stopped = false;
 
-  constructor(readonly intervalMs: number) {
+  constructor(
+    readonly intervalMs: number,
+    private readonly heaps?: ThreadHeaps,
+    /** Each sample is also appended to this file as one JSON line as it is taken (a long soak shows its progress; a killed one keeps its samples). */
+    private logFile?: string,
+  ) {
     this.take();
     this.timer = setInterval(() => this.take(), intervalMs);
   }
 
   private take(): void {
-    this.samples.push(sampleProcess((performance.now() - this.started) / 1000));
+    const sample = sampleProcess((performance.now() - this.started) / 1000, this.heaps);
+    this.samples.push(sample);
+    if (this.logFile === undefined) return;
+    try {
+      fs.appendFileSync(this.logFile, `${JSON.stringify(sample)}\n`);
+    } catch (e) {
+      // The soak goes on; its report still has every sample.
+      report('warn', `--soak-log ${this.logFile}: ${(e as Error).message}; samples are no longer logged there`);
+      this.logFile = undefined;
+    }
   }
 
-  /** Takes a last sample and stops. */
-  stop(): void {
+  /**
+   * Stops sampling. `lastSample`: take one more first (the soak's time is up and the VM still
+   * runs). Not after the VM has stopped: its vCPU threads have freed their heaps by then, and that
+   * RSS says nothing about the soak. Idempotent.
+   */
+  stop(lastSample: boolean): void {
+    if (this.stopped) return;
+    this.stopped = true;
     clearInterval(this.timer);
-    this.take();
+    if (lastSample) this.take();
   }
 
   report(): SoakReport {
-    return { sampleSeconds: this.intervalMs / 1000, samples: [...this.samples], verdict: soakVerdict(this.samples) };
+    return { sampleSeconds: this.intervalMs / 1000, rule: SOAK_RULE, samples: [...this.samples], verdict: soakVerdict(this.samples) };
   }
 }

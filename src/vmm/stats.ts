@@ -28,6 +28,8 @@ export const COUNTERS = [
   'host.restorations',
   'bench.deviceHits',
   'mmio.coalescedWrites',
+  /** Bytes of vCPU-thread diagnostics a closed, full or stalled stderr did not take (src/log.ts). */
+  'stderr.droppedBytes',
 ] as const;
 export type Counter = (typeof COUNTERS)[number];
 

@@ -16,12 +16,13 @@ import { VcpuRunner } from './vcpu-runner';
 import { VcpuControl, VcpuStatus } from './vcpu-control';
 import { formatCpuState, lostShutdownStateNote } from './diagnostics';
 import { isTerminal } from './run-state';
-import { writeStderr } from '../log';
+import { onStderrDrop, writeStderr } from '../log';
 import { FaultEventRing, type FaultRecovery } from './fault-events';
 import { ConsoleRing } from './console-ring';
 import { LatencySamples } from './latency';
 import { applyOutcome, type OutcomeLoop, type StopOutcome } from './dispatch';
 import { FaultLatencyParts } from './fault-latency';
+import { ThreadHeaps } from './thread-heaps';
 
 export interface VcpuThreadData {
   shared: MachineShared;
@@ -38,6 +39,8 @@ export interface VcpuThreadData {
   faultParts?: SharedArrayBuffer;
   /** Recovered faults for QMP events (FaultEventRing). */
   faultEvents?: SharedArrayBuffer;
+  /** Each thread's heap figures (ThreadHeaps): this thread publishes into row 1 + index. */
+  heaps?: SharedArrayBuffer;
   /** The VM's console ring (ConsoleRing): this thread's devices print into it. */
   console: SharedArrayBuffer;
 }
@@ -72,6 +75,9 @@ function main(d: VcpuThreadData): void {
   const console = (b: Uint8Array) => ring.write(b, { block: true, giveUp });
   const host = new NativeHostMemory();
   const machine = Machine.attach(d.shared, new KvmVm(d.vmFd, d.maxMemslots), host, console, 1 + d.index);
+  // Diagnostics a closed or stalled stderr does not take are dropped (src/log.ts); the main thread
+  // reports the count.
+  onStderrDrop((bytes) => machine.stats.add('stderr.droppedBytes', bytes));
   const vcpu = new KvmVcpu(d.vcpuFd, d.index, d.mmapSize);
   const runner = new VcpuRunner(vcpu, machine);
   let memory: GuestMemory | undefined;
@@ -87,6 +93,8 @@ function main(d: VcpuThreadData): void {
   const latency = new LatencySamples(d.latency);
   const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
   const faultEvents = d.faultEvents && new FaultEventRing(d.faultEvents);
+  const heaps = d.heaps && new ThreadHeaps(d.heaps);
+  let iterations = 0;
   // The QMP event needs how the fault came (its first exit) and where the access completed (the MMIO
   // exit runner.run() returns right after the callback): kept here, recorded after run() returns.
   let faultKind: FaultRecovery | undefined;
@@ -120,6 +128,7 @@ function main(d: VcpuThreadData): void {
         continue;
       }
       const { exit, outcome } = runner.run();
+      if (heaps && (++iterations & 1023) === 0) heaps.maybePublish(1 + d.index);
       if (faultEvents) {
         if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
           faultKind ??= exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault';

@@ -22,6 +22,7 @@ import type { Stats } from './stats';
 import { LatencySamples } from './latency';
 import { FaultEventRing } from './fault-events';
 import { FaultLatencyParts } from './fault-latency';
+import { ThreadHeaps } from './thread-heaps';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 
@@ -61,6 +62,8 @@ export class Vm {
   readonly faultEvents = new FaultEventRing();
   /** The parts of each fault-to-completion interval (lock wait, classification, memslot work, re-entry). */
   readonly faultParts = new FaultLatencyParts();
+  /** Each thread's V8 heap figures (race --soak reads them). */
+  readonly heaps = new ThreadHeaps();
   private startedAt = 0;
   private closed = false;
 
@@ -199,6 +202,7 @@ export class Vm {
         latency: this.latency.shared,
         faultEvents: this.faultEvents.shared,
         faultParts: this.faultParts.shared,
+        heaps: this.heaps.shared,
         console: this.consoleOutput.ring.shared,
       };
       const w = startVcpuWorker(data);

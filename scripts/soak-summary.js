@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// One line summing up a `tsvmm race --soak ... --json` report (for CI's summary and for people):
+// the verdict, RSS at the baseline and its range after it, fds and threads, the race's counts.
+// Usage: node scripts/soak-summary.js REPORT.json   (prints the line; status 1 if the report is unreadable)
+'use strict';
+const fs = require('node:fs');
+
+const file = process.argv[2];
+let r;
+try {
+  r = JSON.parse(fs.readFileSync(file, 'utf8'));
+} catch (e) {
+  console.log(`tsvmm soak: no report (${file}: ${e.message})`);
+  process.exit(1);
+}
+const s = r.soak;
+if (!s || s.samples.length === 0) {
+  console.log(`tsvmm soak: the report has no soak samples (status ${r.exitStatus}, run state ${r.runState})`);
+  process.exit(0);
+}
+// The verdict's baseline (src/cli/soak.ts soakVerdict): the first sample at or after 60 s when two
+// follow it, else the second sample.
+let b = s.samples.findIndex((x) => x.atSeconds >= 60);
+if (b < 1 || b > s.samples.length - 3) b = Math.min(1, s.samples.length - 1);
+const base = s.samples[b];
+const after = s.samples.filter((x) => x.atSeconds >= base.atSeconds);
+const mib = (k) => (k / 1024).toFixed(1);
+const pct = (k) => `${k >= base.rssKiB ? '+' : ''}${(((k - base.rssKiB) / base.rssKiB) * 100).toFixed(1)} %`;
+const rss = after.map((x) => x.rssKiB);
+const range = (f) => `${Math.min(...after.map(f))}..${Math.max(...after.map(f))}`;
+const last = s.samples[s.samples.length - 1];
+console.log(
+  `tsvmm soak ${last.atSeconds >= 120 ? `${Math.round(last.atSeconds / 60)} min` : `${last.atSeconds} s`}: ${s.verdict}; RSS ${mib(base.rssKiB)} MiB at ${base.atSeconds} s, then ${mib(Math.min(...rss))}..${mib(Math.max(...rss))} MiB (${pct(Math.min(...rss))}..${pct(Math.max(...rss))}), ${mib(last.rssKiB)} MiB at the end; ` +
+    `fds ${range((x) => x.fds)}, threads ${range((x) => x.threads)}; ${r.toggles} toggles, ${r.hostRevocations} host revocations, ${r.vmDeaths} VM deaths, ${r.badValues} bad values`,
+);
