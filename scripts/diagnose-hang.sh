@@ -27,7 +27,7 @@ while kill -0 "$pid" 2>/dev/null; do
         echo "-- sample $sample: tid state utime stime wchan, then the kernel stack"
         for t in /proc/"$pid"/task/*; do
           echo "$(basename "$t") $(cut -d' ' -f3,14,15 "$t/stat" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)"
-          cat "$t/stack" 2>/dev/null | sed 's/^/    /'
+          sed 's/^/    /' "$t/stack" 2>/dev/null
         done
         [ $sample = 1 ] && sleep 10
       done

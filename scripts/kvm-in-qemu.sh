@@ -79,6 +79,7 @@ kver=""
 if [ -n "${KVMQ_KERNEL_VERSION:-}" ]; then
   kver=$KVMQ_KERNEL_VERSION
 else
+  # shellcheck disable=SC2012 # kernel version names: no spaces or newlines
   for d in $(ls -1 /lib/modules 2>/dev/null | sort -V -r); do
     m=/lib/modules/$d
     if [ -r "/boot/vmlinuz-$d" ] && [ -f "$m/modules.dep" ] && [ -n "$(find "$m/kernel/arch/x86/kvm" -name 'kvm-amd.ko*' 2>/dev/null)" ] &&
@@ -101,86 +102,17 @@ log "prerequisites ok"
 [ -r "$kernel" ] || die "cannot read $kernel"
 
 # ---------------------------------------------------------------- initramfs (cached)
-read -r -d '' GUEST_INIT <<'INIT_EOF' || true
-#!/bin/busybox sh
-# kvm-in-qemu guest init: runs as PID 1 inside the QEMU guest.
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-fail() { echo "kvmq-init: $*"; echo "KVMQ_FATAL $*"; poweroff -f; }
-say() { [ "$KVMQ_VERBOSE" = 1 ] && echo "kvmq-init: $* (t=$(cut -d' ' -f1 /proc/uptime)s)"; true; }
-KVMQ_VERBOSE=0
-grep -q 'kvmq.verbose=1' /proc/cmdline && KVMQ_VERBOSE=1
-say "init started"
-vendor_mod=kvm-amd.ko
-grep -q GenuineIntel /proc/cpuinfo && vendor_mod=kvm-intel.ko
-for m in $(cat /modules.order); do
-  case $m in kvm-amd.ko | kvm-intel.ko) [ "$m" = "$vendor_mod" ] || continue ;; esac
-  # kvmq.kvmparams=kvm_amd.npt=0,kvm.tdp_mmu=0 on the kernel command line (insmod, unlike
-  # modprobe, does not read module.param= words from /proc/cmdline)
-  mod=$(basename "$m" .ko | tr - _)
-  params=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^kvmq\.kvmparams=//p' | tr ',' '\n' | sed -n "s/^$mod\\.//p" | tr '\n' ' ')
-  insmod /lib/modules/$m $params || echo "kvmq-init: insmod $m $params failed"
-done
-[ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm modules (cpu flags: $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo))"
-say "modules loaded"
-O9="trans=virtio,version=9p2000.L,msize=512000"
-mkdir -p /job /lower /upper /newroot
-mount -t 9p -o $O9,cache=none kvmq_job /job || fail "mount job share"
-. /job/config
-mount -t 9p -o $O9,ro,cache=loose kvmq_root /lower || fail "mount host root"
-mount -t tmpfs -o mode=0755 tmpfs /upper
-mkdir -p /upper/u /upper/w
-if ! mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay /newroot; then
-  echo "kvmq-init: overlay failed; using the read-only host root"
-  mount --bind /lower /newroot
-fi
-R=/newroot
-mount -t proc proc $R/proc
-mount -t sysfs sys $R/sys
-mount -t devtmpfs dev $R/dev
-mkdir -p $R/dev/pts $R/dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts
-mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
-mount -t tmpfs -o mode=0755 tmpfs $R/run
-i=0
-while [ $i -lt "$KVMQ_NSHARES" ]; do
-  eval "p=\$KVMQ_SHARE_$i"
-  mkdir -p "$R$p" 2>/dev/null
-  mount -t 9p -o $O9,cache=mmap kvmq_share$i "$R$p" || fail "mount share $p"
-  i=$((i + 1))
-done
-mkdir -p $R/run/kvmq
-mount --bind /job $R/run/kvmq
-out=/dev/null err=/dev/null
-for p in /sys/class/virtio-ports/*; do
-  [ -e "$p/name" ] || continue
-  case $(cat $p/name) in
-    kvmq.stdout) out=/dev/${p##*/} ;;
-    kvmq.stderr) err=/dev/${p##*/} ;;
-  esac
-done
-[ "$out" != /dev/null ] || fail "no stdout port"
-[ "$err" = /dev/null ] && err=$out
-say "mounted, running command (stdout $out, stderr $err)"
+# The guest's PID 1 (a busybox sh script): scripts/kvm-in-qemu-init.sh, copied in as /init.
+guest_init=$here/kvm-in-qemu-init.sh
 
-chroot $R /bin/bash /run/kvmq/run.sh </dev/null >"$out" 2>"$err"
-rc=$?
-say "command exited with $rc"
-echo $rc > /job/status
-sync
-poweroff -f
-INIT_EOF
-
-key=$( (echo "$SCRIPT_VERSION $kver"; ls -lL --time-style=+%s "$busybox" "$kernel" "$moddir/modules.dep"; echo "$GUEST_INIT") | sha256sum | cut -c1-16)
+key=$( (echo "$SCRIPT_VERSION $kver"; ls -lL --time-style=+%s "$busybox" "$kernel" "$moddir/modules.dep"; cat "$guest_init") | sha256sum | cut -c1-16)
 initrd=$cache/initrd-$kver-$key.cpio
 if [ ! -s "$initrd" ]; then
   log "building $initrd"
   # module list in dependency order, from the kernel's own modules.dep
   resolve() {
     local m=$1 d
+    # shellcheck disable=SC2013 # modules.dep lists a module's dependencies as words on one line
     for d in $(grep -E "^$m:" "$moddir/modules.dep" | cut -d: -f2); do resolve "$d"; done
     echo "$m"
   }
@@ -194,9 +126,9 @@ if [ ! -s "$initrd" ]; then
       grep -qE "/$w\.ko" "$moddir/modules.builtin" 2>/dev/null && continue
       die "module $w not found for kernel $kver"
     fi
-    modlist+=($(resolve "$p"))
+    mapfile -t -O "${#modlist[@]}" modlist < <(resolve "$p")
   done
-  modlist=($(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++'))
+  mapfile -t modlist < <(printf '%s\n' "${modlist[@]}" | awk '!seen[$0]++')
 
   mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/build.XXXXXX")
@@ -214,7 +146,7 @@ if [ ! -s "$initrd" ]; then
     esac
     echo "$b" >>"$tmp/root/modules.order"
   done
-  printf '%s\n' "$GUEST_INIT" >"$tmp/root/init"
+  cp "$guest_init" "$tmp/root/init"
   chmod 755 "$tmp/root/init"
   (cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$tmp/initrd.cpio"
   for old in "$cache"/initrd-*.cpio; do [ "$old" = "$initrd" ] || rm -f "$old"; done
@@ -247,9 +179,11 @@ log "initramfs and kernel ready"
 mkdir -p "$cache/jobs"
 job=$(mktemp -d "$cache/jobs/job.XXXXXX")
 qpid="" outpid="" errpid=""
+# shellcheck disable=SC2317 # reached through the EXIT trap
 cleanup() {
   if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi
   if [ -n "${wpid:-}" ]; then kill "$wpid" 2>/dev/null || true; fi
+  # shellcheck disable=SC2086 # unquoted: an empty pid drops out of the list
   if [ -n "$outpid$errpid" ]; then kill $outpid $errpid 2>/dev/null || true; fi
   if [ "${KVMQ_KEEP:-0}" = 1 ]; then echo "kvm-in-qemu: kept $job" >&2; else rm -rf "$job"; fi
 }
@@ -329,6 +263,7 @@ if [ -n "$kvm_params" ]; then
     case $w in kvm.*=* | kvm_amd.*=* | kvm_intel.*=*) ;; *) die "KVMQ_KVM_PARAMS: '$w' is not module.name=value for kvm, kvm_amd or kvm_intel" ;; esac
     case $w in *[!A-Za-z0-9_.=]*) die "KVMQ_KVM_PARAMS: '$w' has characters a module parameter cannot" ;; esac
   done
+  # shellcheck disable=SC2086 # unquoted: one space between words (checked above: no glob characters)
   append="$append kvmq.kvmparams=$(echo $kvm_params | tr ' ' ',')"
 fi
 monitor=none
@@ -337,9 +272,11 @@ viommu=()
 if [ "$vfio" = 1 ]; then
   # The IOMMU comes before every PCI device (QEMU wants it first). Interrupt remapping on:
   # vfio_iommu_type1 refuses (EPERM) a group on a platform without it.
+  # shellcheck disable=SC2054 # commas separate a QEMU option's properties
   viommu=(-device intel-iommu,intremap=on)
   append="$append intel_iommu=on"
 fi
+# shellcheck disable=SC2054 # commas separate a QEMU option's properties
 qargs=(
   -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem"
   -machine q35 -nodefaults -no-user-config -display none -no-reboot
@@ -355,6 +292,7 @@ qargs=(
   -device virtio-9p-pci,fsdev=fs_job,mount_tag=kvmq_job
 )
 if [ "$vfio" = 1 ]; then
+  # shellcheck disable=SC2054 # commas separate a QEMU option's properties
   qargs+=(-object memory-backend-memfd,id=kvmq_ivshmem,size=1M,share=on
     -device "ivshmem-plain,memdev=kvmq_ivshmem,addr=0x${VFIO_BDF:8:2}")
 fi

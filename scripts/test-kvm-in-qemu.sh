@@ -20,7 +20,7 @@
 # block printed at the end. $CI_DIR/<suite>-summary.txt holds that block (the KVM test count,
 # where they ran, any first-run failures, or why there is no result) for .ci/run to print last.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 # Arguments: the test files to run (default: the KVM suites below). KVMQ_SUITE names the suite in
 # messages and in its files under $CI_DIR (default kvm-in-qemu; test-linux-in-qemu.sh uses
@@ -71,7 +71,9 @@ if [ $status -ne 0 ]; then
     # No test failed: the run was cut short (a crash, a wedge, the timeout). Say after which test
     # (node:test's TAP names a test only once it has finished).
     last=$(grep -E '^[[:space:]]*(not )?ok [0-9]+ - ' "$CI_DIR/$suite-run1.log" | tail -n 1 | sed -E 's/^[[:space:]]*(not )?ok [0-9]+ - //')
-    echo "  (no test reported a failure: the run ended with status $status ${last:+after the test '$last'}${last:-before any test finished}; see $suite-run1.log)" >"$failures"
+    when="before any test finished"
+    [ -z "$last" ] || when="after the test '$last'"
+    echo "  (no test reported a failure: the run ended with status $status $when; see $suite-run1.log)" >"$failures"
   fi
   echo "*** tsvmm: $SUITE SUITES FAILED ON THE FIRST RUN (status $status, output above); running them once more, the inner KVM on shadow paging (kvm_amd.npt=0) ***"
   run_suites kvm_amd.npt=0 "$CI_DIR/$suite-run2.log"

@@ -14,7 +14,7 @@
 # failed run. Budget: ~7-9 min per run (each boot ~5-10 s of guest time plus the emulated machine's
 # own ~5-15 s; each race toggle ~0.2 s under TCG, so TSVMM_LINUX_TOGGLES defaults to 200).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 if ! scripts/install-kvm-qemu-deps.sh; then
   echo "*** tsvmm: LINUX-IN-QEMU SUITE FAILED: could not install qemu-system-x86 busybox-static cpio linux-image-amd64; there is no Linux result, so CI fails ***"

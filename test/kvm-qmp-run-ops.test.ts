@@ -11,27 +11,7 @@ import { runCli } from './cli';
 import { connectQmp } from './qmp-client';
 
 test('run --qmp --name: query-name, query-kvm, query-pci, system_powerdown refused, quit', { skip: kvmSkip }, async (t) => {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-run-ops-')), 'qmp.sock');
-  let pid = 0;
-  const done = runCli(['run', '--guest', 'mmio-loop', '--iterations', '2000000000', '--name', 'web-1', '--qmp', socket], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  let q: Awaited<ReturnType<typeof connectQmp>> | undefined;
-  for (const deadline = Date.now() + 60_000; !q; ) {
-    try {
-      q = await connectQmp(socket);
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  assert.ok('QMP' in (await q.next()));
-  await q.command('qmp_capabilities');
+  const { q, done } = await startRun(['--guest', 'mmio-loop', '--iterations', '2000000000', '--name', 'web-1'], t);
   assert.deepEqual((await q.command('query-name')).return, { name: 'web-1' });
   assert.deepEqual((await q.command('query-kvm')).return, { enabled: true, present: true });
   const pci = (await q.command('query-pci')).return as { bus: number; devices: { slot: number; class_info: { desc: string }; regions: unknown[] }[] }[];
@@ -48,8 +28,10 @@ test('run --qmp --name: query-name, query-kvm, query-pci, system_powerdown refus
   assert.equal(r.code, 0, r.stderr);
 });
 
+// `tsvmm run ARGS --qmp <socket>` in a child (SIGKILLed after the test), and a QMP client past the
+// greeting and qmp_capabilities.
 async function startRun(args: string[], t: { after(fn: () => void): void }) {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-run-reset-')), 'qmp.sock');
+  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-run-qmp-')), 'qmp.sock');
   let pid = 0;
   const done = runCli(['run', ...args, '--qmp', socket], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
   t.after(() => {

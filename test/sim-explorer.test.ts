@@ -339,6 +339,16 @@ describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
 
 describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
   const buggedSim = (o: Partial<SimOptions> = {}) => sim({ kernel: 'bug-on', kernelBug: true, accessors: 2, toggles: 1, ...o });
+  // The old decoder: every vCPU sees a bugged VM's EIO from KVM_RUN as a plain KVM_RUN error.
+  const eioAsPlainRunError = (w: World) => {
+    for (const runner of w.runners()) {
+      const enter = runner.enter.bind(runner);
+      runner.enter = () => {
+        const e = enter();
+        return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
+      };
+    }
+  };
 
   for (const barOrder of ['qemu', 'unmap-first'] as const) {
     test(`BAR order ${barOrder}, host revoke: no schedule re-enters the bugged VM; one report naming KVM_BUG_ON (exhaustive, bound 2)`, () => {
@@ -374,15 +384,7 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
   test('planted: the old decoder (EIO as a plain KVM_RUN error: "kvm run failed Input/output error") is caught', () => {
     const r = explore(
       buggedSim({
-        plant: (w) => {
-          for (const runner of w.runners()) {
-            const enter = runner.enter.bind(runner);
-            runner.enter = () => {
-              const e = enter();
-              return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
-            };
-          }
-        },
+        plant: eioAsPlainRunError,
       }),
       EXHAUSTIVE(1),
     );
@@ -395,15 +397,7 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
     const r = explore(
       buggedSim({
         policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
-        plant: (w) => {
-          for (const runner of w.runners()) {
-            const enter = runner.enter.bind(runner);
-            runner.enter = () => {
-              const e = enter();
-              return e.kind === 'vm-bugged' ? { kind: 'run-error', errno: e.errno } : e;
-            };
-          }
-        },
+        plant: eioAsPlainRunError,
       }),
       EXHAUSTIVE(0),
     );
