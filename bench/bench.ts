@@ -31,7 +31,10 @@ interface Figure {
 }
 
 function prepare(guest: string, vcpus: number, iterations: number): Vm {
-  return Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: guest, params: { iterations } } });
+  return Vm.create({
+    machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    guest: { image: guest, params: { iterations } },
+  });
 }
 
 async function runTsvmm(vm: Vm, counter: 'exits.io' | 'exits.mmio'): Promise<Figure> {
@@ -72,7 +75,8 @@ function spread(xs: number[]): Spread {
   return { median: v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2, min: v[0]!, max: v[v.length - 1]! };
 }
 
-const fmt = (x: Spread, digits: number, scale = 1) => `${(x.median * scale).toFixed(digits)} (${(x.min * scale).toFixed(digits)}-${(x.max * scale).toFixed(digits)})`;
+const fmt = (x: Spread, digits: number, scale = 1) =>
+  `${(x.median * scale).toFixed(digits)} (${(x.min * scale).toFixed(digits)}-${(x.max * scale).toFixed(digits)})`;
 
 interface Options {
   json: boolean;
@@ -131,7 +135,9 @@ async function main(): Promise<void> {
       ['PIO', 'pio-loop', pioIters, 'exits.io'],
       ['MMIO', 'mmio-loop', mmioIters, 'exits.mmio'],
     ] as const
-  ).flatMap(([kind, guest, iterations, counter]) => [1, 2].map((vcpus) => ({ name: `${kind} ${vcpus} vCPU${vcpus > 1 ? 's' : ''}`, guest, iterations, counter, vcpus, runs: [] as RowRun[] })));
+  ).flatMap(([kind, guest, iterations, counter]) =>
+    [1, 2].map((vcpus) => ({ name: `${kind} ${vcpus} vCPU${vcpus > 1 ? 's' : ''}`, guest, iterations, counter, vcpus, runs: [] as RowRun[] })),
+  );
   // On a terminal: figures measured so far (src/cli/progress.ts; nothing when stdout is not a TTY).
   const progress = startProgress('bench', 'figures', opts.runs * figures.length);
   let measured = 0;
@@ -204,13 +210,21 @@ async function main(): Promise<void> {
   out(`peak RSS, mmio-loop with 2 vCPUs, median (min-max) of ${opts.runs}: tsvmm ${fmt(rss.tsvmm!, 1)} MiB, C loop ${fmt(rss.c!, 1)} MiB\n`);
   // 1,000 create/run/close cycles of a 2-vCPU VM with an shm device, in a child process that
   // counts its own fds, threads and mappings before and after (test/fixtures/lifecycles.ts).
-  const life = JSON.parse(execFileSync(process.execPath, ['--expose-gc', path.resolve(__dirname, '../test/fixtures/lifecycles.js'), '1000', '0'], { encoding: 'utf8' }).trim().split('\n').pop()!);
+  const life = JSON.parse(
+    execFileSync(process.execPath, ['--expose-gc', path.resolve(__dirname, '../test/fixtures/lifecycles.js'), '1000', '0'], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .pop()!,
+  );
   const { start: a, end: b } = life;
   out(
     `\nVM lifecycles: ${life.cycles} create/start/wait/close cycles, ${(life.lifecycleMs / life.cycles).toFixed(1)} ms each; ` +
       `fds ${a.fds} -> ${b.fds}, threads ${a.threads} -> ${b.threads}, VM mappings ${a.vmMappings} -> ${b.vmMappings}, all mappings ${a.mappings} -> ${b.mappings}, RSS ${(a.rssKiB / 1024).toFixed(1)} -> ${(b.rssKiB / 1024).toFixed(1)} MiB\n`,
   );
-  if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, lifecycles: life })}\n`);
+  if (opts.json)
+    process.stdout.write(
+      `${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, lifecycles: life })}\n`,
+    );
 }
 
 main().catch((e) => {

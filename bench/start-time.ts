@@ -175,15 +175,20 @@ if (require.main === module) {
     const runs = Number(process.argv[2] ?? 5);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-start-'));
     const image = (guest: string, vcpus: number, iterations: number) => {
-      const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: guest, params: { iterations } } });
+      const vm = Vm.create({
+        machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+        guest: { image: guest, params: { iterations } },
+      });
       const file = path.join(dir, `${guest}-${vcpus}.img`);
       writeBootImage(file, { ram: vm.memory.low, vcpus: vm.vcpus.map((v) => ({ regs: v.getRegs(), sregs: v.getSregs() })), ramSize: vm.memory.low.byteLength });
       vm.close();
       return file;
     };
     const m = await measureStartAndRss(runs, image('hello', 1, 0), image('mmio-loop', 2, 20_000), 20_000, dir);
-    for (const [name, v] of Object.entries(m.startMs)) process.stdout.write(`start ${name.padEnd(6)} ${v.median.toFixed(1)} ms (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
-    for (const [name, v] of Object.entries(m.rssMiB)) process.stdout.write(`RSS   ${name.padEnd(6)} ${v.median.toFixed(1)} MiB (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
+    for (const [name, v] of Object.entries(m.startMs))
+      process.stdout.write(`start ${name.padEnd(6)} ${v.median.toFixed(1)} ms (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
+    for (const [name, v] of Object.entries(m.rssMiB))
+      process.stdout.write(`RSS   ${name.padEnd(6)} ${v.median.toFixed(1)} MiB (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
     fs.rmSync(dir, { recursive: true, force: true });
   })();
 }

@@ -76,7 +76,9 @@ function renderInclude(template, constants) {
   if (marks !== 1) throw new IncludeTemplateError(`build-guests: ${INCLUDE_TEMPLATE} must have exactly one ${CONSTANTS_MARKER} line (has ${marks})`);
   lines.forEach((l, i) => {
     if (/^\s*\.(set|equ|equiv|eqv)\b/.test(l.replace(/#.*/, ''))) {
-      throw new IncludeTemplateError(`build-guests: ${INCLUDE_TEMPLATE}:${i + 1} defines a value by hand (${l.trim()}); add it to asmConstants() in src/boot/boot-info.ts instead`);
+      throw new IncludeTemplateError(
+        `build-guests: ${INCLUDE_TEMPLATE}:${i + 1} defines a value by hand (${l.trim()}); add it to asmConstants() in src/boot/boot-info.ts instead`,
+      );
     }
   });
   const names = Object.keys(constants);

@@ -139,7 +139,11 @@ function fetchKernel(cache, installedOnly = false) {
     execFileSync('apt-get', ['download', dep], { cwd: dl, stdio: ['ignore', 'inherit', 'inherit'] });
     const deb = fs.readdirSync(dl).find((f) => f.startsWith(dep) && f.endsWith('.deb'));
     execFileSync('dpkg-deb', ['-x', path.join(dl, deb), path.join(dl, 'root')]);
-    src = path.join(dl, 'root/boot', fs.readdirSync(path.join(dl, 'root/boot')).find((f) => f.startsWith('vmlinuz-')));
+    src = path.join(
+      dl,
+      'root/boot',
+      fs.readdirSync(path.join(dl, 'root/boot')).find((f) => f.startsWith('vmlinuz-')),
+    );
   }
   if (!newer(out, [src])) fs.copyFileSync(src, out);
   return out;

@@ -127,7 +127,9 @@ function checkLayers(root, opts = {}) {
   if (readme !== null) {
     const line = renderLayers(layers);
     if (!fs.existsSync(readme) || !fs.readFileSync(readme, 'utf8').includes(line)) {
-      errors.push(`${toPosix(path.relative(root, readme))} does not state the layers as scripts/check-layers.js defines them; its Layout section needs the lines:\n${line}`);
+      errors.push(
+        `${toPosix(path.relative(root, readme))} does not state the layers as scripts/check-layers.js defines them; its Layout section needs the lines:\n${line}`,
+      );
     }
   }
   return { errors, edges };

@@ -37,6 +37,9 @@ module.exports = async function* kvmTestCount(source) {
     else if (e.type === 'test:pass') (n.ran++, n.passed++);
     else (n.ran++, n.failed++);
   }
-  const where = process.env.KVM_IN_QEMU === '1' ? `emulated (kvm_amd inside QEMU TCG${process.env.KVMQ_KVM_PARAMS ? `, ${process.env.KVMQ_KVM_PARAMS}` : ''})` : 'host (/dev/kvm)';
+  const where =
+    process.env.KVM_IN_QEMU === '1'
+      ? `emulated (kvm_amd inside QEMU TCG${process.env.KVMQ_KVM_PARAMS ? `, ${process.env.KVMQ_KVM_PARAMS}` : ''})`
+      : 'host (/dev/kvm)';
   yield `tsvmm: KVM tests: ${n.ran} ran on ${where}: ${n.passed} passed, ${n.failed} failed; ${n.skipped} skipped\n`;
 };

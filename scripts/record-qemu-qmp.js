@@ -71,13 +71,29 @@ async function main() {
     transcript.guestResets.push({ action: `reboot=${action}`, exchanges: t.exchanges });
   }
   fs.writeFileSync(out, `${JSON.stringify(transcript, null, 1)}\n`);
-  process.stdout.write(`recorded ${transcript.exchanges.length} exchanges and ${transcript.guestResets.length} guest resets from ${transcript.qemu} to ${out}\n`);
+  process.stdout.write(
+    `recorded ${transcript.exchanges.length} exchanges and ${transcript.guestResets.length} guest resets from ${transcript.qemu} to ${out}\n`,
+  );
 }
 
 async function session(extraArgs, exchanges) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-qmp-'));
   const sock = path.join(dir, 'qmp.sock');
-  const args = ['-M', 'q35', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-S', ...extraArgs, '-name', 'transcript-vm', '-qmp', `unix:${sock},server=on,wait=off`];
+  const args = [
+    '-M',
+    'q35',
+    '-accel',
+    'tcg',
+    '-nodefaults',
+    '-display',
+    'none',
+    '-S',
+    ...extraArgs,
+    '-name',
+    'transcript-vm',
+    '-qmp',
+    `unix:${sock},server=on,wait=off`,
+  ];
   const version = execFileSync(QEMU, ['--version'], { encoding: 'utf8' }).split('\n')[0];
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   try {
@@ -108,12 +124,22 @@ async function session(extraArgs, exchanges) {
       }
       return msgs.splice(0);
     };
-    const transcript = { qemu: version, args: ['qemu-system-x86_64', ...args.slice(0, -1), 'unix:SOCKET,server=on,wait=off'], greeting: (await settle())[0], exchanges: [] };
+    const transcript = {
+      qemu: version,
+      args: ['qemu-system-x86_64', ...args.slice(0, -1), 'unix:SOCKET,server=on,wait=off'],
+      greeting: (await settle())[0],
+      exchanges: [],
+    };
     for (const [name, send] of exchanges) {
       c.write(send.endsWith('\n') ? send : `${send}\n`);
       const received = await settle();
       // The nesting-limit line makes QEMU's parser report one error per leftover bracket; keep the first few.
-      transcript.exchanges.push({ name, send: send.length > 200 ? `${send.slice(0, 60)}...(${send.length} bytes)` : send, received: received.slice(0, 3), receivedCount: received.length });
+      transcript.exchanges.push({
+        name,
+        send: send.length > 200 ? `${send.slice(0, 60)}...(${send.length} bytes)` : send,
+        received: received.slice(0, 3),
+        receivedCount: received.length,
+      });
     }
     c.destroy();
     return transcript;

@@ -13,12 +13,24 @@ const tap = args[0] === '--tap';
 let files = tap ? args.slice(1) : args;
 if (files.length === 0) {
   const dir = path.join(root, 'dist', 'test');
-  files = fs.readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => path.join(dir, f));
+  files = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.test.js'))
+    .sort()
+    .map((f) => path.join(dir, f));
 }
 const reporter = tap || !process.stdout.isTTY ? 'tap' : 'spec';
 const r = spawnSync(
   process.execPath,
-  ['--test', '--test-concurrency=1', `--test-reporter=${reporter}`, '--test-reporter-destination=stdout', `--test-reporter=${path.join(__dirname, 'kvm-test-count.js')}`, '--test-reporter-destination=stdout', ...files],
+  [
+    '--test',
+    '--test-concurrency=1',
+    `--test-reporter=${reporter}`,
+    '--test-reporter-destination=stdout',
+    `--test-reporter=${path.join(__dirname, 'kvm-test-count.js')}`,
+    '--test-reporter-destination=stdout',
+    ...files,
+  ],
   { stdio: 'inherit' },
 );
 if (r.error) throw r.error;

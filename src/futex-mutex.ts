@@ -14,7 +14,10 @@ export class FutexMutex {
   static readonly BYTES = 8;
   private readonly word: Int32Array;
 
-  constructor(readonly shared: SharedArrayBuffer, byteOffset = 0) {
+  constructor(
+    readonly shared: SharedArrayBuffer,
+    byteOffset = 0,
+  ) {
     this.word = new Int32Array(shared, byteOffset, 2);
   }
 

@@ -100,7 +100,12 @@ export function report(level: LogLevel, message: string): void {
  * --log-format json one object with the event's name and its arguments as fields.
  */
 export function logTrace(event: string, text: string, args: Record<string, string | number>): void {
-  fs.writeSync(2, json() ? `${JSON.stringify({ time: new Date().toISOString(), level: 'trace', message: `${event} ${text}`, event, args })}\n` : `tsvmm trace: ${event} ${text}\n`);
+  fs.writeSync(
+    2,
+    json()
+      ? `${JSON.stringify({ time: new Date().toISOString(), level: 'trace', message: `${event} ${text}`, event, args })}\n`
+      : `tsvmm trace: ${event} ${text}\n`,
+  );
 }
 
 /** Raw diagnostics (a failing vCPU's register dump...); in JSON format one object, level error. */

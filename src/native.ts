@@ -78,7 +78,10 @@ export function native(): Native {
 }
 
 export class NativeError extends Error {
-  constructor(message: string, readonly errno: number) {
+  constructor(
+    message: string,
+    readonly errno: number,
+  ) {
     super(message);
     this.name = 'NativeError';
   }

@@ -2,7 +2,10 @@
 import { UserInputError } from './user-input-error';
 
 export class SizeError extends UserInputError {
-  constructor(readonly input: string, reason: string) {
+  constructor(
+    readonly input: string,
+    reason: string,
+  ) {
     super(`invalid size '${input}': ${reason} (examples: 256M, 1G, 512MiB, 16777216)`);
     this.name = 'SizeError';
   }
@@ -21,6 +24,11 @@ export function parseSize(input: string): bigint {
 }
 
 export function formatSize(bytes: bigint): string {
-  for (const [u, v] of [['G', 1n << 30n], ['M', 1n << 20n], ['K', 1n << 10n]] as const) if (bytes % v === 0n) return `${bytes / v}${u}`;
+  for (const [u, v] of [
+    ['G', 1n << 30n],
+    ['M', 1n << 20n],
+    ['K', 1n << 10n],
+  ] as const)
+    if (bytes % v === 0n) return `${bytes / v}${u}`;
   return `${bytes}`;
 }

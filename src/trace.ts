@@ -8,7 +8,15 @@
 // which vCPU worker threads inherit when they start, so they read it once at load like the log format.
 import { logTrace } from './log';
 
-export const TRACE_EVENTS = ['kvm_run_exit', 'kvm_memory_fault', 'kvm_set_user_memory', 'pci_update_mappings_del', 'pci_update_mappings_add', 'vfio_pci_write_config', 'vfio_region_read'] as const;
+export const TRACE_EVENTS = [
+  'kvm_run_exit',
+  'kvm_memory_fault',
+  'kvm_set_user_memory',
+  'pci_update_mappings_del',
+  'pci_update_mappings_add',
+  'vfio_pci_write_config',
+  'vfio_region_read',
+] as const;
 export type TraceEvent = (typeof TRACE_EVENTS)[number];
 
 /** What each event says (`--trace help`), its arguments in QEMU's order. */
@@ -33,7 +41,12 @@ export class TracePatternError extends Error {
 }
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  return new RegExp(
+    `^${glob
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
 }
 
 /**
@@ -110,7 +123,14 @@ export function traceKvmSetUserMemory(slot: number, flags: number, gpa: bigint, 
 
 const two = (n: number) => n.toString(16).padStart(2, '0');
 
-export function tracePciUpdateMappings(event: 'pci_update_mappings_del' | 'pci_update_mappings_add', dev: string, slot: number, bar: number, addr: bigint, size: bigint): void {
+export function tracePciUpdateMappings(
+  event: 'pci_update_mappings_del' | 'pci_update_mappings_add',
+  dev: string,
+  slot: number,
+  bar: number,
+  addr: bigint,
+  size: bigint,
+): void {
   // tsvmm's functions sit on bus 0, function 0.
   logTrace(event, `${dev} ${two(0)}:${two(slot)}.0 ${bar},${hex(addr)}+${hex(size)}`, { dev, bus: 0, slot, func: 0, bar, addr: hex(addr), size: hex(size) });
 }

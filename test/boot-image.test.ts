@@ -99,7 +99,10 @@ describe('bench/kvm-loop.c reads what writeBootImage writes', { skip: cc ? false
     assert.equal(out.vcpus, 3);
     assert.equal(out.ramSize, ram.length);
     assert.equal(out.controlBase, Number(CONTROL_BASE));
-    assert.equal(out.nonZeroDataBytes, ram.subarray(0, out.dataSize).reduce((n, b) => n + (b !== 0 ? 1 : 0), 0));
+    assert.equal(
+      out.nonZeroDataBytes,
+      ram.subarray(0, out.dataSize).reduce((n, b) => n + (b !== 0 ? 1 : 0), 0),
+    );
     out.vcpuStates.forEach((s, i) => {
       assert.deepEqual(s, {
         rip: Number(GUEST_LOAD_GPA) + 0x20,

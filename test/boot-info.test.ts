@@ -173,7 +173,13 @@ describe('tsvmm.inc is generated from asmConstants()', () => {
   test('the generator: exact hex for u64 values above 2^53, and refusals', () => {
     const t = `# head\n${guestBuild.CONSTANTS_MARKER}\n.macro M\n.endm`;
     const out = guestBuild.renderInclude(t, { A: 0x3154504d4d565354n, B_2: 7n });
-    assert.deepEqual([...parseAsmConstants(out)], [['A', 0x3154504d4d565354n], ['B_2', 7n]]);
+    assert.deepEqual(
+      [...parseAsmConstants(out)],
+      [
+        ['A', 0x3154504d4d565354n],
+        ['B_2', 7n],
+      ],
+    );
     assert.match(out, /^# head\n/);
     assert.throws(() => guestBuild.renderInclude(t, { A: -1n }), /not a u64/);
     assert.throws(() => guestBuild.renderInclude(t, { A: 1n << 64n }), /not a u64/);
@@ -223,7 +229,13 @@ describe('tsvmm.inc is generated from asmConstants()', () => {
 
   test('the parser itself: comments, .equ, and non-numeric values', () => {
     const m = parseAsmConstants('.set A, 0x10   # x\n\t.equ B,7\n# .set C, 1\n');
-    assert.deepEqual([...m], [['A', 16n], ['B', 7n]]);
+    assert.deepEqual(
+      [...m],
+      [
+        ['A', 16n],
+        ['B', 7n],
+      ],
+    );
     assert.throws(() => parseAsmConstants('.set D, A + 1'), /plain numbers/);
   });
 });
@@ -231,8 +243,21 @@ describe('tsvmm.inc is generated from asmConstants()', () => {
 test('guest parameters become boot info words once BARs are assigned', async () => {
   const { guestParamWords } = await import('../src/boot/guest-params');
   assert.deepEqual(guestParamWords(undefined, undefined), { pciBdf: 0, bar0: 0n, iterations: 0, toggles: 0, configAccess: 0, probeGpa: 0n });
-  const fn = { slot: 3, bars: new Map([[0, 0xc000_0000n], [2, 0xc010_0000n]]) };
-  assert.deepEqual(guestParamWords({ toggles: 7, configAccess: 1, bar: 2, probeGpa: 'bar0' }, fn), { pciBdf: 3 << 3, bar0: 0xc010_0000n, iterations: 0, toggles: 7, configAccess: 1, probeGpa: 0xc010_0000n });
+  const fn = {
+    slot: 3,
+    bars: new Map([
+      [0, 0xc000_0000n],
+      [2, 0xc010_0000n],
+    ]),
+  };
+  assert.deepEqual(guestParamWords({ toggles: 7, configAccess: 1, bar: 2, probeGpa: 'bar0' }, fn), {
+    pciBdf: 3 << 3,
+    bar0: 0xc010_0000n,
+    iterations: 0,
+    toggles: 7,
+    configAccess: 1,
+    probeGpa: 0xc010_0000n,
+  });
   assert.equal(guestParamWords({ probeGpa: 0x1234n }, fn).probeGpa, 0x1234n);
   assert.equal(guestParamWords({ bar: 5 }, fn).bar0, 0n, 'a BAR the function lacks');
 });

@@ -138,7 +138,14 @@ describe('GDT and TSS', () => {
       assert.deepEqual(decodeDescriptor(g[5]!), { ...flat, type: 0x3, dpl: 3, l: 0, db: 1 }, '0x2b user data');
       assert.deepEqual(decodeDescriptor(g[6]!), { ...flat, type: 0xb, dpl: 3, l: 1, db: 0 }, '0x33 user code64');
       // Linux's well-known encodings, as a second opinion
-      assert.deepEqual(g.slice(1, 7), [0x00cf9b000000ffffn, 0x00af9b000000ffffn, 0x00cf93000000ffffn, 0x00cffb000000ffffn, 0x00cff3000000ffffn, 0x00affb000000ffffn]);
+      assert.deepEqual(g.slice(1, 7), [
+        0x00cf9b000000ffffn,
+        0x00af9b000000ffffn,
+        0x00cf93000000ffffn,
+        0x00cffb000000ffffn,
+        0x00cff3000000ffffn,
+        0x00affb000000ffffn,
+      ]);
     }
   });
 
@@ -153,7 +160,10 @@ describe('GDT and TSS', () => {
       assert.equal(v.getBigUint64(t + 0x24, true), L.dfStackTop(i), 'IST1 (the #DF stack)');
       assert.equal(v.getUint16(t + 0x66, true), 0x68, 'IOPB offset beyond the limit');
       const rest = [...ram.subarray(t, t + 4), ...ram.subarray(t + 12, t + 0x24), ...ram.subarray(t + 0x2c, t + 0x66)];
-      assert.ok(rest.every((b) => b === 0), 'RSP1/RSP2/IST2..7/reserved are zero');
+      assert.ok(
+        rest.every((b) => b === 0),
+        'RSP1/RSP2/IST2..7/reserved are zero',
+      );
     }
   });
 
@@ -216,7 +226,7 @@ describe('initial vCPU state', () => {
       assert.equal(sregs.cr4, 0x620n, 'PAE|OSFXSR|OSXMMEXCPT');
       assert.equal(sregs.efer, 0x501n, 'SCE|LME|LMA, no NXE');
       // LMA must equal LME && PG, and long mode needs PAE
-      assert.equal((sregs.efer >> 10n) & 1n, ((sregs.efer >> 8n) & 1n) & (sregs.cr0 >> 31n));
+      assert.equal((sregs.efer >> 10n) & 1n, (sregs.efer >> 8n) & 1n & (sregs.cr0 >> 31n));
       assert.equal((sregs.cr4 >> 5n) & 1n, 1n);
       assert.equal(sregs.cr3, L.PML4_GPA);
       assert.equal(sregs.cr3 & 0xfffn, 0n);

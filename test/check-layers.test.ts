@@ -93,7 +93,9 @@ describe('check-layers', () => {
     fs.rmSync(upward, { recursive: true, force: true });
     const fixed = tree(CLEAN);
     const { errors } = layersMod.checkLayers(fixed, { layers: LAYERS, knownDebt: debt, readme: null });
-    assert.deepEqual(errors, ['known upward import src/low/a.ts -> src/high/c.ts (issue 0 item 0) no longer exists: remove it from KNOWN_DEBT in scripts/check-layers.js']);
+    assert.deepEqual(errors, [
+      'known upward import src/low/a.ts -> src/high/c.ts (issue 0 item 0) no longer exists: remove it from KNOWN_DEBT in scripts/check-layers.js',
+    ]);
   });
 
   test('a file in no layer fails', () => {

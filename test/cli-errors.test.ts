@@ -85,7 +85,10 @@ test('size parsing', () => {
 test('KVM open errors name the cause: missing, no permission, no driver bound', () => {
   const n = native().constants;
   assert.match(KvmUnavailableError.explain('/dev/kvm', n.ENOENT!), /^\/dev\/kvm does not exist: this host has no KVM/);
-  assert.match(KvmUnavailableError.explain('/dev/kvm', n.EACCES!), /^permission denied opening \/dev\/kvm: add this user to the group that owns it \(usually `kvm`\)/);
+  assert.match(
+    KvmUnavailableError.explain('/dev/kvm', n.EACCES!),
+    /^permission denied opening \/dev\/kvm: add this user to the group that owns it \(usually `kvm`\)/,
+  );
   assert.match(KvmUnavailableError.explain('/dev/kvm', n.ENODEV!), /^\/dev\/kvm exists but no KVM driver is bound to it \(No such device \(errno 19\)\)/);
 });
 

@@ -17,7 +17,11 @@ const file = (name: string, content: unknown) => {
 };
 
 test('config: unknown field, wrong type, out of range, not JSON, unreadable: each named precisely', () => {
-  const err = (p: string, re: RegExp) => assert.throws(() => readRunConfig(p), (e: Error) => e instanceof ConfigFileError && re.test(e.message) && e.message.includes(p));
+  const err = (p: string, re: RegExp) =>
+    assert.throws(
+      () => readRunConfig(p),
+      (e: Error) => e instanceof ConfigFileError && re.test(e.message) && e.message.includes(p),
+    );
   err(file('unknown.json', { guest: 'hello', vcpu: 2 }), /unknown field 'vcpu' \(allowed: guest, vcpus, mem/);
   err(file('type.json', { vcpus: '2' }), /field 'vcpus': Invalid input: expected number, received string, got "2"/);
   err(file('range.json', { vcpus: 65 }), /field 'vcpus': Too big: expected number to be <=64, got 65/);
@@ -26,7 +30,13 @@ test('config: unknown field, wrong type, out of range, not JSON, unreadable: eac
   err(file('array.json', [1]), /expected object, received array, got \[1\]/);
   err(file('bad.json', '{"guest": '), /not JSON: /);
   err(path.join(dir, 'missing.json'), /cannot read it: ENOENT/);
-  assert.deepEqual(readRunConfig(file('ok.json', { guest: 'hello', vcpus: 2, mem: '32M', paused: false, 'metrics-listen': 9100 })), { guest: 'hello', vcpus: 2, mem: '32M', paused: false, 'metrics-listen': 9100 });
+  assert.deepEqual(readRunConfig(file('ok.json', { guest: 'hello', vcpus: 2, mem: '32M', paused: false, 'metrics-listen': 9100 })), {
+    guest: 'hello',
+    vcpus: 2,
+    mem: '32M',
+    paused: false,
+    'metrics-listen': 9100,
+  });
 });
 
 test('CLI: --print-config adds the file and the command line (which wins), and round-trips', async () => {
@@ -34,7 +44,15 @@ test('CLI: --print-config adds the file and the command line (which wins), and r
   const r = await runCli(['run', '--config', cfg, '--vcpus', '3', '--print-config']);
   assert.equal(r.code, 0, r.stderr);
   const printed = JSON.parse(r.stdout) as Record<string, unknown>;
-  assert.deepEqual(printed, { guest: 'pio-loop', vcpus: 3, mem: '32M', iterations: 100000, kvm: process.env.TSVMM_KVM ?? '/dev/kvm', name: 'web-1', action: 'reboot=shutdown' });
+  assert.deepEqual(printed, {
+    guest: 'pio-loop',
+    vcpus: 3,
+    mem: '32M',
+    iterations: 100000,
+    kvm: process.env.TSVMM_KVM ?? '/dev/kvm',
+    name: 'web-1',
+    action: 'reboot=shutdown',
+  });
   // What it prints is a config file that gives the same.
   const again = await runCli(['run', '--config', file('printed.json', printed), '--print-config']);
   assert.deepEqual(JSON.parse(again.stdout), printed);

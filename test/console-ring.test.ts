@@ -79,7 +79,7 @@ test('backpressure: a blocked producer thread resumes as the reader drains, and 
   assert.equal(ring.dropped, 0);
 });
 
-test('several producer threads at once: every byte arrives, each thread\'s bytes in order', async () => {
+test("several producer threads at once: every byte arrives, each thread's bytes in order", async () => {
   const ring = new ConsoleRing();
   const perThread = 50_000;
   const src = `
@@ -91,7 +91,11 @@ test('several producer threads at once: every byte arrives, each thread\'s bytes
   const workers = [0x10, 0x20, 0x30].map((tag) => new Worker(src, { eval: true, workerData: { shared: ring.shared, tag } }));
   let running = workers.length;
   const done = Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => w.once('exit', () => (running--, resolve())).once('error', reject))));
-  const next = new Map<number, number>([[0x10, 0], [0x20, 0], [0x30, 0]]);
+  const next = new Map<number, number>([
+    [0x10, 0],
+    [0x20, 0],
+    [0x30, 0],
+  ]);
   let got = 0;
   while (running > 0 || ring.used > 0) {
     const b = ring.read();
@@ -101,7 +105,7 @@ test('several producer threads at once: every byte arrives, each thread\'s bytes
     }
     for (const v of b) {
       const tag = v & 0xf0;
-      assert.equal(v & 0x0f, next.get(tag)! & 0x0f, 'a thread\'s bytes out of order');
+      assert.equal(v & 0x0f, next.get(tag)! & 0x0f, "a thread's bytes out of order");
       next.set(tag, next.get(tag)! + 1);
       got++;
     }

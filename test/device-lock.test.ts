@@ -48,7 +48,10 @@ async function hammer(lock: DeviceLock, counter: Int32Array, locked: boolean): P
         }
         parentPort.postMessage('done');
         `,
-        { eval: true, workerData: { modulePath, lock: lock.shared, counter: counter.buffer, start: start.buffer, inside: inside.buffer, iterations: ITERATIONS, locked } },
+        {
+          eval: true,
+          workerData: { modulePath, lock: lock.shared, counter: counter.buffer, start: start.buffer, inside: inside.buffer, iterations: ITERATIONS, locked },
+        },
       ),
   );
   const ready = workers.map((w) => new Promise((resolve, reject) => (w.once('message', resolve), w.once('error', reject))));

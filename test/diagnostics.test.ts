@@ -20,7 +20,10 @@ test('the dump prints RIP, CPL, segments and the code bytes with the one at RIP 
   const code = Uint8Array.from([0x90, 0x0f, 0x0b, 0xf4]);
   const out = formatCpuState(regs, sregs, code, 1).split('\n');
   assert.equal(out[4], 'RIP=000000000000fff0 RFL=00000002 [-------] CPL=0');
-  assert.equal(out.find((l) => l.startsWith('CS ')), 'CS =f000 00000000ffff0000 0000ffff 00009a00');
+  assert.equal(
+    out.find((l) => l.startsWith('CS ')),
+    'CS =f000 00000000ffff0000 0000ffff 00009a00',
+  );
   assert.equal(out.at(-1), 'Code=90 <0f> 0b f4');
   assert.equal(formatCpuState(regs, sregs, undefined, 0).split('\n').at(-1), 'Code=??');
 });

@@ -9,7 +9,7 @@ import { runSteps } from '../src/steps';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { decodeExit, type VcpuExit } from '../src/kvm/exit';
 import { PciHostBridge } from '../src/devices/pci/host-bridge';
-import { ShmHostDevice, SHM_DEVICE_ID_VALUE } from '../src/devices/pci/shm-backend';
+import { type ShmHostDevice, SHM_DEVICE_ID_VALUE } from '../src/devices/pci/shm-backend';
 import { FakeHostMemory, RecordingVm } from './fakes';
 
 const BAR0 = 0xc000_0000n;
@@ -18,7 +18,12 @@ function setup(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
   const out: number[] = [];
-  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over }, vm, host, (b) => out.push(...b));
+  const m = Machine.create(
+    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over },
+    vm,
+    host,
+    (b) => out.push(...b),
+  );
   const bars = m.assignBars();
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 1, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: m.revocationGeneration() };
@@ -83,7 +88,10 @@ test('BAR orders: qemu revokes before the memslot goes; unmap-first deletes the 
     const s = setup({ barOrder });
     const dev = s.m.passthrough[0]!;
     const steps = dev.configWriteSteps(4, 2, dev.config.command() & ~2);
-    assert.deepEqual(steps.map((x) => x.name.replace('pt0: ', '')), expected);
+    assert.deepEqual(
+      steps.map((x) => x.name.replace('pt0: ', '')),
+      expected,
+    );
   }
 });
 
@@ -113,7 +121,13 @@ test('KVM_EXIT_MEMORY_FAULT: BAR -> retry; outside any BAR, unknown flags, priva
   assert.equal(s.dispatch(mf(BAR0)).kind, 'continue');
   const outside = s.dispatch(mf(0x20_0000n)) as StopOutcome;
   assert.equal(outside.kind, 'stop');
-  assert.deepEqual(outside.reason, { kind: 'memory-fault-outside-bar', vcpu: 1, errno: 14, fault: { gpa: 0x20_0000n, size: 0x1000n, flags: 0n }, place: { kind: 'region', regionKind: 'ram', name: 'ram0' } });
+  assert.deepEqual(outside.reason, {
+    kind: 'memory-fault-outside-bar',
+    vcpu: 1,
+    errno: 14,
+    fault: { gpa: 0x20_0000n, size: 0x1000n, flags: 0n },
+    place: { kind: 'region', regionKind: 'ram', name: 'ram0' },
+  });
   assert.match(outside.lines.join('\n'), /gpa 0x200000 size 0x1000 flags 0x0 .* not in any passthrough BAR \(ram region 'ram0'\)/);
   const unknown = s.dispatch(mf(BAR0, 0x10n)) as StopOutcome;
   assert.deepEqual([unknown.reason.kind, unknown.lines[0]], ['memory-fault-unknown-flags', 'KVM_EXIT_MEMORY_FAULT: Unknown flag 0x10']);
@@ -133,7 +147,10 @@ test('refault guard: the same fault with no memory-map change stops the VM after
   }
   assert.equal(n, MAX_RETRIES_WITHOUT_PROGRESS + 1);
   const stopped = o as StopOutcome;
-  assert.deepEqual(stopped.reason.kind === 'refault-loop' && [stopped.reason.vcpu, stopped.reason.retries, stopped.reason.bars.filter((b) => b.hostMapped).length], [1, MAX_RETRIES_WITHOUT_PROGRESS + 1, 2]);
+  assert.deepEqual(
+    stopped.reason.kind === 'refault-loop' && [stopped.reason.vcpu, stopped.reason.retries, stopped.reason.bars.filter((b) => b.hostMapped).length],
+    [1, MAX_RETRIES_WITHOUT_PROGRESS + 1, 2],
+  );
   const text = stopped.lines.join('\n');
   assert.match(text, /refault loop on vCPU 1: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 .* retried 5 times/);
   assert.match(text, /pt0 BAR0 \[0xc0000000, \+0x1000\) decode on, host mapping accessible, memslot present/);
@@ -191,7 +208,21 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
 test('resync with two passthrough devices commits each memslot once', () => {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
-  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }, { name: 'b', slot: 4, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' }, vm, host, () => {});
+  const m = Machine.create(
+    {
+      ramBytes: 4n << 20n,
+      vcpus: 1,
+      passthrough: [
+        { name: 'a', slot: 3, backend: 'shm' },
+        { name: 'b', slot: 4, backend: 'shm' },
+      ],
+      policy: 'tsvmm',
+      barOrder: 'unmap-first',
+    },
+    vm,
+    host,
+    () => {},
+  );
   m.assignBars();
   const hosts = m.passthrough.map((d) => d.host as ShmHostDevice);
   hosts.forEach((h) => h.hostRevoke());
@@ -208,7 +239,10 @@ test('a config write returns its steps: the memory map and memslots change only 
   const cmd = s.m.passthrough[0]!.config.command();
   const d = dispatchExit(io('out', 0xcfc, 2, s.page, cmd & ~2), s.m, s.state);
   assert.equal(d.outcome.kind, 'continue');
-  assert.deepEqual(d.steps.map((x) => x.name), ['pt0: device-config-write', 'pt0: emulated-config-update', 'pt0: memory-map-update']);
+  assert.deepEqual(
+    d.steps.map((x) => x.name),
+    ['pt0: device-config-write', 'pt0: emulated-config-update', 'pt0: memory-map-update'],
+  );
   assert.ok(s.vm.slotAt(BAR0), 'nothing ran during dispatch');
   runSteps(d.steps);
   assert.equal(s.vm.slotAt(BAR0), undefined);

@@ -84,4 +84,3 @@ export class ScriptedVcpu implements HypervisorVcpu {
   }
   setSregs(): void {}
 }
-

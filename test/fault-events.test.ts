@@ -64,7 +64,15 @@ test('throttle: the first event goes out at once, then the last of each period, 
 
 test('event data: attribution when the address is a BAR, latency in microseconds, 64-bit gpa exact', () => {
   const f = { vcpu: 1, recovery: 'efault' as const, gpa: 0xe000_0008n, latencyMicros: 12.3456 };
-  assert.deepEqual(faultEventData(f, { device: 'pt0', bar: 0 }, 3), { vcpu: 1, gpa: 0xe000_0008, device: 'pt0', bar: 0, recovery: 'efault', 'latency-us': 12.346, dropped: 3 });
+  assert.deepEqual(faultEventData(f, { device: 'pt0', bar: 0 }, 3), {
+    vcpu: 1,
+    gpa: 0xe000_0008,
+    device: 'pt0',
+    bar: 0,
+    recovery: 'efault',
+    'latency-us': 12.346,
+    dropped: 3,
+  });
   assert.deepEqual(faultEventData({ ...f, gpa: 2n ** 60n }, undefined, 0).gpa, 2n ** 60n);
   assert.equal('device' in faultEventData(f, undefined, 0), false);
 });
@@ -73,9 +81,12 @@ test('ring: still right when its int32 counters wrap (after 2^31 faults)', () =>
   const ring = new FaultEventRing();
   // Start both ends just below the wrap, as after ~2^31 faults.
   new Int32Array(ring.shared, 0, 1)[0] = 2 ** 31 - 2;
-  (ring as unknown as { readNext: number }).readNext = 2 ** 31 - 2 | 0;
+  (ring as unknown as { readNext: number }).readNext = (2 ** 31 - 2) | 0;
   for (let i = 0; i < 5; i++) ring.record(0, 'efault', BigInt(i), 1);
-  assert.deepEqual(ring.drain().faults.map((f) => f.gpa), [0n, 1n, 2n, 3n, 4n]);
+  assert.deepEqual(
+    ring.drain().faults.map((f) => f.gpa),
+    [0n, 1n, 2n, 3n, 4n],
+  );
   for (let i = 0; i < 5000; i++) ring.record(0, 'efault', BigInt(i), 1);
   const { faults, dropped } = ring.drain();
   assert.equal(faults.length, 4096);

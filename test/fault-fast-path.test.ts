@@ -4,13 +4,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
-import { ShmHostDevice } from '../src/devices/pci/shm-backend';
+import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 
 function setup() {
   const vm = new RecordingVm();
-  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'qemu' }, vm, new FakeHostMemory(), () => {});
+  const m = Machine.create(
+    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'qemu' },
+    vm,
+    new FakeHostMemory(),
+    () => {},
+  );
   const bar0 = m.assignBars().get('a')!.get(0)!;
   const vcpu = new ScriptedVcpu(1);
   return { vm, m, bar0, vcpu, runner: new VcpuRunner(vcpu, m), host: m.passthrough[0]!.host as ShmHostDevice };

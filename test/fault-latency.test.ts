@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
-import { ShmHostDevice } from '../src/devices/pci/shm-backend';
+import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { FaultLatencyParts, type FaultLatency } from '../src/vmm/fault-latency';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
@@ -15,7 +15,12 @@ const busy = (ms: number) => {
 };
 
 test('the clock starts at the faulting KVM_RUN return: time spent inside it is not counted, time after is, and the parts add up', () => {
-  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' }, new RecordingVm(), new FakeHostMemory(), () => {});
+  const m = Machine.create(
+    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' },
+    new RecordingVm(),
+    new FakeHostMemory(),
+    () => {},
+  );
   m.assignBars();
   (m.passthrough[0]!.host as ShmHostDevice).hostRevoke(); // the memslot still points at it: a recoverable EFAULT
   const vcpu = new ScriptedVcpu();

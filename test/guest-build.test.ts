@@ -45,11 +45,42 @@ function symbols(elf: string): Sym[] {
 // host, which lacks e.g. int3, cmpxchg16b, xrstor, fwait, ldmxcsr: keep new instructions out of
 // the guests unless they are known to be emulated (or only run at CPL3).
 const ALLOWED = new Set([
-  'mov', 'movabs', 'movzbl', 'movzwl', 'lea',
-  'push', 'pop', 'add', 'sub', 'and', 'or', 'xor', 'shl', 'shr', 'inc', 'dec', 'cmp', 'test',
-  'jmp', 'je', 'jne', 'jb', 'jae', 'call', 'ret',
-  'in', 'out', 'lidt', 'hlt', 'iretq', 'pause', 'ud2',
-  'nop', 'nopw', 'nopl', 'xchg',
+  'mov',
+  'movabs',
+  'movzbl',
+  'movzwl',
+  'lea',
+  'push',
+  'pop',
+  'add',
+  'sub',
+  'and',
+  'or',
+  'xor',
+  'shl',
+  'shr',
+  'inc',
+  'dec',
+  'cmp',
+  'test',
+  'jmp',
+  'je',
+  'jne',
+  'jb',
+  'jae',
+  'call',
+  'ret',
+  'in',
+  'out',
+  'lidt',
+  'hlt',
+  'iretq',
+  'pause',
+  'ud2',
+  'nop',
+  'nopw',
+  'nopl',
+  'xchg',
 ]);
 const PRIVILEGED = new Set(['in', 'out', 'lidt', 'hlt', 'iretq']);
 
@@ -125,7 +156,10 @@ describe('built-in guests', { skip }, () => {
       const end = syms.find((s) => s.name === '__image_end')!.addr;
       assert.equal(BigInt(bytes.length), end - GUEST_LOAD_GPA, `${n}: the .bin is the whole image`);
       for (const e of entries) {
-        assert.ok(syms.some((s) => s.addr === e && s.type === 'T'), `${n}: entry 0x${e.toString(16)} is a global text symbol`);
+        assert.ok(
+          syms.some((s) => s.addr === e && s.type === 'T'),
+          `${n}: entry 0x${e.toString(16)} is a global text symbol`,
+        );
       }
       assert.ok(bytes.length < 64 * 1024, `${n} stays small`);
     }
@@ -145,7 +179,11 @@ describe('built-in guests', { skip }, () => {
         assert.ok(i >= 0, `${n}: an instruction starts at stub ${vec}`);
         const seq = insns.slice(i, i + 3);
         const expect = ERROR_CODE_VECTORS.has(vec) ? [`push $0x${vec.toString(16)}`] : ['push $0x0', `push $0x${vec.toString(16)}`];
-        assert.deepEqual(seq.slice(0, expect.length).map((x) => `${x.mnemonic} ${x.operands}`), expect, `${n}: stub ${vec}`);
+        assert.deepEqual(
+          seq.slice(0, expect.length).map((x) => `${x.mnemonic} ${x.operands}`),
+          expect,
+          `${n}: stub ${vec}`,
+        );
         const jmp = seq[expect.length]!;
         assert.equal(jmp.mnemonic, 'jmp');
         assert.equal(BigInt(`0x${jmp.operands.split(/\s+/)[0]}`), common, `${n}: stub ${vec} jumps to the common handler`);
@@ -158,7 +196,10 @@ describe('built-in guests', { skip }, () => {
     const syms = symbols(elf('hello'));
     const insns = disassemble(elf('hello'));
     const init = functionBody(insns, syms, 'rt_init');
-    assert.ok(init.some((x) => x.mnemonic === 'movabs' && x.operands.startsWith('$0x8e0000100000,')), 'gate attributes');
+    assert.ok(
+      init.some((x) => x.mnemonic === 'movabs' && x.operands.startsWith('$0x8e0000100000,')),
+      'gate attributes',
+    );
     assert.ok(init.some((x) => x.mnemonic === 'lidt'));
     const enter = functionBody(insns, syms, 'rt_enter_user').map((x) => `${x.mnemonic} ${x.operands}`.trim());
     assert.deepEqual(enter, ['push $0x2b', 'push %rcx', 'push $0x2', 'push $0x33', 'push %rax', 'iretq']);
@@ -192,7 +233,10 @@ describe('built-in guests', { skip }, () => {
   });
 
   test('triple-fault and exception end in ud2 at a known symbol', () => {
-    for (const [n, sym] of [['triple-fault', 'tf_ud2'], ['exception', 'exception_ud2']] as const) {
+    for (const [n, sym] of [
+      ['triple-fault', 'tf_ud2'],
+      ['exception', 'exception_ud2'],
+    ] as const) {
       const syms = symbols(elf(n));
       const at = syms.find((s) => s.name === sym)!.addr;
       assert.equal(disassemble(elf(n)).find((x) => x.addr === at)?.mnemonic, 'ud2');

@@ -41,7 +41,9 @@ describe('guest image header', () => {
 
   test('errors say what is wrong and where', () => {
     assert.throws(() => parseGuestHeader(new Uint8Array(10), 'g'), { name: 'GuestImageError', message: /g: 10 bytes is shorter than the 16-byte header/ });
-    assert.throws(() => parseGuestHeader(image({ magic: 0x7f454c46n }), 'g'), { message: /g: bad magic at offset 0: expected 'TSVMGST1', found 'FLE\\x7f\\x00\\x00\\x00\\x00'/ });
+    assert.throws(() => parseGuestHeader(image({ magic: 0x7f454c46n }), 'g'), {
+      message: /g: bad magic at offset 0: expected 'TSVMGST1', found 'FLE\\x7f\\x00\\x00\\x00\\x00'/,
+    });
     assert.throws(() => parseGuestHeader(image({ version: 2 })), /unsupported header version 2 at offset 0x8/);
     assert.throws(() => parseGuestHeader(image({ count: 0 })), /entry count 0 at offset 0xc must be 1\.\.64/);
     assert.throws(() => parseGuestHeader(image({ count: 65 })), /entry count 65/);
@@ -66,7 +68,10 @@ describe('guest image header', () => {
 
   test('vCPU i uses entries[min(i, n-1)]', () => {
     const e = [1n, 2n];
-    assert.deepEqual([0, 1, 2, 63].map((i) => guestEntry(e, i)), [1n, 2n, 2n, 2n]);
+    assert.deepEqual(
+      [0, 1, 2, 63].map((i) => guestEntry(e, i)),
+      [1n, 2n, 2n, 2n],
+    );
   });
 });
 

@@ -34,10 +34,18 @@ function twoSignals(first: NodeJS.Signals, second: NodeJS.Signals): Promise<{ co
   });
 }
 
-for (const [first, second] of [['SIGINT', 'SIGINT'], ['SIGTERM', 'SIGTERM'], ['SIGHUP', 'SIGHUP'], ['SIGTERM', 'SIGINT']] as const) {
+for (const [first, second] of [
+  ['SIGINT', 'SIGINT'],
+  ['SIGTERM', 'SIGTERM'],
+  ['SIGHUP', 'SIGHUP'],
+  ['SIGTERM', 'SIGINT'],
+] as const) {
   test(`${first} then ${second} during a shutdown that does not end: the process dies of ${second}`, async () => {
     const r = await twoSignals(first, second);
     assert.equal(r.signal, second, `exit code ${r.code}; stderr: ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`^tsvmm: terminating on signal ${first}\\ntsvmm: second signal ${second} during the shutdown that ${first} started: exiting at once\\n$`));
+    assert.match(
+      r.stderr,
+      new RegExp(`^tsvmm: terminating on signal ${first}\\ntsvmm: second signal ${second} during the shutdown that ${first} started: exiting at once\\n$`),
+    );
   });
 }

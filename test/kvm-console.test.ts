@@ -51,13 +51,13 @@ test('a slow reader (`| (sleep 3; wc -c)`) gets every byte: the guest waits inst
   assert.equal(Number(r.stdout.trim()), 2500 * LINE.length);
 });
 
-test('a full disk (`> /dev/full`): exit status is the guest\'s, one line reports ENOSPC', { skip }, async () => {
+test("a full disk (`> /dev/full`): exit status is the guest's, one line reports ENOSPC", { skip }, async () => {
   const r = await pipeline('eval "$TSVMM run --guest print-loop --iterations 100" > /dev/full');
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stderr, `tsvmm: guest console: ${100 * LINE.length} byte(s) of output dropped (stdout: ENOSPC)\n`);
 });
 
-test('VmOptions.console receives the guest\'s output from the vCPU threads, in order', { skip }, async () => {
+test("VmOptions.console receives the guest's output from the vCPU threads, in order", { skip }, async () => {
   const chunks: Uint8Array[] = [];
   const vm = Vm.create({
     machine: { ramBytes: 16n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },

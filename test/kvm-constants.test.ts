@@ -27,7 +27,10 @@ function compare(group: string, ts: Record<string, number | bigint>, c: NativeCo
   for (const [name, value] of Object.entries(ts)) {
     const key = `${group}.${name}`;
     if (c[name] === undefined) {
-      assert.ok(NOT_IN_OLD_HEADERS.has(key), `${key} = ${value} in src/kvm/constants.ts, but the addon's kvmAbi() does not export it: add it to n_kvm_abi in native/tsvmm.c`);
+      assert.ok(
+        NOT_IN_OLD_HEADERS.has(key),
+        `${key} = ${value} in src/kvm/constants.ts, but the addon's kvmAbi() does not export it: add it to n_kvm_abi in native/tsvmm.c`,
+      );
       missing.push(key);
       continue;
     }
@@ -41,8 +44,26 @@ function pick(prefix: string): Record<string, number | bigint> {
   return Object.fromEntries(Object.entries(K).filter(([k]) => k.startsWith(prefix))) as Record<string, number | bigint>;
 }
 
-const MISC = ['KVM_API_VERSION', 'KVM_EXIT_IO_IN', 'KVM_EXIT_IO_OUT', 'KVM_INTERNAL_ERROR_EMULATION', 'KVM_MEMORY_EXIT_FLAG_PRIVATE', 'KVM_MEM_READONLY', 'KVM_COALESCED_MMIO_PAGE_OFFSET'];
-const GROUPED = new Set(['Run', 'ExitReason', 'SystemEventType', 'UserspaceMemoryRegion', 'Ioeventfd', 'CoalescedMmioZone', 'CoalescedMmioRing', 'CoalescedMmio', ...MISC]);
+const MISC = [
+  'KVM_API_VERSION',
+  'KVM_EXIT_IO_IN',
+  'KVM_EXIT_IO_OUT',
+  'KVM_INTERNAL_ERROR_EMULATION',
+  'KVM_MEMORY_EXIT_FLAG_PRIVATE',
+  'KVM_MEM_READONLY',
+  'KVM_COALESCED_MMIO_PAGE_OFFSET',
+];
+const GROUPED = new Set([
+  'Run',
+  'ExitReason',
+  'SystemEventType',
+  'UserspaceMemoryRegion',
+  'Ioeventfd',
+  'CoalescedMmioZone',
+  'CoalescedMmioRing',
+  'CoalescedMmio',
+  ...MISC,
+]);
 const lacking: string[] = [];
 
 test('every struct kvm_run offset (io, mmio, internal, system_event, fail_entry, ...) and sizeof match', () => {
@@ -80,7 +101,20 @@ test('kvm_sregs as regs.ts encodes it: every segment field, table, control regis
   let k = 1;
   const s = {} as Record<string, unknown>;
   for (const n of SEGMENT_NAMES) {
-    s[n] = { base: 0xaa00_0000_0000n + BigInt(k++), limit: 0x1000 + k++, selector: 0x100 + k++, type: k++, present: k++, dpl: k++, db: k++, s: k++, l: k++, g: k++, avl: k++, unusable: k++ };
+    s[n] = {
+      base: 0xaa00_0000_0000n + BigInt(k++),
+      limit: 0x1000 + k++,
+      selector: 0x100 + k++,
+      type: k++,
+      present: k++,
+      dpl: k++,
+      db: k++,
+      s: k++,
+      l: k++,
+      g: k++,
+      avl: k++,
+      unusable: k++,
+    };
   }
   s.gdt = { base: 0xbb00_0000n, limit: 0x1234 };
   s.idt = { base: 0xcc00_0000n, limit: 0x4321 };
@@ -122,7 +156,10 @@ test('KVM_CAP_* numbers, struct sizes and the remaining constants match', () => 
 
 test('src/kvm/constants.ts exports nothing this test does not compare', () => {
   for (const name of Object.keys(K)) {
-    assert.ok(GROUPED.has(name) || name.startsWith('KVM_CAP_') || name.startsWith('SIZEOF_'), `src/kvm/constants.ts exports ${name}, which test/kvm-constants.test.ts does not check against the headers`);
+    assert.ok(
+      GROUPED.has(name) || name.startsWith('KVM_CAP_') || name.startsWith('SIZEOF_'),
+      `src/kvm/constants.ts exports ${name}, which test/kvm-constants.test.ts does not check against the headers`,
+    );
   }
 });
 

@@ -46,21 +46,29 @@ function runFixture(mode: 'closed' | 'full'): Promise<{ outcome?: Outcome; stdou
   });
 }
 
-test('a closed stderr (EPIPE): the triple fault still ends the VM in shutdown, status 1, and its dump is counted as dropped', { skip: kvmSkip, timeout: 90_000 }, async () => {
-  const r = await runFixture('closed');
-  assert.equal(r.status, 0, r.stdout);
-  assert.ok(r.outcome, `no outcome on stdout: ${r.stdout}`);
-  // Before: the EPIPE threw in the vCPU thread, the thread failed and the VM went to internal-error.
-  assert.equal(r.outcome.state, 'shutdown', r.stdout);
-  assert.equal(r.outcome.exitCode, 1);
-  assert.ok(r.outcome.vcpuDropped > 500, `the register dump (~1.5 kB) is counted: ${r.stdout}`);
-});
+test(
+  'a closed stderr (EPIPE): the triple fault still ends the VM in shutdown, status 1, and its dump is counted as dropped',
+  { skip: kvmSkip, timeout: 90_000 },
+  async () => {
+    const r = await runFixture('closed');
+    assert.equal(r.status, 0, r.stdout);
+    assert.ok(r.outcome, `no outcome on stdout: ${r.stdout}`);
+    // Before: the EPIPE threw in the vCPU thread, the thread failed and the VM went to internal-error.
+    assert.equal(r.outcome.state, 'shutdown', r.stdout);
+    assert.equal(r.outcome.exitCode, 1);
+    assert.ok(r.outcome.vcpuDropped > 500, `the register dump (~1.5 kB) is counted: ${r.stdout}`);
+  },
+);
 
-test('a full stderr that stays full (EAGAIN): the vCPU waits at most STDERR_STALL_MS, drops, and the VM ends as the guest made it', { skip: kvmSkip, timeout: 90_000 }, async () => {
-  const r = await runFixture('full');
-  assert.equal(r.status, 0, r.stdout);
-  assert.ok(r.outcome, `no outcome on stdout: ${r.stdout}`);
-  assert.equal(r.outcome.state, 'shutdown', r.stdout);
-  assert.equal(r.outcome.exitCode, 1);
-  assert.ok(r.outcome.vcpuDropped > 500, r.stdout);
-});
+test(
+  'a full stderr that stays full (EAGAIN): the vCPU waits at most STDERR_STALL_MS, drops, and the VM ends as the guest made it',
+  { skip: kvmSkip, timeout: 90_000 },
+  async () => {
+    const r = await runFixture('full');
+    assert.equal(r.status, 0, r.stdout);
+    assert.ok(r.outcome, `no outcome on stdout: ${r.stdout}`);
+    assert.equal(r.outcome.state, 'shutdown', r.stdout);
+    assert.equal(r.outcome.exitCode, 1);
+    assert.ok(r.outcome.vcpuDropped > 500, r.stdout);
+  },
+);

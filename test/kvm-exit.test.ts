@@ -87,7 +87,7 @@ test('fail entry, internal error, system event, unknown, catch-all', () => {
   assert.deepEqual(decodeExit(page(1234), 0), { kind: 'unsupported', reason: 1234 });
 });
 
-test('decoding into a vCPU\'s ExitScratch gives the same exits, in one reused object per kind', () => {
+test("decoding into a vCPU's ExitScratch gives the same exits, in one reused object per kind", () => {
   const scratch = new ExitScratch();
   const io = page(ExitReason.IO);
   io.setUint8(Run.ioDirection, 1);

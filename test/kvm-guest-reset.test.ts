@@ -25,7 +25,7 @@ async function startPaused(args: string[], t: { after(fn: () => void): void }) {
     }
   });
   let q: Awaited<ReturnType<typeof connectQmp>> | undefined;
-  for (const deadline = Date.now() + 60_000; !q; ) {
+  for (const deadline = Date.now() + 60_000; !q;) {
     try {
       q = await connectQmp(socket);
     } catch (e) {
@@ -93,9 +93,21 @@ test('the guest-reset rule: the i8042 pulse and a triple fault mark the run stat
   const { dispatchExit } = await import('../src/vmm/dispatch');
   const { RefaultGuard } = await import('../src/vmm/memory-fault-policy');
   const { FakeHostMemory, RecordingVm } = await import('./fakes');
-  const state = { vcpu: 0, runPage: new DataView(new ArrayBuffer(4096)), guard: new RefaultGuard(), revocationGenerationAtEntry: 0, memoryMapGenerationAtEntry: 0, barRevokedAtEntry: () => false };
+  const state = {
+    vcpu: 0,
+    runPage: new DataView(new ArrayBuffer(4096)),
+    guard: new RefaultGuard(),
+    revocationGenerationAtEntry: 0,
+    memoryMapGenerationAtEntry: 0,
+    barRevokedAtEntry: () => false,
+  };
   const machine = (reboot: 'reset' | 'shutdown' | undefined, linux: boolean) =>
-    Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) }, new RecordingVm(), new FakeHostMemory(), () => {});
+    Machine.create(
+      { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) },
+      new RecordingVm(),
+      new FakeHostMemory(),
+      () => {},
+    );
   // Linux, reboot=reset: the i8042 pulse (0xFE to port 0x64) ends the VM with status 0, marked.
   const reset = machine('reset', true);
   assert.equal(reset.runState.guestReset, false);

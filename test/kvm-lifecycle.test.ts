@@ -11,9 +11,11 @@ import type { ProcessCounts } from './fixtures/lifecycles';
 
 const script = path.resolve(__dirname, 'fixtures/lifecycles.js');
 
-test('200 VM lifecycles and 100 failing creates end with the start\'s fds, threads and mappings', { skip: kvmSkip, timeout: 300_000 }, async () => {
+test("200 VM lifecycles and 100 failing creates end with the start's fds, threads and mappings", { skip: kvmSkip, timeout: 300_000 }, async () => {
   const out = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, ['--expose-gc', script, '200', '100'], { timeout: 280_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+    execFile(process.execPath, ['--expose-gc', script, '200', '100'], { timeout: 280_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    ),
   );
   const r = JSON.parse(out.trim().split('\n').pop()!) as { failed: number; start: ProcessCounts; end: ProcessCounts };
   assert.equal(r.failed, 100, 'every failing create threw');

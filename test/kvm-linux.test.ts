@@ -32,7 +32,8 @@ const toggles = process.env.TSVMM_LINUX_TOGGLES ?? '200';
 
 function linuxSkip(): string | false {
   if (kvmSkip) return kvmSkip;
-  if (fs.existsSync('/sys/module/kvm_pvm')) return 'this host\'s KVM is kvm_pvm (guest ring 0 is emulated): a stock Linux kernel cannot boot; run scripts/test-linux-in-qemu.sh';
+  if (fs.existsSync('/sys/module/kvm_pvm'))
+    return "this host's KVM is kvm_pvm (guest ring 0 is emulated): a stock Linux kernel cannot boot; run scripts/test-linux-in-qemu.sh";
   for (const f of [kernel, initrd]) if (!fs.existsSync(f)) return `${f} is missing: run \`node scripts/build-linux-guest.js\``;
   return false;
 }
@@ -44,10 +45,18 @@ if (skip) process.stderr.write(`\n*** tsvmm: LINUX KVM TESTS SKIPPED: ${skip} **
  * Without commands, stdout goes to a file: a panic's burst of console output must not depend on how
  * fast this (emulated, slow) process drains a pipe.
  */
-function bootAndRun(args: string[], commands: string | undefined, timeoutMs = 240_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function bootAndRun(
+  args: string[],
+  commands: string | undefined,
+  timeoutMs = 240_000,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   if (commands === undefined) return bootToFile(args, timeoutMs);
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const c = spawn(process.execPath, [BIN, 'run', '--kernel', kernel, '--initrd', initrd, ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let stdout = '';
     let stderr = '';
     let sent = false;
@@ -104,32 +113,39 @@ test('Linux boots to the initramfs shell: 2 CPUs, the passthrough function with 
   assert.match(r.stdout, /reboot: (System halted|Power down)/);
 });
 
-test('reboot=k: `reboot -f` resets through the i8042 and ends the VM with status 0; the guest sees --device shm,bar-size=1M as a 1 MiB BAR0, aligned', { skip }, async () => {
-  // One boot for both: the keyboard controller's reset line instead of reboot=t's triple fault, and
-  // a non-default BAR0 as the guest's PCI core found it (sysfs resource: start end flags, per BAR).
-  const cmdline = DEFAULT_CMDLINE.replace(/\breboot=t\b/, 'reboot=k');
-  assert.match(cmdline, /reboot=k/);
-  const r = await bootAndRun(
-    ['--vcpus', '1', '--device', 'shm,bar-size=1M', '--cmdline', cmdline],
-    'echo BAR0 $(head -1 /sys/bus/pci/devices/0000:00:03.0/resource); reboot -f\n',
-    240_000,
-    { TSVMM_LOG: 'info' },
-  );
-  assert.equal(r.code, 0, r.stderr);
-  const bar = /^BAR0 (0x[0-9a-f]+) (0x[0-9a-f]+) /m.exec(r.stdout);
-  assert.ok(bar, `no BAR0 line from the guest's sysfs:\n${r.stdout}`);
-  const [start, end] = [BigInt(bar[1]!), BigInt(bar[2]!)];
-  assert.equal(end - start + 1n, 1n << 20n, `BAR0 [0x${start.toString(16)}, 0x${end.toString(16)}] is not 1 MiB`);
-  assert.equal(start % (1n << 20n), 0n, 'BAR0 is aligned to its size');
-  assert.ok(start >= PCI_MMIO_BASE && end < PCI_MMIO_END, 'BAR0 is in the PCI hole');
-  assert.match(r.stdout, /reboot: Restarting system/);
-  assert.match(r.stderr, /the guest reset the machine through the i8042 keyboard controller \(reboot=k\)/);
-  assert.doesNotMatch(r.stderr, /triple fault/);
-});
+test(
+  'reboot=k: `reboot -f` resets through the i8042 and ends the VM with status 0; the guest sees --device shm,bar-size=1M as a 1 MiB BAR0, aligned',
+  { skip },
+  async () => {
+    // One boot for both: the keyboard controller's reset line instead of reboot=t's triple fault, and
+    // a non-default BAR0 as the guest's PCI core found it (sysfs resource: start end flags, per BAR).
+    const cmdline = DEFAULT_CMDLINE.replace(/\breboot=t\b/, 'reboot=k');
+    assert.match(cmdline, /reboot=k/);
+    const r = await bootAndRun(
+      ['--vcpus', '1', '--device', 'shm,bar-size=1M', '--cmdline', cmdline],
+      'echo BAR0 $(head -1 /sys/bus/pci/devices/0000:00:03.0/resource); reboot -f\n',
+      240_000,
+      { TSVMM_LOG: 'info' },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const bar = /^BAR0 (0x[0-9a-f]+) (0x[0-9a-f]+) /m.exec(r.stdout);
+    assert.ok(bar, `no BAR0 line from the guest's sysfs:\n${r.stdout}`);
+    const [start, end] = [BigInt(bar[1]!), BigInt(bar[2]!)];
+    assert.equal(end - start + 1n, 1n << 20n, `BAR0 [0x${start.toString(16)}, 0x${end.toString(16)}] is not 1 MiB`);
+    assert.equal(start % (1n << 20n), 0n, 'BAR0 is aligned to its size');
+    assert.ok(start >= PCI_MMIO_BASE && end < PCI_MMIO_END, 'BAR0 is in the PCI hole');
+    assert.match(r.stdout, /reboot: Restarting system/);
+    assert.match(r.stderr, /the guest reset the machine through the i8042 keyboard controller \(reboot=k\)/);
+    assert.doesNotMatch(r.stderr, /triple fault/);
+  },
+);
 
 test('a guest kernel panic stops the VM as guest-panicked with the panic text and a non-zero status', { skip }, async () => {
   // No /init to run and no root device: the kernel panics right after unpacking the initramfs.
-  const r = await bootAndRun(['--vcpus', '1', '--cmdline', 'console=ttyS0 quiet acpi=off pci=noearly reboot=t panic=-1 rdinit=/no-such-init root=/dev/nonexistent'], undefined);
+  const r = await bootAndRun(
+    ['--vcpus', '1', '--cmdline', 'console=ttyS0 quiet acpi=off pci=noearly reboot=t panic=-1 rdinit=/no-such-init root=/dev/nonexistent'],
+    undefined,
+  );
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /tsvmm: the guest kernel panicked: Kernel panic - not syncing: /);
   assert.match(r.stderr, /run state guest-panicked/);
@@ -149,16 +165,31 @@ function checkSurvived(rep: LinuxRaceReport, hostRevokes: boolean): void {
   assert.ok(rep.guest!.trueReads > 0 && rep.guest!.urReads + rep.guest!.scratchUr > 0, 'the accessors never saw both decode states');
 }
 
-test('race --linux, QEMU\'s BAR order: the guest survives, 0 bad values, 0 lost writes, EFAULTs recovered', { skip }, async () => {
+test("race --linux, QEMU's BAR order: the guest survives, 0 bad values, 0 lost writes, EFAULTs recovered", { skip }, async () => {
   const { report, code, stderr } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--bar-order', 'qemu']);
   const rep = report as LinuxRaceReport;
   checkSurvived(rep, false);
-  assert.ok(rep.efaultsRecovered > 0, 'QEMU\'s order (host revokes before the memslot goes) must produce EFAULTs');
+  assert.ok(rep.efaultsRecovered > 0, "QEMU's order (host revokes before the memslot goes) must produce EFAULTs");
   assert.equal(code, 0, stderr);
 });
 
 test('race --linux with host revocations, on a 64 KiB BAR0 (--device shm,bar-size=64K): 0 deaths, 0 bad values', { skip }, async () => {
-  const { report } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--bar-order', 'qemu', '--host-revoke', '300', '--device', 'shm,bar-size=64K']);
+  const { report } = await runRaceJson([
+    '--linux',
+    kernel,
+    '--initrd',
+    initrd,
+    '--vcpus',
+    '3',
+    '--toggles',
+    toggles,
+    '--bar-order',
+    'qemu',
+    '--host-revoke',
+    '300',
+    '--device',
+    'shm,bar-size=64K',
+  ]);
   const rep = report as LinuxRaceReport;
   checkSurvived(rep, true);
   assert.equal(rep.device, 'shm,bar-size=64K');
@@ -195,8 +226,21 @@ test('race --linux bad input: a missing initramfs and --config-access ecam are r
 const vfioDevice = process.env.TSVMM_VFIO_DEVICE;
 const vfioSkip = skip || (!vfioDevice && 'no vfio-pci function (TSVMM_VFIO_DEVICE; scripts/kvm-in-qemu.sh sets it with KVMQ_VFIO=1)');
 
-test('race --linux --vfio: the guest races on a real vfio-pci function\'s BAR2 and survives', { skip: vfioSkip }, async () => {
-  const { report, code, stderr } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--vfio', vfioDevice!, '--vfio-bar', '2']);
+test("race --linux --vfio: the guest races on a real vfio-pci function's BAR2 and survives", { skip: vfioSkip }, async () => {
+  const { report, code, stderr } = await runRaceJson([
+    '--linux',
+    kernel,
+    '--initrd',
+    initrd,
+    '--vcpus',
+    '3',
+    '--toggles',
+    toggles,
+    '--vfio',
+    vfioDevice!,
+    '--vfio-bar',
+    '2',
+  ]);
   const rep = report as LinuxRaceReport;
   checkSurvived(rep, false);
   assert.equal(rep.guest!.bar, 2);

@@ -13,7 +13,10 @@ const skip = kvmSkip;
 const N = 5000;
 
 function loopVm(guest: 'pio-loop' | 'mmio-loop', vcpus: number): Vm {
-  return Vm.create({ machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: guest, params: { iterations: N } } });
+  return Vm.create({
+    machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    guest: { image: guest, params: { iterations: N } },
+  });
 }
 
 async function runToEnd(vm: Vm): Promise<void> {
@@ -31,7 +34,7 @@ test('ioeventfd: every OUT to the bench port lands in the eventfd, none reaches 
     await runToEnd(vm);
     const b = Buffer.alloc(8);
     assert.equal(fs.readSync(efd, b, 0, 8, null), 8);
-    assert.equal(Number(b.readBigUInt64LE(0)), 2 * N, 'the eventfd counted each vCPU\'s writes');
+    assert.equal(Number(b.readBigUInt64LE(0)), 2 * N, "the eventfd counted each vCPU's writes");
     assert.equal(vm.stats.get('bench.deviceHits'), 0, 'no write reached the device through an exit');
     assert.equal(vm.stats.get('exits.io'), 0);
   } finally {

@@ -96,7 +96,10 @@ test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAU
   const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
   let pid = 0;
   // The QEMU BAR order revokes the mapping under a live memslot: faults to recover.
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--bar-order', 'qemu', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--bar-order', 'qemu', '--qmp', socket, '--json'], {
+    timeoutMs: 180_000,
+    onSpawn: (p) => (pid = p),
+  });
   t.after(() => {
     try {
       if (pid) process.kill(pid, 'SIGKILL');
@@ -126,14 +129,20 @@ test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAU
   }
   // One per second at most (QEMU's throttle), with a little slack for delivery.
   for (let i = 1; i < events.length; i++) assert.ok(events[i]!.at - events[i - 1]!.at > 800, `events ${events[i]!.at - events[i - 1]!.at} ms apart`);
-  assert.ok(events.slice(1).some((e) => (e.data.dropped as number) > 0), 'a busy race drops (and counts) faults between events');
+  assert.ok(
+    events.slice(1).some((e) => (e.data.dropped as number) > 0),
+    'a busy race drops (and counts) faults between events',
+  );
 });
 
 test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query-status says internal-error until quit', { skip: kvmSkip }, async (t) => {
   const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
   let pid = 0;
   // --paused: the VM cannot die before this client has negotiated (it can within 0.4 s otherwise).
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--paused', '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
+  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--paused', '--json'], {
+    timeoutMs: 180_000,
+    onSpawn: (p) => (pid = p),
+  });
   t.after(() => {
     try {
       if (pid) process.kill(pid, 'SIGKILL');
@@ -160,32 +169,39 @@ test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query
   assert.deepEqual([report.vmDeaths, report.runState], [1, 'internal-error']);
 });
 
-test('race --qmp --host-revoke: slow-path recoveries (the device fd refusing with EIO) arrive as events with recovery slow-path-eio', { skip: kvmSkip }, async (t) => {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
-  let pid = 0;
-  // Host revocations while decode is on leave the BAR trapped: its slow path gets EIO, answered as UR.
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--host-revoke', '300', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
+test(
+  'race --qmp --host-revoke: slow-path recoveries (the device fd refusing with EIO) arrive as events with recovery slow-path-eio',
+  { skip: kvmSkip },
+  async (t) => {
+    const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
+    let pid = 0;
+    // Host revocations while decode is on leave the BAR trapped: its slow path gets EIO, answered as UR.
+    const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--host-revoke', '300', '--qmp', socket, '--json'], {
+      timeoutMs: 180_000,
+      onSpawn: (p) => (pid = p),
+    });
+    t.after(() => {
+      try {
+        if (pid) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    });
+    const q = await connectWhenUp(socket, done);
+    const kinds = new Set<string>();
+    for (const t0 = Date.now(); !kinds.has('slow-path-eio') && Date.now() - t0 < 60_000;) {
+      const data = (await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED')).data as Record<string, unknown>;
+      assert.ok(['efault', 'annotated-fault', 'emulated-mmio', 'slow-path-eio'].includes(data.recovery as string), JSON.stringify(data));
+      assert.equal(data.device, 'pt0');
+      assert.ok((data['latency-us'] as number) > 0, JSON.stringify(data));
+      kinds.add(data.recovery as string);
     }
-  });
-  const q = await connectWhenUp(socket, done);
-  const kinds = new Set<string>();
-  for (const t0 = Date.now(); !kinds.has('slow-path-eio') && Date.now() - t0 < 60_000; ) {
-    const data = (await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED')).data as Record<string, unknown>;
-    assert.ok(['efault', 'annotated-fault', 'emulated-mmio', 'slow-path-eio'].includes(data.recovery as string), JSON.stringify(data));
-    assert.equal(data.device, 'pt0');
-    assert.ok((data['latency-us'] as number) > 0, JSON.stringify(data));
-    kinds.add(data.recovery as string);
-  }
-  assert.deepEqual((await q.command('quit')).return, {});
-  const r = await done;
-  assert.equal(r.code, 0, r.stderr);
-  process.stderr.write(`# fault event kinds under --host-revoke: ${[...kinds].join(', ')}\n`);
-  assert.ok(kinds.has('slow-path-eio'), `kinds seen: ${[...kinds]}`);
-  const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { slowPathReads: number; badValues: number };
-  assert.equal(report.badValues, 0);
-});
+    assert.deepEqual((await q.command('quit')).return, {});
+    const r = await done;
+    assert.equal(r.code, 0, r.stderr);
+    process.stderr.write(`# fault event kinds under --host-revoke: ${[...kinds].join(', ')}\n`);
+    assert.ok(kinds.has('slow-path-eio'), `kinds seen: ${[...kinds]}`);
+    const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { slowPathReads: number; badValues: number };
+    assert.equal(report.badValues, 0);
+  },
+);

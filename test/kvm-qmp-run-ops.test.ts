@@ -42,7 +42,7 @@ async function startRun(args: string[], t: { after(fn: () => void): void }) {
     }
   });
   let q: Awaited<ReturnType<typeof connectQmp>> | undefined;
-  for (const deadline = Date.now() + 60_000; !q; ) {
+  for (const deadline = Date.now() + 60_000; !q;) {
     try {
       q = await connectQmp(socket);
     } catch (e) {

@@ -60,10 +60,14 @@ async function until(f: () => number, than: number, what: string): Promise<numbe
   }
 }
 
-test('QMP stop freezes the vCPUs\' exit counters, cont moves them again (an in-process VM and QMP server)', { skip }, async (t) => {
+test("QMP stop freezes the vCPUs' exit counters, cont moves them again (an in-process VM and QMP server)", { skip }, async (t) => {
   // The VM's own counters (Stats: every MMIO exit the vCPU threads dispatched), not CPU time, which
   // depends on the host's load and on nested emulation.
-  const vm = Vm.create({ machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, guest: { image: 'mmio-loop', params: { iterations: 2_000_000_000 } }, console: () => {} });
+  const vm = Vm.create({
+    machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    guest: { image: 'mmio-loop', params: { iterations: 2_000_000_000 } },
+    console: () => {},
+  });
   const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-kvm-qmp-')), 'qmp.sock');
   vm.start({ paused: true });
   await vm.threadsStarted();
@@ -108,7 +112,10 @@ test('QMP stop pauses the VM, cont resumes it, quit ends the VM with SHUTDOWN', 
   t.after(cleanup);
   assert.deepEqual((await qmp.command('query-status')).return, { status: 'running', running: true });
   const cpus = (await qmp.command('query-cpus-fast')).return as { 'cpu-index': number; 'thread-id': number }[];
-  assert.deepEqual(cpus.map((c) => c['cpu-index']), [0, 1]);
+  assert.deepEqual(
+    cpus.map((c) => c['cpu-index']),
+    [0, 1],
+  );
   for (const c of cpus) assert.ok(c['thread-id'] > 0, 'each vCPU reports its host thread');
 
   assert.deepEqual((await qmp.command('stop')).return, {});

@@ -36,16 +36,20 @@ test('race, default (unmap-first) order, 3 vCPUs, ECAM config access: no deaths,
   assert.equal(code, 0);
 });
 
-test('race with host-initiated revocations on a 1 MiB BAR0 (--device shm,bar-size=1M): answered as all ones while the host holds the device', { skip }, async () => {
-  const { report, code, stderr } = await race(['--vcpus', '2', '--host-revoke', '300', '--device', 'shm,bar-size=1M']);
-  assert.equal(report.device, 'shm,bar-size=1M');
-  assert.equal(report.vmDeaths, 0, stderr);
-  assert.equal(report.badValues, 0);
-  assert.ok(report.hostRevocations > 0);
-  assert.equal(code, 0);
-});
+test(
+  'race with host-initiated revocations on a 1 MiB BAR0 (--device shm,bar-size=1M): answered as all ones while the host holds the device',
+  { skip },
+  async () => {
+    const { report, code, stderr } = await race(['--vcpus', '2', '--host-revoke', '300', '--device', 'shm,bar-size=1M']);
+    assert.equal(report.device, 'shm,bar-size=1M');
+    assert.equal(report.vmDeaths, 0, stderr);
+    assert.equal(report.badValues, 0);
+    assert.ok(report.hostRevocations > 0);
+    assert.equal(code, 0);
+  },
+);
 
-test('race under the QEMU policy: the VM dies with QEMU\'s diagnostics', { skip }, async () => {
+test("race under the QEMU policy: the VM dies with QEMU's diagnostics", { skip }, async () => {
   const { report, code, stderr } = await race(['--vcpus', '2', '--policy', 'qemu']);
   assert.equal(report.vmDeaths, 1);
   assert.equal(report.runState, 'internal-error');

@@ -65,7 +65,9 @@ test('run --qmp: SIGTERM and SIGHUP give QMP clients SHUTDOWN (host-signal), rem
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-signals-'));
     const socket = path.join(dir, 'qmp.sock');
     let pid = 0;
-    const done: Promise<CliResult> = runCli(['run', '--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000', '--qmp', socket], { onSpawn: (p) => (pid = p) });
+    const done: Promise<CliResult> = runCli(['run', '--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000', '--qmp', socket], {
+      onSpawn: (p) => (pid = p),
+    });
     let qmp: Awaited<ReturnType<typeof connectQmp>> | undefined;
     const deadline = Date.now() + 60_000;
     while (!qmp) {
@@ -122,7 +124,10 @@ for (const signal of SIGNALS) {
 test('race report output errors: EPIPE and ENOSPC end in one line and status 1', { skip }, async () => {
   const sh = (script: string) =>
     new Promise<{ stderr: string; status: number }>((resolve) => {
-      const child = spawn('bash', ['-c', `${script}; echo "status=\${PIPESTATUS[0]}" >&2`], { env: { ...process.env, TSVMM: `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}` }, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn('bash', ['-c', `${script}; echo "status=\${PIPESTATUS[0]}" >&2`], {
+        env: { ...process.env, TSVMM: `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}` },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
       child.on('exit', () => {

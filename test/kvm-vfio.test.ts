@@ -10,7 +10,8 @@ import { runCli, runRaceJson } from './cli';
 
 const device = process.env.TSVMM_VFIO_DEVICE;
 const bar = process.env.TSVMM_VFIO_BAR ?? '2';
-const skip: string | false = kvmSkip || (device ? false : 'needs a vfio-pci function: set TSVMM_VFIO_DEVICE=DDDD:BB:DD.F (scripts/kvm-in-qemu.sh does with KVMQ_VFIO=1)');
+const skip: string | false =
+  kvmSkip || (device ? false : 'needs a vfio-pci function: set TSVMM_VFIO_DEVICE=DDDD:BB:DD.F (scripts/kvm-in-qemu.sh does with KVMQ_VFIO=1)');
 if (skip && !kvmSkip) process.stderr.write(`\n*** tsvmm: VFIO TESTS SKIPPED: ${skip} ***\n\n`);
 const TOGGLES = process.env.TSVMM_TEST_TOGGLES ?? '300';
 
@@ -38,7 +39,7 @@ test('vfio race, default order, 3 vCPUs, MEM toggled through ECAM: no deaths, no
   assert.equal(code, 0);
 });
 
-test('vfio race under the QEMU policy: the VM stops in internal-error with QEMU\'s diagnostics', { skip }, async () => {
+test("vfio race under the QEMU policy: the VM stops in internal-error with QEMU's diagnostics", { skip }, async () => {
   const { report, code, stderr } = await race(['--vcpus', '2', '--policy', 'qemu']);
   assert.equal(report.vmDeaths, 1);
   assert.equal(report.runState, 'internal-error');

@@ -33,14 +33,17 @@ test('bzImage: a valid header parses; the kernel starts after (setup_sects+1) se
 });
 
 test('bzImage: not a kernel, protocol too old, no 64-bit entry: precise errors', () => {
-  assert.throws(() => parseBzImage(new TextEncoder().encode('#!/bin/sh\necho not a kernel\n'), 'x.sh'), (e: Error) => e instanceof KernelImageError && /x\.sh: not a Linux kernel: .* too short/.test(e.message));
+  assert.throws(
+    () => parseBzImage(new TextEncoder().encode('#!/bin/sh\necho not a kernel\n'), 'x.sh'),
+    (e: Error) => e instanceof KernelImageError && /x\.sh: not a Linux kernel: .* too short/.test(e.message),
+  );
   assert.throws(() => parseBzImage(fakeBzImage({ magic: 0x464c457f }), 'vmlinux'), /vmlinux: not a Linux bzImage: no "HdrS" setup header magic at 0x202/);
   assert.throws(() => parseBzImage(fakeBzImage({ version: 0x020b }), 'old'), /old: boot protocol 2\.11 is too old: the 64-bit entry needs 2\.12 or later/);
   assert.throws(() => parseBzImage(fakeBzImage({ xloadflags: 0 }), 'k32'), /k32: the kernel has no 64-bit entry point \(XLF_KERNEL_64/);
   assert.throws(() => parseBzImage(fakeBzImage({ initSize: 100 }), 'k'), /init_size 100 is smaller than the 4096-byte protected-mode kernel/);
 });
 
-test('bzImage: Debian\'s kernel, when installed, parses with a 64-bit entry', (t) => {
+test("bzImage: Debian's kernel, when installed, parses with a 64-bit entry", (t) => {
   const f = fs.existsSync('/boot') ? fs.readdirSync('/boot').find((n) => /^vmlinuz-/.test(n)) : undefined;
   if (!f) return t.skip('no /boot/vmlinuz-* on this machine');
   const h = parseBzImage(fs.readFileSync(`/boot/${f}`), f);
@@ -65,9 +68,22 @@ test('boot plan: kernel at pref_address, entry +0x200, initrd page-aligned at th
 
 test('boot plan: kernel or initrd too big for --mem, command line too long: precise errors', () => {
   const base = { header: header(), initrdSize: 0n, cmdline: '', cmdlineGpa: 0x30000n };
-  assert.throws(() => planBoot({ ...base, lowRamBytes: 20n << 20n, memLabel: '20M' }), (e: Error) => e instanceof BootPlanError && /the kernel does not fit in --mem 20M: it loads at 0x1000000 and needs init_size 8388608 bytes up to 0x1800000, past the end of RAM at 0x1400000/.test(e.message));
-  assert.throws(() => planBoot({ ...base, lowRamBytes: 32n << 20n, initrdSize: 9n << 20n, memLabel: '32M' }), /the initrd \(9437184 bytes\) does not fit in --mem 32M: it must lie between the kernel's end at 0x1800000 and 0x2000000/);
-  assert.throws(() => planBoot({ ...base, lowRamBytes: 64n << 20n, cmdline: 'x'.repeat(2048), memLabel: '64M' }), /the kernel command line is 2048 bytes; this kernel accepts at most 2047 \(cmdline_size\)/);
+  assert.throws(
+    () => planBoot({ ...base, lowRamBytes: 20n << 20n, memLabel: '20M' }),
+    (e: Error) =>
+      e instanceof BootPlanError &&
+      /the kernel does not fit in --mem 20M: it loads at 0x1000000 and needs init_size 8388608 bytes up to 0x1800000, past the end of RAM at 0x1400000/.test(
+        e.message,
+      ),
+  );
+  assert.throws(
+    () => planBoot({ ...base, lowRamBytes: 32n << 20n, initrdSize: 9n << 20n, memLabel: '32M' }),
+    /the initrd \(9437184 bytes\) does not fit in --mem 32M: it must lie between the kernel's end at 0x1800000 and 0x2000000/,
+  );
+  assert.throws(
+    () => planBoot({ ...base, lowRamBytes: 64n << 20n, cmdline: 'x'.repeat(2048), memLabel: '64M' }),
+    /the kernel command line is 2048 bytes; this kernel accepts at most 2047 \(cmdline_size\)/,
+  );
   assert.doesNotThrow(() => planBoot({ ...base, lowRamBytes: 64n << 20n, cmdline: 'x'.repeat(2047), memLabel: '64M' }));
 });
 
@@ -110,7 +126,14 @@ test('MP table: floating pointer and table checksums, one processor entry per vC
   assert.equal(new TextDecoder().decode(t.subarray(16, 20)), 'PCMP');
   assert.equal(sum(t.subarray(16, 16 + len)), 0);
   const cpus = [0, 1, 2].map((i) => t.subarray(60 + 20 * i, 80 + 20 * i));
-  assert.deepEqual(cpus.map((c) => [c[0], c[1], c[3]]), [[0, 0, 3], [0, 1, 1], [0, 2, 1]]);
+  assert.deepEqual(
+    cpus.map((c) => [c[0], c[1], c[3]]),
+    [
+      [0, 0, 3],
+      [0, 1, 1],
+      [0, 2, 1],
+    ],
+  );
   assert.equal(v.getUint16(16 + 34, true), 3 + 1 + 1 + 16 + 2);
   assert.equal(t[60 + 60 + 8], 2); // the IOAPIC entry after the bus entry
   assert.equal(t[60 + 60 + 8 + 1], 3); // its ID follows the CPUs'
@@ -136,7 +159,12 @@ test('CPUID: each vCPU gets its APIC ID (leaf 1, 0xB, 0x8000001E), the count, hy
 function uart() {
   const levels: boolean[] = [];
   const out: number[] = [];
-  const u = new Uart16550(0x3f8, Uart16550.createShared(), (b) => out.push(...b), (l) => levels.push(l));
+  const u = new Uart16550(
+    0x3f8,
+    Uart16550.createShared(),
+    (b) => out.push(...b),
+    (l) => levels.push(l),
+  );
   return { u, levels, out, ctx: 0 }; // ctx: the vCPU index handlers get
 }
 
@@ -166,7 +194,7 @@ test('16550A: THR-empty and received-data interrupts drive IRQ 4, gated by OUT2;
   assert.deepEqual(levels.at(-1), false);
 });
 
-test('16550A: loopback reflects MCR into MSR (Linux\'s probe) and loops THR back to RBR', () => {
+test("16550A: loopback reflects MCR into MSR (Linux's probe) and loops THR back to RBR", () => {
   const { u, out, ctx } = uart();
   u.pioWrite(0x3fc, 1, 0x10 | 0x0a, ctx); // LOOP | OUT2 | RTS
   assert.equal(u.pioRead(0x3fe, 1, ctx) & 0xf0, 0x90); // DCD | CTS
@@ -240,7 +268,10 @@ test('console watch: a panic is recorded; its end line, or the reset that follow
   assert.deepEqual(announced.resetOutcome(), { kind: 'vm-exit', code: 0 }); // reboot=t's triple fault follows
   assert.equal(feed(w, '[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n'), undefined);
   assert.equal(w.panicText, 'Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)');
-  assert.deepEqual(w.resetOutcome(), { kind: 'guest-panic', message: 'the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)' });
+  assert.deepEqual(w.resetOutcome(), {
+    kind: 'guest-panic',
+    message: 'the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)',
+  });
   assert.equal(feed(w, 'reboot: System halted\n'), undefined); // no clean exit after a panic
   assert.equal(feed(w, '---[ end Kernel panic - not syncing: VFS ]---\n')?.kind, 'guest-panic');
 });
@@ -253,8 +284,20 @@ test('console watch: the race summary line is kept whole', () => {
 });
 
 test('dispatch: on a Linux machine a triple fault after "reboot: Restarting system" is the reboot (status 0); after a panic, the panic; otherwise a crash', () => {
-  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true }, new RecordingVm(), new FakeHostMemory(), () => {});
-  const state = { vcpu: 0, runPage: new DataView(new ArrayBuffer(4096)), guard: new RefaultGuard(), revocationGenerationAtEntry: 0, memoryMapGenerationAtEntry: 0, barRevokedAtEntry: () => false };
+  const m = Machine.create(
+    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true },
+    new RecordingVm(),
+    new FakeHostMemory(),
+    () => {},
+  );
+  const state = {
+    vcpu: 0,
+    runPage: new DataView(new ArrayBuffer(4096)),
+    guard: new RefaultGuard(),
+    revocationGenerationAtEntry: 0,
+    memoryMapGenerationAtEntry: 0,
+    barRevokedAtEntry: () => false,
+  };
   // Before the kernel announced a restart, a triple fault is a crash (status 1, registers dumped).
   const crash = dispatchExit({ kind: 'shutdown' }, m, state).outcome;
   assert.ok(crash.kind === 'stop' && crash.state === 'shutdown' && crash.dumpRegisters);
@@ -265,7 +308,12 @@ test('dispatch: on a Linux machine a triple fault after "reboot: Restarting syst
   assert.equal(o.kind, 'stop');
   assert.ok(o.kind === 'stop' && o.state === 'guest-panicked' && /Attempted to kill init/.test(o.lines.join('\n')));
   // The built-in guests' machine keeps its meaning: a triple fault is a failure.
-  const plain = Machine.create({ ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, new RecordingVm(), new FakeHostMemory(), () => {});
+  const plain = Machine.create(
+    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    new RecordingVm(),
+    new FakeHostMemory(),
+    () => {},
+  );
   const p = dispatchExit({ kind: 'shutdown' }, plain, state).outcome;
   assert.ok(p.kind === 'stop' && p.state === 'shutdown');
 });

@@ -64,7 +64,10 @@ test('run --kernel --device shm,bar-size=: each bad size is refused with its rea
   await bad(dev('1536'), /bar-size 1536 bytes is not a power of two/);
   await bad(dev('2K'), /^tsvmm: --device shm,bar-size=2K: bar-size 2K is below the minimum 4K \(PCI's recommended smallest memory BAR, and one host page/m);
   await bad(dev('16'), /bar-size 16 bytes is below the minimum 4K/);
-  await bad(dev('1G'), /^tsvmm: --device shm,bar-size=1G: bar-size 1G is above the maximum 512M: BAR0 is a 32-bit BAR and must fit, aligned to its size, in the PCI window \[0xc0000000, 0xfeb00000\)$/m);
+  await bad(
+    dev('1G'),
+    /^tsvmm: --device shm,bar-size=1G: bar-size 1G is above the maximum 512M: BAR0 is a 32-bit BAR and must fit, aligned to its size, in the PCI window \[0xc0000000, 0xfeb00000\)$/m,
+  );
   await bad(dev('1T'), /bar-size 1024G is above the maximum 512M/);
   await bad(dev('abc'), /^tsvmm: --device shm,bar-size=abc: bar-size: invalid size 'abc': expected a number with an optional K\/M\/G\/T suffix/m);
   await bad(dev(''), /--device shm,bar-size=: bar-size: invalid size ''/);
@@ -74,5 +77,8 @@ test('run --kernel --device shm,bar-size=: each bad size is refused with its rea
 
 test('run --kernel: shm devices whose BARs cannot all fit in the PCI window are refused with status 2 before KVM is opened', async () => {
   // Each BAR0 is aligned to its size: 512M at 0xc0000000, its BAR2 at 0xe0000000, so a second 512M BAR0 would start at 4 GiB.
-  await bad(['--kernel', kernel, '--device', 'shm,bar-size=512M', '--device', 'shm,bar-size=512M'], /^tsvmm: passthrough pt1 BAR0 \(512M\) does not fit in the PCI window \[0xc0000000, 0xfeb00000\) after the BARs before it end at 0xe0010000: aligned to its size it would span \[0x100000000, 0x120000000\)/m);
+  await bad(
+    ['--kernel', kernel, '--device', 'shm,bar-size=512M', '--device', 'shm,bar-size=512M'],
+    /^tsvmm: passthrough pt1 BAR0 \(512M\) does not fit in the PCI window \[0xc0000000, 0xfeb00000\) after the BARs before it end at 0xe0010000: aligned to its size it would span \[0x100000000, 0x120000000\)/m,
+  );
 });

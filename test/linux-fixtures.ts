@@ -22,4 +22,3 @@ export function fakeBzImage(over: { version?: number; xloadflags?: number; magic
   img.fill(0xcc, 1024); // the protected-mode kernel
   return img;
 }
-

@@ -11,7 +11,9 @@ import path from 'node:path';
 const LOADER = path.resolve(__dirname, '../../bin/load-cached.js');
 
 function load(file: string): string {
-  return execFileSync(process.execPath, ['-e', `process.stdout.write(require(${JSON.stringify(LOADER)}).loadCached(${JSON.stringify(file)}).f())`], { encoding: 'utf8' });
+  return execFileSync(process.execPath, ['-e', `process.stdout.write(require(${JSON.stringify(LOADER)}).loadCached(${JSON.stringify(file)}).f())`], {
+    encoding: 'utf8',
+  });
 }
 
 test('load-cached: runs the current code, writes the cache once, and never serves a stale one', () => {

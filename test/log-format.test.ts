@@ -33,7 +33,7 @@ test('--log-format json: bad input and command-line errors are JSON lines; text 
   assert.match(wrong.stderr, /Allowed choices are text, json/);
 });
 
-test('--log-format json: a guest failure\'s diagnostics from the vCPU thread are one JSON object', { skip: kvmSkip }, async () => {
+test("--log-format json: a guest failure's diagnostics from the vCPU thread are one JSON object", { skip: kvmSkip }, async () => {
   const r = await runCli(['run', '--guest', 'exception', '--log-format', 'json']);
   assert.equal(r.code, 1);
   const lines = jsonLines(r.stderr);

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine, type MachineConfig } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
-import { ShmHostDevice } from '../src/devices/pci/shm-backend';
+import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { runSteps } from '../src/steps';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { recordStop, type StopOutcome } from '../src/vmm/dispatch';
@@ -15,11 +15,20 @@ import type { Vm } from '../src/vmm/vm';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 import { EFAULT, EHWPOISON, EIO } from '../src/errno';
 
-
 function machine(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
   const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }, { name: 'b', slot: 4, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over },
+    {
+      ramBytes: 4n << 20n,
+      vcpus: 2,
+      passthrough: [
+        { name: 'a', slot: 3, backend: 'shm' },
+        { name: 'b', slot: 4, backend: 'shm' },
+      ],
+      policy: 'tsvmm',
+      barOrder: 'unmap-first',
+      ...over,
+    },
     vm,
     new FakeHostMemory(),
     () => {},
@@ -41,7 +50,10 @@ for (const devices of [1, 2]) {
     assert.equal(outcome.kind, 'stop', `retried: ${outcome.kind}`);
     const o = outcome as StopOutcome;
     assert.equal(o.reason.kind, 'efault-outside-bar');
-    assert.deepEqual(o.reason.kind === 'efault-outside-bar' && [o.reason.errno, o.reason.bars.map((b) => [b.device, b.index, b.hostMapped])], [EFAULT, m.passthrough.flatMap((d) => [0, 2].map((i) => [d.name, i, d.name !== 'a']))]);
+    assert.deepEqual(o.reason.kind === 'efault-outside-bar' && [o.reason.errno, o.reason.bars.map((b) => [b.device, b.index, b.hostMapped])], [
+      EFAULT,
+      m.passthrough.flatMap((d) => [0, 2].map((i) => [d.name, i, d.name !== 'a'])),
+    ]);
     // The printed text stays QEMU's first line, then tsvmm's conclusion.
     assert.equal(o.lines[0], 'error: kvm run failed Bad address');
     assert.match(o.lines[1]!, /the fault is outside any passthrough BAR/);
@@ -93,7 +105,10 @@ test('KVM_EXIT_MEMORY_FAULT with EHWPOISON on a BAR is a hardware memory error: 
   const o = runner.run().outcome as StopOutcome;
   assert.equal(o.kind, 'stop');
   assert.equal(o.state, 'internal-error');
-  assert.deepEqual(o.reason.kind === 'hardware-memory-error' && [o.reason.gpa, o.reason.size, o.reason.vcpu, o.reason.place.kind === 'bar' && o.reason.place.bar.device], [0xc000_0000n, 0x1000n, 0, 'a']);
+  assert.deepEqual(
+    o.reason.kind === 'hardware-memory-error' && [o.reason.gpa, o.reason.size, o.reason.vcpu, o.reason.place.kind === 'bar' && o.reason.place.bar.device],
+    [0xc000_0000n, 0x1000n, 0, 'a'],
+  );
   assert.match(o.lines[0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0xc0000000 size 0x1000 on vCPU 0/);
   assert.match(o.lines.join('\n'), /a BAR0 \[0xc0000000, \+0x1000\)/);
   assert.equal(m.stats.get('fault.memoryFaultRecovered'), 0);
@@ -110,7 +125,14 @@ test('EHWPOISON in RAM, and EHWPOISON without the annotation, are hardware memor
   page.setBigUint64(Run.memoryFaultSize, 0x1000n, true);
   vcpu.script.push(-EHWPOISON);
   const ram = runner.run().outcome as StopOutcome;
-  assert.deepEqual(ram.reason, { kind: 'hardware-memory-error', vcpu: 0, errno: EHWPOISON, gpa: 0x20_0000n, size: 0x1000n, place: { kind: 'region', regionKind: 'ram', name: 'ram0' } });
+  assert.deepEqual(ram.reason, {
+    kind: 'hardware-memory-error',
+    vcpu: 0,
+    errno: EHWPOISON,
+    gpa: 0x20_0000n,
+    size: 0x1000n,
+    place: { kind: 'region', regionKind: 'ram', name: 'ram0' },
+  });
   assert.match(ram.lines[0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0x200000 size 0x1000 on vCPU 0 \(ram region 'ram0'\)/);
   page.setUint32(Run.exitReason, 0, true);
   vcpu.script.push(-EHWPOISON);
@@ -167,5 +189,8 @@ test('a bugged VM is in internal-error for QMP: query-status and the events a ma
   assert.equal(recordStop(m.runState, vmBuggedStop(1, 'KVM_RUN')), true);
   const target = vmQmpTarget({ machine: m } as unknown as Vm, { emit: () => {}, onQuit: () => {} });
   assert.equal(target.status(), 'internal-error');
-  assert.deepEqual(terminalEvents('internal-error', 'guest-shutdown').map(([name]) => name), ['STOP']);
+  assert.deepEqual(
+    terminalEvents('internal-error', 'guest-shutdown').map(([name]) => name),
+    ['STOP'],
+  );
 });

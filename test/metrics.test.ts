@@ -71,7 +71,7 @@ test('metrics mirror the VM counters, run state and latency samples', async () =
   assert.equal(value(again, 'tsvmm_vcpu_exits_total{reason="mmio"}'), 7);
 });
 
-test('promtool check metrics accepts the endpoint\'s output', { skip: promtoolSkip }, async () => {
+test("promtool check metrics accepts the endpoint's output", { skip: promtoolSkip }, async () => {
   const server = await startMetricsServer({ host: '127.0.0.1', port: 0 });
   try {
     server.attach(source());
@@ -89,7 +89,10 @@ test('--metrics-listen: loopback by default, other addresses only with --metrics
   assert.deepEqual(parseListenAddress('9100', false), { host: '127.0.0.1', port: 9100 });
   assert.deepEqual(parseListenAddress('[::1]:9100', false), { host: '::1', port: 9100 });
   assert.deepEqual(parseListenAddress('0.0.0.0:9100', true), { host: '0.0.0.0', port: 9100 });
-  assert.throws(() => parseListenAddress('0.0.0.0:9100', false), (e: Error) => e instanceof MetricsListenError && /0\.0\.0\.0 is not a loopback address; add --metrics-allow-remote/.test(e.message));
+  assert.throws(
+    () => parseListenAddress('0.0.0.0:9100', false),
+    (e: Error) => e instanceof MetricsListenError && /0\.0\.0\.0 is not a loopback address; add --metrics-allow-remote/.test(e.message),
+  );
   assert.throws(() => parseListenAddress('10.1.2.3:80', false), /not a loopback address/);
   assert.throws(() => parseListenAddress('host:port', false), /must be \[HOST:\]PORT, got 'host:port'/);
   assert.throws(() => parseListenAddress('70000', false), /port must be 0\.\.65535, got 70000/);
@@ -137,7 +140,9 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
   }
   const faults = async () => {
     const text = await (await fetch(url!)).text();
-    const recovered = ['efault-recovered', 'memory-fault-exit-recovered', 'emulated-mmio-recovered'].map((o) => value(text, `tsvmm_memory_faults_total{outcome="${o}"}`));
+    const recovered = ['efault-recovered', 'memory-fault-exit-recovered', 'emulated-mmio-recovered'].map((o) =>
+      value(text, `tsvmm_memory_faults_total{outcome="${o}"}`),
+    );
     return {
       recovered: recovered.reduce((a, b) => a + b, 0),
       exits: value(text, 'tsvmm_vcpu_exits_total{reason="mmio"}'),
@@ -176,7 +181,12 @@ test('per-device exit counts: each access is counted for the device that answere
   const { Machine } = await import('../src/vmm/machine');
   const { FakeHostMemory, RecordingVm } = await import('./fakes');
   const { CONTROL_BASE } = await import('../src/devices/control');
-  const m = Machine.create({ ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' }, new RecordingVm(), new FakeHostMemory(), () => {});
+  const m = Machine.create(
+    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    new RecordingVm(),
+    new FakeHostMemory(),
+    () => {},
+  );
   // Another thread's view (vCPU 1's row) counts into the same totals.
   const other = Machine.attach({ shared: m.shared, vm: new RecordingVm(), hostMemory: new FakeHostMemory(), console: () => {}, statsRow: 2 });
   m.pioWrite(0x3f8, 1, 0x41, 0);

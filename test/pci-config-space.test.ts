@@ -79,8 +79,7 @@ const CAPS: PciFunctionDefinition = {
   ],
 };
 
-const COMMAND_WRITABLE =
-  PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
+const COMMAND_WRITABLE = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
 
 function snapshot(cs: PciConfigSpace): number[] {
   return Array.from({ length: PciConfigSpace.BYTES }, (_, i) => cs.read(i, 1));
@@ -157,10 +156,7 @@ describe('PciConfigSpace header', () => {
     // A dword write to COMMAND carries STATUS in its high half: the usual way bits get cleared.
     cs.write(PCI_COMMAND, 4, (PCI_STATUS_DETECTED_PARITY << 16) | PCI_COMMAND_MASTER);
     assert.equal(cs.command(), PCI_COMMAND_MASTER);
-    assert.equal(
-      cs.read(PCI_STATUS, 2),
-      (PCI_STATUS_RW1C_BITS & ~PCI_STATUS_PARITY & ~PCI_STATUS_DETECTED_PARITY) | PCI_STATUS_CAP_LIST,
-    );
+    assert.equal(cs.read(PCI_STATUS, 2), (PCI_STATUS_RW1C_BITS & ~PCI_STATUS_PARITY & ~PCI_STATUS_DETECTED_PARITY) | PCI_STATUS_CAP_LIST);
     cs.write(PCI_STATUS, 2, 0xffff);
     assert.equal(cs.read(PCI_STATUS, 2), PCI_STATUS_CAP_LIST);
   });
@@ -194,7 +190,22 @@ describe('PciConfigSpace header', () => {
   });
 
   test('property: a write never changes bytes outside it, nor read-only bytes', () => {
-    const readOnly = [PCI_VENDOR_ID, PCI_VENDOR_ID + 1, PCI_DEVICE_ID, PCI_DEVICE_ID + 1, PCI_REVISION_ID, PCI_CLASS_PROG, 0x0a, 0x0b, PCI_HEADER_TYPE, PCI_BIST, PCI_INTERRUPT_PIN, PCI_CAPABILITY_LIST, 0x40, 0x41];
+    const readOnly = [
+      PCI_VENDOR_ID,
+      PCI_VENDOR_ID + 1,
+      PCI_DEVICE_ID,
+      PCI_DEVICE_ID + 1,
+      PCI_REVISION_ID,
+      PCI_CLASS_PROG,
+      0x0a,
+      0x0b,
+      PCI_HEADER_TYPE,
+      PCI_BIST,
+      PCI_INTERRUPT_PIN,
+      PCI_CAPABILITY_LIST,
+      0x40,
+      0x41,
+    ];
     const access = fc.constantFrom<1 | 2 | 4>(1, 2, 4).chain((size) =>
       fc.record({
         size: fc.constant(size),
@@ -316,9 +327,24 @@ describe('PciConfigSpace BAR sizing', () => {
 
   test('property: guest sizing recovers each BAR definition and restores the address', () => {
     const barDef = fc.oneof(
-      fc.record({ index: fc.integer({ min: 0, max: 5 }), kind: fc.constant<'io'>('io'), log2: fc.integer({ min: 2, max: 16 }), prefetchable: fc.constant(false) }),
-      fc.record({ index: fc.integer({ min: 0, max: 5 }), kind: fc.constant<'mem32'>('mem32'), log2: fc.integer({ min: 4, max: 31 }), prefetchable: fc.boolean() }),
-      fc.record({ index: fc.integer({ min: 0, max: 4 }), kind: fc.constant<'mem64'>('mem64'), log2: fc.integer({ min: 4, max: 63 }), prefetchable: fc.boolean() }),
+      fc.record({
+        index: fc.integer({ min: 0, max: 5 }),
+        kind: fc.constant<'io'>('io'),
+        log2: fc.integer({ min: 2, max: 16 }),
+        prefetchable: fc.constant(false),
+      }),
+      fc.record({
+        index: fc.integer({ min: 0, max: 5 }),
+        kind: fc.constant<'mem32'>('mem32'),
+        log2: fc.integer({ min: 4, max: 31 }),
+        prefetchable: fc.boolean(),
+      }),
+      fc.record({
+        index: fc.integer({ min: 0, max: 4 }),
+        kind: fc.constant<'mem64'>('mem64'),
+        log2: fc.integer({ min: 4, max: 63 }),
+        prefetchable: fc.boolean(),
+      }),
     );
     fc.assert(
       fc.property(barDef, fc.bigInt({ min: 1n, max: U64 }), ({ index, kind, log2, prefetchable }, seed) => {
@@ -340,7 +366,11 @@ describe('PciConfigSpace BAR sizing', () => {
 });
 
 /** The BARs decoding now, as [index, address]. */
-const decodingAt = (cs: PciConfigSpace) => cs.bars().filter((b) => b.decoding).map((b) => [b.index, b.address]);
+const decodingAt = (cs: PciConfigSpace) =>
+  cs
+    .bars()
+    .filter((b) => b.decoding)
+    .map((b) => [b.index, b.address]);
 
 describe('PciConfigSpace decode gating', () => {
   test('BAR register keeps its value while MEM is off; MEM 0->1 maps, 1->0 unmaps', () => {
@@ -457,7 +487,10 @@ describe('PciConfigSpace capabilities', () => {
       { id: 0x11, offset: 0x50 },
     ]);
     assert.deepEqual(cs.capabilities(), walked);
-    assert.deepEqual([0x42, 0x43, 0x44].map((at) => cs.read(at, 1)), [0x05, 0xaa, 0xbb]);
+    assert.deepEqual(
+      [0x42, 0x43, 0x44].map((at) => cs.read(at, 1)),
+      [0x05, 0xaa, 0xbb],
+    );
     assert.equal(cs.read(0x4c, 4), 0x4433_2211);
     assert.equal(cs.read(0x52, 1), 0x01);
   });
@@ -491,8 +524,26 @@ describe('PciConfigSpace definitions', () => {
     ['class too wide', { ...NIC, classCode: 0x1000000 }],
     ['BAR index 6', { ...NIC, bars: [{ index: 6, kind: 'mem32', size: 0x1000n }] }],
     ['mem64 at BAR5', { ...NIC, bars: [{ index: 5, kind: 'mem64', size: 0x1000n }] }],
-    ['mem64 overlapping the next BAR', { ...NIC, bars: [{ index: 0, kind: 'mem64', size: 0x1000n }, { index: 1, kind: 'io', size: 4n }] }],
-    ['duplicate index', { ...NIC, bars: [{ index: 0, kind: 'io', size: 4n }, { index: 0, kind: 'io', size: 4n }] }],
+    [
+      'mem64 overlapping the next BAR',
+      {
+        ...NIC,
+        bars: [
+          { index: 0, kind: 'mem64', size: 0x1000n },
+          { index: 1, kind: 'io', size: 4n },
+        ],
+      },
+    ],
+    [
+      'duplicate index',
+      {
+        ...NIC,
+        bars: [
+          { index: 0, kind: 'io', size: 4n },
+          { index: 0, kind: 'io', size: 4n },
+        ],
+      },
+    ],
     ['size not a power of two', { ...NIC, bars: [{ index: 0, kind: 'mem32', size: 0x3000n }] }],
     ['mem smaller than 16', { ...NIC, bars: [{ index: 0, kind: 'mem32', size: 8n }] }],
     ['io smaller than 4', { ...NIC, bars: [{ index: 0, kind: 'io', size: 2n }] }],
@@ -569,6 +620,12 @@ describe('PciConfigSpace sharing between threads', () => {
     assert.deepEqual(reply.decoding, [0, 1]);
     assert.equal(first.read(PCI_BASE_ADDRESS_0, 4), 0xfebf_0000);
     assert.equal(first.command(), PCI_COMMAND_IO | PCI_COMMAND_MEMORY);
-    assert.deepEqual(first.bars().filter((b) => b.decoding).map((b) => b.index), [0, 1]);
+    assert.deepEqual(
+      first
+        .bars()
+        .filter((b) => b.decoding)
+        .map((b) => b.index),
+      [0, 1],
+    );
   });
 });

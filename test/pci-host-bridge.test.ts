@@ -106,7 +106,13 @@ describe('PciHostBridge configuration mechanism #1', () => {
     const bridge = new PciHostBridge();
     bridge.pioWrite(ADDRESS, 4, PciHostBridge.configAddress(0, 3, 0, 0x10));
     const latch = bridge.pioRead(ADDRESS, 4);
-    for (const [port, size] of [[0xcf8, 1], [0xcf8, 2], [0xcf9, 1], [0xcfa, 2], [0xcfb, 1]] as [number, 1 | 2][]) {
+    for (const [port, size] of [
+      [0xcf8, 1],
+      [0xcf8, 2],
+      [0xcf9, 1],
+      [0xcfa, 2],
+      [0xcfb, 1],
+    ] as [number, 1 | 2][]) {
       bridge.pioWrite(port, size, 0);
       assert.equal(bridge.pioRead(port, size), size === 1 ? 0xff : 0xffff, `port 0x${port.toString(16)}/${size}`);
     }
@@ -128,7 +134,14 @@ describe('PciHostBridge configuration mechanism #1', () => {
 
   test('absent functions and other buses read all ones by size; writes go nowhere', () => {
     const { bridge } = machine();
-    for (const [bus, dev, fn] of [[0, 5, 0], [0, 3, 2], [0, 0, 1], [1, 0, 0], [1, 3, 0], [255, 31, 7]]) {
+    for (const [bus, dev, fn] of [
+      [0, 5, 0],
+      [0, 3, 2],
+      [0, 0, 1],
+      [1, 0, 0],
+      [1, 3, 0],
+      [255, 31, 7],
+    ]) {
       assert.equal(cf8Read(bridge, bus, dev, fn, 0, 4), 0xffff_ffff);
       assert.equal(cf8Read(bridge, bus, dev, fn, 2, 2), 0xffff);
       assert.equal(cf8Read(bridge, bus, dev, fn, 0x3d, 1), 0xff);
@@ -145,7 +158,10 @@ describe('PciHostBridge configuration mechanism #1', () => {
     assert.equal(bridge.pioRead(DATA, 4), 0x1042_1af4);
     assert.equal(bridge.pioRead(DATA, 2), 0x1af4);
     assert.equal(bridge.pioRead(DATA + 2, 2), 0x1042);
-    assert.deepEqual([0, 1, 2, 3].map((k) => bridge.pioRead(DATA + k, 1)), [0xf4, 0x1a, 0x42, 0x10]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((k) => bridge.pioRead(DATA + k, 1)),
+      [0xf4, 0x1a, 0x42, 0x10],
+    );
     // Bits 1:0 of CONFIG_ADDRESS do not select a byte: only the data port offset does.
     bridge.pioWrite(ADDRESS, 4, PciHostBridge.configAddress(0, 3, 0, PCI_VENDOR_ID) | 2);
     assert.equal(bridge.pioRead(DATA, 2), 0x1af4);
@@ -211,7 +227,13 @@ describe('PciHostBridge ECAM', () => {
     ecamWrite(bridge, 0, 3, 0, PCI_BASE_ADDRESS_0 + 4, 4, 0xfebf_1000);
     assert.equal(disk.bar(1)?.decoding, false);
     cf8Write(bridge, 0, 3, 0, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
-    assert.deepEqual(disk.bars().filter((b) => b.decoding).map((b) => [b.index, b.address]), [[1, 0xfebf_1000n]]);
+    assert.deepEqual(
+      disk
+        .bars()
+        .filter((b) => b.decoding)
+        .map((b) => [b.index, b.address]),
+      [[1, 0xfebf_1000n]],
+    );
   });
 });
 
@@ -219,7 +241,10 @@ describe('PciHostBridge attach', () => {
   test('rejects taken slots and out-of-range device or function numbers', () => {
     const { bridge } = machine();
     const f: PciFunction = { name: 'dummy', configRead: () => 0, configWrite: () => {} };
-    assert.throws(() => bridge.attach(3, 0, f), (e: unknown) => e instanceof PciSlotError && /taken by disk/.test(e.message));
+    assert.throws(
+      () => bridge.attach(3, 0, f),
+      (e: unknown) => e instanceof PciSlotError && /taken by disk/.test(e.message),
+    );
     assert.throws(() => bridge.attach(32, 0, f), PciSlotError);
     assert.throws(() => bridge.attach(-1, 0, f), PciSlotError);
     assert.throws(() => bridge.attach(4, 8, f), PciSlotError);
@@ -242,7 +267,11 @@ describe('PciHostBridge attach', () => {
     bridge.pioWrite(DATA + 2, 2, 0);
     bridge.ecamRead(PciHostBridge.ecamOffset(0, 1, 0, 0x42), 4);
     for (const [, offset, size] of seen) assert.equal(offset % size, 0, JSON.stringify(seen));
-    assert.deepEqual(seen.slice(0, 3), [['r', 0x41, 1], ['r', 0x42, 1], ['w', 0x42, 2]]);
+    assert.deepEqual(seen.slice(0, 3), [
+      ['r', 0x41, 1],
+      ['r', 0x42, 1],
+      ['w', 0x42, 2],
+    ]);
   });
 });
 
@@ -299,7 +328,18 @@ describe('PciHostBridge sharing between threads', () => {
 
 describe('PciHostBridge: CF8 and ECAM agree', () => {
   // Present: 00:00.0, 00:03.0, 00:03.1, 00:03.6, 00:13.3; absent: the rest.
-  const SLOTS: [number, number, number][] = [[0, 0, 0], [0, 3, 0], [0, 3, 1], [0, 3, 2], [0, 3, 6], [0, 0x13, 3], [0, 4, 0], [0, 0x13, 7], [1, 0, 0], [1, 3, 0]];
+  const SLOTS: [number, number, number][] = [
+    [0, 0, 0],
+    [0, 3, 0],
+    [0, 3, 1],
+    [0, 3, 2],
+    [0, 3, 6],
+    [0, 0x13, 3],
+    [0, 4, 0],
+    [0, 0x13, 7],
+    [1, 0, 0],
+    [1, 3, 0],
+  ];
   const access = fc.record({
     slot: fc.constantFrom(...SLOTS),
     size: fc.constantFrom<1 | 2 | 4>(1, 2, 4),
@@ -315,7 +355,14 @@ describe('PciHostBridge: CF8 and ECAM agree', () => {
     fc.assert(
       fc.property(fc.array(access, { minLength: 1, maxLength: 40 }), (ops) => {
         const { bridge } = machine();
-        for (const { slot: [bus, dev, fn], size, reg: random, value, viaCf8, hot } of ops) {
+        for (const {
+          slot: [bus, dev, fn],
+          size,
+          reg: random,
+          value,
+          viaCf8,
+          hot,
+        } of ops) {
           const reg = aligned(hot ?? random, size);
           if (viaCf8) cf8Write(bridge, bus, dev, fn, reg, size, value);
           else ecamWrite(bridge, bus, dev, fn, reg, size, value);
@@ -334,7 +381,13 @@ describe('PciHostBridge: CF8 and ECAM agree', () => {
       fc.property(fc.array(access, { minLength: 1, maxLength: 40 }), (ops) => {
         const a = machine();
         const b = machine();
-        for (const { slot: [bus, dev, fn], size, reg: random, value, hot } of ops) {
+        for (const {
+          slot: [bus, dev, fn],
+          size,
+          reg: random,
+          value,
+          hot,
+        } of ops) {
           const reg = aligned(hot ?? random, size);
           cf8Write(a.bridge, bus, dev, fn, reg, size, value);
           ecamWrite(b.bridge, bus, dev, fn, reg, size, value);

@@ -28,7 +28,9 @@ const request = fc
   )
   .map((r) => stringifyQmpJson(r));
 
-const nested = fc.tuple(fc.integer({ min: 1, max: 3000 }), fc.constantFrom('[', '{"a":')).map(([n, open]) => `{"execute":"query-status","id":${open.repeat(n)}1${(open === '[' ? ']' : '}').repeat(n)}}`);
+const nested = fc
+  .tuple(fc.integer({ min: 1, max: 3000 }), fc.constantFrom('[', '{"a":'))
+  .map(([n, open]) => `{"execute":"query-status","id":${open.repeat(n)}1${(open === '[' ? ']' : '}').repeat(n)}}`);
 
 const line = fc.oneof(
   request,
@@ -95,21 +97,26 @@ test('fuzz: the JSON reader agrees with JSON.parse on valid JSON and names its e
 test('fuzz: framing does not depend on how the stream is cut, and holds at most its bound', () => {
   const max = 256;
   fc.assert(
-    fc.property(fc.array(fc.oneof(line, fc.string({ minLength: 200, maxLength: 600 })), { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 20 }), fc.constantFrom('\n', '\r\n', '\r', ''), (lines, cuts, sep) => {
-      const bytes = Buffer.from(lines.join(sep) + '\n', 'utf8');
-      const whole = new QmpInputFramer(max).push(bytes);
-      const framer = new QmpInputFramer(max);
-      const pieces: FramedInput[] = [];
-      let at = 0;
-      for (const c of [...cuts.map((c) => c % (bytes.length + 1))].sort((a, b) => a - b)) {
-        pieces.push(...framer.push(bytes.subarray(at, c)));
-        assert.ok(framer.pendingBytes <= max, `holds ${framer.pendingBytes} bytes`);
-        at = c;
-      }
-      pieces.push(...framer.push(bytes.subarray(at)));
-      assert.deepEqual(pieces, whole);
-      for (const p of whole) if (p.kind === 'message') assert.ok(Buffer.byteLength(p.text) <= max);
-    }),
+    fc.property(
+      fc.array(fc.oneof(line, fc.string({ minLength: 200, maxLength: 600 })), { maxLength: 12 }),
+      fc.array(fc.nat(), { maxLength: 20 }),
+      fc.constantFrom('\n', '\r\n', '\r', ''),
+      (lines, cuts, sep) => {
+        const bytes = Buffer.from(lines.join(sep) + '\n', 'utf8');
+        const whole = new QmpInputFramer(max).push(bytes);
+        const framer = new QmpInputFramer(max);
+        const pieces: FramedInput[] = [];
+        let at = 0;
+        for (const c of [...cuts.map((c) => c % (bytes.length + 1))].sort((a, b) => a - b)) {
+          pieces.push(...framer.push(bytes.subarray(at, c)));
+          assert.ok(framer.pendingBytes <= max, `holds ${framer.pendingBytes} bytes`);
+          at = c;
+        }
+        pieces.push(...framer.push(bytes.subarray(at)));
+        assert.deepEqual(pieces, whole);
+        for (const p of whole) if (p.kind === 'message') assert.ok(Buffer.byteLength(p.text) <= max);
+      },
+    ),
     { numRuns: 500 },
   );
 });

@@ -63,13 +63,20 @@ function shape(v: unknown, at = ''): Record<string, string> {
   return out;
 }
 
-const sameShape = (a: Record<string, string>, b: Record<string, string>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+const sameShape = (a: Record<string, string>, b: Record<string, string>) =>
+  JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
 
 /** Stands in for a Vm: what vmQmpTarget reads and calls. */
 function fakeVm() {
   let state: RunState = 'prelaunch';
   const vm = {
-    machine: { runState: { get state() { return state; } } },
+    machine: {
+      runState: {
+        get state() {
+          return state;
+        },
+      },
+    },
     pause: async () => {
       if (state !== 'running') return false;
       state = 'paused';
@@ -152,7 +159,10 @@ async function record(): Promise<{ greeting: Received; exchanges: Map<string, Re
   };
   const greeting = (await settle())[0]!;
   const exchanges = new Map<string, Received[]>();
-  const scriptSends = transcript.exchanges.map((e) => ({ name: e.name, send: e.name === 'nesting-limit' ? `{"execute":"query-status","id":${'['.repeat(1100)}${']'.repeat(1100)}}` : e.send }));
+  const scriptSends = transcript.exchanges.map((e) => ({
+    name: e.name,
+    send: e.name === 'nesting-limit' ? `{"execute":"query-status","id":${'['.repeat(1100)}${']'.repeat(1100)}}` : e.send,
+  }));
   for (const { name, send } of scriptSends) {
     c.write(`${send}\n`);
     exchanges.set(name, await settle());
@@ -178,8 +188,14 @@ test(`QMP replies and events have the shapes ${transcript.qemu} gives`, async ()
     const got = ours.exchanges.get(ex.name)!;
     const qemuReplies = ex.received.filter((m) => !isEvent(m));
     const ourReplies = got.filter((m) => !isEvent(m));
-    const qemuEvents = ex.received.filter(isEvent).map((m) => m.json.event).sort();
-    const ourEvents = got.filter(isEvent).map((m) => m.json.event).sort();
+    const qemuEvents = ex.received
+      .filter(isEvent)
+      .map((m) => m.json.event)
+      .sort();
+    const ourEvents = got
+      .filter(isEvent)
+      .map((m) => m.json.event)
+      .sort();
     if (ex.name === 'system_powerdown') {
       // On purpose: QEMU presses an ACPI power button (POWERDOWN, then {}); tsvmm has none and says so.
       assert.equal((ourReplies[0]?.json.error as { class: string } | undefined)?.class, 'GenericError', ex.name);
@@ -209,7 +225,8 @@ test(`QMP replies and events have the shapes ${transcript.qemu} gives`, async ()
     // The id: present exactly when QEMU echoes one, and the same text (64-bit ids included).
     const idText = (r: Received) => /"id": ?(-?\d+)[,}]/.exec(r.raw)?.[1];
     if ('id' in q !== 'id' in o) problems.push(`${ex.name}: id ${'id' in o ? 'echoed' : 'missing'} in tsvmm, ${'id' in q ? 'echoed' : 'missing'} in QEMU`);
-    if (idText(qemuReplies[0]!) !== idText(ourReplies[0])) problems.push(`${ex.name}: id ${idText(ourReplies[0])} in tsvmm, ${idText(qemuReplies[0]!)} in QEMU`);
+    if (idText(qemuReplies[0]!) !== idText(ourReplies[0]))
+      problems.push(`${ex.name}: id ${idText(ourReplies[0])} in tsvmm, ${idText(qemuReplies[0]!)} in QEMU`);
     if (JSON.stringify(ourEvents) !== JSON.stringify(qemuEvents)) problems.push(`${ex.name}: events ${ourEvents} in tsvmm, ${qemuEvents} in QEMU`);
     for (const e of got.filter(isEvent)) {
       const qe = ex.received.find((m) => m.json.event === e.json.event)!;
@@ -225,8 +242,25 @@ test('query-pci regions carry the downstream member that QEMU has no place for',
   const ours = await tsvmmTranscript();
   const reply = ours.exchanges.get('query-pci')![0]!.json.return as { devices: { regions: Record<string, unknown>[] }[] }[];
   const regions = reply[0]!.devices[1]!.regions;
-  assert.deepEqual(regions[0], { bar: 0, type: 'memory', address: 0xe000_0000, size: 4096, prefetch: false, mem_type_64: true, '__org.tsvmm_bar-state': { decode: true, 'host-mapping': true } });
+  assert.deepEqual(regions[0], {
+    bar: 0,
+    type: 'memory',
+    address: 0xe000_0000,
+    size: 4096,
+    prefetch: false,
+    mem_type_64: true,
+    '__org.tsvmm_bar-state': { decode: true, 'host-mapping': true },
+  });
   // Not decoding: QEMU's -1 address, and the member says why.
   assert.deepEqual(regions[1], { bar: 2, type: 'io', address: -1, size: 32, '__org.tsvmm_bar-state': { decode: false, 'host-mapping': false } });
-  assert.deepEqual(reply[0]!.devices[0], { bus: 0, slot: 0, function: 0, class_info: { class: 0x0600, desc: 'Host bridge' }, id: { vendor: 0x8086, device: 0x29c0, 'subsystem-vendor': 0, subsystem: 0 }, irq_pin: 0, qdev_id: 'host-bridge', regions: [] });
+  assert.deepEqual(reply[0]!.devices[0], {
+    bus: 0,
+    slot: 0,
+    function: 0,
+    class_info: { class: 0x0600, desc: 'Host bridge' },
+    id: { vendor: 0x8086, device: 0x29c0, 'subsystem-vendor': 0, subsystem: 0 },
+    irq_pin: 0,
+    qdev_id: 'host-bridge',
+    regions: [],
+  });
 });

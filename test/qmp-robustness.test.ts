@@ -32,7 +32,10 @@ test('session: duplicate keys and "arguments": null are refused as QEMU refuses 
   const { ask, target } = await negotiated();
   assert.equal(desc(await ask('{"execute":"stop","id":1,"id":2}')), 'JSON parse error, duplicate key');
   assert.equal(desc(await ask('{"execute":"stop","arguments":{"a":1,"a":1}}')), 'JSON parse error, duplicate key');
-  assert.deepEqual(await ask('{"execute":"stop","arguments":null,"id":3}'), { error: { class: 'GenericError', desc: "QMP input member 'arguments' must be an object" }, id: 3 });
+  assert.deepEqual(await ask('{"execute":"stop","arguments":null,"id":3}'), {
+    error: { class: 'GenericError', desc: "QMP input member 'arguments' must be an object" },
+    id: 3,
+  });
   assert.deepEqual(target.calls, [], 'no refused request ran');
   // "__proto__" is a key like any other: an unexpected member, not the request's prototype.
   assert.equal(desc(await ask('{"execute":"query-status","__proto__":{"execute":"stop"}}')), "QMP input member '__proto__' is unexpected");
@@ -101,7 +104,9 @@ async function withServer(fn: (p: string, target: RecordingTarget, server: QmpSe
 test('server: 64-bit integer ids are echoed digit for digit', async () => {
   await withServer(async (p) => {
     const c = await rawClient(p);
-    c.write('{"execute":"qmp_capabilities"}\n{"execute":"query-status","id":9223372036854775807}\n{"execute":"query-status","id":18446744073709551615}\n{"execute":"query-status","id":-9223372036854775808}\n');
+    c.write(
+      '{"execute":"qmp_capabilities"}\n{"execute":"query-status","id":9223372036854775807}\n{"execute":"query-status","id":18446744073709551615}\n{"execute":"query-status","id":-9223372036854775808}\n',
+    );
     const l = await c.waitLines(5);
     assert.match(l[2]!, /"id": ?9223372036854775807[,}]/);
     assert.match(l[3]!, /"id": ?18446744073709551615[,}]/);
@@ -180,7 +185,10 @@ test('socket path: over 107 bytes and empty are refused with a clear error', asy
   const dir = tmpDir();
   const long = path.join(dir, 'x'.repeat(108 - dir.length - 1) + '.sock');
   assert.ok(Buffer.byteLength(long) > 107);
-  await assert.rejects(QmpServer.listen(long, new RecordingTarget()), (e: Error) => e instanceof QmpSocketError && /at most 107/.test(e.message) && e.message.includes(long));
+  await assert.rejects(
+    QmpServer.listen(long, new RecordingTarget()),
+    (e: Error) => e instanceof QmpSocketError && /at most 107/.test(e.message) && e.message.includes(long),
+  );
   assert.equal(fs.readdirSync(dir).length, 0, 'nothing was left behind');
   const exact = path.join(dir, 'y'.repeat(107 - dir.length - 1));
   assert.equal(Buffer.byteLength(exact), 107);
@@ -193,7 +201,7 @@ test('socket path: over 107 bytes and empty are refused with a clear error', asy
   await assert.rejects(QmpServer.listen('', new RecordingTarget()), (e: Error) => e instanceof QmpSocketError && /empty/.test(e.message));
 });
 
-test('CLI: --qmp \'\' and an over-long --qmp path exit 2 before anything runs', async () => {
+test("CLI: --qmp '' and an over-long --qmp path exit 2 before anything runs", async () => {
   const empty = await runCli(['run', '--guest', 'hello', '--qmp', '']);
   assert.equal(empty.code, 2, empty.stderr);
   assert.match(empty.stderr, /--qmp needs a socket path/);
@@ -205,7 +213,10 @@ test('CLI: --qmp \'\' and an over-long --qmp path exit 2 before anything runs', 
 
 test('socket path: a live server is not taken over, and a server removes only its own socket', async () => {
   await withServer(async (p) => {
-    await assert.rejects(QmpServer.listen(p, new RecordingTarget()), (e: Error) => e instanceof QmpSocketError && /another server is listening/.test(e.message));
+    await assert.rejects(
+      QmpServer.listen(p, new RecordingTarget()),
+      (e: Error) => e instanceof QmpSocketError && /another server is listening/.test(e.message),
+    );
     const c = await rawClient(p);
     assert.match((await c.waitLines(1))[0]!, /"QMP"/, 'the first server still answers');
     c.sock.destroy();

@@ -18,4 +18,3 @@ export class RecordingTarget implements QmpTarget {
   quit = () => void this.calls.push('quit');
   vcpuThreads = () => [{ index: 0, threadId: 1 }];
 }
-

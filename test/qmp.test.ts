@@ -125,7 +125,10 @@ test('terminal states produce the events QEMU sends', () => {
   assert.deepEqual(terminalEvents('shutdown', 'guest-shutdown'), [['SHUTDOWN', { guest: true, reason: 'guest-shutdown' }]]);
   assert.deepEqual(terminalEvents('shutdown', 'host-qmp-quit'), [['SHUTDOWN', { guest: false, reason: 'host-qmp-quit' }]]);
   assert.deepEqual(terminalEvents('internal-error', 'guest-shutdown'), [['STOP', {}]]);
-  assert.deepEqual(terminalEvents('guest-panicked', 'guest-shutdown').map(([n]) => n), ['GUEST_PANICKED', 'STOP']);
+  assert.deepEqual(
+    terminalEvents('guest-panicked', 'guest-shutdown').map(([n]) => n),
+    ['GUEST_PANICKED', 'STOP'],
+  );
 });
 
 const tmpSocket = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-qmp-')), 'qmp.sock');

@@ -3,7 +3,16 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Command, CommanderError } from 'commander';
 import { runCli } from './cli';
-import { formatSimReport, registerSimCommand, runSim, simExitCode, simOptionsFrom, validateSimOptions, SIM_DEFAULTS, type SimCliOptions } from '../src/cli/sim-command';
+import {
+  formatSimReport,
+  registerSimCommand,
+  runSim,
+  simExitCode,
+  simOptionsFrom,
+  validateSimOptions,
+  SIM_DEFAULTS,
+  type SimCliOptions,
+} from '../src/cli/sim-command';
 
 const base: SimCliOptions = {
   kernel: 'unpatched',
@@ -53,7 +62,11 @@ describe('tsvmm sim options', () => {
       [['--bound', 'x'], /--bound must be an integer, got 'x'/],
       [['--exhaustive', '--random'], /cannot be combined/],
     ] as const) {
-      assert.throws(() => make().parse(['node', 'tsvmm', 'sim', ...args]), (e: unknown) => e instanceof CommanderError && e.exitCode !== 0 && pattern.test(e.message), args.join(' '));
+      assert.throws(
+        () => make().parse(['node', 'tsvmm', 'sim', ...args]),
+        (e: unknown) => e instanceof CommanderError && e.exitCode !== 0 && pattern.test(e.message),
+        args.join(' '),
+      );
     }
   });
 });
@@ -77,7 +90,20 @@ describe('tsvmm sim reports', () => {
     const r = await runCli(['sim', '--bound', '1', '--toggles', '2', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
-    for (const f of ['kernel', 'policy', 'barOrder', 'schedules', 'violations', 'vmDeaths', 'badValues', 'livelocks', 'firstViolation', 'violationsByKind', 'wallSeconds']) assert.ok(f in j, f);
+    for (const f of [
+      'kernel',
+      'policy',
+      'barOrder',
+      'schedules',
+      'violations',
+      'vmDeaths',
+      'badValues',
+      'livelocks',
+      'firstViolation',
+      'violationsByKind',
+      'wallSeconds',
+    ])
+      assert.ok(f in j, f);
     assert.equal(j.kernel, 'unpatched');
     assert.equal(j.policy, 'tsvmm');
     assert.equal(j.violations, 0);

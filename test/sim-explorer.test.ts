@@ -15,7 +15,10 @@ const sim = (o: Partial<SimOptions>): SimOptions => ({ ...DEFAULT_SIM_OPTIONS, .
 
 /** A policy built from another, with some methods replaced (planted bugs). */
 /** A policy with some rules replaced. The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
-function planted(base: VmmPersona, patch: Partial<Pick<VmmPersona, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>): VmmPersona {
+function planted(
+  base: VmmPersona,
+  patch: Partial<Pick<VmmPersona, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>,
+): VmmPersona {
   return {
     ...(patch.explainedWithoutLock ? { explainedWithoutLock: patch.explainedWithoutLock } : {}),
     ...(patch.retryWithoutLock ? { retryWithoutLock: patch.retryWithoutLock } : {}),
@@ -38,7 +41,11 @@ describe('tsvmm survives every interleaving within the bound', () => {
           const r = explore(sim({ kernel, barOrder, hostRevoke }), EXHAUSTIVE(1));
           assert.equal(r.complete, true);
           assert.ok(r.schedules > 50, `only ${r.schedules} schedules`);
-          assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+          assert.equal(
+            r.violations,
+            0,
+            r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`,
+          );
           if (barOrder === 'qemu' || hostRevoke) assert.ok(r.schedulesWithKernelFaults > 0, 'the race window was reached');
         });
       }
@@ -94,7 +101,10 @@ describe('reference policies die', () => {
     for (const kernel of ['unpatched', 'patched'] as const) {
       const r = explore(sim({ kernel, policy: 'cloud-hypervisor' }), EXHAUSTIVE(1));
       assert.ok(r.violationsByKind['vm-death'] > 0, kernel);
-      assert.match(r.firstViolation!.lines[0]!, kernel === 'unpatched' ? /^VCPU generated error: VcpuRun\(Bad address\)$/ : /^Unexpected exit reason on vcpu run: MemoryFault/);
+      assert.match(
+        r.firstViolation!.lines[0]!,
+        kernel === 'unpatched' ? /^VCPU generated error: VcpuRun\(Bad address\)$/ : /^Unexpected exit reason on vcpu run: MemoryFault/,
+      );
     }
   });
 });
@@ -124,7 +134,11 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) => planted(base, { explainedWithoutLock: (errno) => errno === 14, retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }) }),
+      policyOverride: (base) =>
+        planted(base, {
+          explainedWithoutLock: (errno) => errno === 14,
+          retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }),
+        }),
     });
     const r = explore(s, EXHAUSTIVE(1));
     assert.ok(r.violationsByKind.livelock > 0);
@@ -139,7 +153,11 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) => planted(base, { explainedWithoutLock: (e, f, v) => base.explainedWithoutLock!(e, f, v), retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }) }),
+      policyOverride: (base) =>
+        planted(base, {
+          explainedWithoutLock: (e, f, v) => base.explainedWithoutLock!(e, f, v),
+          retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }),
+        }),
     });
     const r = explore(s, EXHAUSTIVE(1));
     assert.equal(r.violations, 0, r.firstViolation?.message);
@@ -160,7 +178,12 @@ describe('planted bugs are caught', () => {
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind['vm-death'] > 0);
     const lines = r.firstViolation!.lines;
-    assert.match(lines[0]!, new RegExp(`^tsvmm: refault loop on vCPU 0: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 size 0x1000 flags 0x0 in pt0 BAR0 .* retried ${MAX_RETRIES_WITHOUT_PROGRESS + 1} times without any memory-map change`));
+    assert.match(
+      lines[0]!,
+      new RegExp(
+        `^tsvmm: refault loop on vCPU 0: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 size 0x1000 flags 0x0 in pt0 BAR0 .* retried ${MAX_RETRIES_WITHOUT_PROGRESS + 1} times without any memory-map change`,
+      ),
+    );
     assert.match(lines[1]!, /^  pt0 BAR0 \[0xc0000000, \+0x1000\) decode on, host mapping revoked, memslot present$/);
     assert.equal(r.violationsByKind.livelock, 0, 'the guard stops it before the livelock bound');
   });
@@ -181,7 +204,11 @@ describe('planted bugs are caught', () => {
         const write = h.regionWrite.bind(h);
         h.regionWrite = (i, o, l, v) => {
           if (!h.heldAway()) return write(i, o, l, v);
-          w.hostMemory.pwrite(w.hostMemory.fileAt(w.machine.passthrough[0]!.host.regions()[0]!.hostAddress!)!.fd, new Uint8Array(new BigUint64Array([v]).buffer).subarray(0, l), Number(o));
+          w.hostMemory.pwrite(
+            w.hostMemory.fileAt(w.machine.passthrough[0]!.host.regions()[0]!.hostAddress!)!.fd,
+            new Uint8Array(new BigUint64Array([v]).buffer).subarray(0, l),
+            Number(o),
+          );
           return true;
         };
       },
@@ -196,7 +223,9 @@ describe('planted bugs are caught', () => {
     // that entered after the device write revoked the mapping, but before the memslot was deleted,
     // faulted through the stale memslot and was then declared fatal. Keep that bug caught.
     const old = (base: VmmPersona) =>
-      planted(base, { onRunError: (e, f, v) => base.onRunError(e, f, { vcpu: v.vcpu, guard: v.guard, revocationGenerationAtEntry: v.revocationGenerationAtEntry }) });
+      planted(base, {
+        onRunError: (e, f, v) => base.onRunError(e, f, { vcpu: v.vcpu, guard: v.guard, revocationGenerationAtEntry: v.revocationGenerationAtEntry }),
+      });
     const cases = [
       { o: { barOrder: 'qemu' as const }, bound: 1 },
       // Host revoke, then a vCPU enters, then the guest's MEM clear deletes the memslot: two deviations.
@@ -226,7 +255,10 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
         assert.match(lines.join('\n'), /outside any passthrough BAR/);
         assert.match(lines[lines.length - 1]!, new RegExp(`load8 ${gpa}`));
       } else {
-        assert.ok(lines.slice(0, -1).some((l) => l.includes(gpa)), lines.join('\n'));
+        assert.ok(
+          lines.slice(0, -1).some((l) => l.includes(gpa)),
+          lines.join('\n'),
+        );
       }
     });
   }
@@ -235,7 +267,11 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
     test(`${kernel}, two devices, the host holds pt0 away: the fault is diagnosed as outside every BAR on every schedule (exhaustive, bound 2)`, () => {
       const r = explore(sim({ kernel, ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1 }), EXHAUSTIVE(2));
       assert.equal(r.complete, true);
-      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+      assert.equal(
+        r.violations,
+        0,
+        r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`,
+      );
     });
   }
 
@@ -248,22 +284,38 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
           return base.onRunError(e, f, { ...v, barRevokedAtEntry: () => any });
         },
       });
-    const two = explore(sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }), EXHAUSTIVE(2));
+    const two = explore(
+      sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }),
+      EXHAUSTIVE(2),
+    );
     assert.ok(two.violationsByKind['missed-stop'] > 0, 'caught');
     assert.match(two.firstViolation!.message, /do not say it is outside every passthrough BAR: tsvmm: refault loop/);
     // With one device the old rule was right: nothing to catch.
-    const one = explore(sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }), EXHAUSTIVE(2));
+    const one = explore(
+      sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }),
+      EXHAUSTIVE(2),
+    );
     assert.equal(one.violations, 0, one.firstViolation?.message);
   });
 
   test('a policy that retries every fault never stops: caught', () => {
-    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }), EXHAUSTIVE(0));
+    const r = explore(
+      sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
+      EXHAUSTIVE(0),
+    );
     assert.equal(r.violations, 1);
     assert.equal(r.firstViolation!.kind, 'livelock');
   });
 
   test('a stop whose diagnostics do not name the gpa is caught', () => {
-    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }) }), EXHAUSTIVE(0));
+    const r = explore(
+      sim({
+        kernel: 'patched',
+        ramFault: true,
+        policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }),
+      }),
+      EXHAUSTIVE(0),
+    );
     assert.equal(r.firstViolation?.kind, 'missed-stop');
   });
 });
@@ -318,7 +370,11 @@ describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
       test(`${kernel}, BAR order ${barOrder}: every schedule stops with "hardware memory error (EHWPOISON) at gpa 0xc0000000", never re-entering (exhaustive, bound 1)`, () => {
         const r = explore(sim({ kernel, barOrder, poison: true, hostRevoke: true }), EXHAUSTIVE(1));
         assert.equal(r.complete, true);
-        assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+        assert.equal(
+          r.violations,
+          0,
+          r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`,
+        );
         const run = runSchedule(sim({ kernel, barOrder, poison: true }), (_p, _e, def) => def, true);
         assert.match(run.world.stopLines![0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0xc0000000 size 0x1000 on vCPU 0 \(pt0 BAR0/);
       });
@@ -355,13 +411,20 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
       const r = explore(buggedSim({ barOrder, hostRevoke: true }), EXHAUSTIVE(2));
       assert.equal(r.complete, true);
       assert.ok(r.schedules > 1000, `${r.schedules} schedules`);
-      assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`);
+      assert.equal(
+        r.violations,
+        0,
+        r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`,
+      );
     });
   }
 
   test('random schedules, 3 accessors: 0 violations, and other vCPUs did meet EIO', () => {
     let othersSawEio = 0;
-    const r = explore(buggedSim({ accessors: 3, hostRevoke: true, plant: (w) => w.onFinish.push(() => (othersSawEio += w.vcpusThatSawEio() > 1 ? 1 : 0)) }), RANDOM(300));
+    const r = explore(
+      buggedSim({ accessors: 3, hostRevoke: true, plant: (w) => w.onFinish.push(() => (othersSawEio += w.vcpusThatSawEio() > 1 ? 1 : 0)) }),
+      RANDOM(300),
+    );
     assert.equal(r.violations, 0, r.firstViolation?.message);
     assert.ok(othersSawEio > 0, 'some schedule had a second vCPU enter the bugged VM before the first report (the case that must stay quiet)');
   });

@@ -9,7 +9,7 @@ import { completeMmioRead, decodeExit } from '../src/kvm/exit';
 import { readLe } from '../src/le-bytes';
 import { MemslotError } from '../src/hypervisor/hypervisor';
 import { SimHostMemory } from '../src/sim/host-memory';
-import { SimVcpu, SimVm, type KernelVariant, type SimObserver } from '../src/sim/kernel';
+import { type SimVcpu, SimVm, type KernelVariant, type SimObserver } from '../src/sim/kernel';
 import { accessorProgram, storeValue, type Instruction } from '../src/sim/program';
 
 const GPA = 0xc000_0000n;
@@ -39,7 +39,13 @@ function setup(variant: KernelVariant, program: Instruction[], slice: 'instructi
 }
 
 const load = (width: 1 | 2 | 4 | 8, gpa = GPA): Instruction => ({ op: 'load', width, gpa, tag: { kind: 'id' } });
-const store = (width: 1 | 2 | 4 | 8, value: bigint, gpa = GPA + 0x100n): Instruction => ({ op: 'store', width, gpa, value, tag: { kind: 'scratch', accessor: 0 } });
+const store = (width: 1 | 2 | 4 | 8, value: bigint, gpa = GPA + 0x100n): Instruction => ({
+  op: 'store',
+  width,
+  gpa,
+  value,
+  tag: { kind: 'scratch', accessor: 0 },
+});
 const STOP: Instruction = { op: 'stop' };
 
 function exitOf(v: SimVcpu, ret: number) {
@@ -84,9 +90,15 @@ describe('sim memslots', () => {
   test('overlapping slots are refused with EEXIST, deleting an absent slot with EINVAL', () => {
     const { vm, spec } = setup('patched', [STOP]);
     vm.setMemslot(spec);
-    assert.throws(() => vm.setMemslot({ ...spec, slot: 1, gpa: GPA + 0x800n & ~0xfffn }), (e: unknown) => e instanceof MemslotError && e.errno === 17);
+    assert.throws(
+      () => vm.setMemslot({ ...spec, slot: 1, gpa: (GPA + 0x800n) & ~0xfffn }),
+      (e: unknown) => e instanceof MemslotError && e.errno === 17,
+    );
     vm.deleteMemslot(spec);
-    assert.throws(() => vm.deleteMemslot(spec), (e: unknown) => e instanceof MemslotError && e.errno === 22);
+    assert.throws(
+      () => vm.deleteMemslot(spec),
+      (e: unknown) => e instanceof MemslotError && e.errno === 22,
+    );
   });
 });
 
@@ -131,7 +143,10 @@ describe('sim vCPU exits decode as KVM exits', () => {
     const b = setup('patched', [load(8), load(2), STOP], 'exit');
     b.vm.setMemslot(b.spec);
     assert.equal(exitOf(b.vcpu, b.vcpu.run()).kind, 'hlt');
-    assert.deepEqual(b.retired.map((r) => r.value), [0x1122_3344_5566_7788n, 0x7788n]);
+    assert.deepEqual(
+      b.retired.map((r) => r.value),
+      [0x1122_3344_5566_7788n, 0x7788n],
+    );
   });
 
   test('a store through the memslot lands in the file', () => {
@@ -153,7 +168,7 @@ describe('sim vCPU exits decode as KVM exits', () => {
     vcpu.runPage.setUint32(Run.exitReason, ExitReason.MEMORY_FAULT, true); // stale from before: must be overwritten
     const ret = vcpu.run();
     assert.equal(ret, -14);
-    assert.equal(vcpu.runPage.getUint32(Run.exitReason, true), 0, 'this machine\'s kernel leaves exit_reason 0');
+    assert.equal(vcpu.runPage.getUint32(Run.exitReason, true), 0, "this machine's kernel leaves exit_reason 0");
     assert.deepEqual(exitOf(vcpu, ret), { kind: 'run-error', errno: 14 });
     assert.equal(retired.length, 0);
     assert.equal(vcpu.pc, 0, 'RIP stays on the faulting instruction');
@@ -185,7 +200,10 @@ describe('sim vCPU exits decode as KVM exits', () => {
       assert.deepEqual(e, { kind: 'mmio', gpa: GPA + 4n, len: 4, isWrite: false, data: 0n });
       completeMmioRead(vcpu.runPage, 4, 0xffff_ffffn);
       vcpu.run();
-      assert.deepEqual(retired.map((r) => r.value), [0xffff_ffffn]);
+      assert.deepEqual(
+        retired.map((r) => r.value),
+        [0xffff_ffffn],
+      );
     });
 
     test(`${variant}: after the mapping is restored, the guest reads memory again (mprotect keeps contents)`, () => {
@@ -193,7 +211,10 @@ describe('sim vCPU exits decode as KVM exits', () => {
       assert.equal(vcpu.run(), -14);
       host.setAccessible(hva, 0x1000, true);
       assert.equal(vcpu.run(), -4);
-      assert.deepEqual(retired.map((r) => r.value), [0x1122_3344n]);
+      assert.deepEqual(
+        retired.map((r) => r.value),
+        [0x1122_3344n],
+      );
     });
   }
 
@@ -207,7 +228,7 @@ describe('sim vCPU exits decode as KVM exits', () => {
     assert.equal(exitOf(vcpu, vcpu.run()).kind, 'memory-fault');
   });
 
-  test('deleting a memslot zaps it from every vCPU\'s shadow', () => {
+  test("deleting a memslot zaps it from every vCPU's shadow", () => {
     const { vcpu, vm, spec } = setup('patched', [load(1), load(1), STOP]);
     vm.setMemslot(spec);
     vcpu.run();
@@ -228,7 +249,10 @@ describe('guest programs', () => {
   test('accessor: ID load, unique store, load back per width; store values never contain 0xff', () => {
     const p = accessorProgram(1, GPA);
     assert.equal(p.length, 4 * 3 + 1);
-    assert.deepEqual(p.slice(0, 3).map((i) => i.op), ['load', 'store', 'load']);
+    assert.deepEqual(
+      p.slice(0, 3).map((i) => i.op),
+      ['load', 'store', 'load'],
+    );
     const values = new Set<bigint>();
     for (let k = 0; k < 4; k++) {
       for (const w of [1, 2, 4, 8] as const) {

@@ -18,17 +18,31 @@ test('durations: 90, 90s, 10m, 1h, 1h30m; anything else is refused', () => {
   for (const bad of ['', '0', '0s', '10x', '-5', 'm', '8d', '200h']) assert.throws(() => parseDuration('--soak', bad), /--soak must be a duration/, bad);
 });
 
-const s = (atSeconds: number, rssKiB: number, fds = 20, threads = 10): SoakSample => ({ atSeconds, rssKiB, rssAnonKiB: rssKiB, rssFileKiB: 0, fds, threads, mappings: 100 });
+const s = (atSeconds: number, rssKiB: number, fds = 20, threads = 10): SoakSample => ({
+  atSeconds,
+  rssKiB,
+  rssAnonKiB: rssKiB,
+  rssFileKiB: 0,
+  fds,
+  threads,
+  mappings: 100,
+});
 
 test('the verdict ignores start-up, allows ±10 % RSS and 2 more fds/threads, and names what moved', () => {
   assert.match(soakVerdict([s(0, 50_000), s(60, 100_000)]), /^too short/);
   // Start-up growth (0 -> 60 s) does not count; later noise within the slack passes.
   assert.equal(soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 109_000, 22, 12), s(180, 101_000)]), 'flat');
-  assert.equal(soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 105_000), s(180, 111_000)]), 'growing: RSS 100000 -> 111000 KiB at 180 s (more than 10 % over the baseline at 60 s)');
+  assert.equal(
+    soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 105_000), s(180, 111_000)]),
+    'growing: RSS 100000 -> 111000 KiB at 180 s (more than 10 % over the baseline at 60 s)',
+  );
   assert.equal(soakVerdict([s(0, 1), s(60, 1, 20), s(120, 1, 23), s(180, 1, 21)]), 'growing: fds 20 -> 23 at 120 s');
   // Flat means within ±10 %: a fall of more than 10 % below the baseline fails too (and says so).
   assert.equal(soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 91_000), s(180, 95_000)]), 'flat');
-  assert.equal(soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 89_000), s(180, 95_000)]), 'not flat: RSS 100000 -> 89000 KiB at 120 s (more than 10 % under the baseline at 60 s)');
+  assert.equal(
+    soakVerdict([s(0, 50_000), s(60, 100_000), s(120, 89_000), s(180, 95_000)]),
+    'not flat: RSS 100000 -> 89000 KiB at 120 s (more than 10 % under the baseline at 60 s)',
+  );
   assert.equal(soakFailed('not flat: x'), true);
   assert.equal(soakFailed('growing: x'), true);
   assert.equal(soakFailed('flat'), false);
@@ -36,7 +50,10 @@ test('the verdict ignores start-up, allows ±10 % RSS and 2 more fds/threads, an
   assert.equal(soakVerdict([s(0, 1), s(60, 1, 20, 10), s(120, 1, 20, 13)]), 'growing: threads 10 -> 13 at 120 s');
   // With 30 s samples the baseline is the one at 60 s, not at 30 s.
   assert.equal(soakVerdict([s(0, 50_000), s(30, 80_000), s(60, 100_000), s(90, 109_000), s(120, 105_000)]), 'flat');
-  assert.match(soakVerdict([s(0, 50_000), s(30, 80_000), s(60, 100_000), s(90, 111_000), s(120, 105_000)]), /^growing: RSS 100000 -> 111000 KiB at 90 s \(more than 10 % over the baseline at 60 s\)$/);
+  assert.match(
+    soakVerdict([s(0, 50_000), s(30, 80_000), s(60, 100_000), s(90, 111_000), s(120, 105_000)]),
+    /^growing: RSS 100000 -> 111000 KiB at 90 s \(more than 10 % over the baseline at 60 s\)$/,
+  );
 });
 
 // The mechanism, not the memory behaviour: 8 s is all JIT and heap warm-up, whose RSS may well rise
@@ -57,6 +74,13 @@ test('race --soak on KVM: samples at the interval, a verdict, status 1 exactly w
   assert.deepEqual(Object.keys(last.heaps ?? {}).sort(), ['hostRevoker', 'main', 'vcpu0', 'vcpu1'], JSON.stringify(last));
   assert.ok(last.heaps!.vcpu0!.heapTotal! > 0 && last.rssAnonKiB > 0 && last.rssFileKiB > 0 && last.mappings > 0, JSON.stringify(last));
   // --soak-log: one JSON line per sample, the same samples as the report.
-  const logged = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as SoakSample);
-  assert.deepEqual(logged.map((x) => x.atSeconds), report.soak.samples.map((x) => x.atSeconds));
+  const logged = fs
+    .readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as SoakSample);
+  assert.deepEqual(
+    logged.map((x) => x.atSeconds),
+    report.soak.samples.map((x) => x.atSeconds),
+  );
 });

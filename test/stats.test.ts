@@ -34,9 +34,15 @@ test('threads counting at once on their own rows lose nothing; a read sums every
 });
 
 test('counter indexes are fixed and distinct; rows outside the table are refused with the range', () => {
-  assert.deepEqual(COUNTERS.map((c) => counterIndex(c)), COUNTERS.map((_, i) => i));
+  assert.deepEqual(
+    COUNTERS.map((c) => counterIndex(c)),
+    COUNTERS.map((_, i) => i),
+  );
   const s = new Stats();
-  assert.throws(() => new Stats(s.shared, STATS_ROWS), (e: unknown) => e instanceof StatsRowError && /rows are 0 \(main thread\), 1 to 64 \(vCPU 0 to 63\) and 65 \(the host revoker\)/.test((e as Error).message));
+  assert.throws(
+    () => new Stats(s.shared, STATS_ROWS),
+    (e: unknown) => e instanceof StatsRowError && /rows are 0 \(main thread\), 1 to 64 \(vCPU 0 to 63\) and 65 \(the host revoker\)/.test((e as Error).message),
+  );
   assert.throws(() => new Stats(s.shared, -1), StatsRowError);
   new Stats(s.shared, STATS_ROWS - 1).add('exits.hlt');
   assert.equal(s.get('exits.hlt'), 1);

@@ -10,9 +10,17 @@ test('trace patterns: names, globs, a leading - turns events off, in order', () 
   assert.deepEqual([...eventsFor(['kvm_run_exit'])], ['kvm_run_exit']);
   assert.deepEqual([...eventsFor(['kvm_*'])].sort(), ['kvm_memory_fault', 'kvm_run_exit', 'kvm_set_user_memory']);
   assert.deepEqual([...eventsFor(['pci_update_mappings_???'])].sort(), ['pci_update_mappings_add', 'pci_update_mappings_del']);
-  assert.deepEqual([...eventsFor(['*', '-vfio_*', '-kvm_run_exit'])].sort(), ['kvm_memory_fault', 'kvm_set_user_memory', 'pci_update_mappings_add', 'pci_update_mappings_del']);
+  assert.deepEqual([...eventsFor(['*', '-vfio_*', '-kvm_run_exit'])].sort(), [
+    'kvm_memory_fault',
+    'kvm_set_user_memory',
+    'pci_update_mappings_add',
+    'pci_update_mappings_del',
+  ]);
   assert.equal(eventsFor(['*']).size, TRACE_EVENTS.length);
-  assert.throws(() => eventsFor(['kvm_nosuch']), (e: Error) => e instanceof TracePatternError && /--trace 'kvm_nosuch': no trace event matches/.test(e.message));
+  assert.throws(
+    () => eventsFor(['kvm_nosuch']),
+    (e: Error) => e instanceof TracePatternError && /--trace 'kvm_nosuch': no trace event matches/.test(e.message),
+  );
   assert.throws(() => eventsFor(['-']), TracePatternError);
 });
 
@@ -37,7 +45,10 @@ test('--trace: vCPU threads emit kvm_run_exit, the main thread kvm_set_user_memo
   assert.equal(on.stdout, off.stdout, 'the guest output is unchanged');
   const json = await runCli(['run', '--guest', 'hello', '--trace', 'kvm_run_exit', '--log-format', 'json']);
   assert.equal(json.code, 0, json.stderr);
-  const lines = json.stderr.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { level: string; event: string; args: Record<string, unknown>; message: string });
+  const lines = json.stderr
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as { level: string; event: string; args: Record<string, unknown>; message: string });
   const exit = lines.find((l) => l.event === 'kvm_run_exit');
   assert.ok(exit, json.stderr);
   assert.equal(exit!.level, 'trace');
@@ -54,7 +65,11 @@ test('--trace: a race traces BAR mappings, config writes and slow-path reads', {
   assert.ok((r.stderr.match(/^tsvmm trace: pci_update_mappings_add pt0 00:03\.0 0,0x[0-9a-f]+\+0x1000$/gm)?.length ?? 0) >= 5, r.stderr);
   // Slow-path reads happen only when an access meets the BAR trapped (timing): one line for each.
   const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { slowPathReads: number };
-  assert.equal(r.stderr.match(/^tsvmm trace: vfio_region_read \(pt0:region0\+0x[0-9a-f]+, \d\) = (0x[0-9a-f]+|refused)$/gm)?.length ?? 0, report.slowPathReads, r.stderr);
+  assert.equal(
+    r.stderr.match(/^tsvmm trace: vfio_region_read \(pt0:region0\+0x[0-9a-f]+, \d\) = (0x[0-9a-f]+|refused)$/gm)?.length ?? 0,
+    report.slowPathReads,
+    r.stderr,
+  );
 });
 
 test('trace lines: QEMU argument order and formats, as text and as JSON', async () => {
@@ -83,8 +98,14 @@ test('trace lines: QEMU argument order and formats, as text and as JSON', async 
     ].join('\n'),
   );
   const json = spawnSync(process.execPath, ['-e', calls], { encoding: 'utf8', env: { ...process.env, TSVMM_LOG_FORMAT: 'json' } });
-  const lines = json.stderr.trim().split('\n').map((l) => JSON.parse(l) as { level: string; event: string; args: Record<string, unknown> });
-  assert.deepEqual(lines.map((l) => l.event), ['kvm_memory_fault', 'vfio_region_read', 'vfio_region_read', 'vfio_pci_write_config', 'pci_update_mappings_del', 'kvm_set_user_memory']);
+  const lines = json.stderr
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { level: string; event: string; args: Record<string, unknown> });
+  assert.deepEqual(
+    lines.map((l) => l.event),
+    ['kvm_memory_fault', 'vfio_region_read', 'vfio_region_read', 'vfio_pci_write_config', 'pci_update_mappings_del', 'kvm_set_user_memory'],
+  );
   assert.deepEqual(lines[4]!.args, { dev: 'pt0', bus: 0, slot: 3, func: 0, bar: 2, addr: '0xc0010000', size: '0x10000' });
   assert.ok(lines.every((l) => l.level === 'trace'));
 });

@@ -38,7 +38,11 @@ test('PCI addresses: both spellings are accepted and made canonical; malformed o
   assert.equal(parseBdf('0000:01:00.0'), '0000:01:00.0');
   assert.equal(parseBdf('3B:1F.7'), '0000:3b:1f.7');
   for (const bad of ['1:0.0', '0000:01:20.0', '01:00.8', '0000:01:00', 'zz:00.0']) {
-    assert.throws(() => parseBdf(bad), (e: Error) => e.name === 'BadPciAddressError' && e.message.includes(`'${bad}' is not a PCI address`), bad);
+    assert.throws(
+      () => parseBdf(bad),
+      (e: Error) => e.name === 'BadPciAddressError' && e.message.includes(`'${bad}' is not a PCI address`),
+      bad,
+    );
   }
 });
 
@@ -50,10 +54,16 @@ test('a function that does not exist, has no IOMMU group, or is bound elsewhere 
   ]);
   assert.throws(() => locateVfioGroup('00:05.0', root), /no PCI function 0000:00:05\.0 on this host/);
   assert.throws(() => locateVfioGroup('00:02.0', root), /0000:00:02\.0 has no IOMMU group .*intel_iommu=on or amd_iommu=on/);
-  assert.throws(() => locateVfioGroup('00:03.0', root), (e: Error) => {
-    assert.match(e.message, /0000:00:03\.0 is bound to e1000e, not vfio-pci; bind it with: echo vfio-pci > .*driver_override; echo 0000:00:03\.0 > .*driver\/unbind; echo 0000:00:03\.0 > .*drivers_probe/);
-    return e.name === 'VfioSetupError';
-  });
+  assert.throws(
+    () => locateVfioGroup('00:03.0', root),
+    (e: Error) => {
+      assert.match(
+        e.message,
+        /0000:00:03\.0 is bound to e1000e, not vfio-pci; bind it with: echo vfio-pci > .*driver_override; echo 0000:00:03\.0 > .*driver\/unbind; echo 0000:00:03\.0 > .*drivers_probe/,
+      );
+      return e.name === 'VfioSetupError';
+    },
+  );
   assert.throws(() => locateVfioGroup('00:04.0', root), /0000:00:04\.0 is not bound to any driver, not vfio-pci/);
 });
 
@@ -75,11 +85,14 @@ test('opening without a VFIO container device says the modules are missing, and 
   const root = sysfsTree([{ bdf: '0000:01:00.0', group: 7, driver: 'vfio-pci' }]);
   const devDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-devvfio-'));
   const before = fs.readdirSync('/proc/self/fd').length;
-  assert.throws(() => openVfioDevice('01:00.0', { sysfsRoot: root, devDir }), (e: Error) => {
-    assert.equal(e.name, 'VfioSetupError');
-    assert.equal(e.message, `vfio: no ${devDir}/vfio: the vfio modules are not loaded (modprobe vfio-pci) or this kernel has no VFIO`);
-    return true;
-  });
+  assert.throws(
+    () => openVfioDevice('01:00.0', { sysfsRoot: root, devDir }),
+    (e: Error) => {
+      assert.equal(e.name, 'VfioSetupError');
+      assert.equal(e.message, `vfio: no ${devDir}/vfio: the vfio modules are not loaded (modprobe vfio-pci) or this kernel has no VFIO`);
+      return true;
+    },
+  );
   assert.equal(fs.readdirSync('/proc/self/fd').length, before);
 });
 
@@ -144,7 +157,16 @@ test('the vfio backend records the revocations its config writes cause (MEM off,
   assert.ok(fd >= 0);
   const CONFIG_OFFSET = 0x1_0000n;
   const region = (size: bigint, offset: bigint) => ({ index: 0, flags: REGION_INFO_FLAG_READ | REGION_INFO_FLAG_WRITE, size, offset });
-  const regions = [region(0x100n, 0n), region(0n, 0n), region(0x10_0000n, 0n), region(0n, 0n), region(0n, 0n), region(0n, 0n), region(0n, 0n), region(0x100n, CONFIG_OFFSET)];
+  const regions = [
+    region(0x100n, 0n),
+    region(0n, 0n),
+    region(0x10_0000n, 0n),
+    region(0n, 0n),
+    region(0n, 0n),
+    region(0n, 0n),
+    region(0n, 0n),
+    region(0x100n, CONFIG_OFFSET),
+  ];
   const layout = parseHostConfig(ivshmemConfig()); // COMMAND = MEM | MASTER, PM capability at 0x50
   const words = new SharedArrayBuffer(16);
   const handle = { bdf: '0000:00:10.0', group: 5, containerFd: -1, groupFd: -1, deviceFd: fd, iommuType: 3, flags: 3, regions };

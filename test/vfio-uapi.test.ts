@@ -20,7 +20,9 @@ test('every VFIO struct table in uapi.ts matches offsetof/sizeof from the compil
   for (const [name, value] of ours) assert.equal(value, abi[name], `${name}: uapi.ts has ${value}, <linux/vfio.h> ${abi[name]}`);
   for (const name of Object.keys(abi)) assert.ok(ours.has(name), `vfioAbi().${name} has no counterpart in src/vfio/uapi.ts`);
   // Every exported table of uapi.ts is one of the above (a new one must be added here and to n_vfio_abi).
-  const objectExports = Object.entries(U).filter(([, v]) => typeof v === 'object' && v !== null && !Array.isArray(v)).map(([k]) => k);
+  const objectExports = Object.entries(U)
+    .filter(([, v]) => typeof v === 'object' && v !== null && !Array.isArray(v))
+    .map(([k]) => k);
   for (const name of objectExports) assert.ok(name === 'Vfio' || name in tables, `src/vfio/uapi.ts exports table ${name}, which this test does not compare`);
 });
 
@@ -125,10 +127,19 @@ test('a sparse-mmap capability after an unknown one gives the areas; a hole mean
   // The MSI-X table page left out of a 64 KiB BAR, as vfio-pci does.
   const reply = regionReply(0, RW_MMAP, 0x1_0000n, 0n, [
     { id: 99, body: new Uint8Array(8) },
-    { id: U.REGION_INFO_CAP_SPARSE_MMAP, body: sparseBody([[0n, 0x3000n], [0x4000n, 0xc000n]]) },
+    {
+      id: U.REGION_INFO_CAP_SPARSE_MMAP,
+      body: sparseBody([
+        [0n, 0x3000n],
+        [0x4000n, 0xc000n],
+      ]),
+    },
   ]);
   const r = U.decodeRegionInfo(reply);
-  assert.deepEqual(r.sparseAreas, [{ offset: 0n, size: 0x3000n }, { offset: 0x4000n, size: 0xc000n }]);
+  assert.deepEqual(r.sparseAreas, [
+    { offset: 0n, size: 0x3000n },
+    { offset: 0x4000n, size: 0xc000n },
+  ]);
   assert.equal(U.wholeRegionMappable(r), false);
   const whole = U.decodeRegionInfo(regionReply(0, RW_MMAP, 0x1_0000n, 0n, [{ id: U.REGION_INFO_CAP_SPARSE_MMAP, body: sparseBody([[0n, 0x1_0000n]]) }]));
   assert.equal(U.wholeRegionMappable(whole), true);

@@ -13,7 +13,10 @@ import { planBars, type BarWindow } from '../devices/pci/bar-plan';
  * the device lock.
  */
 export function assignBars(devices: readonly PassthroughDevice[], window: BarWindow): Map<string, Map<number, bigint>> {
-  const plan = planBars(devices.map((d) => ({ name: d.name, bars: d.config.bars() })), window);
+  const plan = planBars(
+    devices.map((d) => ({ name: d.name, bars: d.config.bars() })),
+    window,
+  );
   for (const d of devices) {
     for (const b of d.config.bars()) {
       const at = plan.get(d.name)!.get(b.index);

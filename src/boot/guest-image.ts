@@ -18,7 +18,18 @@ export const GUEST_MAGIC = 0x3154_5347_4d56_5354n; // "TSVMGST1"
 export const GUEST_HEADER_VERSION = 1;
 export const GUEST_HEADER_FIXED_SIZE = 16;
 
-export const BUILTIN_GUESTS = ['hello', 'pio-loop', 'mmio-loop', 'race', 'probe-read', 'probe-read-cpl0', 'triple-fault', 'exception', 'double-fault', 'print-loop'] as const;
+export const BUILTIN_GUESTS = [
+  'hello',
+  'pio-loop',
+  'mmio-loop',
+  'race',
+  'probe-read',
+  'probe-read-cpl0',
+  'triple-fault',
+  'exception',
+  'double-fault',
+  'print-loop',
+] as const;
 export type BuiltinGuest = (typeof BUILTIN_GUESTS)[number];
 
 export class UnknownGuestError extends UserInputError {
@@ -156,7 +167,6 @@ export function maxImageBytes(ramBytes: bigint, lowRamEnd: bigint): number {
   return room <= 0n ? 0 : Number(room < BigInt(MAX_GUEST_IMAGE_BYTES) ? room : BigInt(MAX_GUEST_IMAGE_BYTES));
 }
 
-
 /** Parses and checks an image header; `name` only labels error messages. */
 export function parseGuestHeader(bytes: Uint8Array, name = 'guest image'): { version: number; entries: bigint[]; headerSize: number } {
   if (bytes.byteLength < GUEST_HEADER_FIXED_SIZE) {
@@ -187,7 +197,9 @@ export function parseGuestHeader(bytes: Uint8Array, name = 'guest image'): { ver
     const off = GUEST_HEADER_FIXED_SIZE + 8 * i;
     const e = v.getBigUint64(off, true);
     if (e < lo || e >= hi) {
-      throw new GuestImageError(`${name}: entry ${i} (offset ${hex(off)}) is ${hex(e)}, outside the image's code [${hex(lo)}, ${hex(hi)}) (images load at ${hex(GUEST_LOAD_GPA)})`);
+      throw new GuestImageError(
+        `${name}: entry ${i} (offset ${hex(off)}) is ${hex(e)}, outside the image's code [${hex(lo)}, ${hex(hi)}) (images load at ${hex(GUEST_LOAD_GPA)})`,
+      );
     }
     entries.push(e);
   }

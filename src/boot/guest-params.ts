@@ -26,7 +26,10 @@ export interface GuestSpec {
  * The boot info words for `params`. `testFunction`: the first passthrough function's slot and its
  * assigned BAR addresses (firmware.ts), if the machine has one.
  */
-export function guestParamWords(params: GuestParams | undefined, testFunction: { slot: number; bars: Map<number, bigint> | undefined } | undefined): GuestParamWords {
+export function guestParamWords(
+  params: GuestParams | undefined,
+  testFunction: { slot: number; bars: Map<number, bigint> | undefined } | undefined,
+): GuestParamWords {
   const bar0 = testFunction ? (testFunction.bars?.get(params?.bar ?? 0) ?? 0n) : 0n;
   const probe = params?.probeGpa;
   return {

@@ -93,14 +93,7 @@ export class LongModeError extends Error {
 export function segmentDescriptor(base: number, limit: number, access: number, flags: number): bigint {
   const b = BigInt(base >>> 0);
   const l = BigInt(limit & 0xfffff);
-  return (
-    (l & 0xffffn) |
-    ((b & 0xff_ffffn) << 16n) |
-    (BigInt(access & 0xff) << 40n) |
-    ((l >> 16n) << 48n) |
-    (BigInt(flags & 0xf) << 52n) |
-    ((b >> 24n) << 56n)
-  );
+  return (l & 0xffffn) | ((b & 0xff_ffffn) << 16n) | (BigInt(access & 0xff) << 40n) | ((l >> 16n) << 48n) | (BigInt(flags & 0xf) << 52n) | ((b >> 24n) << 56n);
 }
 
 /** The 8-byte GDT entries (index = selector >> 3) up to, not including, the TSS descriptor. */

@@ -9,7 +9,8 @@ export function parseActionOption(spec: string): { reboot: RebootAction } {
   for (const part of spec.split(',')) {
     const [key, value, ...rest] = part.split('=');
     if (key !== 'reboot') throw new InvalidArgumentError(`--action '${spec}': unknown action '${key}' (tsvmm knows reboot=${REBOOT_ACTIONS.join('|')})`);
-    if (rest.length > 0 || !(REBOOT_ACTIONS as readonly string[]).includes(value ?? '')) throw new InvalidArgumentError(`--action '${spec}': reboot must be one of ${REBOOT_ACTIONS.join(', ')}, got '${value ?? ''}'`);
+    if (rest.length > 0 || !(REBOOT_ACTIONS as readonly string[]).includes(value ?? ''))
+      throw new InvalidArgumentError(`--action '${spec}': reboot must be one of ${REBOOT_ACTIONS.join(', ')}, got '${value ?? ''}'`);
     reboot = value as RebootAction;
   }
   return { reboot: reboot! };

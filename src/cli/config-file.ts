@@ -19,7 +19,10 @@ export const RUN_CONFIG_SCHEMA = z
     guest: z.string().min(1),
     vcpus: z.int().min(1).max(64),
     mem: z.union([z.string().regex(SIZE, 'expected a size such as 64M or 1G'), z.int().positive()]),
-    iterations: z.int().min(0).max(2 ** 31),
+    iterations: z
+      .int()
+      .min(0)
+      .max(2 ** 31),
     kvm: z.string().min(1),
     qmp: z.string().min(1).max(107),
     name: z.string().min(1),
@@ -49,7 +52,8 @@ export function readRunConfig(file: string): RunConfig {
   const r = RUN_CONFIG_SCHEMA.safeParse(data, { reportInput: true });
   if (r.success) return r.data;
   const problems = r.error.issues.map((i) => {
-    if (i.code === 'unrecognized_keys') return `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')} (allowed: ${Object.keys(RUN_CONFIG_SCHEMA.shape).join(', ')})`;
+    if (i.code === 'unrecognized_keys')
+      return `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')} (allowed: ${Object.keys(RUN_CONFIG_SCHEMA.shape).join(', ')})`;
     if (i.path.length === 0) return `${i.message}, got ${JSON.stringify(i.input)}`;
     return `field '${i.path.join('.')}': ${i.message}, got ${JSON.stringify(i.input)}`;
   });

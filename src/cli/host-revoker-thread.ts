@@ -30,7 +30,13 @@ export interface HostRevokerData {
 
 function main(d: HostRevokerData): void {
   const stop = new Int32Array(d.stop);
-  const machine = Machine.attach({ shared: d.shared, vm: new KvmVm(d.vmFd, d.maxMemslots), hostMemory: new NativeHostMemory(), console: () => {}, statsRow: HOST_REVOKER_STATS_ROW });
+  const machine = Machine.attach({
+    shared: d.shared,
+    vm: new KvmVm(d.vmFd, d.maxMemslots),
+    hostMemory: new NativeHostMemory(),
+    console: () => {},
+    statsRow: HOST_REVOKER_STATS_ROW,
+  });
   const host = revocableHost(machine);
   const heaps = new ThreadHeaps(d.heaps);
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */

@@ -20,12 +20,14 @@ export function parseDeviceOption(spec: string, index: number): PassthroughConfi
   const name = `pt${index}`;
   const slot = 3 + index;
   if (kind === 'shm') {
-    for (const k of kv.keys()) if (k !== 'bar-size') throw new InvalidArgumentError(`--device ${spec}: unknown property '${k}' for shm (it takes bar-size=SIZE)`);
+    for (const k of kv.keys())
+      if (k !== 'bar-size') throw new InvalidArgumentError(`--device ${spec}: unknown property '${k}' for shm (it takes bar-size=SIZE)`);
     const size = kv.get('bar-size');
     return { name, slot, backend: 'shm', ...(size !== undefined ? { barSize: parseBarSize(spec, size) } : {}) };
   }
   if (kind === 'vfio') {
-    for (const k of kv.keys()) if (k !== 'host') throw new InvalidArgumentError(`--device ${spec}: unknown property '${k}' for vfio (it takes host=DDDD:BB:DD.F)`);
+    for (const k of kv.keys())
+      if (k !== 'host') throw new InvalidArgumentError(`--device ${spec}: unknown property '${k}' for vfio (it takes host=DDDD:BB:DD.F)`);
     const host = kv.get('host');
     if (!host) throw new InvalidArgumentError(`--device ${spec}: vfio needs host=DDDD:BB:DD.F`);
     return { name, slot, backend: 'vfio', host: parseBdf(host) };

@@ -79,10 +79,13 @@ function hostIds(bdf: string): { vendor: string; device: string } {
 
 export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: string; cmdline?: string }): Promise<LinuxRaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
-  if (o.vfio && o.hostRevokeRate > 0) throw new LinuxRaceInputError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
-  if (o.configAccess !== 'cf8') throw new LinuxRaceInputError('--config-access: with --linux the guest kernel decides how it reaches config space (CF8/CFC with acpi=off)');
+  if (o.vfio && o.hostRevokeRate > 0)
+    throw new LinuxRaceInputError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
+  if (o.configAccess !== 'cf8')
+    throw new LinuxRaceInputError('--config-access: with --linux the guest kernel decides how it reaches config space (CF8/CFC with acpi=off)');
   const initrd = o.initrd ?? defaultInitramfs();
-  if (o.initrd === undefined && !fs.existsSync(initrd)) throw new LinuxRaceInputError(`no --initrd and no project initramfs at ${initrd}: build it with \`node scripts/build-linux-guest.js\``);
+  if (o.initrd === undefined && !fs.existsSync(initrd))
+    throw new LinuxRaceInputError(`no --initrd and no project initramfs at ${initrd}: build it with \`node scripts/build-linux-guest.js\``);
   const ids = o.vfio ? hostIds(o.vfio.bdf) : { vendor: `0x${SHM_IDENTITY.vendorId.toString(16)}`, device: `0x${SHM_IDENTITY.deviceId.toString(16)}` };
   const raceArgs = [
     'tsvmm.race=1',
@@ -145,13 +148,19 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     badValues: guest?.badValues ?? 0,
     lostWrites: guest?.lostWrites ?? 0,
     urWhileDecodeOn: guest?.urWhileDecodeOn ?? 0,
-    ...(guest?.firstBad ? { firstBad: { vcpu: guest.firstBad.cpu, value: guest.firstBad.value, width: 8, offset: guest.firstBad.offset, expected: guest.firstBad.expected } } : {}),
+    ...(guest?.firstBad
+      ? { firstBad: { vcpu: guest.firstBad.cpu, value: guest.firstBad.value, width: 8, offset: guest.firstBad.offset, expected: guest.firstBad.expected } }
+      : {}),
     // A clean run is the guest's own reboot after it printed its summary; anything else is a death
     // (internal-error, a panic, a reset without a summary).
     vmDeaths: clean && guest ? 0 : 1,
     exitStatus: r.exitCode,
     runState: r.state,
-    ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) } } : {}),
+    ...(lat.length > 0
+      ? {
+          faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!) },
+        }
+      : {}),
     wallSeconds: round(r.wallSeconds),
     ...(o.interrupt?.aborted ? { interrupted: String(o.interrupt.reason) } : {}),
     guest,

@@ -43,7 +43,12 @@ export function buildProgram(only?: CommandName): Command {
     .description('a KVM virtual machine monitor in TypeScript')
     .version(`tsvmm ${packageVersion().text}`, '-V, --version', 'print the version and exit')
     .addOption(new Option('--log-format <format>', 'stderr as text, or one JSON object per line').choices(LOG_FORMATS).default('text'))
-    .addOption(new Option('--trace <pattern>', "turn on trace events (QEMU's -trace): a name or glob such as 'kvm_*', '-NAME' turns one off; repeatable; 'help' lists them").argParser(traceOption))
+    .addOption(
+      new Option(
+        '--trace <pattern>',
+        "turn on trace events (QEMU's -trace): a name or glob such as 'kvm_*', '-NAME' turns one off; repeatable; 'help' lists them",
+      ).argParser(traceOption),
+    )
     .showHelpAfterError()
     .exitOverride()
     .hook('preAction', (cmd) => {

@@ -7,7 +7,10 @@ export interface MetricsOptions {
   metricsAllowRemote?: boolean;
 }
 
-export const METRICS_LISTEN_OPTION = ['--metrics-listen <[host:]port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (HOST defaults to 127.0.0.1; port 0 picks one)'] as const;
+export const METRICS_LISTEN_OPTION = [
+  '--metrics-listen <[host:]port>',
+  'serve Prometheus metrics on http://HOST:PORT/metrics (HOST defaults to 127.0.0.1; port 0 picks one)',
+] as const;
 export const METRICS_ALLOW_REMOTE_OPTION = ['--metrics-allow-remote', 'allow --metrics-listen on an address other than loopback'] as const;
 
 /** Starts the metrics server if asked; says where on stderr. Throws MetricsListenError. */

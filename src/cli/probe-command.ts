@@ -49,14 +49,23 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
       const staleReason = vm.vcpus[0]!.runPage.getUint32(Run.exitReason, true);
       if (exit.kind === 'memory-fault') {
         const ok = exit.gpa === (bar0 & ~0xfffn);
-        return { answer: ok ? 'annotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason 39 KVM_EXIT_MEMORY_FAULT gpa 0x${exit.gpa.toString(16)} size 0x${exit.size.toString(16)} flags 0x${exit.flags.toString(16)}` };
+        return {
+          answer: ok ? 'annotated' : 'other',
+          detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason 39 KVM_EXIT_MEMORY_FAULT gpa 0x${exit.gpa.toString(16)} size 0x${exit.size.toString(16)} flags 0x${exit.flags.toString(16)}`,
+        };
       }
       if (exit.kind === 'run-error') {
-        return { answer: exit.errno === EFAULT ? 'unannotated' : 'other', detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason ${staleReason} (not a memory-fault exit)` };
+        return {
+          answer: exit.errno === EFAULT ? 'unannotated' : 'other',
+          detail: `KVM_RUN -1 errno ${exit.errno} (${describeErrnoName(exit.errno)}), exit_reason ${staleReason} (not a memory-fault exit)`,
+        };
       }
       if (exit.kind === 'mmio' && exit.gpa >= bar0 && exit.gpa < bar0 + 0x1000n) {
         const slot = vm.machine.memoryMap.slots().some((s) => exit.gpa >= s.gpa && exit.gpa < s.gpa + s.size);
-        return { answer: 'emulated-mmio', detail: `KVM_EXIT_MMIO gpa 0x${exit.gpa.toString(16)} len ${exit.len} ${exit.isWrite ? 'write' : 'read'} with the memslot ${slot ? 'still present' : 'absent'}` };
+        return {
+          answer: 'emulated-mmio',
+          detail: `KVM_EXIT_MMIO gpa 0x${exit.gpa.toString(16)} len ${exit.len} ${exit.isWrite ? 'write' : 'read'} with the memslot ${slot ? 'still present' : 'absent'}`,
+        };
       }
       const h = runner.beginHandle(exit)!;
       try {
@@ -82,8 +91,10 @@ export function probe(kvmPath: string): ProbeReport {
   const cpl3 = probeAccess('probe-read', kvmPath);
   const cpl0 = probeAccess('probe-read-cpl0', kvmPath);
   let verdict: string;
-  if (cpl3.answer === 'annotated') verdict = `this kernel carries the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot exits with KVM_EXIT_MEMORY_FAULT (KVM_CAP_MEMORY_FAULT_INFO=${cap})`;
-  else if (cpl3.answer === 'unannotated') verdict = `this kernel does not carry the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot fails KVM_RUN with EFAULT and no KVM_EXIT_MEMORY_FAULT${cap ? `, although KVM_CAP_MEMORY_FAULT_INFO=${cap}` : ` (KVM_CAP_MEMORY_FAULT_INFO=0)`}`;
+  if (cpl3.answer === 'annotated')
+    verdict = `this kernel carries the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot exits with KVM_EXIT_MEMORY_FAULT (KVM_CAP_MEMORY_FAULT_INFO=${cap})`;
+  else if (cpl3.answer === 'unannotated')
+    verdict = `this kernel does not carry the kvm_handle_error_pfn() memory-fault annotation: a CPL3 access to a revoked mapping behind a memslot fails KVM_RUN with EFAULT and no KVM_EXIT_MEMORY_FAULT${cap ? `, although KVM_CAP_MEMORY_FAULT_INFO=${cap}` : ` (KVM_CAP_MEMORY_FAULT_INFO=0)`}`;
   else verdict = `inconclusive: a CPL3 access to a revoked mapping behind a memslot gave ${cpl3.answer} (${cpl3.detail}); KVM_CAP_MEMORY_FAULT_INFO=${cap}`;
   return { kvm: true, apiVersion, memoryFaultInfoCap: cap, cpl3, cpl0, verdict };
 }

@@ -36,7 +36,10 @@ export function startProgress(label: string, unit: string, total: number | undef
   const bar = new SingleBar(
     {
       stream: process.stderr,
-      format: total === undefined ? `${label} {value} ${unit} | {duration_formatted}` : `${label} [{bar}] {percentage}% | {value}/{total} ${unit} | {duration_formatted}, ETA {eta_formatted}`,
+      format:
+        total === undefined
+          ? `${label} {value} ${unit} | {duration_formatted}`
+          : `${label} [{bar}] {percentage}% | {value}/{total} ${unit} | {duration_formatted}, ETA {eta_formatted}`,
       hideCursor: true,
       clearOnComplete: true,
       // Synchronous work (sim's explorer) gets no timer ticks: redraw from update() itself.

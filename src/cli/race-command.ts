@@ -57,7 +57,12 @@ export interface RaceReport {
    * retried access; `medianParts`: the median of each part (FaultLatencyParts), not a split of the
    * median total.
    */
-  faultToCompletionMicros?: { samples: number; median: number; p99: number; medianParts?: Record<'lockWait' | 'classification' | 'memslotWork' | 'reentry', number> };
+  faultToCompletionMicros?: {
+    samples: number;
+    median: number;
+    p99: number;
+    medianParts?: Record<'lockWait' | 'classification' | 'memslotWork' | 'reentry', number>;
+  };
   wallSeconds: number;
   /** The host signal that stopped the race early (the counts are those reached by then). */
   interrupted?: string;
@@ -120,7 +125,7 @@ export function raceDeviceName(o: RaceOptions): string {
 export function raceDeviceOption(specs: string[] | undefined, vfio: string | undefined, vfioBar: number): Pick<RaceOptions, 'vfio' | 'shmBarSize'> {
   if (specs === undefined) return vfio ? { vfio: { bdf: parseBdf(vfio), bar: vfioBar } } : {};
   if (specs.length > 1) throw new InvalidArgumentError(`race takes one --device (the function it races on), got ${specs.length}: ${specs.join(' ')}`);
-  if (vfio) throw new InvalidArgumentError('--device and --vfio both choose the race\'s device: give one');
+  if (vfio) throw new InvalidArgumentError("--device and --vfio both choose the race's device: give one");
   const d = parseDeviceOption(specs[0]!, 0);
   if (d.backend === 'vfio') return { vfio: { bdf: d.host, bar: vfioBar } };
   return d.barSize !== undefined ? { shmBarSize: d.barSize } : {};
@@ -149,15 +154,31 @@ export function prepareRaceVm(vm: Vm, o: RaceOptions): () => void {
 export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: number): void {
   const dev = vm.machine.passthrough[0]!;
   const region = dev.host.regions().find((r) => r.index === bar);
-  if (!region || region.kind === 'io') throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} is not a memory BAR (memory BARs: ${dev.host.regions().filter((r) => r.kind !== 'io').map((r) => r.index).join(', ') || 'none'})`);
-  if (region.hostAddress === undefined) throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} cannot be mmapped whole, so no memslot can race with its revocation; pick a BAR vfio-pci lets user space mmap`);
+  if (!region || region.kind === 'io')
+    throw new RaceDeviceError(
+      `vfio ${bdf}: BAR${bar} is not a memory BAR (memory BARs: ${
+        dev.host
+          .regions()
+          .filter((r) => r.kind !== 'io')
+          .map((r) => r.index)
+          .join(', ') || 'none'
+      })`,
+    );
+  if (region.hostAddress === undefined)
+    throw new RaceDeviceError(
+      `vfio ${bdf}: BAR${bar} cannot be mmapped whole, so no memslot can race with its revocation; pick a BAR vfio-pci lets user space mmap`,
+    );
   const need = ShmRegs.SCRATCH + 8n * BigInt(accessors);
   if (region.size < need) throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} is ${region.size} bytes; the race needs ${need}`);
   vm.machine.lock.with(() => {
-    const ok = dev.host.regionWrite(bar, ShmRegs.ID, 8, SHM_DEVICE_ID_VALUE) && [...Array(accessors).keys()].every((k) => dev.host.regionWrite(bar, ShmRegs.SCRATCH + 8n * BigInt(k), 8, 0n));
+    const ok =
+      dev.host.regionWrite(bar, ShmRegs.ID, 8, SHM_DEVICE_ID_VALUE) &&
+      [...Array(accessors).keys()].every((k) => dev.host.regionWrite(bar, ShmRegs.SCRATCH + 8n * BigInt(k), 8, 0n));
     const back = dev.host.regionRead(bar, ShmRegs.ID, 8);
     if (!ok || back !== SHM_DEVICE_ID_VALUE) {
-      throw new RaceDeviceError(`vfio ${bdf}: BAR${bar} does not read back what was written (${back === undefined ? 'access refused' : `0x${back.toString(16)}`}): the race needs a BAR that behaves like memory, such as ivshmem's BAR2`);
+      throw new RaceDeviceError(
+        `vfio ${bdf}: BAR${bar} does not read back what was written (${back === undefined ? 'access refused' : `0x${back.toString(16)}`}): the race needs a BAR that behaves like memory, such as ivshmem's BAR2`,
+      );
     }
   });
 }
@@ -170,7 +191,10 @@ export function prepareVfioBar(vm: Vm, bdf: string, bar: number, accessors: numb
 export function startHostRevoker(vm: Vm, rate: number): () => Promise<void> {
   const stop = new SharedArrayBuffer(4);
   const data: HostRevokerData = { shared: vm.machine.shared, vmFd: vm.kvmVm.fd, maxMemslots: vm.kvmVm.maxMemslots, rate, stop, heaps: vm.heaps.shared };
-  const w = new Worker(path.join(__dirname, 'host-revoker-thread.js'), { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 } });
+  const w = new Worker(path.join(__dirname, 'host-revoker-thread.js'), {
+    workerData: data,
+    resourceLimits: { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 },
+  });
   const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
   w.on('error', (e) => process.stderr.write(`tsvmm: host revoker thread failed: ${e.stack ?? e}\n`));
   return async () => {
@@ -183,7 +207,8 @@ export function startHostRevoker(vm: Vm, rate: number): () => Promise<void> {
 
 export async function runRace(o: RaceOptions): Promise<RaceReport> {
   const barOrder = o.policy === 'qemu' ? 'qemu' : o.barOrder;
-  if (o.vfio && o.hostRevokeRate > 0) throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
+  if (o.vfio && o.hostRevokeRate > 0)
+    throw new InvalidArgumentError('--host-revoke needs the shm device: vfio-pci gives user space no way to take a device away from the VMM');
   if (o.paused && o.qmp === undefined) throw new InvalidArgumentError('--paused needs --qmp: nothing else could start the vCPUs');
   if (o.qmp !== undefined) await checkSocketPath(o.qmp); // bad input fails before KVM is touched
   const metrics = await startMetrics(o.metrics ?? {});
@@ -241,7 +266,13 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
   let firstBad: RaceReport['firstBad'];
   accessors.forEach((a, i) => {
     if (!firstBad && a.badValues > 0n) {
-      firstBad = { vcpu: i + 1, value: `0x${a.firstBadValue.toString(16)}`, width: Number(a.firstBadWidth), offset: Number(a.firstBadOffset), expected: `0x${a.firstBadExpected.toString(16)}` };
+      firstBad = {
+        vcpu: i + 1,
+        value: `0x${a.firstBadValue.toString(16)}`,
+        width: Number(a.firstBadWidth),
+        offset: Number(a.firstBadOffset),
+        expected: `0x${a.firstBadExpected.toString(16)}`,
+      };
     }
   });
   reportStderrDrops(vm.stats);
@@ -272,7 +303,16 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     vmDeaths: r.state === 'shutdown' && r.exitCode === 0 ? 0 : 1,
     exitStatus: r.exitCode,
     runState: r.state,
-    ...(lat.length > 0 ? { faultToCompletionMicros: { samples: lat.length, median: round(LatencySamples.percentile(lat, 50)!), p99: round(LatencySamples.percentile(lat, 99)!), ...medianParts(vm) } } : {}),
+    ...(lat.length > 0
+      ? {
+          faultToCompletionMicros: {
+            samples: lat.length,
+            median: round(LatencySamples.percentile(lat, 50)!),
+            p99: round(LatencySamples.percentile(lat, 99)!),
+            ...medianParts(vm),
+          },
+        }
+      : {}),
     wallSeconds: round(r.wallSeconds),
     ...(o.interrupt?.aborted ? { interrupted: String(o.interrupt.reason) } : {}),
     ...(sampler ? { soak: sampler.report() } : {}),
@@ -304,8 +344,8 @@ export function registerRaceCommand(program: Command): void {
     .option('--kvm <path>', 'the KVM device', process.env.TSVMM_KVM ?? '/dev/kvm')
     .option('--linux <bzImage>', 'race inside a real Linux guest booted from this kernel (guests/linux/bar-race.c in the project initramfs)')
     .option('--initrd <file>', 'with --linux: the initramfs (default: .cache/linux/initramfs.cpio from scripts/build-linux-guest.js)')
-    .option('--qmp <path>', 'a QMP server on this unix socket while the race runs (query-pci shows the BAR\'s decode state; stop/cont pause it)')
-    .option('--paused', 'with --qmp: start in prelaunch until QMP cont (QEMU\'s -S)')
+    .option('--qmp <path>', "a QMP server on this unix socket while the race runs (query-pci shows the BAR's decode state; stop/cont pause it)")
+    .option('--paused', "with --qmp: start in prelaunch until QMP cont (QEMU's -S)")
     .option(...METRICS_LISTEN_OPTION)
     .option(...METRICS_ALLOW_REMOTE_OPTION)
     .option('--soak <duration>', 'run for this long (e.g. 10m, 1h; toggles default to the maximum), sampling RSS, fds and threads; fails if any keeps growing')
@@ -318,7 +358,14 @@ export function registerRaceCommand(program: Command): void {
       const interrupt = new AbortController();
       const releaseSignals = onHostSignal((signal) => interrupt.abort(signal));
       try {
-        const soak = raw.soak === undefined ? undefined : { seconds: parseDuration('--soak', String(raw.soak)), sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)), ...(raw.soakLog !== undefined ? { logFile: String(raw.soakLog) } : {}) };
+        const soak =
+          raw.soak === undefined
+            ? undefined
+            : {
+                seconds: parseDuration('--soak', String(raw.soak)),
+                sampleSeconds: parseDuration('--soak-sample', String(raw.soakSample)),
+                ...(raw.soakLog !== undefined ? { logFile: String(raw.soakLog) } : {}),
+              };
         const togglesGiven = cmd.getOptionValueSource('toggles') === 'cli';
         const o: RaceOptions = {
           vcpus: parseIntOption('--vcpus', String(raw.vcpus), 2, 16),
@@ -331,14 +378,20 @@ export function registerRaceCommand(program: Command): void {
           ...(raw.qmp !== undefined ? { qmp: String(raw.qmp) } : {}),
           paused: raw.paused === true,
           metrics: { metricsListen: raw.metricsListen as string | undefined, metricsAllowRemote: raw.metricsAllowRemote === true },
-          ...raceDeviceOption(raw.device as unknown as string[] | undefined, raw.vfio === undefined ? undefined : String(raw.vfio), parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5)),
+          ...raceDeviceOption(
+            raw.device as unknown as string[] | undefined,
+            raw.vfio === undefined ? undefined : String(raw.vfio),
+            parseIntOption('--vfio-bar', String(raw.vfioBar), 0, 5),
+          ),
           interrupt: interrupt.signal,
           ...(soak ? { soak } : {}),
         };
         if (raw.initrd && !raw.linux) throw new InvalidArgumentError('--initrd needs --linux');
-        if ((raw.soakLog !== undefined || cmd.getOptionValueSource('soakSample') === 'cli') && !soak) throw new InvalidArgumentError('--soak-sample and --soak-log need --soak');
+        if ((raw.soakLog !== undefined || cmd.getOptionValueSource('soakSample') === 'cli') && !soak)
+          throw new InvalidArgumentError('--soak-sample and --soak-log need --soak');
         if (soak?.logFile !== undefined) checkSoakLog(soak.logFile);
-        if (raw.linux && (raw.qmp !== undefined || raw.metricsListen !== undefined)) throw new InvalidArgumentError('--qmp and --metrics-listen are not supported with --linux yet');
+        if (raw.linux && (raw.qmp !== undefined || raw.metricsListen !== undefined))
+          throw new InvalidArgumentError('--qmp and --metrics-listen are not supported with --linux yet');
         report = raw.linux ? await runLinuxRace({ ...o, kernel: String(raw.linux), ...(raw.initrd ? { initrd: String(raw.initrd) } : {}) }) : await runRace(o);
       } catch (e) {
         reportErrorAndExit(e);

@@ -114,7 +114,8 @@ export function validateSimOptions(o: SimCliOptions): string | undefined {
   if (o.random && o.bound !== undefined) return '--bound applies to --exhaustive; with --random use --seeds';
   if (!o.random && o.seeds !== undefined) return '--seeds applies to --random; with --exhaustive use --bound';
   if (o.hostRevokeCycles !== undefined && !o.hostRevoke) return '--host-revoke-cycles needs --host-revoke';
-  if (o.poison && o.kernel !== 'patched' && o.kernel !== 'bug-on') return `--poison needs --kernel patched or bug-on (the ${o.kernel} kernel sends SIGBUS to the vCPU thread, which the model does not offer)`;
+  if (o.poison && o.kernel !== 'patched' && o.kernel !== 'bug-on')
+    return `--poison needs --kernel patched or bug-on (the ${o.kernel} kernel sends SIGBUS to the vCPU thread, which the model does not offer)`;
   if (o.policy !== 'tsvmm' && o.barOrder === 'unmap-first') return `--bar-order unmap-first is tsvmm's; the ${o.policy} policy always uses QEMU's order`;
   return undefined;
 }
@@ -182,7 +183,9 @@ export function runSim(sim: SimOptions, opts: ExploreOptions, onProgress?: (sche
     buggedVm: k['bugged-vm'],
     violationsByKind: k,
     examples: r.examples,
-    firstViolation: fv ? { kind: fv.kind, actor: fv.actor, message: fv.message, lines: fv.lines, steps: fv.schedule.length, foundSteps: fv.foundSteps, schedule: fv.schedule } : null,
+    firstViolation: fv
+      ? { kind: fv.kind, actor: fv.actor, message: fv.message, lines: fv.lines, steps: fv.schedule.length, foundSteps: fv.foundSteps, schedule: fv.schedule }
+      : null,
     exercised: r.exercised,
     schedulesWithKernelFaults: r.schedulesWithKernelFaults,
     maxScheduleSteps: r.maxScheduleSteps,
@@ -202,7 +205,10 @@ export function formatSimReport(r: SimReport): string {
       `${r.toggles} MEM toggle(s) via ${r.configAccess === 'ports' ? 'ports 0xcf8/0xcfc' : 'ECAM'}, host revoke ${r.hostRevoke ? (r.hostRevokeCycles > 1 ? `x${r.hostRevokeCycles}` : 'on') : 'off'}${r.ramFault ? ', revoked RAM page probed' : ''}` +
       `${r.devices > 1 ? `, ${r.devices} devices` : ''}${r.poison ? ', BAR0 page poisoned' : ''}${r.kernelBug ? ', an access hits a kernel bug path' : ''}`,
   );
-  const how = r.mode === 'exhaustive' ? `exhaustive, deviation bound ${r.bound}${r.complete ? ' (complete)' : ' (INCOMPLETE: --max-schedules reached)'}` : `random, ${r.seeds} seed(s), ${r.distinctSchedules} distinct`;
+  const how =
+    r.mode === 'exhaustive'
+      ? `exhaustive, deviation bound ${r.bound}${r.complete ? ' (complete)' : ' (INCOMPLETE: --max-schedules reached)'}`
+      : `random, ${r.seeds} seed(s), ${r.distinctSchedules} distinct`;
   out.push(`schedules explored: ${r.schedules} (${how}) in ${r.wallSeconds.toFixed(1)} s; longest ${r.maxScheduleSteps} steps`);
   const e = r.exercised;
   out.push(
@@ -233,7 +239,10 @@ export function simSummaryTable(r: SimReport): string {
     ['kernel / policy / BAR order', `${r.kernel} / ${r.policy} / ${r.barOrder}`],
     ['schedules', `${r.schedules}${r.mode === 'exhaustive' ? (r.complete ? ' (bound covered)' : ' (INCOMPLETE)') : ` (${r.distinctSchedules} distinct)`}`],
     ['schedules with kernel faults', r.schedulesWithKernelFaults],
-    ['recovered EFAULT / MEMORY_FAULT / emulated MMIO', `${r.exercised.efaultRecovered} / ${r.exercised.memoryFaultRecovered} / ${r.exercised.emulatedMmioRecovered}`],
+    [
+      'recovered EFAULT / MEMORY_FAULT / emulated MMIO',
+      `${r.exercised.efaultRecovered} / ${r.exercised.memoryFaultRecovered} / ${r.exercised.emulatedMmioRecovered}`,
+    ],
     ['violations', r.violations],
     ...Object.entries(r.violationsByKind)
       .filter(([, n]) => n > 0)
@@ -246,13 +255,20 @@ export function registerSimCommand(program: Command): void {
   program
     .command('sim')
     .description(
-      'check the VMM\'s memory-fault handling against a model of the kernel half: every interleaving of vCPU ' +
+      "check the VMM's memory-fault handling against a model of the kernel half: every interleaving of vCPU " +
         'accesses, config writes that toggle COMMAND.MEM, and host revocations up to a bound (or random schedules)',
     )
-    .addOption(new Option('--kernel <variant>', 'kernel model: unpatched (EFAULT, exit_reason 0), patched (KVM_EXIT_MEMORY_FAULT), emulated (MMIO exit), bug-on (patched + KVM_BUG_ON/EIO for "impossible" EFAULTs)').choices(KERNEL_VARIANTS).default(SIM_DEFAULTS.kernel))
+    .addOption(
+      new Option(
+        '--kernel <variant>',
+        'kernel model: unpatched (EFAULT, exit_reason 0), patched (KVM_EXIT_MEMORY_FAULT), emulated (MMIO exit), bug-on (patched + KVM_BUG_ON/EIO for "impossible" EFAULTs)',
+      )
+        .choices(KERNEL_VARIANTS)
+        .default(SIM_DEFAULTS.kernel),
+    )
     .addOption(new Option('--policy <name>', 'memory-fault policy (src/vmm/memory-fault-policy.ts)').choices(POLICY_NAMES).default(SIM_DEFAULTS.policy))
     .addOption(
-      new Option('--bar-order <order>', 'tsvmm\'s BAR order on MEM clear (qemu: the order that opens the race window; unmap-first closes it for guest clears)')
+      new Option('--bar-order <order>', "tsvmm's BAR order on MEM clear (qemu: the order that opens the race window; unmap-first closes it for guest clears)")
         .choices(['qemu', 'unmap-first'])
         .default(SIM_DEFAULTS.barOrder),
     )
@@ -262,17 +278,37 @@ export function registerSimCommand(program: Command): void {
     .addOption(new Option('--seeds <S>', `number of random schedules (default ${SIM_DEFAULTS.seeds})`).argParser(intParser('--seeds', 1, 10_000_000)))
     .addOption(new Option('--seed <N>', 'first random seed').argParser(intParser('--seed', 0, 2 ** 31)).default(SIM_DEFAULTS.seed))
     .addOption(new Option('--accessors <N>', 'accessor vCPUs').argParser(intParser('--accessors', 1, MAX_ACCESSORS)).default(SIM_DEFAULTS.accessors))
-    .addOption(new Option('--toggles <T>', 'times the toggler vCPU clears and sets COMMAND.MEM').argParser(intParser('--toggles', 0, 64)).default(SIM_DEFAULTS.toggles))
+    .addOption(
+      new Option('--toggles <T>', 'times the toggler vCPU clears and sets COMMAND.MEM').argParser(intParser('--toggles', 0, 64)).default(SIM_DEFAULTS.toggles),
+    )
     .addOption(new Option('--host-revoke', 'add a host actor that revokes and restores the device without the device lock'))
-    .addOption(new Option('--host-revoke-cycles <N>', 'revoke/restore pairs the host actor performs (default 1)').argParser(intParser('--host-revoke-cycles', 1, 16)))
+    .addOption(
+      new Option('--host-revoke-cycles <N>', 'revoke/restore pairs the host actor performs (default 1)').argParser(intParser('--host-revoke-cycles', 1, 16)),
+    )
     .addOption(new Option('--ram-fault', 'revoke a RAM page and probe it: the VM must stop with diagnostics naming the gpa'))
-    .addOption(new Option('--devices <N>', 'passthrough devices: 2 adds pt1, which stays decoding (the other device a fault must not be blamed on)').argParser(intParser('--devices', 1, 2)).default(1))
+    .addOption(
+      new Option('--devices <N>', 'passthrough devices: 2 adds pt1, which stays decoding (the other device a fault must not be blamed on)')
+        .argParser(intParser('--devices', 1, 2))
+        .default(1),
+    )
     .addOption(new Option('--poison', 'poison the host page behind pt0 BAR0 (EHWPOISON; needs --kernel patched or bug-on): the VM must stop at its first use'))
     .addOption(new Option('--kernel-bug', 'accessor 0 ends with an access that reaches a "can\'t happen" kernel path (bug-on: KVM_BUG_ON + EIO bugs the VM)'))
     .addOption(new Option('--config-access <how>', 'how the toggler writes COMMAND').choices(CONFIG_ACCESSES).default('ports'))
-    .addOption(new Option('--slice <granularity>', 'KVM_RUN returns after each in-kernel instruction (EINTR) or only on exits/faults').choices(['instruction', 'exit']).default('instruction'))
-    .addOption(new Option('--max-schedules <N>', 'stop an exhaustive run after this many schedules').argParser(intParser('--max-schedules', 1, 100_000_000)).default(SIM_DEFAULTS.maxSchedules))
-    .addOption(new Option('--livelock-bound <N>', 'own steps a vCPU may take without retiring an instruction').argParser(intParser('--livelock-bound', 8, 100_000)).default(DEFAULT_SIM_OPTIONS.livelockBound))
+    .addOption(
+      new Option('--slice <granularity>', 'KVM_RUN returns after each in-kernel instruction (EINTR) or only on exits/faults')
+        .choices(['instruction', 'exit'])
+        .default('instruction'),
+    )
+    .addOption(
+      new Option('--max-schedules <N>', 'stop an exhaustive run after this many schedules')
+        .argParser(intParser('--max-schedules', 1, 100_000_000))
+        .default(SIM_DEFAULTS.maxSchedules),
+    )
+    .addOption(
+      new Option('--livelock-bound <N>', 'own steps a vCPU may take without retiring an instruction')
+        .argParser(intParser('--livelock-bound', 8, 100_000))
+        .default(DEFAULT_SIM_OPTIONS.livelockBound),
+    )
     .addOption(new Option('--no-shrink', 'report the shortest violating schedule found without shrinking it'))
     .addOption(new Option('--json', 'print the report as JSON'))
     .action((o: SimCliOptions, cmd: Command) => {

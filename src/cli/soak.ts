@@ -55,7 +55,8 @@ export function soakFailed(verdict: string): boolean {
 export function parseDuration(name: string, input: string): number {
   const m = /^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$/.exec(input);
   const total = m && (m[1] || m[2] || m[3]) ? Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0) : NaN;
-  if (!Number.isFinite(total) || total <= 0 || total > 7 * 24 * 3600) throw new InvalidArgumentError(`${name} must be a duration from 1s to 7 days such as 90s, 10m or 1h, got '${input}'`);
+  if (!Number.isFinite(total) || total <= 0 || total > 7 * 24 * 3600)
+    throw new InvalidArgumentError(`${name} must be a duration from 1s to 7 days such as 90s, 10m or 1h, got '${input}'`);
   return total;
 }
 
@@ -103,9 +104,13 @@ export function soakVerdict(samples: readonly SoakSample[]): string {
   const growth: string[] = [];
   const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
   const rss = worst((s) => s.rssKiB);
-  if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK)) growth.push(`RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
+  if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK))
+    growth.push(`RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
   const low = worst((s) => -s.rssKiB);
-  const fall = low.rssKiB < base.rssKiB * (1 - SOAK_RSS_SLACK) ? `RSS ${base.rssKiB} -> ${low.rssKiB} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)` : undefined;
+  const fall =
+    low.rssKiB < base.rssKiB * (1 - SOAK_RSS_SLACK)
+      ? `RSS ${base.rssKiB} -> ${low.rssKiB} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)`
+      : undefined;
   const fds = worst((s) => s.fds);
   if (fds.fds > base.fds + SOAK_COUNT_SLACK) growth.push(`fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`);
   const threads = worst((s) => s.threads);

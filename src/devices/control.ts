@@ -31,7 +31,30 @@ export const ControlRegs = {
 
 const VCPU_DONE: DeviceEffect = Object.freeze({ kind: 'vcpu-done' });
 
-const EXCEPTION_NAMES = ['#DE', '#DB', 'NMI', '#BP', '#OF', '#BR', '#UD', '#NM', '#DF', '#09', '#TS', '#NP', '#SS', '#GP', '#PF', '#15', '#MF', '#AC', '#MC', '#XM', '#VE', '#CP'];
+const EXCEPTION_NAMES = [
+  '#DE',
+  '#DB',
+  'NMI',
+  '#BP',
+  '#OF',
+  '#BR',
+  '#UD',
+  '#NM',
+  '#DF',
+  '#09',
+  '#TS',
+  '#NP',
+  '#SS',
+  '#GP',
+  '#PF',
+  '#15',
+  '#MF',
+  '#AC',
+  '#MC',
+  '#XM',
+  '#VE',
+  '#CP',
+];
 
 export class ControlDevice implements MmioHandler {
   readonly name = 'tsvmm-control';
@@ -40,7 +63,10 @@ export class ControlDevice implements MmioHandler {
   private readonly panic = { vector: 0n, error: 0n, rip: 0n };
 
   /** `benchHits`: the bench.deviceHits counter. */
-  constructor(private readonly benchHits: CounterCell, private readonly console: (bytes: Uint8Array) => void) {}
+  constructor(
+    private readonly benchHits: CounterCell,
+    private readonly console: (bytes: Uint8Array) => void,
+  ) {}
 
   mmioRead(offset: bigint, _len: number, vcpu: number): bigint {
     switch (Number(offset)) {

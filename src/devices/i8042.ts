@@ -32,7 +32,10 @@ export class I8042 implements PioHandler {
   static readonly SHARED_BYTES = 16;
   private readonly w: Int32Array;
 
-  constructor(shared: SharedArrayBuffer, private readonly onReset: () => DeviceEffect) {
+  constructor(
+    shared: SharedArrayBuffer,
+    private readonly onReset: () => DeviceEffect,
+  ) {
     this.w = new Int32Array(shared, 0, 4);
   }
 

@@ -31,7 +31,9 @@ export class MmioBus {
     // Cheap on the ordinary MMIO exit: only a map with some trapped lock-free region is searched.
     const gen = map.generation;
     if (gen !== this.trappedGeneration) {
-      this.anyTrappedWithoutLock = map.view().some((f) => f.region.kind === 'mmio' && f.region.handler >= 0 && this.handlers[f.region.handler]!.trappedAccessWithoutLock === true);
+      this.anyTrappedWithoutLock = map
+        .view()
+        .some((f) => f.region.kind === 'mmio' && f.region.handler >= 0 && this.handlers[f.region.handler]!.trappedAccessWithoutLock === true);
       this.trappedGeneration = gen;
     }
     if (!this.anyTrappedWithoutLock) return false;

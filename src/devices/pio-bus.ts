@@ -26,7 +26,11 @@ export class PioBus {
     if (base < 0 || length <= 0 || base + length > 0x10000) throw new RangeError(`port range 0x${base.toString(16)}+${length} out of the 64 KiB I/O space`);
     for (const r of this.ranges) {
       if (base < r.base + r.length && r.base < base + length) {
-        throw new BusOverlapError('port I/O', `${handler.name} [0x${base.toString(16)}, +${length})`, `${r.handler.name} [0x${r.base.toString(16)}, +${r.length})`);
+        throw new BusOverlapError(
+          'port I/O',
+          `${handler.name} [0x${base.toString(16)}, +${length})`,
+          `${r.handler.name} [0x${r.base.toString(16)}, +${r.length})`,
+        );
       }
     }
     let slot = this.handlers.indexOf(handler);

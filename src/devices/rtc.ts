@@ -29,7 +29,10 @@ export class CmosRtc implements PioHandler {
   /** The index latch, right after the RAM. */
   private readonly latch: Uint8Array;
 
-  constructor(readonly shared: SharedArrayBuffer, private readonly now: () => Date = () => new Date()) {
+  constructor(
+    readonly shared: SharedArrayBuffer,
+    private readonly now: () => Date = () => new Date(),
+  ) {
     this.ram = new Uint8Array(shared, 0, 128);
     this.latch = new Uint8Array(shared, 128, 1);
   }
@@ -50,7 +53,7 @@ export class CmosRtc implements PioHandler {
   private time(reg: number): number | undefined {
     const d = this.now();
     const b = this.ram[REG_B]!;
-    const enc = (v: number) => (b & B_BINARY ? v : ((Math.floor(v / 10) << 4) | v % 10));
+    const enc = (v: number) => (b & B_BINARY ? v : (Math.floor(v / 10) << 4) | (v % 10));
     switch (reg) {
       case REG_SECONDS:
         return enc(d.getUTCSeconds());
@@ -92,7 +95,8 @@ export class CmosRtc implements PioHandler {
     }
     const i = this.index;
     if (i === REG_C || i === REG_D) return undefined; // read-only
-    if (i === REG_A) this.ram[i] = b & 0x7f; // UIP is read-only
+    if (i === REG_A)
+      this.ram[i] = b & 0x7f; // UIP is read-only
     else this.ram[i] = b;
     return undefined;
   }

@@ -13,7 +13,10 @@ export class Serial16550 implements PioHandler {
   // Registers: dll, dlm, ier, lcr, mcr, scr (thread-local: only the console output matters).
   private readonly regs = new Uint8Array(8);
 
-  constructor(readonly base: number, private readonly sink: (bytes: Uint8Array) => void) {}
+  constructor(
+    readonly base: number,
+    private readonly sink: (bytes: Uint8Array) => void,
+  ) {}
 
   pioRead(port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     const off = port - this.base;

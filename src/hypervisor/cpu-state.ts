@@ -1,7 +1,26 @@
 // A vCPU's register state as plain objects, as every hypervisor backend (KVM, the kernel model)
 // takes and gives it. src/kvm/regs.ts encodes these as struct kvm_regs / kvm_sregs.
 
-export const GPR_NAMES = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags'] as const;
+export const GPR_NAMES = [
+  'rax',
+  'rbx',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'rsp',
+  'rbp',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
+  'rip',
+  'rflags',
+] as const;
 export type GprName = (typeof GPR_NAMES)[number];
 export type Regs = Record<GprName, bigint>;
 

@@ -35,9 +35,15 @@ export interface HypervisorVcpu {
 }
 
 export class MemslotError extends Error {
-  constructor(readonly spec: MemslotSpec, readonly errno: number, detail: string) {
+  constructor(
+    readonly spec: MemslotSpec,
+    readonly errno: number,
+    detail: string,
+  ) {
     // QEMU's wording, so a user who knows QEMU recognises it.
-    super(`kvm_set_user_memory_region: KVM_SET_USER_MEMORY_REGION failed, slot=${spec.slot}, start=0x${spec.gpa.toString(16)}, size=0x${spec.size.toString(16)}: ${detail}`);
+    super(
+      `kvm_set_user_memory_region: KVM_SET_USER_MEMORY_REGION failed, slot=${spec.slot}, start=0x${spec.gpa.toString(16)}, size=0x${spec.size.toString(16)}: ${detail}`,
+    );
     this.name = 'MemslotError';
   }
 }

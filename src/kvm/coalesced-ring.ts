@@ -18,7 +18,8 @@ export class CoalescedRing {
   /** `mapping` is a vCPU's whole mapping (kvm_run, the PIO page, this ring). */
   constructor(private readonly mapping: DataView) {
     this.base = KVM_COALESCED_MMIO_PAGE_OFFSET * PAGE;
-    if (mapping.byteLength < this.base + PAGE) throw new Error(`the vCPU mapping (${mapping.byteLength} bytes) has no coalesced-MMIO ring page at ${this.base}`);
+    if (mapping.byteLength < this.base + PAGE)
+      throw new Error(`the vCPU mapping (${mapping.byteLength} bytes) has no coalesced-MMIO ring page at ${this.base}`);
   }
 
   /** Whether KVM queued writes not yet replayed (two loads: cheap enough for every exit). */

@@ -44,7 +44,6 @@ export class ExitScratch {
   readonly mmio: MmioExit = { kind: 'mmio', gpa: 0n, len: 0, isWrite: false, data: 0n };
 }
 
-
 function dataArray(view: DataView, ndataOffset: number, dataOffset: number, max: number): bigint[] {
   const n = Math.min(view.getUint32(ndataOffset, true), max);
   const out: bigint[] = [];
@@ -143,4 +142,3 @@ export function decodeExit(run: DataView, ret: number, into?: ExitScratch): Vcpu
 export function completeMmioRead(run: DataView, len: number, value: bigint): void {
   writeLe(run, Run.mmioData, Math.min(len, 8), value);
 }
-

@@ -3,22 +3,39 @@
 import { c, check, describeErrno, native, NativeError } from '../native';
 import type { HypervisorVcpu, HypervisorVm, MemslotSpec } from '../hypervisor/hypervisor';
 import { MemslotError } from '../hypervisor/hypervisor';
-import { CoalescedMmioZone as Z, Ioeventfd as E, KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_MEM_READONLY, Run, SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS, SIZEOF_KVM_USERSPACE_MEMORY_REGION, UserspaceMemoryRegion as R } from './constants';
+import {
+  CoalescedMmioZone as Z,
+  Ioeventfd as E,
+  KVM_API_VERSION,
+  KVM_CAP_NR_MEMSLOTS,
+  KVM_MEM_READONLY,
+  Run,
+  SIZEOF_KVM_REGS,
+  SIZEOF_KVM_SREGS,
+  SIZEOF_KVM_USERSPACE_MEMORY_REGION,
+  UserspaceMemoryRegion as R,
+} from './constants';
 import { traceKvmSetUserMemory, traceOn } from '../trace';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, type Regs, type Sregs } from './regs';
 
 export const DEFAULT_KVM_PATH = '/dev/kvm';
 
 export class KvmUnavailableError extends Error {
-  constructor(readonly path: string, readonly errno: number) {
+  constructor(
+    readonly path: string,
+    readonly errno: number,
+  ) {
     super(KvmUnavailableError.explain(path, errno));
     this.name = 'KvmUnavailableError';
   }
   static explain(path: string, errno: number): string {
     const n = native().constants;
-    if (errno === n.ENOENT) return `${path} does not exist: this host has no KVM (load kvm_intel/kvm_amd, or enable nested virtualisation; scripts/kvm-in-qemu.sh runs tsvmm against a KVM inside QEMU)`;
-    if (errno === n.EACCES || errno === n.EPERM) return `permission denied opening ${path}: add this user to the group that owns it (usually \`kvm\`) or run as root`;
-    if (errno === n.ENODEV || errno === n.ENXIO) return `${path} exists but no KVM driver is bound to it (${describeErrno(errno)}); on a host that is itself a KVM guest, nested virtualisation may be off`;
+    if (errno === n.ENOENT)
+      return `${path} does not exist: this host has no KVM (load kvm_intel/kvm_amd, or enable nested virtualisation; scripts/kvm-in-qemu.sh runs tsvmm against a KVM inside QEMU)`;
+    if (errno === n.EACCES || errno === n.EPERM)
+      return `permission denied opening ${path}: add this user to the group that owns it (usually \`kvm\`) or run as root`;
+    if (errno === n.ENODEV || errno === n.ENXIO)
+      return `${path} exists but no KVM driver is bound to it (${describeErrno(errno)}); on a host that is itself a KVM guest, nested virtualisation may be off`;
     return `cannot open ${path}: ${describeErrno(errno)}`;
   }
 }
@@ -31,7 +48,10 @@ export class KvmApiVersionError extends Error {
 }
 
 export class KvmSystem {
-  private constructor(readonly fd: number, readonly path: string) {}
+  private constructor(
+    readonly fd: number,
+    readonly path: string,
+  ) {}
 
   static open(path = DEFAULT_KVM_PATH): KvmSystem {
     const n = native();
@@ -94,7 +114,10 @@ export class KvmVm implements HypervisorVm {
   private readonly regionBuf = new Uint8Array(SIZEOF_KVM_USERSPACE_MEMORY_REGION);
 
   /** Wraps a VM fd (also in vCPU threads, which receive the fd number: fds are process-wide). */
-  constructor(readonly fd: number, readonly maxMemslots: number) {}
+  constructor(
+    readonly fd: number,
+    readonly maxMemslots: number,
+  ) {}
 
   /** KVM_CHECK_EXTENSION on the VM fd (per-VM answers; 0 when unsupported). */
   checkExtension(cap: number): number {
@@ -164,7 +187,10 @@ export class KvmVm implements HypervisorVm {
     v.setBigUint64(Z.addr, z.addr, true);
     v.setUint32(Z.size, z.size, true);
     v.setUint32(Z.pio, z.pio ? 1 : 0, true);
-    check(native().ioctlBuffer(this.fd, c('KVM_REGISTER_COALESCED_MMIO'), buf), `KVM_REGISTER_COALESCED_MMIO ${z.pio ? 'ports' : 'gpa'} 0x${z.addr.toString(16)}+${z.size}`);
+    check(
+      native().ioctlBuffer(this.fd, c('KVM_REGISTER_COALESCED_MMIO'), buf),
+      `KVM_REGISTER_COALESCED_MMIO ${z.pio ? 'ports' : 'gpa'} 0x${z.addr.toString(16)}+${z.size}`,
+    );
   }
 
   close(): void {
@@ -185,7 +211,11 @@ export class KvmVcpu implements HypervisorVcpu {
   private readonly sregsBuf = new Uint8Array(SIZEOF_KVM_SREGS);
   private readonly nativeCalls = native();
 
-  constructor(readonly fd: number, readonly index: number, readonly mmapSize: number) {
+  constructor(
+    readonly fd: number,
+    readonly index: number,
+    readonly mmapSize: number,
+  ) {
     const n = native();
     const m = n.mmapBuffer(fd, mmapSize, n.constants.PROT_READ | n.constants.PROT_WRITE, n.constants.MAP_SHARED, 0);
     if (typeof m === 'number') throw new NativeError(`mmap of vCPU ${index}'s kvm_run page: ${describeErrno(m)}`, -m);

@@ -4,7 +4,17 @@ import { SIZEOF_KVM_REGS, SIZEOF_KVM_SREGS } from './constants';
 import { GPR_NAMES, SEGMENT_NAMES, emptyRegs, type Regs, type Segment, type Sregs } from '../hypervisor/cpu-state';
 
 // The register types belong to the hypervisor interface; re-exported for existing importers.
-export { GPR_NAMES, SEGMENT_NAMES, emptyRegs, type GprName, type Regs, type Segment, type DescriptorTable, type SegmentName, type Sregs } from '../hypervisor/cpu-state';
+export {
+  GPR_NAMES,
+  SEGMENT_NAMES,
+  emptyRegs,
+  type GprName,
+  type Regs,
+  type Segment,
+  type DescriptorTable,
+  type SegmentName,
+  type Sregs,
+} from '../hypervisor/cpu-state';
 
 const SEGMENT_SIZE = 24;
 const DTABLE_SIZE = 16;

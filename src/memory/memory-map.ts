@@ -59,8 +59,7 @@ function hasMemslot(kind: RegionKind): boolean {
 }
 
 export class MemoryMap {
-  static readonly SHARED_BYTES =
-    HEADER_WORDS * 4 + MAX_REGIONS * REGION_FIELDS * 8 + MAX_SLOTS * SLOT_FIELDS * 8 + MAX_REGIONS * NAME_BYTES;
+  static readonly SHARED_BYTES = HEADER_WORDS * 4 + MAX_REGIONS * REGION_FIELDS * 8 + MAX_SLOTS * SLOT_FIELDS * 8 + MAX_REGIONS * NAME_BYTES;
 
   private readonly header: Int32Array;
   private readonly regionTable: BigInt64Array;
@@ -79,7 +78,10 @@ export class MemoryMap {
   private readonly decodedVersion = new BigInt64Array(MAX_REGIONS);
 
   /** `vm` may be absent in threads that never commit (they only read the map). */
-  constructor(readonly shared: SharedArrayBuffer, private readonly vm?: HypervisorVm) {
+  constructor(
+    readonly shared: SharedArrayBuffer,
+    private readonly vm?: HypervisorVm,
+  ) {
     if (shared.byteLength < MemoryMap.SHARED_BYTES) throw new MemoryMapError('memory map shared buffer too small');
     let off = 0;
     this.header = new Int32Array(shared, off, HEADER_WORDS);
@@ -227,7 +229,9 @@ export class MemoryMap {
   addRegion(r: NewRegion): number {
     if (r.size <= 0n) throw new MemoryMapError(`region ${r.name}: size must be positive`);
     if (hasMemslot(r.kind) && (r.gpa % PAGE_SIZE !== 0n || r.size % PAGE_SIZE !== 0n || r.hostAddress % PAGE_SIZE !== 0n)) {
-      throw new MemoryMapError(`region ${r.name} (${r.kind}) at 0x${r.gpa.toString(16)}+0x${r.size.toString(16)}: a memslot-backed region must be page aligned`);
+      throw new MemoryMapError(
+        `region ${r.name} (${r.kind}) at 0x${r.gpa.toString(16)}+0x${r.size.toString(16)}: a memslot-backed region must be page aligned`,
+      );
     }
     return this.mutate(() => this.addRegionLocked(r));
   }
@@ -370,7 +374,13 @@ export class MemoryMap {
   private slotAt(i: number): MemslotSpec {
     const b = i * SLOT_FIELDS;
     const s = this.slotTable;
-    return { slot: i, gpa: BigInt.asUintN(64, s[b + 1]!), size: BigInt.asUintN(64, s[b + 2]!), hostAddress: BigInt.asUintN(64, s[b + 3]!), readOnly: s[b + 4] === 1n };
+    return {
+      slot: i,
+      gpa: BigInt.asUintN(64, s[b + 1]!),
+      size: BigInt.asUintN(64, s[b + 2]!),
+      hostAddress: BigInt.asUintN(64, s[b + 3]!),
+      readOnly: s[b + 4] === 1n,
+    };
   }
 
   /** The memslots the current flat view calls for. */
@@ -406,13 +416,14 @@ export class MemoryMap {
   }
 
   private requireVm(): HypervisorVm {
-    if (!this.vm) throw new MemoryMapError('this thread\'s memory map has no hypervisor VM: it cannot commit memslots');
+    if (!this.vm) throw new MemoryMapError("this thread's memory map has no hypervisor VM: it cannot commit memslots");
     return this.vm;
   }
 
   private deleteSlot(s: MemslotSpec): void {
     const b = s.slot * SLOT_FIELDS;
-    if (this.slotTable[b] === 0n) throw new MemoryMapError(`memslot ${s.slot} at 0x${s.gpa.toString(16)} is already gone: a memslot step list ran outside the transaction it was built in`);
+    if (this.slotTable[b] === 0n)
+      throw new MemoryMapError(`memslot ${s.slot} at 0x${s.gpa.toString(16)} is already gone: a memslot step list ran outside the transaction it was built in`);
     this.requireVm().deleteMemslot(s);
     this.slotTable[b] = 0n;
     Atomics.add(this.header, H_MEMSLOT_OPS, 1);

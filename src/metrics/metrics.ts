@@ -70,10 +70,15 @@ export function createRegistry(source: () => MetricsSource | undefined): client.
     'emulated-mmio-recovered': stats.get('fault.emulatedMmioRecovered'),
     fatal: stats.get('fault.fatal'),
   }));
-  mirrored('tsvmm_unsupported_requests_total', 'guest accesses answered as a PCI Unsupported Request (reads: all ones; writes: dropped)', 'access', ({ stats }) => ({
-    read: stats.get('ur.reads'),
-    'dropped-write': stats.get('ur.droppedWrites'),
-  }));
+  mirrored(
+    'tsvmm_unsupported_requests_total',
+    'guest accesses answered as a PCI Unsupported Request (reads: all ones; writes: dropped)',
+    'access',
+    ({ stats }) => ({
+      read: stats.get('ur.reads'),
+      'dropped-write': stats.get('ur.droppedWrites'),
+    }),
+  );
   new client.Counter({
     name: 'tsvmm_device_exits_total',
     help: 'PIO and MMIO accesses that exited to the VMM, by the device that answered (a string I/O exit counts each element; unclaimed ones are in tsvmm_device_accesses_total)',

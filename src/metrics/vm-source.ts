@@ -1,6 +1,6 @@
 // What the metrics read from a Vm (kept apart from metrics.ts so that module needs no KVM).
 import type { Vm } from '../vmm/vm';
-import { VCPU_STATES, type MetricsSource } from './metrics';
+import { type VCPU_STATES, type MetricsSource } from './metrics';
 import { VcpuStatus } from '../vmm/vcpu-control';
 
 const STATE_NAME: Record<VcpuStatus, (typeof VCPU_STATES)[number]> = {

@@ -68,7 +68,12 @@ export function faultEventData(f: RecoveredFault, where: ReturnType<FaultAttribu
 }
 
 /** Polls the ring and emits throttled events until stop(), which sends what is pending. */
-export function startFaultEventPump(ring: FaultEventRing, attribute: FaultAttribution, emit: (name: string, data: QmpMessage) => void, periodMs = FAULT_EVENT_PERIOD_MS): { stop(): void } {
+export function startFaultEventPump(
+  ring: FaultEventRing,
+  attribute: FaultAttribution,
+  emit: (name: string, data: QmpMessage) => void,
+  periodMs = FAULT_EVENT_PERIOD_MS,
+): { stop(): void } {
   const throttle = new EventThrottle<RecoveredFault>(periodMs, (f, dropped) => emit(FAULT_EVENT, faultEventData(f, attribute(f.gpa), dropped)));
   const poll = (flush = false) => {
     const now = Date.now();

@@ -46,7 +46,8 @@ export class QmpSocketError extends UserInputError {
 export async function checkSocketPath(path: string): Promise<'free' | 'stale'> {
   if (path === '') throw new QmpSocketError('--qmp needs a socket path, got an empty string');
   const bytes = Buffer.byteLength(path);
-  if (bytes > MAX_SOCKET_PATH_BYTES) throw new QmpSocketError(`--qmp ${path}: the path is ${bytes} bytes, a unix socket path can have at most ${MAX_SOCKET_PATH_BYTES}`);
+  if (bytes > MAX_SOCKET_PATH_BYTES)
+    throw new QmpSocketError(`--qmp ${path}: the path is ${bytes} bytes, a unix socket path can have at most ${MAX_SOCKET_PATH_BYTES}`);
   const dir = nodePath.dirname(path);
   if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new QmpSocketError(`--qmp ${path}: directory ${dir} does not exist`);
   const existing = fs.lstatSync(path, { throwIfNoEntry: false });

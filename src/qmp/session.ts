@@ -81,7 +81,10 @@ export class QmpSession {
           handler: () => {
             // QEMU presses the ACPI power button; tsvmm's machine has no ACPI, so there is no way to ask
             // the guest to shut down. Saying so beats an accepted command that does nothing.
-            throw new QmpCommandError('GenericError', 'system_powerdown is not supported: this machine has no ACPI power button to ask the guest to shut down; use quit');
+            throw new QmpCommandError(
+              'GenericError',
+              'system_powerdown is not supported: this machine has no ACPI power button to ask the guest to shut down; use quit',
+            );
           },
           params: [],
         },
@@ -203,6 +206,7 @@ function parseRequest(req: QmpMessage): { name: string; args: QmpMessage } {
   if (typeof req.execute !== 'string') throw new QmpCommandError('GenericError', "QMP input member 'execute' must be a string");
   // `"arguments": null` is refused as QEMU does: only an absent member means "no arguments".
   const args = 'arguments' in req ? req.arguments : {};
-  if (typeof args !== 'object' || args === null || Array.isArray(args)) throw new QmpCommandError('GenericError', "QMP input member 'arguments' must be an object");
+  if (typeof args !== 'object' || args === null || Array.isArray(args))
+    throw new QmpCommandError('GenericError', "QMP input member 'arguments' must be an object");
   return { name: req.execute, args: args as QmpMessage };
 }

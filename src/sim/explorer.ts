@@ -153,7 +153,7 @@ export function shrinkSchedule(sim: SimOptions, choices: readonly number[], kind
     }
     // Runs of steps, halving.
     for (let size = Math.max(1, best.length >> 1); size >= 1 && tries < budget; size >>= 1) {
-      for (let at = 0; at + size <= best.length && tries < budget; ) {
+      for (let at = 0; at + size <= best.length && tries < budget;) {
         const c = reproduces([...best.slice(0, at), ...best.slice(at + size)]);
         if (c && c.length < best.length) {
           best = c;

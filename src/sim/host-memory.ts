@@ -197,7 +197,7 @@ export class SimHostMemory implements HostMemory {
   }
 
   private copyOut(f: SimFile, offset: number, out: Uint8Array): void {
-    for (let i = 0; i < out.length; ) {
+    for (let i = 0; i < out.length;) {
       const at = offset + i;
       const index = Math.floor(at / SIM_PAGE_SIZE);
       const within = at % SIM_PAGE_SIZE;
@@ -210,7 +210,7 @@ export class SimHostMemory implements HostMemory {
   }
 
   private copyIn(f: SimFile, offset: number, data: Uint8Array): void {
-    for (let i = 0; i < data.length; ) {
+    for (let i = 0; i < data.length;) {
       const at = offset + i;
       const index = Math.floor(at / SIM_PAGE_SIZE);
       const within = at % SIM_PAGE_SIZE;

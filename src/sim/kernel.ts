@@ -92,7 +92,6 @@ export interface EntryRecord {
   result: EntryResult;
 }
 
-
 export function formatEntry(e: EntryRecord): string {
   const parts: string[] = [];
   if (e.completed) parts.push(`completes ${formatInstruction(e.completed.insn)}${e.completed.value !== undefined ? ` -> ${hex(e.completed.value)}` : ''}`);
@@ -138,7 +137,12 @@ export class SimVm implements HypervisorVm {
   /** KVM_BUG_ON() fired: every later vCPU and VM ioctl fails with EIO. */
   bugged = false;
 
-  constructor(readonly host: SimHostMemory, readonly variant: KernelVariant, readonly slice: KernelSlice = 'instruction', maxMemslots = 32) {
+  constructor(
+    readonly host: SimHostMemory,
+    readonly variant: KernelVariant,
+    readonly slice: KernelSlice = 'instruction',
+    maxMemslots = 32,
+  ) {
     this.maxMemslots = maxMemslots;
     host.onInvalidate((start, end) => this.invalidateHostRange(start, end));
   }
@@ -146,7 +150,8 @@ export class SimVm implements HypervisorVm {
   setMemslot(spec: MemslotSpec): void {
     if (this.bugged) throw new MemslotError(spec, EIO, 'Input/output error');
     if (spec.slot < 0 || spec.slot >= this.maxMemslots) throw new MemslotError(spec, EINVAL, 'Invalid argument');
-    if (spec.size <= 0n || spec.gpa % PAGE !== 0n || spec.size % PAGE !== 0n || spec.hostAddress % PAGE !== 0n) throw new MemslotError(spec, EINVAL, 'Invalid argument');
+    if (spec.size <= 0n || spec.gpa % PAGE !== 0n || spec.size % PAGE !== 0n || spec.hostAddress % PAGE !== 0n)
+      throw new MemslotError(spec, EINVAL, 'Invalid argument');
     const old = this.slots.get(spec.slot);
     if (old && (old.gpa !== spec.gpa || old.size !== spec.size || old.hostAddress !== spec.hostAddress)) {
       // tsvmm never moves or resizes a live slot (the memory map deletes first); KVM would refuse a resize.
@@ -209,7 +214,12 @@ export class SimVcpu implements HypervisorVcpu {
   last: EntryRecord | undefined;
   private pending: PendingExit | undefined;
 
-  constructor(readonly vm: SimVm, readonly index: number, readonly program: Instruction[], private readonly observer?: SimObserver) {
+  constructor(
+    readonly vm: SimVm,
+    readonly index: number,
+    readonly program: Instruction[],
+    private readonly observer?: SimObserver,
+  ) {
     this.runPage = new DataView(new ArrayBuffer(VCPU_MMAP_BYTES));
   }
 

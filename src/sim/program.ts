@@ -32,7 +32,6 @@ export type Instruction =
   | { op: 'in'; size: 1 | 2 | 4; port: number; tag: AccessTag }
   | { op: 'stop' };
 
-
 export function formatInstruction(i: Instruction): string {
   switch (i.op) {
     case 'load':

@@ -45,7 +45,7 @@ import type { VcpuExit } from '../kvm/exit';
 import { allOnes } from '../access-width';
 import { hex } from '../hex';
 import type { BarOrder } from '../devices/pci/passthrough';
-import { SHM_DEVICE_ID_VALUE, ShmHostDevice } from '../devices/pci/shm-backend';
+import { SHM_DEVICE_ID_VALUE, type ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
 import type { PolicyName, VmmPersona } from '../vmm/memory-fault-policy';
@@ -55,7 +55,7 @@ import { isTerminal } from '../vmm/run-state';
 import { stopForFailedStep } from '../vmm/memory-fault-policy';
 import { VcpuRunner } from '../vmm/vcpu-runner';
 import { SimHostMemory } from './host-memory';
-import { formatEntry, SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
+import { formatEntry, type SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
 import { accessorProgram, formatInstruction, scratchOffset, togglerProgram, WIDTHS, type ConfigAccess, type Instruction, type Width } from './program';
 import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
 import { stopReasonGpa } from '../vmm/stop-reasons';
@@ -73,7 +73,16 @@ export interface Violation {
   step: number;
 }
 
-export const EXERCISED_COUNTERS = ['kernelFaults', 'efaultRecovered', 'efaultRecoveredWithoutLock', 'memoryFaultRecovered', 'emulatedMmioRecovered', 'urReads', 'urDroppedWrites', 'configWrites'] as const;
+export const EXERCISED_COUNTERS = [
+  'kernelFaults',
+  'efaultRecovered',
+  'efaultRecoveredWithoutLock',
+  'memoryFaultRecovered',
+  'emulatedMmioRecovered',
+  'urReads',
+  'urDroppedWrites',
+  'configWrites',
+] as const;
 export type ExercisedCounter = (typeof EXERCISED_COUNTERS)[number];
 
 export interface SimOptions {
@@ -136,7 +145,6 @@ export const KERNEL_BUG_GPA = 0x18_0000n;
 const PASSTHROUGH_SLOT = 3;
 const PASSTHROUGH_NAME = 'pt0';
 const SECOND_DEVICE = { name: 'pt1', slot: 4, backend: 'shm' } as const;
-
 
 interface Actor {
   readonly name: string;
@@ -269,7 +277,11 @@ class HostActor implements Actor {
   private queue = new StepQueue();
   private cycles: number;
 
-  constructor(private readonly world: World, readonly name: string, cycles: number) {
+  constructor(
+    private readonly world: World,
+    readonly name: string,
+    cycles: number,
+  ) {
     this.cycles = cycles;
     this.done = cycles <= 0;
   }
@@ -377,7 +389,10 @@ export class World implements SimObserver {
   private readonly scratchModel: bigint[];
   private readonly bar0File: { fd: number; offset: number };
 
-  constructor(readonly options: SimOptions, tracing = false) {
+  constructor(
+    readonly options: SimOptions,
+    tracing = false,
+  ) {
     this.tracing = tracing;
     this.vm = new SimVm(this.hostMemory, options.kernel, options.slice);
     const nVcpus = options.accessors + 1;
@@ -401,7 +416,8 @@ export class World implements SimObserver {
     const hostBar0 = dev.host.regions().find((r) => r.index === 0)!.hostAddress!;
     this.bar0File = this.hostMemory.fileAt(hostBar0)!;
     if (options.poison) {
-      if (options.kernel !== 'patched' && options.kernel !== 'bug-on') throw new Error(`poison needs kernel patched or bug-on: the ${options.kernel} kernel SIGBUSes the vCPU thread (not modelled)`);
+      if (options.kernel !== 'patched' && options.kernel !== 'bug-on')
+        throw new Error(`poison needs kernel patched or bug-on: the ${options.kernel} kernel SIGBUSes the vCPU thread (not modelled)`);
       this.hostMemory.poison(hostBar0);
     }
     this.scratchModel = Array.from({ length: options.accessors }, (_, k) => this.peekScratch(k));
@@ -417,7 +433,13 @@ export class World implements SimObserver {
     const toggler = this.addVcpu(options.accessors, togglerProgram(PASSTHROUGH_SLOT, options.toggles, options.configAccess), true);
     this.actors.push(toggler);
     for (let k = 0; k < options.accessors; k++) {
-      this.actors.push(this.addVcpu(k, accessorProgram(k, this.bar0, options.widths, k === 0 ? ramProbe : undefined, k === 0 && options.kernelBug ? KERNEL_BUG_GPA : undefined), false));
+      this.actors.push(
+        this.addVcpu(
+          k,
+          accessorProgram(k, this.bar0, options.widths, k === 0 ? ramProbe : undefined, k === 0 && options.kernelBug ? KERNEL_BUG_GPA : undefined),
+          false,
+        ),
+      );
     }
     if (options.hostRevoke) this.actors.push(new HostActor(this, 'host', options.hostRevokeCycles));
     options.plant?.(this);
@@ -499,7 +521,11 @@ export class World implements SimObserver {
     const a = this.byVcpu.get(vcpu)!;
     a.sinceRetire = 0;
     if (insn.op === 'load' && insn.tag.kind === 'ram-probe') {
-      this.violate('missed-stop', a.name, `${formatInstruction(insn)} retired (value ${value === undefined ? '-' : hex(value)}) although the host mapping of RAM gpa ${hex(insn.gpa)} is revoked; the VM must stop`);
+      this.violate(
+        'missed-stop',
+        a.name,
+        `${formatInstruction(insn)} retired (value ${value === undefined ? '-' : hex(value)}) although the host mapping of RAM gpa ${hex(insn.gpa)} is revoked; the VM must stop`,
+      );
       return;
     }
     if (insn.op === 'load' && insn.tag.kind === 'kernel-bug') {
@@ -559,7 +585,11 @@ export class World implements SimObserver {
 
   private badRead(a: VcpuActor, insn: Instruction, got: bigint | undefined, want: bigint, decoding: boolean, via: string): void {
     const state = decoding ? 'decode on: the true value' : 'decode off: all ones';
-    this.violate('bad-value', a.name, `${formatInstruction(insn)} (${via}) returned ${got === undefined ? 'nothing' : hex(got)}, expected ${hex(want)} (${state})`);
+    this.violate(
+      'bad-value',
+      a.name,
+      `${formatInstruction(insn)} (${via}) returned ${got === undefined ? 'nothing' : hex(got)}, expected ${hex(want)} (${state})`,
+    );
   }
 
   private peekScratch(k: number): bigint {
@@ -573,12 +603,20 @@ export class World implements SimObserver {
     const a = this.byVcpu.get(vcpu)!;
     const state = this.machine.runState.state;
     if (a.sawEio || isTerminal(state)) {
-      this.violate('bugged-vm', a.name, `${a.name} entered KVM_RUN on a bugged VM ${a.sawEio ? 'after its own KVM_RUN had failed with EIO' : `after the VM stopped (${state})`}`);
+      this.violate(
+        'bugged-vm',
+        a.name,
+        `${a.name} entered KVM_RUN on a bugged VM ${a.sawEio ? 'after its own KVM_RUN had failed with EIO' : `after the VM stopped (${state})`}`,
+      );
     }
   }
 
   reenteredAfterPoison(a: VcpuActor): void {
-    this.violate('missed-stop', a.name, `${a.name} re-entered KVM_RUN after a hardware memory error (EHWPOISON) at gpa ${hex(a.poisonedAt!)}: the poisoned page is touched again`);
+    this.violate(
+      'missed-stop',
+      a.name,
+      `${a.name} re-entered KVM_RUN after a hardware memory error (EHWPOISON) at gpa ${hex(a.poisonedAt!)}: the poisoned page is touched again`,
+    );
   }
 
   /** Bugged-VM checks for a stop; true when the stop is the expected one for a bugged VM. */
@@ -587,11 +625,21 @@ export class World implements SimObserver {
     this.stopLines ??= o.lines;
     this.buggedReports++;
     if (this.buggedReports > 1) {
-      this.violate('bugged-vm', a.name, `a second stop report for the bugged VM (from ${a.name}): every vCPU sees EIO, but only one report may be printed`, o.lines);
+      this.violate(
+        'bugged-vm',
+        a.name,
+        `a second stop report for the bugged VM (from ${a.name}): every vCPU sees EIO, but only one report may be printed`,
+        o.lines,
+      );
       return;
     }
     if (o.state !== 'internal-error' || o.reason.kind !== 'vm-bugged' || o.reason.vcpu !== a.vcpu.index) {
-      this.violate('bugged-vm', a.name, `the VM is bugged (KVM_BUG_ON) but its stop (${o.state}) does not say so and name vCPU ${a.vcpu.index}: ${o.lines[0] ?? ''}`, o.lines);
+      this.violate(
+        'bugged-vm',
+        a.name,
+        `the VM is bugged (KVM_BUG_ON) but its stop (${o.state}) does not say so and name vCPU ${a.vcpu.index}: ${o.lines[0] ?? ''}`,
+        o.lines,
+      );
     }
   }
 
@@ -616,13 +664,24 @@ export class World implements SimObserver {
     if (a.poisonedAt !== undefined) {
       const page = hex(a.poisonedAt & ~0xfffn);
       if (o.reason.kind !== 'hardware-memory-error' || o.reason.gpa !== (a.poisonedAt & ~0xfffn) || o.state !== 'internal-error') {
-        this.violate('missed-stop', a.name, `the VM stopped after a hardware memory error (EHWPOISON) at gpa ${page} but its diagnostics do not say so: ${o.lines[0] ?? ''}`, this.stopLines);
+        this.violate(
+          'missed-stop',
+          a.name,
+          `the VM stopped after a hardware memory error (EHWPOISON) at gpa ${page} but its diagnostics do not say so: ${o.lines[0] ?? ''}`,
+          this.stopLines,
+        );
       }
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'kernel-bug' && o.state === 'internal-error') {
       // Kernels without the second patch return a plain EFAULT there: a fault outside every BAR.
-      if (o.reason.kind !== 'efault-outside-bar') this.violate('missed-stop', a.name, `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
+      if (o.reason.kind !== 'efault-outside-bar')
+        this.violate(
+          'missed-stop',
+          a.name,
+          `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`,
+          this.stopLines,
+        );
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'ram-probe' && o.state === 'internal-error') {
@@ -635,7 +694,13 @@ export class World implements SimObserver {
       // And they must say what it is: a fault outside every BAR, not a BAR fault that looped. (With the
       // unpatched kernel only the VMM's own conclusion can say so; KVM gives no gpa.)
       const outside = o.reason.kind === 'efault-outside-bar' || o.reason.kind === 'memory-fault-outside-bar' || o.reason.kind === 'mmio-in-ram';
-      if (!outside) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`, this.stopLines);
+      if (!outside)
+        this.violate(
+          'missed-stop',
+          a.name,
+          `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`,
+          this.stopLines,
+        );
       return;
     }
     this.violate('vm-death', a.name, `VM stopped (${o.state}) on ${a.name} at ${formatInstruction(faulting)}`, this.stopLines);
@@ -677,7 +742,11 @@ export class World implements SimObserver {
       return;
     }
     if (this.vm.faults.hwPoison > 0) {
-      this.violate('missed-stop', 'vmm', `the run ended although KVM reported ${this.vm.faults.hwPoison} hardware memory error(s) (EHWPOISON): the VM must stop`);
+      this.violate(
+        'missed-stop',
+        'vmm',
+        `the run ended although KVM reported ${this.vm.faults.hwPoison} hardware memory error(s) (EHWPOISON): the VM must stop`,
+      );
       return;
     }
     if (this.options.poison) return; // the poisoned page can never be mapped again: no fast path to check
@@ -686,7 +755,11 @@ export class World implements SimObserver {
       const bar0 = dev.config.bars().find((b) => b.index === 0)!.address;
       const slot = this.vm.slotAt(bar0);
       if (host.memoryEnabled() && !host.heldAway() && (!slot || !this.hostMemory.accessible(slot.hostAddress))) {
-        this.violate('final-state', 'vmm', `at the end ${dev.name} BAR0 decodes but ${slot ? 'its memslot points at a revoked mapping' : 'has no memslot'}: accesses stay on the slow path`);
+        this.violate(
+          'final-state',
+          'vmm',
+          `at the end ${dev.name} BAR0 decodes but ${slot ? 'its memslot points at a revoked mapping' : 'has no memslot'}: accesses stay on the slow path`,
+        );
       } else if (slot && !this.hostMemory.accessible(slot.hostAddress) && !dev.options.keepMemslotOnDecodeOff) {
         this.violate('final-state', 'vmm', `at the end a ${dev.name} BAR0 memslot points at a revoked host mapping`);
       }

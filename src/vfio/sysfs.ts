@@ -54,7 +54,9 @@ export function locateVfioGroup(bdfText: string, root = '/sys'): VfioGroupLocati
   if (!fs.existsSync(dev)) throw new VfioSetupError(`no PCI function ${bdf} on this host (${dev} does not exist; lspci -D lists the functions)`);
   const groupName = linkName(path.join(dev, 'iommu_group'));
   if (groupName === undefined) {
-    throw new VfioSetupError(`PCI function ${bdf} has no IOMMU group (${dev}/iommu_group is missing): the host has no IOMMU enabled; VFIO needs one (boot with intel_iommu=on or amd_iommu=on, and enable VT-d/AMD-Vi in the firmware)`);
+    throw new VfioSetupError(
+      `PCI function ${bdf} has no IOMMU group (${dev}/iommu_group is missing): the host has no IOMMU enabled; VFIO needs one (boot with intel_iommu=on or amd_iommu=on, and enable VT-d/AMD-Vi in the firmware)`,
+    );
   }
   const group = Number(groupName);
   if (!Number.isInteger(group) || group < 0) throw new VfioSetupError(`PCI function ${bdf}: unexpected IOMMU group link '${groupName}'`);
@@ -78,5 +80,7 @@ export function locateVfioGroup(bdfText: string, root = '/sys'): VfioGroupLocati
 /** The members that keep a group from being viable (bound to a driver other than vfio-pci). */
 export function blockingMembers(loc: VfioGroupLocation): string[] {
   // Besides vfio-pci, the kernel accepts group members bound to pci-stub or (bridges) pcieport.
-  return loc.members.filter((m) => m.driver !== undefined && m.driver !== 'vfio-pci' && m.driver !== 'pcieport' && m.driver !== 'pci-stub').map((m) => `${m.bdf} (${m.driver})`);
+  return loc.members
+    .filter((m) => m.driver !== undefined && m.driver !== 'vfio-pci' && m.driver !== 'pcieport' && m.driver !== 'pci-stub')
+    .map((m) => `${m.bdf} (${m.driver})`);
 }

@@ -138,7 +138,8 @@ export function decodeRegionInfo(bytes: Uint8Array): RegionInfoValue {
     if (id === REGION_INFO_CAP_SPARSE_MMAP) {
       const n = v.getUint32(at + SparseMmap.nrAreas, true);
       const end = at + SparseMmap.areas + n * SparseMmap.areaSize;
-      if (end > bytes.byteLength) throw new VfioUapiError(`vfio_region_info of region ${info.index}: sparse mmap capability with ${n} areas overruns the buffer`);
+      if (end > bytes.byteLength)
+        throw new VfioUapiError(`vfio_region_info of region ${info.index}: sparse mmap capability with ${n} areas overruns the buffer`);
       info.sparseAreas = [];
       for (let i = 0; i < n; i++) {
         const a = at + SparseMmap.areas + i * SparseMmap.areaSize;

@@ -40,7 +40,9 @@ function openDevice(file: string, what: string): number {
   if (fd >= 0) return fd;
   const e = -fd;
   if (e === n.constants.ENOENT) {
-    throw new VfioSetupError(`vfio: no ${file}: ${what === 'container' ? 'the vfio modules are not loaded (modprobe vfio-pci) or this kernel has no VFIO' : 'the group is not bound to vfio (see above) or its device node was not created'}`);
+    throw new VfioSetupError(
+      `vfio: no ${file}: ${what === 'container' ? 'the vfio modules are not loaded (modprobe vfio-pci) or this kernel has no VFIO' : 'the group is not bound to vfio (see above) or its device node was not created'}`,
+    );
   }
   if (e === n.constants.EACCES || e === n.constants.EPERM) fail(`open ${file}`, fd, `give this user access to it (e.g. chown $USER ${file}) or run as root`);
   if (e === n.constants.EBUSY) fail(`open ${file}`, fd, 'another process (another VMM?) has the group open');
@@ -84,7 +86,11 @@ export function openVfioDevice(bdfText: string, opts: VfioOpenOptions = {}): Vfi
     r = n.ioctl(containerFd, U.Vfio.SET_IOMMU, iommuType);
     if (r === -n.constants.EPERM) {
       // vfio_iommu_type1 refuses a group whose MSIs cannot be isolated (dmesg says so too).
-      fail(`VFIO_SET_IOMMU(${iommuType})`, r, 'the platform has no interrupt remapping; enable it (intel_iommu=on with IR, AMD-Vi) or, knowing the risk, load vfio_iommu_type1 with allow_unsafe_interrupts=1');
+      fail(
+        `VFIO_SET_IOMMU(${iommuType})`,
+        r,
+        'the platform has no interrupt remapping; enable it (intel_iommu=on with IR, AMD-Vi) or, knowing the risk, load vfio_iommu_type1 with allow_unsafe_interrupts=1',
+      );
     }
     if (r < 0) fail(`VFIO_SET_IOMMU(${iommuType})`, r);
 
@@ -96,8 +102,10 @@ export function openVfioDevice(bdfText: string, opts: VfioOpenOptions = {}): Vfi
     r = n.ioctlBuffer(deviceFd, U.Vfio.DEVICE_GET_INFO, infoBuf);
     if (r < 0) fail(`VFIO_DEVICE_GET_INFO(${loc.bdf})`, r);
     const info = U.decodeDeviceInfo(infoBuf);
-    if ((info.flags & U.DEVICE_FLAGS_PCI) === 0) throw new VfioSetupError(`vfio: ${loc.bdf} is not a vfio-pci device (device flags 0x${info.flags.toString(16)})`);
-    if (info.numRegions <= U.PCI_CONFIG_REGION_INDEX) throw new VfioSetupError(`vfio: ${loc.bdf} reports ${info.numRegions} regions; vfio-pci has at least ${U.PCI_CONFIG_REGION_INDEX + 1}`);
+    if ((info.flags & U.DEVICE_FLAGS_PCI) === 0)
+      throw new VfioSetupError(`vfio: ${loc.bdf} is not a vfio-pci device (device flags 0x${info.flags.toString(16)})`);
+    if (info.numRegions <= U.PCI_CONFIG_REGION_INDEX)
+      throw new VfioSetupError(`vfio: ${loc.bdf} reports ${info.numRegions} regions; vfio-pci has at least ${U.PCI_CONFIG_REGION_INDEX + 1}`);
     const regions: U.RegionInfoValue[] = [];
     for (let i = 0; i <= U.PCI_CONFIG_REGION_INDEX; i++) regions.push(regionInfo(deviceFd, i, loc.bdf));
     return { bdf: loc.bdf, group: loc.group, containerFd, groupFd, deviceFd, iommuType, flags: info.flags, regions };
@@ -142,7 +150,8 @@ export function mapRegion(h: VfioDeviceHandle, index: number): bigint {
 /** Lets the device DMA into [vaddr, +size) at bus address iova (guest RAM: iova = GPA). */
 export function mapDma(h: VfioDeviceHandle, vaddr: bigint, iova: bigint, size: bigint): void {
   const r = native().ioctlBuffer(h.containerFd, U.Vfio.IOMMU_MAP_DMA, U.encodeDmaMap(vaddr, iova, size));
-  if (r < 0) fail(`VFIO_IOMMU_MAP_DMA(iova 0x${iova.toString(16)}, 0x${size.toString(16)} bytes)`, r, 'the locked-memory limit (ulimit -l) must cover guest RAM');
+  if (r < 0)
+    fail(`VFIO_IOMMU_MAP_DMA(iova 0x${iova.toString(16)}, 0x${size.toString(16)} bytes)`, r, 'the locked-memory limit (ulimit -l) must cover guest RAM');
 }
 
 /** VFIO_DEVICE_RESET: -errno or 0. vfio-pci revokes the BAR mappings while it resets. */

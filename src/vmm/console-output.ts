@@ -19,7 +19,10 @@ export class ConsoleOutput {
   private failure: string | undefined;
   private readonly onStreamError = (e: NodeJS.ErrnoException) => this.fail(e);
 
-  constructor(readonly ring: ConsoleRing, private readonly target: { sink: ConsoleSink } | { stream: Writable; name: string }) {}
+  constructor(
+    readonly ring: ConsoleRing,
+    private readonly target: { sink: ConsoleSink } | { stream: Writable; name: string },
+  ) {}
 
   /** Starts draining. */
   start(): void {

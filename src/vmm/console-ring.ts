@@ -38,7 +38,10 @@ export class ConsoleRing {
   private readonly data: Uint8Array;
   private readonly mask: number;
 
-  constructor(readonly shared: SharedArrayBuffer = new SharedArrayBuffer(HEADER_WORDS * 4 + CONSOLE_RING_BYTES), private readonly stallMs = CONSOLE_STALL_MS) {
+  constructor(
+    readonly shared: SharedArrayBuffer = new SharedArrayBuffer(HEADER_WORDS * 4 + CONSOLE_RING_BYTES),
+    private readonly stallMs = CONSOLE_STALL_MS,
+  ) {
     this.h = new Int32Array(shared, 0, HEADER_WORDS);
     this.data = new Uint8Array(shared, HEADER_WORDS * 4);
     if ((this.data.length & (this.data.length - 1)) !== 0) throw new RangeError(`console ring size ${this.data.length} is not a power of two`);
@@ -123,7 +126,7 @@ export class ConsoleRing {
     Atomics.store(this.h, H_READER_WAITING, 1);
     try {
       const head = Atomics.load(this.h, H_HEAD);
-      if (((head - Atomics.load(this.h, H_TAIL)) >>> 0) !== 0) return;
+      if ((head - Atomics.load(this.h, H_TAIL)) >>> 0 !== 0) return;
       const r = Atomics.waitAsync(this.h, H_HEAD, head, timeoutMs);
       if (r.async) await r.value;
     } finally {

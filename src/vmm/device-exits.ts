@@ -13,7 +13,10 @@ export class DeviceExitCounts {
   private readonly values: Float64Array;
   private readonly base: number;
 
-  constructor(readonly shared: SharedArrayBuffer = new SharedArrayBuffer(DeviceExitCounts.SHARED_BYTES), row = 0) {
+  constructor(
+    readonly shared: SharedArrayBuffer = new SharedArrayBuffer(DeviceExitCounts.SHARED_BYTES),
+    row = 0,
+  ) {
     if (!Number.isInteger(row) || row < 0 || row >= STATS_ROWS) throw new StatsRowError(row);
     this.values = new Float64Array(shared, 0, STATS_ROWS * STRIDE);
     this.base = row * STRIDE;

@@ -5,7 +5,15 @@ import type { Regs, Segment, Sregs } from '../kvm/regs';
 const h = (v: bigint | number, width: number) => BigInt.asUintN(64, BigInt(v)).toString(16).padStart(width, '0');
 
 function flagsString(rflags: bigint): string {
-  const bits: [number, string][] = [[11, 'O'], [10, 'D'], [7, 'S'], [6, 'Z'], [4, 'A'], [2, 'P'], [0, 'C']];
+  const bits: [number, string][] = [
+    [11, 'O'],
+    [10, 'D'],
+    [7, 'S'],
+    [6, 'Z'],
+    [4, 'A'],
+    [2, 'P'],
+    [0, 'C'],
+  ];
   return bits.map(([b, c]) => ((rflags >> BigInt(b)) & 1n ? c : '-')).join('');
 }
 
@@ -56,8 +64,7 @@ export function formatCpuState(regs: Regs, sregs: Sregs, code: Uint8Array | unde
  * state. Say so, so nobody debugs the reset vector.
  */
 export function lostShutdownStateNote(regs: Regs, sregs: Sregs): string | undefined {
-  const initState =
-    regs.rip === 0xfff0n && sregs.cs.selector === 0xf000 && sregs.cs.base === 0xffff0000n && (sregs.cr0 & 0x80000001n) === 0n;
+  const initState = regs.rip === 0xfff0n && sregs.cs.selector === 0xf000 && sregs.cs.base === 0xffff0000n && (sregs.cr0 & 0x80000001n) === 0n;
   if (!initState) return undefined;
   return (
     'tsvmm: these registers are the vCPU INIT state (CS:IP f000:fff0), not the state at the triple fault: ' +

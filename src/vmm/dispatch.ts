@@ -10,7 +10,6 @@ import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { counterIndex, type Stats } from './stats';
 import type { RunState, SharedRunState } from './run-state';
 import type { Step } from '../steps';
-import { hex } from '../hex';
 import { traceKvmMemoryFault, traceOn } from '../trace';
 
 export type Outcome =
@@ -23,7 +22,14 @@ export type Outcome =
    * The VM stops in `state` with these diagnostics (QEMU's wording where QEMU has one). `vmBugged`:
    * KVM declared the VM bugged; every vCPU sees EIO, and only the first one's report is printed.
    */
-  | { kind: 'stop'; state: 'internal-error' | 'guest-panicked' | 'shutdown'; reason: StopReason; /** stopLines(reason), rendered once. */ lines: string[]; dumpRegisters: boolean; vmBugged?: boolean };
+  | {
+      kind: 'stop';
+      state: 'internal-error' | 'guest-panicked' | 'shutdown';
+      reason: StopReason;
+      /** stopLines(reason), rendered once. */ lines: string[];
+      dumpRegisters: boolean;
+      vmBugged?: boolean;
+    };
 
 export type StopOutcome = Extract<Outcome, { kind: 'stop' }>;
 
@@ -65,7 +71,6 @@ export interface VcpuDispatchState extends VcpuFaultState {
 export function exitNeedsLock(exit: VcpuExit): boolean {
   return exit.kind === 'io' || exit.kind === 'mmio' || exit.kind === 'memory-fault' || exit.kind === 'run-error';
 }
-
 
 function stop(reason: StopReason, state: 'internal-error' | 'guest-panicked' | 'shutdown' = 'internal-error', dumpRegisters = true): Outcome {
   return { kind: 'stop', state, reason, lines: stopLines(reason), dumpRegisters };

@@ -2,8 +2,19 @@
 // vCPU, as KVM requires), the machine with the Linux legacy devices, the kernel in RAM, firmware-
 // style PCI BAR assignment, and per-vCPU CPUID and MSRs. Vm.createLinux() wraps the result.
 import fs from 'node:fs';
-import { closeVcpus, createIrqchip, createKvmVcpu, createPit2, KvmSystem, KvmVcpu, setVcpuCpuid, setVcpuMsrs, supportedCpuid, type KvmVm } from '../kvm/kvm';
-import { NativeHostMemory } from '../memory/host-memory';
+import {
+  closeVcpus,
+  createIrqchip,
+  createKvmVcpu,
+  createPit2,
+  KvmSystem,
+  type KvmVcpu,
+  setVcpuCpuid,
+  setVcpuMsrs,
+  supportedCpuid,
+  type KvmVm,
+} from '../kvm/kvm';
+import { type NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
 import { ECAM_BASE, HIGH_RAM_BASE, LOW_RAM_END, Machine, type MachineConfig } from './machine';
 import { formatSize } from '../size';
@@ -33,7 +44,9 @@ let warnedPvm = false;
 export function warnIfKvmPvm(log: (s: string) => void = (s) => process.stderr.write(s)): void {
   if (warnedPvm || !fs.existsSync('/sys/module/kvm_pvm')) return;
   warnedPvm = true;
-  log('tsvmm: warning: this host\'s KVM is kvm_pvm, which emulates guest ring-0 code: a stock Linux kernel will not boot usefully here (run it inside scripts/kvm-in-qemu.sh)\n');
+  log(
+    "tsvmm: warning: this host's KVM is kvm_pvm, which emulates guest ring-0 code: a stock Linux kernel will not boot usefully here (run it inside scripts/kvm-in-qemu.sh)\n",
+  );
 }
 
 export function memoryLayout(ramBytes: bigint): MemoryLayout {

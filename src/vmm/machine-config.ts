@@ -78,7 +78,10 @@ export function validateConfig(c: MachineConfig): void {
   // function's BARs are known once it is open: assignBars() checks the whole set. Leaving BARs out
   // only moves the others down, so a subset that does not fit means the whole set does not.)
   try {
-    planBars(c.passthrough.flatMap((p) => (p.backend === 'shm' ? [{ name: p.name, bars: shmBarLayout(p.barSize) }] : [])), PCI_WINDOW);
+    planBars(
+      c.passthrough.flatMap((p) => (p.backend === 'shm' ? [{ name: p.name, bars: shmBarLayout(p.barSize) }] : [])),
+      PCI_WINDOW,
+    );
   } catch (e) {
     throw e instanceof BarPlacementError ? new MachineConfigError(`passthrough ${e.message}`) : e;
   }

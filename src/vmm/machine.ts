@@ -32,7 +32,15 @@ import { attachPassthroughFunctions } from './passthrough-functions';
 
 // Moved parts, re-exported for existing importers.
 export { LOW_RAM_END, HIGH_RAM_BASE, ECAM_BASE, ECAM_SIZE, PCI_MMIO_BASE, PCI_MMIO_END, PCI_WINDOW } from './physical-layout';
-export { MAX_RAM_BYTES, MachineConfigError, REBOOT_ACTIONS, validateConfig, type MachineConfig, type PassthroughConfig, type RebootAction } from './machine-config';
+export {
+  MAX_RAM_BYTES,
+  MachineConfigError,
+  REBOOT_ACTIONS,
+  validateConfig,
+  type MachineConfig,
+  type PassthroughConfig,
+  type RebootAction,
+} from './machine-config';
 export type { RamChunk } from '../memory/ram';
 export type { MachineShared, MachineAttachOptions } from './machine-shared';
 
@@ -92,10 +100,37 @@ export class Machine implements DispatchTarget {
     m.lock.with(() => {
       m.memoryMap.begin();
       shared.ram.forEach((c, i) =>
-        m.memoryMap.addRegion({ name: `ram${i}`, kind: 'ram', gpa: c.gpa, size: c.size, priority: 0, hostAddress: c.hostAddress, readOnly: false, handler: -1 }),
+        m.memoryMap.addRegion({
+          name: `ram${i}`,
+          kind: 'ram',
+          gpa: c.gpa,
+          size: c.size,
+          priority: 0,
+          hostAddress: c.hostAddress,
+          readOnly: false,
+          handler: -1,
+        }),
       );
-      m.memoryMap.addRegion({ name: 'tsvmm-control', kind: 'mmio', gpa: CONTROL_BASE, size: CONTROL_SIZE, priority: 0, hostAddress: 0n, readOnly: false, handler: HANDLER_CONTROL });
-      m.memoryMap.addRegion({ name: 'pci-ecam', kind: 'mmio', gpa: ECAM_BASE, size: ECAM_SIZE, priority: 0, hostAddress: 0n, readOnly: false, handler: HANDLER_ECAM });
+      m.memoryMap.addRegion({
+        name: 'tsvmm-control',
+        kind: 'mmio',
+        gpa: CONTROL_BASE,
+        size: CONTROL_SIZE,
+        priority: 0,
+        hostAddress: 0n,
+        readOnly: false,
+        handler: HANDLER_CONTROL,
+      });
+      m.memoryMap.addRegion({
+        name: 'pci-ecam',
+        kind: 'mmio',
+        gpa: ECAM_BASE,
+        size: ECAM_SIZE,
+        priority: 0,
+        hostAddress: 0n,
+        readOnly: false,
+        handler: HANDLER_ECAM,
+      });
       m.memoryMap.commit();
     });
     return m;
@@ -106,7 +141,9 @@ export class Machine implements DispatchTarget {
     const m = new Machine(o);
     attachPassthroughFunctions(m, o.shared, o.hostMemory, HANDLER_FIRST_BAR);
     if (m.mmio.handlers.length > MAX_MMIO_HANDLERS || m.pio.handlers.length > MAX_PIO_DEVICES) {
-      throw new MachineConfigError(`too many devices to count: ${m.mmio.handlers.length} MMIO handlers (at most ${MAX_MMIO_HANDLERS}), ${m.pio.handlers.length} PIO devices (at most ${MAX_PIO_DEVICES})`);
+      throw new MachineConfigError(
+        `too many devices to count: ${m.mmio.handlers.length} MMIO handlers (at most ${MAX_MMIO_HANDLERS}), ${m.pio.handlers.length} PIO devices (at most ${MAX_PIO_DEVICES})`,
+      );
     }
     return m;
   }

@@ -47,7 +47,6 @@
 //   the stale memslot -> resync so the next access traps; the device fd refusing the access (EIO:
 //   decode off or the host holds the device) -> Unsupported Request.
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
-import { describeErrnoName } from '../errno';
 import { describeBar, stopLines, type BarFacts, type PlaceFacts, type StopReason } from './stop-reasons';
 import { EFAULT, EHWPOISON, EIO } from '../errno';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../kvm/constants';
@@ -96,9 +95,7 @@ export interface VcpuFaultState {
   guard: RefaultGuard;
 }
 
-export type FaultDecision =
-  | { kind: 'retry'; counter: Counter; steps: Step[] }
-  | { kind: 'fatal'; reason: StopReason };
+export type FaultDecision = { kind: 'retry'; counter: Counter; steps: Step[] } | { kind: 'fatal'; reason: StopReason };
 
 /** How a VMM answers memory faults: the deciding part of its persona. */
 export interface FaultRule {
@@ -132,10 +129,17 @@ export interface VmmPersona extends FaultRule {
 /** The persona's old name, for branches written before the rename. */
 export type MemoryFaultPolicy = VmmPersona;
 
-
 /** A BAR's state now, as data for a stop reason. */
 export function barFacts(b: PassthroughBarInfo): BarFacts {
-  return { device: b.device.name, index: b.bar.index, address: b.bar.address, size: b.bar.size, decoding: b.bar.decoding, hostAccessible: b.hostAccessible, hostMapped: b.hostMapped };
+  return {
+    device: b.device.name,
+    index: b.bar.index,
+    address: b.bar.address,
+    size: b.bar.size,
+    decoding: b.bar.decoding,
+    hostAccessible: b.hostAccessible,
+    hostMapped: b.hostMapped,
+  };
 }
 
 function placeOf(bar: PassthroughBarInfo | undefined, r: FlatRange | undefined): PlaceFacts {
@@ -197,7 +201,14 @@ function guarded(decision: FaultDecision, key: string, context: string, facts: F
 function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
   const size = fault.size === 0n ? 0x1000n : fault.size;
   const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
-  return fatal({ kind: 'hardware-memory-error', vcpu: vcpu.vcpu, errno: fault.errno, gpa: fault.gpa, size: fault.size, place: placeOf(bar, facts.resolve(fault.gpa)) });
+  return fatal({
+    kind: 'hardware-memory-error',
+    vcpu: vcpu.vcpu,
+    errno: fault.errno,
+    gpa: fault.gpa,
+    size: fault.size,
+    place: placeOf(bar, facts.resolve(fault.gpa)),
+  });
 }
 
 class TsvmmPolicy implements VmmPersona {
@@ -261,7 +272,14 @@ class TsvmmPolicy implements VmmPersona {
     // size 0 has been proposed to mean "unknown": treat it as the page.
     const size = fault.size === 0n ? 0x1000n : fault.size;
     const bar = facts.passthroughBars().find((b) => b.device.barOverlapping(fault.gpa, size)?.index === b.bar.index);
-    if (!bar) return fatal({ kind: 'memory-fault-outside-bar', vcpu: vcpu.vcpu, errno: fault.errno, fault: address, place: placeOf(undefined, facts.resolve(fault.gpa)) });
+    if (!bar)
+      return fatal({
+        kind: 'memory-fault-outside-bar',
+        vcpu: vcpu.vcpu,
+        errno: fault.errno,
+        fault: address,
+        place: placeOf(undefined, facts.resolve(fault.gpa)),
+      });
     const steps = facts.resyncBars();
     const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(barFacts(bar))}`;
     return guarded({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps }, `mf:${fault.gpa}:${size}:${fault.flags}`, context, facts, vcpu);
@@ -324,7 +342,10 @@ class CloudHypervisorPolicy implements VmmPersona {
  * it is not a fault. The VM goes to internal-error and no thread enters KVM_RUN on it again
  * (VcpuRunner.mayEnter()); recordStop() prints one report, not one per vCPU.
  */
-export function vmBuggedStop(vcpu: number, what: string): { kind: 'stop'; state: 'internal-error'; reason: StopReason; lines: string[]; dumpRegisters: true; vmBugged: true } {
+export function vmBuggedStop(
+  vcpu: number,
+  what: string,
+): { kind: 'stop'; state: 'internal-error'; reason: StopReason; lines: string[]; dumpRegisters: true; vmBugged: true } {
   const reason: StopReason = { kind: 'vm-bugged', vcpu, what };
   return { kind: 'stop', state: 'internal-error', reason, lines: stopLines(reason), dumpRegisters: true, vmBugged: true };
 }
@@ -349,13 +370,20 @@ export type UnclaimedMmio =
  * What an MMIO exit that no device region answers means. `region` is what the memory map resolves
  * the gpa to (a region without a handler: RAM), if anything.
  */
-export function classifyUnclaimedMmio(gpa: bigint, len: number, isWrite: boolean, region: FlatRange | undefined, devices: readonly PassthroughDevice[]): UnclaimedMmio {
+export function classifyUnclaimedMmio(
+  gpa: bigint,
+  len: number,
+  isWrite: boolean,
+  region: FlatRange | undefined,
+  devices: readonly PassthroughDevice[],
+): UnclaimedMmio {
   if (region) {
     return { kind: 'fatal', reason: { kind: 'mmio-in-ram', gpa, len, region: region.region.name } };
   }
   for (const d of devices) {
     const bar = d.barOverlapping(gpa, 1n);
-    if (bar && !bar.decoding) return { kind: 'disabled-bar', device: d, barIndex: bar.index, counters: [isWrite ? 'ur.droppedWrites' : 'ur.reads', 'ur.mmioExits'] };
+    if (bar && !bar.decoding)
+      return { kind: 'disabled-bar', device: d, barIndex: bar.index, counters: [isWrite ? 'ur.droppedWrites' : 'ur.reads', 'ur.mmioExits'] };
   }
   return { kind: 'unclaimed', counters: ['mmio.unclaimed'] };
 }

@@ -51,7 +51,9 @@ export const HOST_REVOKER_STATS_ROW = STATS_ROWS - 1;
 
 export class StatsRowError extends Error {
   constructor(row: number) {
-    super(`stats row ${row} does not exist: rows are 0 (main thread), 1 to ${HOST_REVOKER_STATS_ROW - 1} (vCPU 0 to ${HOST_REVOKER_STATS_ROW - 2}) and ${HOST_REVOKER_STATS_ROW} (the host revoker)`);
+    super(
+      `stats row ${row} does not exist: rows are 0 (main thread), 1 to ${HOST_REVOKER_STATS_ROW - 1} (vCPU 0 to ${HOST_REVOKER_STATS_ROW - 2}) and ${HOST_REVOKER_STATS_ROW} (the host revoker)`,
+    );
     this.name = 'StatsRowError';
   }
 }
@@ -71,7 +73,10 @@ export class Stats implements CounterSink {
   readonly row: number;
 
   /** `row`: this thread's row; two threads counting at once must not share one. */
-  constructor(readonly shared: SharedArrayBuffer = new SharedArrayBuffer(Stats.SHARED_BYTES), row = 0) {
+  constructor(
+    readonly shared: SharedArrayBuffer = new SharedArrayBuffer(Stats.SHARED_BYTES),
+    row = 0,
+  ) {
     if (!Number.isInteger(row) || row < 0 || row >= STATS_ROWS) throw new StatsRowError(row);
     this.values = new Float64Array(shared, 0, STATS_ROWS * ROW_STRIDE);
     this.base = row * ROW_STRIDE;

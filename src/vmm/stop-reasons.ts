@@ -32,7 +32,16 @@ export type StopReason =
   | { kind: 'hardware-memory-error'; vcpu: number; errno: number; gpa: bigint; size: bigint; place: PlaceFacts }
   | { kind: 'hardware-memory-error-no-gpa'; vcpu: number; errno: number }
   | { kind: 'kvm-run-failed'; errno: number }
-  | { kind: 'efault-outside-bar'; vcpu: number; errno: number; generationAtEntry: number; mapGenerationAtEntry: number | undefined; generationNow: number; mapGenerationNow: number; bars: BarFacts[] }
+  | {
+      kind: 'efault-outside-bar';
+      vcpu: number;
+      errno: number;
+      generationAtEntry: number;
+      mapGenerationAtEntry: number | undefined;
+      generationNow: number;
+      mapGenerationNow: number;
+      bars: BarFacts[];
+    }
   | { kind: 'memory-fault-unknown-flags'; vcpu: number; fault: FaultAddress }
   | { kind: 'memory-fault-private'; vcpu: number; fault: FaultAddress }
   | { kind: 'memory-fault-outside-bar'; vcpu: number; errno: number; fault: FaultAddress; place: PlaceFacts }
@@ -81,16 +90,27 @@ const STOP_MESSAGES: { [K in StopReasonKind]: (r: Extract<StopReason, { kind: K 
     `tsvmm: hardware memory error (EHWPOISON) at gpa ${hex(r.gpa)} size ${hex(r.size)} on vCPU ${r.vcpu} (${describePlace(r.place)}): the host page is poisoned; the VM stops rather than consume the poison again`,
     kvmRunFailed(r.errno),
   ],
-  'hardware-memory-error-no-gpa': (r) => [`tsvmm: hardware memory error (EHWPOISON) from KVM_RUN on vCPU ${r.vcpu}: KVM gave no gpa (no KVM_EXIT_MEMORY_FAULT); the host page is poisoned`, kvmRunFailed(r.errno)],
+  'hardware-memory-error-no-gpa': (r) => [
+    `tsvmm: hardware memory error (EHWPOISON) from KVM_RUN on vCPU ${r.vcpu}: KVM gave no gpa (no KVM_EXIT_MEMORY_FAULT); the host page is poisoned`,
+    kvmRunFailed(r.errno),
+  ],
   'kvm-run-failed': (r) => [kvmRunFailed(r.errno)],
   'efault-outside-bar': (r) => [
     kvmRunFailed(r.errno),
     `tsvmm: EFAULT from KVM_RUN on vCPU ${r.vcpu} without a memory-fault exit, and no passthrough BAR mapping was revoked when the vCPU entered (revocation generation ${r.generationAtEntry}, memory map generation ${r.mapGenerationAtEntry ?? '?'}), since then (now ${r.generationNow}, ${r.mapGenerationNow}) or now: the fault is outside any passthrough BAR`,
     ...r.bars.map((b) => `  ${describeBar(b)}`),
   ],
-  'memory-fault-unknown-flags': (r) => [`KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(r.fault.flags)}`, `tsvmm: memory fault at ${where(r.fault)} on vCPU ${r.vcpu}`],
-  'memory-fault-private': (r) => [`tsvmm: KVM_EXIT_MEMORY_FAULT for private memory at ${where(r.fault)} on vCPU ${r.vcpu}: shared/private conversion is not supported (tsvmm has no guest_memfd)`],
-  'memory-fault-outside-bar': (r) => [kvmRunFailed(r.errno), `tsvmm: KVM_EXIT_MEMORY_FAULT at ${where(r.fault)} on vCPU ${r.vcpu} is not in any passthrough BAR (${describePlace(r.place)}): cannot be resolved`],
+  'memory-fault-unknown-flags': (r) => [
+    `KVM_EXIT_MEMORY_FAULT: Unknown flag ${hex(r.fault.flags)}`,
+    `tsvmm: memory fault at ${where(r.fault)} on vCPU ${r.vcpu}`,
+  ],
+  'memory-fault-private': (r) => [
+    `tsvmm: KVM_EXIT_MEMORY_FAULT for private memory at ${where(r.fault)} on vCPU ${r.vcpu}: shared/private conversion is not supported (tsvmm has no guest_memfd)`,
+  ],
+  'memory-fault-outside-bar': (r) => [
+    kvmRunFailed(r.errno),
+    `tsvmm: KVM_EXIT_MEMORY_FAULT at ${where(r.fault)} on vCPU ${r.vcpu} is not in any passthrough BAR (${describePlace(r.place)}): cannot be resolved`,
+  ],
   'mmio-in-ram': (r) => [
     'error: kvm run failed Bad address',
     `tsvmm: MMIO exit at gpa ${hex(r.gpa)} (len ${r.len}) inside RAM region '${r.region}': the host mapping behind the memslot is gone and RAM has no slow path`,
@@ -105,7 +125,10 @@ const STOP_MESSAGES: { [K in StopReasonKind]: (r: Extract<StopReason, { kind: K 
   'ch-memory-fault': (r) => [`Unexpected exit reason on vcpu run: MemoryFault { flags: ${r.fault.flags}, gpa: ${r.fault.gpa}, size: ${r.fault.size} }`],
   'guest-panic': (r) => [`tsvmm: ${r.message}`],
   'triple-fault': (r) => [`tsvmm: guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU ${r.vcpu}; tsvmm does not reset the machine`],
-  'fail-entry': (r) => [`KVM: entry failed, hardware error ${hex(r.hardwareReason)}`, `tsvmm: KVM_EXIT_FAIL_ENTRY on vCPU ${r.vcpu} (cpu ${r.cpu}): the vCPU state is invalid for VM entry`],
+  'fail-entry': (r) => [
+    `KVM: entry failed, hardware error ${hex(r.hardwareReason)}`,
+    `tsvmm: KVM_EXIT_FAIL_ENTRY on vCPU ${r.vcpu} (cpu ${r.cpu}): the vCPU state is invalid for VM entry`,
+  ],
   'kvm-internal-error': (r) => [
     `KVM internal error. Suberror: ${r.suberror}`,
     ...r.data.map((d, i) => `extra data[${i}]: 0x${d.toString(16).padStart(16, '0')}`),

@@ -6,7 +6,17 @@
 import v8 from 'node:v8';
 import { STATS_ROWS } from './stats';
 
-export const THREAD_HEAP_FIELDS = ['heapUsed', 'heapTotal', 'newSpace', 'oldSpace', 'codeSpace', 'largeObjects', 'external', 'arrayBuffers', 'malloced'] as const;
+export const THREAD_HEAP_FIELDS = [
+  'heapUsed',
+  'heapTotal',
+  'newSpace',
+  'oldSpace',
+  'codeSpace',
+  'largeObjects',
+  'external',
+  'arrayBuffers',
+  'malloced',
+] as const;
 export type ThreadHeap = Record<(typeof THREAD_HEAP_FIELDS)[number], number>;
 
 /** Row layout: publishedAt (ms since the epoch; 0 = never), then THREAD_HEAP_FIELDS in bytes. */

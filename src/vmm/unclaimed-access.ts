@@ -42,7 +42,12 @@ export class UnclaimedAccesses {
     if (d.kind === 'fatal') return { kind: 'fatal', reason: d.reason };
     for (const c of d.counters) this.stats.add(c);
     if (d.kind === 'unclaimed' && this.unclaimed.first(`mmio:${gpa}`)) {
-      log('info', write === undefined ? `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})` : `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${write.toString(16)}: dropped`);
+      log(
+        'info',
+        write === undefined
+          ? `unclaimed MMIO read 0x${gpa.toString(16)} (len ${len})`
+          : `unclaimed MMIO write 0x${gpa.toString(16)} (len ${len}) = 0x${write.toString(16)}: dropped`,
+      );
     }
     return undefined;
   }

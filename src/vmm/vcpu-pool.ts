@@ -3,7 +3,7 @@
 import type { Worker } from 'node:worker_threads';
 import { native } from '../native';
 import type { KvmVcpu } from '../kvm/kvm';
-import { VcpuControl, VcpuStatus } from './vcpu-control';
+import { type VcpuControl, VcpuStatus } from './vcpu-control';
 import { isTerminal, type SharedRunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
 import { startVcpuWorker } from './vcpu-worker';

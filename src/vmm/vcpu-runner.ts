@@ -57,7 +57,10 @@ export class VcpuRunner {
   /** The VM's coalesced-MMIO ring, seen through this vCPU's mapping (absent if it has no such page). */
   private readonly ring: CoalescedRing | undefined;
 
-  constructor(readonly vcpu: HypervisorVcpu, readonly machine: Machine) {
+  constructor(
+    readonly vcpu: HypervisorVcpu,
+    readonly machine: Machine,
+  ) {
     const runner = this;
     this.ring = vcpu.runPage.byteLength >= 3 * 4096 ? new CoalescedRing(vcpu.runPage) : undefined;
     this.dispatchState = {
@@ -237,7 +240,8 @@ export class VcpuRunner {
     // Straight to the device model: these writes are not exits (counted apart from exits.mmio).
     this.machine.stats.addAt(COALESCED_WRITES);
     const effect = this.machine.mmioWrite(gpa, len, data, this.vcpu.index);
-    if (effect !== undefined) throw new Error(`coalesced write to 0x${gpa.toString(16)} has an effect (${effect.kind}): its register must not be in a coalesced zone`);
+    if (effect !== undefined)
+      throw new Error(`coalesced write to 0x${gpa.toString(16)} has an effect (${effect.kind}): its register must not be in a coalesced zone`);
   };
 
   endHandle(): void {
@@ -258,7 +262,13 @@ export class VcpuRunner {
       this.pending = undefined;
       const total = this.tReturned - p.start;
       const us = (ms: number) => ms * 1000;
-      this.onFaultCompleted!({ total: us(total), lockWait: us(p.lockWait), classification: us(p.classification), memslotWork: us(p.memslotWork), reentry: us(total - p.lockWait - p.classification - p.memslotWork) });
+      this.onFaultCompleted!({
+        total: us(total),
+        lockWait: us(p.lockWait),
+        classification: us(p.classification),
+        memslotWork: us(p.memslotWork),
+        reentry: us(total - p.lockWait - p.classification - p.memslotWork),
+      });
       this.timed = false;
     }
     const h = this.beginHandle(exit)!;

@@ -2,7 +2,7 @@
 // thread per vCPU (vcpu-pool.ts) and stops them all (kick first, then join) when the VM reaches a
 // terminal run state. The process survives every guest failure: the VM stops instead.
 import { native } from '../native';
-import { closeVcpus, KvmSystem, KvmVcpu, type KvmVm } from '../kvm/kvm';
+import { closeVcpus, type KvmSystem, type KvmVcpu, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import type { GuestMemory } from '../memory/guest-memory';
 import type { Machine } from './machine';
@@ -87,7 +87,9 @@ export class Vm {
     validateConfig(opts.machine);
     const guest = typeof opts.guest === 'string' ? { image: opts.guest } : opts.guest;
     const image = resolveGuest(guest.image, maxImageBytes(opts.machine.ramBytes, LOW_RAM_END));
-    return Vm.assemble(opts, (console, host, undo) => buildBuiltinVm({ machine: opts.machine, image, params: guest.params, kvmPath: opts.kvmPath, console, host, undo }));
+    return Vm.assemble(opts, (console, host, undo) =>
+      buildBuiltinVm({ machine: opts.machine, image, params: guest.params, kvmPath: opts.kvmPath, console, host, undo }),
+    );
   }
 
   /**

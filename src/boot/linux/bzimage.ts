@@ -43,7 +43,10 @@ export const Hdr = {
 } as const;
 
 export class KernelImageError extends UserInputError {
-  constructor(readonly file: string, problem: string) {
+  constructor(
+    readonly file: string,
+    problem: string,
+  ) {
     super(`${file}: ${problem}`);
     this.name = 'KernelImageError';
   }
@@ -76,25 +79,30 @@ export function parseBzImage(image: Uint8Array, file: string): SetupHeader {
   if (image.byteLength < 0x270) fail(`not a Linux kernel: ${image.byteLength} bytes is too short for an x86 boot sector and setup header`);
   const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
   if (v.getUint32(Hdr.HEADER, true) !== HDRS_MAGIC) {
-    fail(`not a Linux bzImage: no "HdrS" setup header magic at 0x202 (found 0x${v.getUint32(Hdr.HEADER, true).toString(16)}); pass the vmlinuz (bzImage), not an ELF vmlinux or an initrd`);
+    fail(
+      `not a Linux bzImage: no "HdrS" setup header magic at 0x202 (found 0x${v.getUint32(Hdr.HEADER, true).toString(16)}); pass the vmlinuz (bzImage), not an ELF vmlinux or an initrd`,
+    );
   }
   const version = v.getUint16(Hdr.VERSION, true);
   if (version < MIN_PROTOCOL) fail(`boot protocol ${fmtVersion(version)} is too old: the 64-bit entry needs ${fmtVersion(MIN_PROTOCOL)} or later (Linux 3.8+)`);
   const xloadflags = v.getUint16(Hdr.XLOADFLAGS, true);
-  if ((xloadflags & XLF_KERNEL_64) === 0) fail('the kernel has no 64-bit entry point (XLF_KERNEL_64 is clear in xloadflags): a 32-bit kernel cannot be booted by tsvmm');
+  if ((xloadflags & XLF_KERNEL_64) === 0)
+    fail('the kernel has no 64-bit entry point (XLF_KERNEL_64 is clear in xloadflags): a 32-bit kernel cannot be booted by tsvmm');
   const loadflags = v.getUint8(Hdr.LOADFLAGS);
   if ((loadflags & LOADED_HIGH) === 0) fail('the kernel is a zImage (LOADED_HIGH clear): only a bzImage loads at 1 MiB and above');
   let setupSects = v.getUint8(Hdr.SETUP_SECTS);
   if (setupSects === 0) setupSects = 4; // boot.rst: "If this field is 0, the real value is 4."
   const setupBytes = (setupSects + 1) * 512;
-  if (setupBytes >= image.byteLength) fail(`setup_sects ${setupSects} puts the protected-mode kernel at ${setupBytes}, past the end of the ${image.byteLength}-byte file`);
+  if (setupBytes >= image.byteLength)
+    fail(`setup_sects ${setupSects} puts the protected-mode kernel at ${setupBytes}, past the end of the ${image.byteLength}-byte file`);
   const headerEnd = Hdr.JUMP + 2 + v.getUint8(Hdr.JUMP + 1);
   if (headerEnd > setupBytes || headerEnd < Hdr.INIT_SIZE + 4) fail(`setup header end 0x${headerEnd.toString(16)} (from the jump at 0x200) is not plausible`);
   const initSize = BigInt(v.getUint32(Hdr.INIT_SIZE, true));
   const kernel = image.subarray(setupBytes);
   if (initSize < BigInt(kernel.byteLength)) fail(`init_size ${initSize} is smaller than the ${kernel.byteLength}-byte protected-mode kernel`);
   const kernelAlignment = BigInt(v.getUint32(Hdr.KERNEL_ALIGNMENT, true));
-  if (kernelAlignment === 0n || (kernelAlignment & (kernelAlignment - 1n)) !== 0n) fail(`kernel_alignment 0x${kernelAlignment.toString(16)} is not a power of two`);
+  if (kernelAlignment === 0n || (kernelAlignment & (kernelAlignment - 1n)) !== 0n)
+    fail(`kernel_alignment 0x${kernelAlignment.toString(16)} is not a power of two`);
   return {
     setupSects,
     version,

@@ -25,7 +25,8 @@ export const MP_TABLE_GPA = Number(EBDA_START);
  * no early PCI scan (two ~16k-exit bus scans), reset by triple fault, reboot at once on a panic,
  * no port-0x80 delays, and one legacy UART probed instead of four.
  */
-export const DEFAULT_CMDLINE = 'console=ttyS0 quiet acpi=off pci=noearly reboot=t panic=-1 tsc=reliable no_timer_check io_delay=none 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp';
+export const DEFAULT_CMDLINE =
+  'console=ttyS0 quiet acpi=off pci=noearly reboot=t panic=-1 tsc=reliable no_timer_check io_delay=none 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp';
 
 export class LinuxBootInputError extends UserInputError {
   constructor(message: string) {

@@ -108,14 +108,20 @@ export interface CapabilityPlacement {
 }
 
 export class PciDefinitionError extends Error {
-  constructor(readonly field: string, readonly problem: string) {
+  constructor(
+    readonly field: string,
+    readonly problem: string,
+  ) {
     super(`invalid PCI function definition: ${field} ${problem}`);
     this.name = 'PciDefinitionError';
   }
 }
 
 export class PciConfigAccessError extends Error {
-  constructor(readonly offset: number, readonly size: number) {
+  constructor(
+    readonly offset: number,
+    readonly size: number,
+  ) {
     super(
       `PCI config access of ${size} byte(s) at offset ${offset} is invalid: ` +
         `size must be 1, 2 or 4, the offset aligned to it, and the access within ${PciConfigSpace.BYTES} bytes`,
@@ -151,8 +157,7 @@ interface BarLayout {
 
 // Guest-writable command bits; the others (special cycles, MWI, VGA snoop, stepping, fast
 // back-to-back) are hardwired to 0, as on most modern functions.
-const COMMAND_WRITABLE =
-  PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
+const COMMAND_WRITABLE = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
 
 const U32 = 0xffff_ffffn;
 
@@ -176,11 +181,7 @@ export class PciConfigSpace {
    * A freshly reset function. By default it gets its own SharedArrayBuffer; a caller that packs
    * several structures into one buffer passes it with the offset to initialise.
    */
-  static create(
-    def: PciFunctionDefinition,
-    shared = new SharedArrayBuffer(PciConfigSpace.BYTES),
-    byteOffset = 0,
-  ): PciConfigSpace {
+  static create(def: PciFunctionDefinition, shared = new SharedArrayBuffer(PciConfigSpace.BYTES), byteOffset = 0): PciConfigSpace {
     checkRegion(shared, byteOffset);
     const space = new PciConfigSpace(def, layoutFunction(def), shared, byteOffset);
     space.reset();
@@ -263,12 +264,7 @@ export class PciConfigSpace {
    */
   barContaining(addr: bigint, space: 'mem' | 'io'): BarState | undefined {
     return this.bars().find(
-      (bar) =>
-        (bar.kind === 'io') === (space === 'io') &&
-        bar.address !== 0n &&
-        !bar.sizing &&
-        addr >= bar.address &&
-        addr < bar.address + bar.size,
+      (bar) => (bar.kind === 'io') === (space === 'io') && bar.address !== 0n && !bar.sizing && addr >= bar.address && addr < bar.address + bar.size,
     );
   }
 
@@ -298,7 +294,11 @@ export class PciConfigSpace {
   private checkIdentity(): void {
     // Vendor/device, revision/class and header type must match: a mismatch means the buffer belongs
     // to another function (a wiring bug between threads), not a different guest state.
-    for (const [offset, length] of [[PCI_VENDOR_ID, 4], [PCI_REVISION_ID, 4], [PCI_HEADER_TYPE, 1]]) {
+    for (const [offset, length] of [
+      [PCI_VENDOR_ID, 4],
+      [PCI_REVISION_ID, 4],
+      [PCI_HEADER_TYPE, 1],
+    ]) {
       for (let at = offset; at < offset + length; at++) {
         if (this.bytes[at] !== this.layout.image[at]) {
           throw new PciAttachError(
@@ -321,9 +321,7 @@ function checkAccess(offset: number, size: number): void {
 function checkRegion(shared: SharedArrayBuffer, byteOffset: number): void {
   if (!(shared instanceof SharedArrayBuffer)) throw new PciAttachError('the buffer is not a SharedArrayBuffer');
   if (!Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset + PciConfigSpace.BYTES > shared.byteLength) {
-    throw new PciAttachError(
-      `${PciConfigSpace.BYTES} bytes at offset ${byteOffset} do not fit in a buffer of ${shared.byteLength} bytes`,
-    );
+    throw new PciAttachError(`${PciConfigSpace.BYTES} bytes at offset ${byteOffset} do not fit in a buffer of ${shared.byteLength} bytes`);
   }
 }
 

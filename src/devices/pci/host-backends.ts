@@ -17,7 +17,8 @@ export type HostDeviceShared = { backend: 'shm'; shared: SharedArrayBuffer } | {
 export function openHostDevices(specs: readonly HostBackendSpec[], dma: DmaRange[], hostMemory: HostMemory): (ShmHostDevice | VfioHostDevice)[] {
   const hosts: (ShmHostDevice | VfioHostDevice)[] = [];
   try {
-    for (const p of specs) hosts.push(p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory, shmBarLayout(p.barSize)));
+    for (const p of specs)
+      hosts.push(p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory, shmBarLayout(p.barSize)));
   } catch (e) {
     for (const h of hosts) if (h instanceof VfioHostDevice) h.close(); // those opened before the failure
     throw e;
@@ -31,5 +32,7 @@ export function shareHostDevice(h: ShmHostDevice | VfioHostDevice): HostDeviceSh
 
 /** This thread's view of a host device another thread opened. */
 export function attachHostDevice(spec: HostBackendSpec, h: HostDeviceShared, hostMemory: HostMemory): HostDevice {
-  return h.backend === 'vfio' ? VfioHostDevice.attach(spec.name, h.state) : ShmHostDevice.attach(spec.name, hostMemory, h.shared, shmBarLayout(spec.backend === 'shm' ? spec.barSize : undefined));
+  return h.backend === 'vfio'
+    ? VfioHostDevice.attach(spec.name, h.state)
+    : ShmHostDevice.attach(spec.name, hostMemory, h.shared, shmBarLayout(spec.backend === 'shm' ? spec.barSize : undefined));
 }

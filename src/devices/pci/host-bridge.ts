@@ -53,7 +53,11 @@ export const HOST_BRIDGE_DEFINITION: PciFunctionDefinition = {
 };
 
 export class PciSlotError extends Error {
-  constructor(readonly device: number, readonly fn: number, readonly problem: string) {
+  constructor(
+    readonly device: number,
+    readonly fn: number,
+    readonly problem: string,
+  ) {
     super(`cannot attach PCI function at 00:${hex2(device)}.${fn}: ${problem}`);
     this.name = 'PciSlotError';
   }

@@ -220,7 +220,16 @@ export class PassthroughDevice implements PciFunction {
       const kind = hostMapped ? 'host-mapped' : 'mmio';
       const hostAddress = hostMapped ? hostRegion!.hostAddress! : 0n;
       if (!region) {
-        this.memoryMap.addRegion({ name: `${this.name} BAR${bar.index}`, kind, gpa: bar.address, size: bar.size, priority: 1, hostAddress, readOnly: false, handler: this.handlerId(bar.index) });
+        this.memoryMap.addRegion({
+          name: `${this.name} BAR${bar.index}`,
+          kind,
+          gpa: bar.address,
+          size: bar.size,
+          priority: 1,
+          hostAddress,
+          readOnly: false,
+          handler: this.handlerId(bar.index),
+        });
         if (traceOn.pci_update_mappings_add) tracePciUpdateMappings('pci_update_mappings_add', this.name, this.slot, bar.index, bar.address, bar.size);
       } else if (region.kind !== kind || region.gpa !== bar.address || region.hostAddress !== hostAddress) {
         this.memoryMap.updateRegion(region.id, { kind, gpa: bar.address, hostAddress });
@@ -238,7 +247,12 @@ export class PassthroughDevice implements PciFunction {
     return this.config
       .bars()
       .filter((b) => b.kind !== 'io')
-      .map((bar) => ({ device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hostMapped: this.regionOf(bar.index)?.kind === 'host-mapped' }));
+      .map((bar) => ({
+        device: this,
+        bar,
+        hostAccessible: this.host.mappingAccessible(bar.index),
+        hostMapped: this.regionOf(bar.index)?.kind === 'host-mapped',
+      }));
   }
 
   /** The BAR whose programmed range overlaps [gpa, gpa+size), decoding or not. */

@@ -82,7 +82,8 @@ export function shmBar0SizeProblem(size: bigint, window: BarWindow): string | un
   const f = formatSize(size);
   const shown = /\d$/.test(f) ? `${f} bytes` : f;
   if (size <= 0n || (size & (size - 1n)) !== 0n) return `bar-size ${shown} is not a power of two (a PCI BAR's size always is: 4K, 64K, 1M, ...)`;
-  if (size < SHM_BAR0_MIN_SIZE) return `bar-size ${shown} is below the minimum 4K (PCI's recommended smallest memory BAR, and one host page: the BAR is mapped into the guest as a memslot)`;
+  if (size < SHM_BAR0_MIN_SIZE)
+    return `bar-size ${shown} is below the minimum 4K (PCI's recommended smallest memory BAR, and one host page: the BAR is mapped into the guest as a memslot)`;
   if (size > max) {
     return `bar-size ${shown} is above the maximum ${formatSize(max)}: BAR0 is a 32-bit BAR and must fit, aligned to its size, in the PCI window [0x${window.base.toString(16)}, 0x${window.end.toString(16)})`;
   }

@@ -37,7 +37,17 @@ import {
 } from './constants';
 import type { RegionInfoValue } from '../../vfio/uapi';
 import { PCI_CONFIG_REGION_INDEX, REGION_INFO_FLAG_READ, wholeRegionMappable } from '../../vfio/uapi';
-import { closeVfioDevice, mapDma, mapRegion, openVfioDevice, regionPread, regionPwrite, resetDevice, type VfioDeviceHandle, type VfioOpenOptions } from '../../vfio/vfio';
+import {
+  closeVfioDevice,
+  mapDma,
+  mapRegion,
+  openVfioDevice,
+  regionPread,
+  regionPwrite,
+  resetDevice,
+  type VfioDeviceHandle,
+  type VfioOpenOptions,
+} from '../../vfio/vfio';
 import { VfioSetupError } from '../../vfio/sysfs';
 import { log } from '../../log';
 import { readLe, viewOf, writeLe } from '../../le-bytes';
@@ -127,7 +137,10 @@ export class VfioHostDevice implements HostDevice {
   private readonly scratch = new Uint8Array(8);
   private readonly scratchView = viewOf(this.scratch);
 
-  private constructor(readonly name: string, readonly state: VfioDeviceShared) {
+  private constructor(
+    readonly name: string,
+    readonly state: VfioDeviceShared,
+  ) {
     this.words = new Int32Array(state.words);
     this.hostRegions = hostRegions(state.layout, state.handle.regions, state.addresses);
   }
@@ -157,7 +170,10 @@ export class VfioHostDevice implements HostDevice {
       const dev = new VfioHostDevice(name, { handle, layout, addresses, words });
       Atomics.store(dev.words, W_COMMAND, layout.command);
       Atomics.store(dev.words, W_ACCESSIBLE, dev.wantAccessible() ? 1 : 0);
-      log('info', `vfio: ${name} = ${handle.bdf} (group ${handle.group}, ${layout.identity.vendorId.toString(16)}:${layout.identity.deviceId.toString(16)}), BARs ${dev.hostRegions.map((r) => `${r.index}:${r.kind}/${r.size}${r.hostAddress !== undefined ? '/mapped' : '/trapped'}`).join(' ')}`);
+      log(
+        'info',
+        `vfio: ${name} = ${handle.bdf} (group ${handle.group}, ${layout.identity.vendorId.toString(16)}:${layout.identity.deviceId.toString(16)}), BARs ${dev.hostRegions.map((r) => `${r.index}:${r.kind}/${r.size}${r.hostAddress !== undefined ? '/mapped' : '/trapped'}`).join(' ')}`,
+      );
       return dev;
     } catch (e) {
       closeVfioDevice(handle);
