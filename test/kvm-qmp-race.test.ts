@@ -108,31 +108,34 @@ test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAU
     }
   });
   const q = await connectWhenUp(socket, done);
+  // `at` is the event's own QMP timestamp (set when tsvmm emitted it), so delivery delays on a busy
+  // host do not count against the throttle. At least 3 events; more (up to 8) until one reports
+  // drops, since how many faults fall within one second depends on how fast the host runs the race.
   const events: { data: Record<string, unknown>; at: number }[] = [];
   const t0 = Date.now();
-  while (events.length < 3 && Date.now() - t0 < 60_000) {
+  const sawDrop = () => events.slice(1).some((e) => (e.data.dropped as number) > 0);
+  while ((events.length < 3 || (!sawDrop() && events.length < 8)) && Date.now() - t0 < 60_000) {
     const e = await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED');
-    events.push({ data: e.data as Record<string, unknown>, at: Date.now() });
+    const ts = e.timestamp as { seconds: number; microseconds: number };
+    events.push({ data: e.data as Record<string, unknown>, at: ts.seconds * 1000 + ts.microseconds / 1000 });
   }
   assert.deepEqual((await q.command('quit')).return, {});
   const r = await done;
   assert.equal(r.code, 0, r.stderr);
   process.stderr.write(`# fault events: ${JSON.stringify(events.map((e) => e.data))}\n`);
-  assert.equal(events.length, 3);
+  assert.ok(events.length >= 3, `${events.length} events in 60 s`);
   for (const { data } of events) {
     assert.deepEqual(Object.keys(data).sort(), ['bar', 'device', 'dropped', 'gpa', 'latency-us', 'recovery', 'vcpu']);
     assert.equal(data.device, 'pt0');
     assert.equal(data.bar, 0);
     assert.equal(data.vcpu, 1, 'vCPU 1 is the accessor');
-    assert.ok(['efault', 'annotated-fault'].includes(data.recovery as string));
+    // Every recovery kind can occur in this race (src/vmm/fault-events.ts).
+    assert.ok(['efault', 'annotated-fault', 'emulated-mmio', 'slow-path-eio'].includes(data.recovery as string), JSON.stringify(data));
     assert.ok((data['latency-us'] as number) > 0);
   }
-  // One per second at most (QEMU's throttle), with a little slack for delivery.
-  for (let i = 1; i < events.length; i++) assert.ok(events[i]!.at - events[i - 1]!.at > 800, `events ${events[i]!.at - events[i - 1]!.at} ms apart`);
-  assert.ok(
-    events.slice(1).some((e) => (e.data.dropped as number) > 0),
-    'a busy race drops (and counts) faults between events',
-  );
+  // One per second at most (QEMU's throttle), by emission time; 50 ms slack for timer granularity.
+  for (let i = 1; i < events.length; i++) assert.ok(events[i]!.at - events[i - 1]!.at >= 950, `events emitted ${events[i]!.at - events[i - 1]!.at} ms apart`);
+  assert.ok(sawDrop(), 'a busy race drops (and counts) faults between events');
 });
 
 test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query-status says internal-error until quit', { skip: kvmSkip }, async (t) => {
