@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { alignUp, largestBarIn, planBars } from '../src/devices/pci/bar-plan';
 import { shmBar0SizeProblem, shmBarLayout } from '../src/devices/pci/shm-backend';
-import { Machine, MachineConfigError, PCI_MMIO_BASE, PCI_WINDOW, validateConfig, type MachineConfig } from '../src/vmm/machine';
+import { Machine } from '../src/vmm/machine';
+import { MachineConfigError, validateConfig, type MachineConfig } from '../src/vmm/machine-config';
+import { PCI_MMIO_BASE, PCI_WINDOW } from '../src/vmm/physical-layout';
 import { runSteps } from '../src/steps';
 import { FakeHostMemory, RecordingVm } from './fakes';
 

@@ -1,7 +1,8 @@
 // Exit dispatch and the memory-fault policy on the real machine model, fed synthetic exits (no KVM).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine, type MachineConfig } from '../src/vmm/machine';
+import { Machine } from '../src/vmm/machine';
+import { type MachineConfig } from '../src/vmm/machine-config';
 import { applyOutcome, dispatchExit, runStateAfter, type Outcome, type StopOutcome } from '../src/vmm/dispatch';
 import { SharedRunState } from '../src/vmm/run-state';
 import { RefaultGuard, MAX_RETRIES_WITHOUT_PROGRESS } from '../src/vmm/memory-fault-policy';

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { kvmSkip } from './kvm-available';
 import { BIN, runCli, runRaceJson } from './cli';
-import { PCI_MMIO_BASE, PCI_MMIO_END } from '../src/vmm/machine';
+import { PCI_MMIO_BASE, PCI_MMIO_END } from '../src/vmm/physical-layout';
 import type { LinuxRaceReport } from '../src/cli/linux-race';
 import { fakeBzImage } from './linux-fixtures';
 import { DEFAULT_CMDLINE } from '../src/boot/linux/linux-boot';

@@ -2,7 +2,8 @@
 // driven through the real VcpuRunner (its per-entry bookkeeping) with a scripted vCPU: no KVM.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine, type MachineConfig } from '../src/vmm/machine';
+import { Machine } from '../src/vmm/machine';
+import { type MachineConfig } from '../src/vmm/machine-config';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { runSteps } from '../src/steps';

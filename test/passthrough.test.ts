@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { Machine, PCI_MMIO_BASE } from '../src/vmm/machine';
+import { Machine } from '../src/vmm/machine';
+import { PCI_MMIO_BASE } from '../src/vmm/physical-layout';
 import { dispatchExit, type Outcome } from '../src/vmm/dispatch';
 import { RefaultGuard } from '../src/vmm/memory-fault-policy';
 import { runSteps } from '../src/steps';

@@ -1,7 +1,7 @@
 // `--action reboot=reset|shutdown`: QEMU's `-action`, for the one action tsvmm lets an operator
 // choose, what a guest-initiated reset does.
 import { InvalidArgumentError } from 'commander';
-import { REBOOT_ACTIONS, type RebootAction } from '../vmm/machine';
+import { REBOOT_ACTIONS, type RebootAction } from '../vmm/machine-config';
 
 /** Parses `reboot=ACTION` (a comma-separated list as QEMU takes; only `reboot` is known). */
 export function parseActionOption(spec: string): { reboot: RebootAction } {

@@ -10,7 +10,8 @@
 import { workerData } from 'node:worker_threads';
 import { KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
-import { Machine, type MachineShared } from '../vmm/machine';
+import { Machine } from '../vmm/machine';
+import { type MachineShared } from '../vmm/machine-shared';
 import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
 import { isTerminal } from '../vmm/run-state';
 import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';

@@ -1,7 +1,8 @@
 // Command-line pieces for Linux guests: --kernel/--initrd/--cmdline and --device, shared by `run`
 // and `race --linux`.
 import { InvalidArgumentError } from 'commander';
-import { PCI_WINDOW, type PassthroughConfig } from '../vmm/machine';
+import { PCI_WINDOW } from '../vmm/physical-layout';
+import { type PassthroughConfig } from '../vmm/machine-config';
 import { parseBdf } from '../vfio/sysfs';
 import { parseSize, SizeError } from '../size';
 import { shmBar0SizeProblem } from '../devices/pci/shm-backend';

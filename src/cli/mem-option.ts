@@ -1,5 +1,5 @@
 // `--mem` for run and race: a size within the machine's documented bounds.
-import { MAX_RAM_BYTES } from '../vmm/machine';
+import { MAX_RAM_BYTES } from '../vmm/machine-config';
 import { formatSize, parseSize, SizeError } from '../size';
 
 /** `--mem`: a size from 2 MiB to the documented maximum (MAX_RAM_BYTES), checked before anything is allocated. */

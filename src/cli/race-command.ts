@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InvalidArgumentError, type Command } from 'commander';
 import { Vm } from '../vmm/vm';
-import type { PassthroughConfig } from '../vmm/machine';
+import type { PassthroughConfig } from '../vmm/machine-config';
 import { readResults } from '../boot/boot-info';
 import { LatencySamples } from '../vmm/latency';
 import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';

@@ -6,7 +6,7 @@
 // know what a correct outcome is without decoding addresses.
 import { PciHostBridge } from '../devices/pci/host-bridge';
 import { ShmRegs } from '../devices/pci/shm-backend';
-import { ECAM_BASE } from '../vmm/machine';
+import { ECAM_BASE } from '../vmm/physical-layout';
 import { hex } from '../hex';
 
 export type Width = 1 | 2 | 4 | 8;

@@ -16,7 +16,9 @@ import {
 } from '../kvm/kvm';
 import { type NativeHostMemory } from '../memory/host-memory';
 import { GuestMemory } from '../memory/guest-memory';
-import { ECAM_BASE, HIGH_RAM_BASE, LOW_RAM_END, Machine, type MachineConfig } from './machine';
+import { ECAM_BASE, HIGH_RAM_BASE, LOW_RAM_END } from './physical-layout';
+import { Machine } from './machine';
+import { type MachineConfig } from './machine-config';
 import { formatSize } from '../size';
 import { loadLinux, planLinuxBoot, readLinuxImage, type LinuxBootFiles } from '../boot/linux/linux-boot';
 import { bootMsrs, KVM_CAP_TSC_DEADLINE_TIMER, vcpuCpuid } from '../boot/linux/cpu-setup';

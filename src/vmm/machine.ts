@@ -30,20 +30,6 @@ import { UnclaimedAccesses } from './unclaimed-access';
 import { createMachineShared, type MachineAttachOptions, type MachineShared } from './machine-shared';
 import { attachPassthroughFunctions } from './passthrough-functions';
 
-// Moved parts, re-exported for existing importers.
-export { LOW_RAM_END, HIGH_RAM_BASE, ECAM_BASE, ECAM_SIZE, PCI_MMIO_BASE, PCI_MMIO_END, PCI_WINDOW } from './physical-layout';
-export {
-  MAX_RAM_BYTES,
-  MachineConfigError,
-  REBOOT_ACTIONS,
-  validateConfig,
-  type MachineConfig,
-  type PassthroughConfig,
-  type RebootAction,
-} from './machine-config';
-export type { RamChunk } from '../memory/ram';
-export type { MachineShared, MachineAttachOptions } from './machine-shared';
-
 const HANDLER_CONTROL = 0;
 const HANDLER_ECAM = 1;
 const HANDLER_FIRST_BAR = 2;
