@@ -151,8 +151,12 @@ test('a guest kernel panic stops the VM as guest-panicked with the panic text an
   assert.match(r.stderr, /run state guest-panicked/);
 });
 
-function checkSurvived(rep: LinuxRaceReport, hostRevokes: boolean): void {
-  assert.ok(rep.guest, 'the guest printed no summary');
+/** `run`: the CLI's exit status and stderr, shown when the guest printed no summary (which says nothing on its own). */
+function checkSurvived(rep: LinuxRaceReport, hostRevokes: boolean, run: { code: number | null; stderr: string }): void {
+  assert.ok(
+    rep.guest,
+    `the guest printed no summary; runState ${rep.runState}, vmDeaths ${rep.vmDeaths}, exit ${run.code}; stderr (last 4000 bytes):\n${run.stderr.slice(-4000)}`,
+  );
   assert.equal(rep.vmDeaths, 0);
   assert.equal(rep.runState, 'shutdown');
   assert.equal(rep.guest!.toggles, Number(toggles));
@@ -168,13 +172,13 @@ function checkSurvived(rep: LinuxRaceReport, hostRevokes: boolean): void {
 test("race --linux, QEMU's BAR order: the guest survives, 0 bad values, 0 lost writes, EFAULTs recovered", { skip }, async () => {
   const { report, code, stderr } = await runRaceJson(['--linux', kernel, '--initrd', initrd, '--vcpus', '3', '--toggles', toggles, '--bar-order', 'qemu']);
   const rep = report as LinuxRaceReport;
-  checkSurvived(rep, false);
+  checkSurvived(rep, false, { code, stderr });
   assert.ok(rep.efaultsRecovered > 0, "QEMU's order (host revokes before the memslot goes) must produce EFAULTs");
   assert.equal(code, 0, stderr);
 });
 
 test('race --linux with host revocations, on a 64 KiB BAR0 (--device shm,bar-size=64K): 0 deaths, 0 bad values', { skip }, async () => {
-  const { report } = await runRaceJson([
+  const { report, code, stderr } = await runRaceJson([
     '--linux',
     kernel,
     '--initrd',
@@ -191,7 +195,7 @@ test('race --linux with host revocations, on a 64 KiB BAR0 (--device shm,bar-siz
     'shm,bar-size=64K',
   ]);
   const rep = report as LinuxRaceReport;
-  checkSurvived(rep, true);
+  checkSurvived(rep, true, { code, stderr });
   assert.equal(rep.device, 'shm,bar-size=64K');
   assert.equal(rep.guest!.bar, 0);
   assert.equal(rep.guest!.barBytes, 64 << 10, 'the guest mapped a 64 KiB resource0');
@@ -242,7 +246,7 @@ test("race --linux --vfio: the guest races on a real vfio-pci function's BAR2 an
     '2',
   ]);
   const rep = report as LinuxRaceReport;
-  checkSurvived(rep, false);
+  checkSurvived(rep, false, { code, stderr });
   assert.equal(rep.guest!.bar, 2);
   assert.equal(code, 0, stderr);
 });
