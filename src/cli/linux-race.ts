@@ -9,7 +9,7 @@ import { Vm } from '../vmm/vm';
 import { LatencySamples } from '../vmm/latency';
 import { DEFAULT_CMDLINE } from '../boot/linux/linux-boot';
 import { SHM_DEVICE_ID_VALUE, SHM_IDENTITY } from '../devices/pci/shm-backend';
-import { prepareRaceVm, raceDeviceName, racePassthrough, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
+import { prepareRaceVm, raceDeviceName, vmmRaceCounters, racePassthrough, startHostRevoker, type RaceOptions, type RaceReport } from './race-command';
 import { UserInputError } from '../user-input-error';
 
 /** What guests/linux/bar-race.c prints after "TSVMM-RACE-RESULT ". */
@@ -137,14 +137,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
     toggles: guest?.toggles ?? 0,
     accesses: guest?.accesses ?? 0,
     urReads: guest ? guest.urReads + guest.scratchUr : 0,
-    droppedWrites: s.get('ur.droppedWrites'),
-    efaultsRecovered: s.get('fault.efaultRecovered'),
-    efaultsRecoveredWithoutLock: s.get('fault.recoveredWithoutLock'),
-    memoryFaultExitsRecovered: s.get('fault.memoryFaultRecovered'),
-    emulatedMmioRecovered: s.get('fault.emulatedMmioRecovered'),
-    mmioExitsAnsweredUR: s.get('ur.mmioExits') + s.get('passthrough.slowPathErrors'),
-    slowPathReads: s.get('passthrough.slowPathReads'),
-    hostRevocations: s.get('host.revocations'),
+    ...vmmRaceCounters(s),
     badValues: guest?.badValues ?? 0,
     lostWrites: guest?.lostWrites ?? 0,
     urWhileDecodeOn: guest?.urWhileDecodeOn ?? 0,

@@ -22,10 +22,25 @@ import type { HostRevokerData } from './host-revoker-thread';
 import { onHostSignal } from './host-signals';
 import { checkSoakLog, parseDuration, soakFailed, SoakSampler, type SoakReport } from './soak';
 import { writeOutput } from './output';
+import type { Stats } from '../vmm/stats';
 import { collect, parseDeviceOption } from './linux-options';
 import { formatSize } from '../size';
 import { UserInputError } from '../user-input-error';
 import { startProgress, summaryTable } from './progress';
+
+/** The VMM's own counters in a race report (the built-in and the Linux race report the same ones). */
+export function vmmRaceCounters(s: Pick<Stats, 'get'>) {
+  return {
+    droppedWrites: s.get('ur.droppedWrites'),
+    efaultsRecovered: s.get('fault.efaultRecovered'),
+    efaultsRecoveredWithoutLock: s.get('fault.recoveredWithoutLock'),
+    memoryFaultExitsRecovered: s.get('fault.memoryFaultRecovered'),
+    emulatedMmioRecovered: s.get('fault.emulatedMmioRecovered'),
+    mmioExitsAnsweredUR: s.get('ur.mmioExits') + s.get('passthrough.slowPathErrors'),
+    slowPathReads: s.get('passthrough.slowPathReads'),
+    hostRevocations: s.get('host.revocations'),
+  };
+}
 
 export interface RaceReport {
   /** 'shm', 'shm,bar-size=SIZE', or 'vfio <bdf> BAR<n>'. */
@@ -288,14 +303,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
     toggles: Number(results[0]!.toggles),
     accesses: sum((x) => x.accesses),
     urReads: sum((x) => x.urReads),
-    droppedWrites: s.get('ur.droppedWrites'),
-    efaultsRecovered: s.get('fault.efaultRecovered'),
-    efaultsRecoveredWithoutLock: s.get('fault.recoveredWithoutLock'),
-    memoryFaultExitsRecovered: s.get('fault.memoryFaultRecovered'),
-    emulatedMmioRecovered: s.get('fault.emulatedMmioRecovered'),
-    mmioExitsAnsweredUR: s.get('ur.mmioExits') + s.get('passthrough.slowPathErrors'),
-    slowPathReads: s.get('passthrough.slowPathReads'),
-    hostRevocations: s.get('host.revocations'),
+    ...vmmRaceCounters(s),
     badValues: sum((x) => x.badValues),
     ...(firstBad ? { firstBad } : {}),
     // Any stop other than the guest's own clean one is a death (internal-error, a triple fault's
