@@ -6,36 +6,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { kvmSkip } from './kvm-available';
 import { runCli } from './cli';
-import { connectQmp } from './qmp-client';
+import { startWithQmp } from './qmp-run';
 import { parseActionOption } from '../src/cli/action-option';
 
-async function startPaused(args: string[], t: { after(fn: () => void): void }) {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-guest-reset-')), 'qmp.sock');
-  let pid = 0;
-  const done = runCli(['run', '--guest', 'triple-fault', '--qmp', socket, '--paused', ...args], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  let q: Awaited<ReturnType<typeof connectQmp>> | undefined;
-  for (const deadline = Date.now() + 60_000; !q;) {
-    try {
-      q = await connectQmp(socket);
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  assert.ok('QMP' in (await q.next()));
-  await q.command('qmp_capabilities');
-  return { q, done };
+function startPaused(args: string[], t: { after(fn: () => void): void }) {
+  return startWithQmp(['run', '--guest', 'triple-fault', '--paused', ...args], t);
 }
 
 const strip = (e: Record<string, unknown>) => ({ event: e.event, data: e.data });

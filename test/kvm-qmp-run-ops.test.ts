@@ -4,11 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { kvmSkip } from './kvm-available';
 import { runCli } from './cli';
 import { connectQmp } from './qmp-client';
+import { startWithQmp } from './qmp-run';
 
 test('run --qmp --name: query-name, query-kvm, query-pci, system_powerdown refused, quit', { skip: kvmSkip }, async (t) => {
   const { q, done } = await startRun(['--guest', 'mmio-loop', '--iterations', '2000000000', '--name', 'web-1'], t);
@@ -28,31 +27,9 @@ test('run --qmp --name: query-name, query-kvm, query-pci, system_powerdown refus
   assert.equal(r.code, 0, r.stderr);
 });
 
-// `tsvmm run ARGS --qmp <socket>` in a child (SIGKILLed after the test), and a QMP client past the
-// greeting and qmp_capabilities.
-async function startRun(args: string[], t: { after(fn: () => void): void }) {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-run-qmp-')), 'qmp.sock');
-  let pid = 0;
-  const done = runCli(['run', ...args, '--qmp', socket], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  let q: Awaited<ReturnType<typeof connectQmp>> | undefined;
-  for (const deadline = Date.now() + 60_000; !q;) {
-    try {
-      q = await connectQmp(socket);
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  assert.ok('QMP' in (await q.next()));
-  await q.command('qmp_capabilities');
-  return { q, done, pid: () => pid, socket };
+/** `tsvmm run ARGS --qmp <socket>` and a negotiated QMP client (test/qmp-run.ts). */
+function startRun(args: string[], t: { after(fn: () => void): void }) {
+  return startWithQmp(['run', ...args], t);
 }
 
 test('system_reset after a guest panic: RESET, prelaunch, and on cont the guest really runs again', { skip: kvmSkip }, async (t) => {
