@@ -8,11 +8,15 @@
 //   - MMIO write to controlBase + 0x08 (VCPU_DONE)     the vCPU's thread ends
 //   - anything else                                    printed; the process exits with status 1
 // When every thread has ended it prints one JSON line:
-//   {"exits": N, "seconds": S, "exitsPerSecond": R, "deviceHits": H, "vcpus": V}
+//   {"exits": N, "seconds": S, "exitsPerSecond": R, "deviceHits": H, "vcpus": V,
+//    "steady": {"afterExits": W, "exits": N2, "seconds": S2, "exitsPerSecond": R2}}
 // N counts every KVM_RUN that returned with an exit (device hits plus the VCPU_DONE exits); S runs
-// from the first KVM_RUN of any vCPU to the end of the last one.
+// from the first KVM_RUN of any vCPU to the end of the last one. The steady-state window (only with
+// --steady-after W) is the one tsvmm's VcpuControl.steadySeconds() measures: it starts when a vCPU
+// has handled its W-th exit (the earliest vCPU's) and ends with the last one; N2 = N - W * V.
 //
-//   kvm-loop IMAGE          run it (needs /dev/kvm: exit status 2 when it cannot be opened)
+//   kvm-loop [--steady-after W] IMAGE
+//                           run it (needs /dev/kvm: exit status 2 when it cannot be opened)
 //   kvm-loop --check IMAGE  only parse the image and print a JSON summary (no KVM needed)
 //   kvm-loop --first-exit IMAGE
 //                           the start-time baseline: at the first exit of any vCPU (whatever its
@@ -66,11 +70,12 @@ struct vcpu {
   uint64_t control_base;
   uint64_t exits;
   uint64_t hits;
-  struct timespec start, end;
+  struct timespec start, steady, end;
 };
 
 static pthread_barrier_t start_barrier;
 static int first_exit_only;
+static uint64_t steady_after; /* 0: no steady-state window */
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -218,12 +223,14 @@ static void *vcpu_thread(void *arg) {
     case KVM_EXIT_IO:
       if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == BENCH_PORT && run->io.size == 4) {
         v->hits += run->io.count;
+        if (v->exits == steady_after) clock_gettime(CLOCK_MONOTONIC, &v->steady);
         continue;
       }
       unexpected(v, "unexpected port I/O");
     case KVM_EXIT_MMIO:
       if (run->mmio.is_write && run->mmio.phys_addr == bench) {
         v->hits++;
+        if (v->exits == steady_after) clock_gettime(CLOCK_MONOTONIC, &v->steady);
         continue;
       }
       if (run->mmio.is_write && run->mmio.phys_addr == done) {
@@ -246,10 +253,20 @@ int main(int argc, char **argv) {
   } else if (argc == 3 && strcmp(argv[1], "--first-exit") == 0) {
     first_exit_only = 1;
     path = argv[2];
+  } else if (argc == 4 && strcmp(argv[1], "--steady-after") == 0 && argv[3][0] != '-') {
+    char *end;
+    errno = 0;
+    unsigned long long w = strtoull(argv[2], &end, 10);
+    if (errno || *end || argv[2][0] < '0' || argv[2][0] > '9' || w == 0) {
+      fprintf(stderr, "kvm-loop: --steady-after needs a positive exit count, got '%s'\n", argv[2]);
+      return 64;
+    }
+    steady_after = w;
+    path = argv[3];
   } else if (argc == 2 && argv[1][0] != '-') {
     path = argv[1];
   } else {
-    fprintf(stderr, "usage: kvm-loop [--check | --first-exit] BOOT_IMAGE\n");
+    fprintf(stderr, "usage: kvm-loop [--check | --first-exit | --steady-after EXITS] BOOT_IMAGE\n");
     return 64;
   }
   static struct image img;
@@ -301,17 +318,26 @@ int main(int argc, char **argv) {
     if (e) die("pthread_create: %s", strerror(e));
   }
   uint64_t exits = 0, hits = 0;
-  double t0 = 0, t1 = 0;
+  double t0 = 0, t1 = 0, ts = 0;
   for (uint32_t i = 0; i < img.vcpus; i++) {
     pthread_join(threads[i], NULL);
     exits += vcpus[i].exits;
     hits += vcpus[i].hits;
-    double s = seconds(&vcpus[i].start), e = seconds(&vcpus[i].end);
+    double s = seconds(&vcpus[i].start), e = seconds(&vcpus[i].end), w = seconds(&vcpus[i].steady);
     if (i == 0 || s < t0) t0 = s;
     if (i == 0 || e > t1) t1 = e;
+    if (steady_after && vcpus[i].exits <= steady_after) die("vCPU %u made %" PRIu64 " exits: none after --steady-after %" PRIu64, i, vcpus[i].exits, steady_after);
+    if (i == 0 || w < ts) ts = w;
   }
   double secs = t1 - t0;
-  printf("{\"exits\": %" PRIu64 ", \"seconds\": %.6f, \"exitsPerSecond\": %.1f, \"deviceHits\": %" PRIu64 ", \"vcpus\": %u}\n", exits, secs,
+  printf("{\"exits\": %" PRIu64 ", \"seconds\": %.6f, \"exitsPerSecond\": %.1f, \"deviceHits\": %" PRIu64 ", \"vcpus\": %u", exits, secs,
          secs > 0 ? (double)exits / secs : 0.0, hits, img.vcpus);
+  if (steady_after) {
+    uint64_t n = exits - steady_after * img.vcpus;
+    double ss = t1 - ts;
+    printf(", \"steady\": {\"afterExits\": %" PRIu64 ", \"exits\": %" PRIu64 ", \"seconds\": %.6f, \"exitsPerSecond\": %.1f}", steady_after, n, ss,
+           ss > 0 ? (double)n / ss : 0.0);
+  }
+  printf("}\n");
   return 0;
 }

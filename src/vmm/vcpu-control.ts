@@ -11,22 +11,23 @@ export enum VcpuStatus {
 
 const WORDS_PER_VCPU = 4; // tid, status, stop, done
 const HEADER = 2; // vcpu count, done count
+const TIMES_PER_VCPU = 3; // first KVM_RUN, steady-state start, loop end
 
 export class VcpuControl {
   private readonly w: Int32Array;
-  /** Per vCPU: [first KVM_RUN, loop end] in ms since the epoch (performance.timeOrigin-based). */
+  /** Per vCPU: [first KVM_RUN, steady-state start, loop end] in ms since the epoch (performance.timeOrigin-based). */
   private readonly times: Float64Array;
 
   constructor(readonly shared: SharedArrayBuffer) {
     const vcpus = new Int32Array(shared, 0, 1)[0]!;
     const words = HEADER + vcpus * WORDS_PER_VCPU;
     this.w = new Int32Array(shared, 0, words);
-    this.times = new Float64Array(shared, Math.ceil((words * 4) / 8) * 8, 2 * vcpus);
+    this.times = new Float64Array(shared, Math.ceil((words * 4) / 8) * 8, TIMES_PER_VCPU * vcpus);
   }
 
   static create(vcpus: number): VcpuControl {
     const words = HEADER + vcpus * WORDS_PER_VCPU;
-    const sab = new SharedArrayBuffer(Math.ceil((words * 4) / 8) * 8 + 16 * vcpus);
+    const sab = new SharedArrayBuffer(Math.ceil((words * 4) / 8) * 8 + 8 * TIMES_PER_VCPU * vcpus);
     new Int32Array(sab, 0, 1)[0] = vcpus;
     return new VcpuControl(sab);
   }
@@ -36,20 +37,40 @@ export class VcpuControl {
   }
 
   markRunStart(i: number): void {
-    this.times[2 * i] = VcpuControl.now();
+    this.times[TIMES_PER_VCPU * i] = VcpuControl.now();
+  }
+
+  /** vCPU i has handled its first `steadyAfterExits` exits (VcpuThreadData): its steady state starts here. */
+  markSteadyStart(i: number): void {
+    this.times[TIMES_PER_VCPU * i + 1] = VcpuControl.now();
   }
 
   markRunEnd(i: number): void {
-    this.times[2 * i + 1] = VcpuControl.now();
+    this.times[TIMES_PER_VCPU * i + 2] = VcpuControl.now();
   }
 
   /** Seconds from the first vCPU's first KVM_RUN to the last vCPU's end, or undefined. */
   runSeconds(): number | undefined {
+    return this.span(0);
+  }
+
+  /**
+   * Seconds from the first vCPU's steady-state start (markSteadyStart) to the last vCPU's end, or
+   * undefined if some vCPU never got there (the bench's steady-state window; bench/kvm-loop.c
+   * measures the C side over the same window).
+   */
+  steadySeconds(): number | undefined {
+    for (let i = 0; i < this.vcpus; i++) if (!(this.times[TIMES_PER_VCPU * i + 1]! > 0)) return undefined;
+    return this.span(1);
+  }
+
+  private span(startField: number): number | undefined {
     let start = Infinity;
     let end = 0;
     for (let i = 0; i < this.vcpus; i++) {
-      if (this.times[2 * i]! > 0) start = Math.min(start, this.times[2 * i]!);
-      end = Math.max(end, this.times[2 * i + 1]!);
+      const t = this.times[TIMES_PER_VCPU * i + startField]!;
+      if (t > 0) start = Math.min(start, t);
+      end = Math.max(end, this.times[TIMES_PER_VCPU * i + 2]!);
     }
     return start < end ? (end - start) / 1000 : undefined;
   }

@@ -44,6 +44,8 @@ export interface VcpuThreadData {
   heaps?: SharedArrayBuffer;
   /** The VM's console ring (ConsoleRing): this thread's devices print into it. */
   console: SharedArrayBuffer;
+  /** If set, VcpuControl.markSteadyStart() once this many exits are handled (the bench's steady-state window). */
+  steadyAfterExits?: number;
 }
 
 function dumpState(vcpu: KvmVcpu, memory: GuestMemory, o: StopOutcome): string {
@@ -96,6 +98,7 @@ function main(d: VcpuThreadData): void {
   const faultEvents = d.faultEvents && new FaultEventRing(d.faultEvents);
   const heaps = d.heaps && new ThreadHeaps(d.heaps);
   let iterations = 0;
+  const steadyAfter = d.steadyAfterExits ?? -1;
   // The QMP event needs how the fault came (its first exit) and where the access completed (the MMIO
   // exit runner.run() returns right after the callback): kept here, recorded after run() returns.
   let faultKind: FaultRecovery | undefined;
@@ -129,7 +132,8 @@ function main(d: VcpuThreadData): void {
         continue;
       }
       const { exit, outcome } = runner.run();
-      if (heaps && (++iterations & 1023) === 0) heaps.maybePublish(1 + d.index);
+      if (++iterations === steadyAfter) control.markSteadyStart(d.index);
+      if (heaps && (iterations & 1023) === 0) heaps.maybePublish(1 + d.index);
       if (faultEvents) {
         if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
           faultKind ??= exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault';

@@ -117,8 +117,11 @@ export class Vm {
     });
   }
 
-  /** Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S). */
-  start(opts: { paused?: boolean } = {}): void {
+  /**
+   * Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S).
+   * `steadyAfterExits`: each thread marks where its steady state starts (control.steadySeconds()).
+   */
+  start(opts: { paused?: boolean; steadyAfterExits?: number } = {}): void {
     const n = native();
     const kick = n.constants.SIGUSR2!;
     if (n.installKickHandler(kick) < 0) throw new Error('cannot install the vCPU kick signal handler');
@@ -139,6 +142,7 @@ export class Vm {
       faultParts: this.faultParts.shared,
       console: this.consoleOutput.ring.shared,
       heaps: this.heaps.shared,
+      steadyAfterExits: opts.steadyAfterExits,
     }));
     log('info', `VM running: ${this.vcpus.length} vCPU thread(s) started`);
   }
