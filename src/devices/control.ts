@@ -58,6 +58,11 @@ const EXCEPTION_NAMES = [
 
 export class ControlDevice implements MmioHandler {
   readonly name = 'tsvmm-control';
+  // Dispatched without the device lock: BENCH adds to this thread's own counter row, EXIT and
+  // VCPU_DONE only return an effect (applied to the run state with atomics), CONSOLE goes to the
+  // console ring (which has its own producer lock), the panic registers are this thread's copy, and
+  // the reads are constants, the vCPU index or a sum of counters.
+  readonly dispatchWithoutLock = true;
   // Panic registers are per vCPU in effect: a handler writes them and triggers in one sequence
   // under the device lock, so a thread-local copy is enough.
   private readonly panic = { vector: 0n, error: 0n, rip: 0n };
@@ -126,6 +131,8 @@ export const BENCH_PORT = 0x520;
 /** The benchmark's port-I/O target: 32-bit outs to BENCH_PORT are counted device hits. */
 export class BenchPort {
   readonly name = 'tsvmm-bench-port';
+  /** Only this thread's counter row changes: no device lock needed. */
+  readonly dispatchWithoutLock = true;
   constructor(private readonly benchHits: CounterCell) {}
   pioRead(_port: number, _size: 1 | 2 | 4, _vcpu: number): number {
     return this.benchHits.value() >>> 0;

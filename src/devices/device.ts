@@ -21,6 +21,11 @@ export function stepsEffect(steps: readonly Step[]): DeviceEffect | undefined {
 
 export interface PioHandler {
   readonly name: string;
+  /**
+   * True when every access to this handler reads and writes only atomic or per-thread state, so its
+   * exits are dispatched without the device lock (src/vmm/device-lock.ts lists who may say so).
+   */
+  readonly dispatchWithoutLock?: boolean;
   /** `port` is absolute; returns the value zero-extended to `size` bytes. Port reads have no effects. */
   pioRead(port: number, size: 1 | 2 | 4, vcpu: number): number;
   pioWrite(port: number, size: 1 | 2 | 4, value: number, vcpu: number): DeviceEffect | undefined;
@@ -36,4 +41,6 @@ export interface MmioHandler {
    * device state and needs no device lock (src/vmm/device-lock.ts lists who may say so).
    */
   readonly trappedAccessWithoutLock?: boolean;
+  /** As PioHandler.dispatchWithoutLock: every access, trapped region or not, goes without the device lock. */
+  readonly dispatchWithoutLock?: boolean;
 }

@@ -24,21 +24,28 @@ export class MmioBus {
   }
 
   private trappedGeneration = -1;
-  private anyTrappedWithoutLock = false;
+  private anyWithoutLock = false;
 
-  /** Whether an MMIO exit at `gpa` is answered without the device lock: a trapped BAR's slow path (src/vmm/device-lock.ts). */
+  /**
+   * Whether an MMIO exit at `gpa` is answered without the device lock (src/vmm/device-lock.ts): a
+   * trapped BAR's slow path, or a handler whose every access is lock-free (dispatchWithoutLock).
+   */
   answersWithoutLock(map: Pick<MemoryMap, 'generation' | 'view' | 'resolve'>, gpa: bigint): boolean {
-    // Cheap on the ordinary MMIO exit: only a map with some trapped lock-free region is searched.
+    // Cheap on the ordinary MMIO exit: only a map with some lock-free region is searched.
     const gen = map.generation;
     if (gen !== this.trappedGeneration) {
-      this.anyTrappedWithoutLock = map
-        .view()
-        .some((f) => f.region.kind === 'mmio' && f.region.handler >= 0 && this.handlers[f.region.handler]!.trappedAccessWithoutLock === true);
+      this.anyWithoutLock = map.view().some((f) => this.withoutLock(f));
       this.trappedGeneration = gen;
     }
-    if (!this.anyTrappedWithoutLock) return false;
+    if (!this.anyWithoutLock) return false;
     const r = map.resolve(gpa);
-    return r !== undefined && r.region.kind === 'mmio' && r.region.handler >= 0 && this.handlers[r.region.handler]!.trappedAccessWithoutLock === true;
+    return r !== undefined && this.withoutLock(r);
+  }
+
+  private withoutLock(r: FlatRange): boolean {
+    if (r.region.kind !== 'mmio' || r.region.handler < 0) return false;
+    const h = this.handlers[r.region.handler]!;
+    return h.trappedAccessWithoutLock === true || h.dispatchWithoutLock === true;
   }
 }
 

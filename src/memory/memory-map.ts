@@ -305,8 +305,18 @@ export class MemoryMap {
   }
 
   resolve(gpa: bigint): FlatRange | undefined {
-    return lookup(this.view(), gpa);
+    // One remembered lookup: an MMIO exit resolves its address twice (is it lock-free? then dispatch).
+    const view = this.view();
+    if (view === this.lastResolvedView && gpa === this.lastResolvedGpa) return this.lastResolved;
+    const r = lookup(view, gpa);
+    this.lastResolvedView = view;
+    this.lastResolvedGpa = gpa;
+    this.lastResolved = r;
+    return r;
   }
+  private lastResolvedView: FlatRange[] | undefined;
+  private lastResolvedGpa = -1n;
+  private lastResolved: FlatRange | undefined;
 
   private refresh(): void {
     if (this.generation === this.cachedGeneration) return;

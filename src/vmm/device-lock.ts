@@ -51,6 +51,17 @@
 //   device's own atomic state at the moment of the access, which is what the guest must see; with
 //   no memslot it never needs a resync (and if the region changed under a racing thread and a
 //   resync is due after all, the runner takes the device lock before running it).
+// - Exits to a handler that declares dispatchWithoutLock (src/devices/device.ts): every access it
+//   answers reads and writes only atomic or per-thread state, so it needs no ordering against a config
+//   write. Today: the control device (BENCH counts in this thread's stats row; EXIT and VCPU_DONE
+//   only return an effect that the vCPU loop applies to the run state with atomics; CONSOLE goes to
+//   the console ring, which has its own producer lock; its panic registers are per-thread copies)
+//   and the bench port (a per-thread counter). The MMIO address is resolved through the memory map,
+//   whose view a thread refreshes under the map lock, so it sees the map before or after a config
+//   write's update, never halfway; an access racing a config write is then ordered before or after
+//   it, as the guest could not tell apart. This is what lets 2 vCPUs run the bench without
+//   serialising on one mutex (issue 10 item 2); QEMU lets a memory region opt out of its BQL the
+//   same way. If such a dispatch ever returned steps, the runner takes the lock before running them.
 //   Everything else (config accesses, BAR (un)mapping, other MMIO and port I/O, faults that no
 //   revocation explains, KVM_EXIT_MEMORY_FAULT) still takes this lock: those read or write config
 //   space and device registers that a config write changes in several steps.

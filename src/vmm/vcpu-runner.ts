@@ -143,9 +143,13 @@ export class VcpuRunner {
     return this.needsDeviceLock(exit) && this.machine.lock.held;
   }
 
-  /** Device exits and faults take the device lock, except an MMIO exit on a trapped BAR (Machine.answersWithoutLock()). */
+  /**
+   * Device exits and faults take the device lock, except an MMIO exit on a trapped BAR or a lock-free
+   * handler (Machine.answersWithoutLock()) and port I/O to a lock-free handler (dispatchWithoutLock).
+   */
   private needsDeviceLock(exit: VcpuExit): boolean {
     if (exit.kind === 'mmio') return !this.machine.answersWithoutLock(exit.gpa);
+    if (exit.kind === 'io') return this.machine.pio.findRange(exit.port)?.handler.dispatchWithoutLock !== true;
     return exitNeedsLock(exit);
   }
 
