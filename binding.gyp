@@ -5,6 +5,11 @@
       "sources": ["native/tsvmm.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
       "defines": ["NAPI_VERSION=8"]
+    },
+    {
+      "target_name": "tsvmm_kvm_run",
+      "sources": ["native/kvm-run.cc"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-cast-function-type"]
     }
   ]
 }

@@ -27,6 +27,7 @@ import { startProgress } from '../src/cli/progress';
 import { measureExitHandlingCost } from './exit-handling-cost';
 import { measureStartAndRss } from './start-time';
 import { runWithMechanism, type Mechanism } from './kvm-mechanisms';
+import { kvmRunBinding } from '../src/native';
 
 const C_LOOP = path.resolve(__dirname, '../../build/bench/kvm-loop');
 
@@ -204,6 +205,9 @@ async function main(): Promise<void> {
       `last column: tsvmm/C over the whole runs, warm-up included\n`,
   );
   out(`${'figure'.padEnd(14)} ${'tsvmm exits/s'.padStart(24)} ${'C exits/s'.padStart(24)} ${'tsvmm/C'.padStart(20)} ${'whole-run tsvmm/C'.padStart(20)}\n`);
+  out(
+    `KVM_RUN from JS through ${kvmRunBinding() === 'v8' ? 'the V8 API (native/kvm-run.cc)' : 'N-API (native/tsvmm.c: kvm-run.cc is not built for this Node)'}\n`,
+  );
   const rows = figures.map((f) => {
     const tsvmm = spread(f.runs.map((r) => r.tsvmm));
     const c = spread(f.runs.map((r) => r.c));
@@ -242,7 +246,7 @@ async function main(): Promise<void> {
   );
   if (opts.json)
     process.stdout.write(
-      `${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, lifecycles: life })}\n`,
+      `${JSON.stringify({ ...result, kvm: { available: true }, kvmRunBinding: kvmRunBinding(), figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, lifecycles: life })}\n`,
     );
 }
 

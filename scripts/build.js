@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The project's one build step, run by `npm ci` (package.json "install") and before tests/bench.
 // npm 11 does not run dependencies' install scripts, so everything native is built here:
-//   1. the N-API addon (native/ -> build/Release/tsvmm_native.node) with node-gyp,
+//   1. the addons (native/ -> build/Release/tsvmm_native.node and tsvmm_kvm_run.node) with node-gyp,
 //   2. TypeScript (src/, test/, bench/ -> dist/), and the CLI's start-time bundles (dist/bundle/),
 //   3. the built-in guests (guests/*.S -> build/guests/*.bin) with GNU as/ld/objcopy,
 //   4. the C baseline for the benchmark (bench/kvm-loop.c -> build/bench/kvm-loop).
@@ -40,9 +40,9 @@ function bin(name) {
   return local;
 }
 
-// 1. native addon
-const addon = rel('build/Release/tsvmm_native.node');
-if (stale([addon], [rel('native'), rel('binding.gyp')])) {
+// 1. native addons: tsvmm_native (N-API) and tsvmm_kvm_run (the per-exit KVM_RUN through the V8 API)
+const addons = [rel('build/Release/tsvmm_native.node'), rel('build/Release/tsvmm_kvm_run.node')];
+if (stale(addons, [rel('native'), rel('binding.gyp')])) {
   const args = ['rebuild'];
   // Build against the headers of the Node that runs us (an offline machine cannot download them).
   const prefix = path.resolve(path.dirname(process.execPath), '..');

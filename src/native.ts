@@ -63,18 +63,39 @@ export interface KvmAbi {
 }
 
 let loaded: Native | undefined;
+let kvmRunVia: 'v8' | 'n-api' = 'n-api';
 
-/** Loads the addon once per thread (N-API addons are context-aware, so workers load their own). */
+/**
+ * Loads the addon once per thread (N-API addons are context-aware, so workers load their own), with
+ * kvmRun taken from native/kvm-run.cc (the V8 API: half the user-space cycles per exit) when that
+ * addon loads; it is built for the Node that ran the build, so another Node keeps the N-API one.
+ */
 export function native(): Native {
   if (!loaded) {
     const file = path.resolve(__dirname, '../../build/Release/tsvmm_native.node');
+    let addon: Native;
     try {
-      loaded = require(file) as Native;
+      addon = require(file) as Native;
     } catch (e) {
       throw new NativeError(`cannot load the native addon ${file}: ${(e as Error).message}; run \`npm ci\` (or \`npm run build\`)`, 0);
     }
+    let fast: Pick<Native, 'kvmRun'> | undefined;
+    try {
+      fast = require(path.resolve(__dirname, '../../build/Release/tsvmm_kvm_run.node')) as Pick<Native, 'kvmRun'>;
+    } catch {
+      fast = undefined; // built for another Node (module version): the N-API kvmRun does the same
+    }
+    kvmRunVia = fast ? 'v8' : 'n-api';
+    // The addon's properties are read-only: kvmRun is shadowed on an object that inherits the rest.
+    loaded = fast ? (Object.create(addon, { kvmRun: { value: fast.kvmRun, enumerable: true } }) as Native) : addon;
   }
   return loaded;
+}
+
+/** Which addon's kvmRun native() gives this thread (the bench prints it). */
+export function kvmRunBinding(): 'v8' | 'n-api' {
+  native();
+  return kvmRunVia;
 }
 
 export class NativeError extends Error {
