@@ -6,6 +6,7 @@ import { Machine } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { Run, ExitReason } from '../src/kvm/constants';
+import { ECAM_BASE } from '../src/vmm/physical-layout';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 
 function setup() {
@@ -59,7 +60,7 @@ test('an EFAULT with no revocation during KVM_RUN, and an MMIO exit on a mapped 
   const { m, bar0, vcpu, runner, host } = setup();
   host.hostRevoke(); // before entry: the generation read at entry is already the new one
   m.lock.lock();
-  vcpu.run = () => mmioRead(vcpu, 0xfeb0_0000n); // the control device: not a trapped BAR
+  vcpu.run = () => mmioRead(vcpu, ECAM_BASE); // PCI config space (ECAM): not a trapped BAR, not lock-free
   assert.equal(runner.beginHandle(runner.enter(), true), undefined);
   vcpu.run = () => -14;
   const fault = runner.enter(); // (the exit object is reused: enter again only after handling it)
