@@ -111,6 +111,13 @@ test("decoding into a vCPU's ExitScratch gives the same exits, in one reused obj
       assert.deepEqual({ ...m }, decodeExit(mmio, 0));
     }
   }
+  // An MMIO exit's address and data come from the page's 64-bit words where the view allows it, and
+  // from the DataView where it does not (here: a view 4 bytes into its buffer): the same exit.
+  assert.ok(scratch.words(mmio), 'an aligned page is read as words');
+  const shifted = new DataView(new ArrayBuffer(4096 + 4), 4, 4096);
+  new Uint8Array(shifted.buffer, 4).set(new Uint8Array(mmio.buffer, mmio.byteOffset, 4096));
+  assert.equal(scratch.words(shifted), undefined);
+  assert.deepEqual({ ...decodeExit(shifted, 0, scratch) }, decodeExit(mmio, 0));
   // Rare exits are still allocated: a scratch holds only the frequent kinds.
   assert.deepEqual(decodeExit(page(ExitReason.HLT), 0, scratch), { kind: 'hlt' });
 });
