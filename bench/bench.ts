@@ -201,13 +201,13 @@ async function main(): Promise<void> {
   const startRss = await measureStartAndRss(opts.runs, imageOf('hello', 1, 0), imageOf('mmio-loop', 2, rssIters), rssIters, dir);
   fs.rmSync(dir, { recursive: true, force: true });
   out(
+    `KVM_RUN from JS through ${kvmRunBinding() === 'v8' ? 'the V8 API (native/kvm-run.cc)' : 'N-API (native/tsvmm.c: kvm-run.cc is not built for this Node)'}\n`,
+  );
+  out(
     `exits per second after each vCPU's first fifth of exits (steady state, both sides), median (min-max) of ${opts.runs}; ` +
       `last column: tsvmm/C over the whole runs, warm-up included\n`,
   );
   out(`${'figure'.padEnd(14)} ${'tsvmm exits/s'.padStart(24)} ${'C exits/s'.padStart(24)} ${'tsvmm/C'.padStart(20)} ${'whole-run tsvmm/C'.padStart(20)}\n`);
-  out(
-    `KVM_RUN from JS through ${kvmRunBinding() === 'v8' ? 'the V8 API (native/kvm-run.cc)' : 'N-API (native/tsvmm.c: kvm-run.cc is not built for this Node)'}\n`,
-  );
   const rows = figures.map((f) => {
     const tsvmm = spread(f.runs.map((r) => r.tsvmm));
     const c = spread(f.runs.map((r) => r.c));
