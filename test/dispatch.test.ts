@@ -19,12 +19,12 @@ function setup(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
   const out: number[] = [];
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over },
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over },
     vm,
-    host,
-    (b) => out.push(...b),
-  );
+    hostMemory: host,
+    console: (b) => out.push(...b),
+  });
   const bars = m.assignBars();
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 1, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: m.revocationGeneration() };
@@ -209,8 +209,8 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
 test('resync with two passthrough devices commits each memslot once', () => {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
-  const m = Machine.create(
-    {
+  const m = Machine.create({
+    config: {
       ramBytes: 4n << 20n,
       vcpus: 1,
       passthrough: [
@@ -221,9 +221,9 @@ test('resync with two passthrough devices commits each memslot once', () => {
       barOrder: 'unmap-first',
     },
     vm,
-    host,
-    () => {},
-  );
+    hostMemory: host,
+    console: () => {},
+  });
   m.assignBars();
   const hosts = m.passthrough.map((d) => d.host as ShmHostDevice);
   hosts.forEach((h) => h.hostRevoke());

@@ -284,12 +284,12 @@ test('console watch: the race summary line is kept whole', () => {
 });
 
 test('dispatch: on a Linux machine a triple fault after "reboot: Restarting system" is the reboot (status 0); after a panic, the panic; otherwise a crash', () => {
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const state = {
     vcpu: 0,
     runPage: new DataView(new ArrayBuffer(4096)),
@@ -308,12 +308,12 @@ test('dispatch: on a Linux machine a triple fault after "reboot: Restarting syst
   assert.equal(o.kind, 'stop');
   assert.ok(o.kind === 'stop' && o.state === 'guest-panicked' && /Attempted to kill init/.test(o.lines.join('\n')));
   // The built-in guests' machine keeps its meaning: a triple fault is a failure.
-  const plain = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const plain = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const p = dispatchExit({ kind: 'shutdown' }, plain, state).outcome;
   assert.ok(p.kind === 'stop' && p.state === 'shutdown');
 });

@@ -18,8 +18,8 @@ import { EFAULT, EHWPOISON, EIO } from '../src/errno';
 
 function machine(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
-  const m = Machine.create(
-    {
+  const m = Machine.create({
+    config: {
       ramBytes: 4n << 20n,
       vcpus: 2,
       passthrough: [
@@ -31,9 +31,9 @@ function machine(over: Partial<MachineConfig> = {}) {
       ...over,
     },
     vm,
-    new FakeHostMemory(),
-    () => {},
-  );
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   m.assignBars();
   return { vm, m };
 }

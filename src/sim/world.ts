@@ -396,18 +396,18 @@ export class World implements SimObserver {
     this.tracing = tracing;
     this.vm = new SimVm(this.hostMemory, options.kernel, options.slice);
     const nVcpus = options.accessors + 1;
-    this.machine = Machine.create(
-      {
+    this.machine = Machine.create({
+      config: {
         ramBytes: SIM_RAM_BYTES,
         vcpus: nVcpus,
         passthrough: [{ name: PASSTHROUGH_NAME, slot: PASSTHROUGH_SLOT, backend: 'shm' }, ...(options.devices === 2 ? [SECOND_DEVICE] : [])],
         policy: options.policy,
         barOrder: options.barOrder,
       },
-      this.vm,
-      this.hostMemory,
-      () => {},
-    );
+      vm: this.vm,
+      hostMemory: this.hostMemory,
+      console: () => {},
+    });
     if (options.policyOverride) (this.machine as { persona: VmmPersona }).persona = options.policyOverride(this.machine.persona);
     const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
     this.bar0 = bars.get(0)!;
