@@ -10,14 +10,14 @@ import { explore, type ExploreOptions, type ExploreResult } from '../sim/explore
 import { KERNEL_VARIANTS, type KernelSlice, type KernelVariant } from '../sim/kernel';
 import { CONFIG_ACCESSES, MAX_ACCESSORS, type ConfigAccess } from '../sim/program';
 import { DEFAULT_SIM_OPTIONS, type SimOptions } from '../sim/world';
-import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
+import { PERSONA_NAMES, type PersonaName } from '../vmm/memory-fault-policy';
 import type { BarOrder } from '../devices/pci/passthrough';
 import { writeStdout } from '../log';
 
 /** Defaults chosen so the plain command covers >= 10,000 distinct schedules in a few seconds. */
 export const SIM_DEFAULTS = {
   kernel: 'unpatched' as KernelVariant,
-  policy: 'tsvmm' as PolicyName,
+  policy: 'tsvmm' as PersonaName,
   barOrder: 'qemu' as BarOrder,
   bound: 2,
   seeds: 1000,
@@ -29,7 +29,7 @@ export const SIM_DEFAULTS = {
 
 export interface SimCliOptions {
   kernel: KernelVariant;
-  policy: PolicyName;
+  policy: PersonaName;
   barOrder: BarOrder;
   exhaustive?: boolean;
   random?: boolean;
@@ -54,7 +54,7 @@ export interface SimCliOptions {
 
 export interface SimReport {
   kernel: KernelVariant;
-  policy: PolicyName;
+  policy: PersonaName;
   /** The BAR order the passthrough device used (qemu and cloud-hypervisor always use QEMU's). */
   barOrder: BarOrder;
   mode: 'exhaustive' | 'random';
@@ -266,7 +266,7 @@ export function registerSimCommand(program: Command): void {
         .choices(KERNEL_VARIANTS)
         .default(SIM_DEFAULTS.kernel),
     )
-    .addOption(new Option('--policy <name>', 'memory-fault policy (src/vmm/memory-fault-policy.ts)').choices(POLICY_NAMES).default(SIM_DEFAULTS.policy))
+    .addOption(new Option('--policy <name>', 'memory-fault policy (src/vmm/memory-fault-policy.ts)').choices(PERSONA_NAMES).default(SIM_DEFAULTS.policy))
     .addOption(
       new Option('--bar-order <order>', "tsvmm's BAR order on MEM clear (qemu: the order that opens the race window; unmap-first closes it for guest clears)")
         .choices(['qemu', 'unmap-first'])

@@ -48,7 +48,7 @@ import type { BarOrder } from '../devices/pci/passthrough';
 import { SHM_DEVICE_ID_VALUE, type ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
-import type { PolicyName, VmmPersona } from '../vmm/memory-fault-policy';
+import type { PersonaName, VmmPersona } from '../vmm/memory-fault-policy';
 import { StepQueue } from '../steps';
 import { applyOutcome } from '../vmm/dispatch';
 import { isTerminal } from '../vmm/run-state';
@@ -75,7 +75,7 @@ export type ExercisedCounter = (typeof EXERCISED_COUNTERS)[number];
 
 export interface SimOptions {
   kernel: KernelVariant;
-  policy: PolicyName;
+  policy: PersonaName;
   barOrder: BarOrder;
   accessors: number;
   toggles: number;
