@@ -34,7 +34,7 @@ class ReplayVcpu implements HypervisorVcpu {
 function measure(kind: 'pio' | 'mmio', n: number): number {
   const host = new SimHostMemory();
   const machine = Machine.create({
-    config: { ramBytes: 2n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    config: { ramBytes: 2n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     vm: new SimVm(host, 'unpatched'),
     hostMemory: host,
     console: () => {},

@@ -82,7 +82,7 @@ test('shmBar0SizeProblem: powers of two from 4K to 512M pass; each other value s
 });
 
 function config(passthrough: MachineConfig['passthrough']): MachineConfig {
-  return { ramBytes: 4n << 20n, vcpus: 1, passthrough, policy: 'tsvmm', barOrder: 'unmap-first' };
+  return { ramBytes: 4n << 20n, vcpus: 1, passthrough, persona: 'tsvmm', barOrder: 'unmap-first' };
 }
 
 test('Machine with --device shm,bar-size=1M: config space sizes BAR0 at 1M, firmware aligns it, and its memslot is 1M', () => {

@@ -20,7 +20,7 @@ function setup(over: Partial<MachineConfig> = {}) {
   const host = new FakeHostMemory();
   const out: number[] = [];
   const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over },
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'unmap-first', ...over },
     vm,
     hostMemory: host,
     console: (b) => out.push(...b),
@@ -161,7 +161,7 @@ test('refault guard: the same fault with no memory-map change stops the VM after
 });
 
 test('QEMU policy: an unannotated EFAULT is "kvm run failed Bad address"; unassigned reads are 0', () => {
-  const s = setup({ policy: 'qemu' });
+  const s = setup({ persona: 'qemu' });
   const o = s.dispatch({ kind: 'run-error', errno: 14 }) as StopOutcome;
   assert.deepEqual([o.kind, o.reason, o.lines[0]], ['stop', { kind: 'kvm-run-failed', errno: 14 }, 'error: kvm run failed Bad address']);
   configWrite(s, 4, 2, s.m.passthrough[0]!.config.command() & ~2);
@@ -217,7 +217,7 @@ test('resync with two passthrough devices commits each memslot once', () => {
         { name: 'a', slot: 3, backend: 'shm' },
         { name: 'b', slot: 4, backend: 'shm' },
       ],
-      policy: 'tsvmm',
+      persona: 'tsvmm',
       barOrder: 'unmap-first',
     },
     vm,

@@ -11,7 +11,7 @@ import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 function setup() {
   const vm = new RecordingVm();
   const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'qemu' },
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'qemu' },
     vm,
     hostMemory: new FakeHostMemory(),
     console: () => {},

@@ -81,7 +81,7 @@ test('the guest-reset rule: the i8042 pulse and a triple fault mark the run stat
   };
   const machine = (reboot: 'reset' | 'shutdown' | undefined, linux: boolean) =>
     Machine.create({
-      config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) },
+      config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) },
       vm: new RecordingVm(),
       hostMemory: new FakeHostMemory(),
       console: () => {},

@@ -64,7 +64,7 @@ test("QMP stop freezes the vCPUs' exit counters, cont moves them again (an in-pr
   // The VM's own counters (Stats: every MMIO exit the vCPU threads dispatched), not CPU time, which
   // depends on the host's load and on nested emulation.
   const vm = Vm.create({
-    machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     guest: { image: 'mmio-loop', params: { iterations: 2_000_000_000 } },
     console: () => {},
   });

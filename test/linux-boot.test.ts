@@ -285,7 +285,7 @@ test('console watch: the race summary line is kept whole', () => {
 
 test('dispatch: on a Linux machine a triple fault after "reboot: Restarting system" is the reboot (status 0); after a panic, the panic; otherwise a crash', () => {
   const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true },
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', linux: true },
     vm: new RecordingVm(),
     hostMemory: new FakeHostMemory(),
     console: () => {},
@@ -309,7 +309,7 @@ test('dispatch: on a Linux machine a triple fault after "reboot: Restarting syst
   assert.ok(o.kind === 'stop' && o.state === 'guest-panicked' && /Attempted to kill init/.test(o.lines.join('\n')));
   // The built-in guests' machine keeps its meaning: a triple fault is a failure.
   const plain = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     vm: new RecordingVm(),
     hostMemory: new FakeHostMemory(),
     console: () => {},

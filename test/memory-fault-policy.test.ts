@@ -26,7 +26,7 @@ function machine(over: Partial<MachineConfig> = {}) {
         { name: 'a', slot: 3, backend: 'shm' },
         { name: 'b', slot: 4, backend: 'shm' },
       ],
-      policy: 'tsvmm',
+      persona: 'tsvmm',
       barOrder: 'unmap-first',
       ...over,
     },

@@ -182,7 +182,7 @@ test('per-device exit counts: each access is counted for the device that answere
   const { FakeHostMemory, RecordingVm } = await import('./fakes');
   const { CONTROL_BASE } = await import('../src/devices/control');
   const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     vm: new RecordingVm(),
     hostMemory: new FakeHostMemory(),
     console: () => {},

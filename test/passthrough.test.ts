@@ -30,7 +30,7 @@ function setup() {
         { name: 'pt0', slot: 3, backend: 'shm' },
         { name: 'pt1', slot: 4, backend: 'shm' },
       ],
-      policy: 'tsvmm',
+      persona: 'tsvmm',
       barOrder: 'unmap-first',
     },
     vm,

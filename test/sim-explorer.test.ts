@@ -16,8 +16,7 @@ const EXHAUSTIVE = (bound: number): ExploreOptions => ({ mode: 'exhaustive', bou
 const RANDOM = (seeds: number): ExploreOptions => ({ mode: 'random', bound: 0, seeds, seed0: 7, maxSchedules: 0, shrink: true });
 const sim = (o: Partial<SimOptions>): SimOptions => ({ ...DEFAULT_SIM_OPTIONS, ...o });
 
-/** A policy built from another, with some methods replaced (planted bugs). */
-/** A policy with some rules replaced. The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
+/** A persona with some fault rules replaced (planted bugs). The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
 function planted(
   base: VmmPersona,
   patch: Partial<Pick<VmmPersona, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>,
@@ -93,7 +92,7 @@ describe('tsvmm survives every interleaving within the bound', () => {
 
 describe('reference policies die', () => {
   test('QEMU master: EFAULT is fatal on the unpatched kernel', () => {
-    const r = explore(sim({ kernel: 'unpatched', policy: 'qemu' }), EXHAUSTIVE(1));
+    const r = explore(sim({ kernel: 'unpatched', persona: 'qemu' }), EXHAUSTIVE(1));
     assert.ok(r.violationsByKind['vm-death'] > 0);
     const fv = r.firstViolation!;
     assert.equal(fv.kind, 'vm-death');
@@ -105,7 +104,7 @@ describe('reference policies die', () => {
   });
 
   test('QEMU master: KVM_EXIT_MEMORY_FAULT on the patched kernel ends in "Convert non guest_memfd backed memory region"', () => {
-    const r = explore(sim({ kernel: 'patched', policy: 'qemu' }), EXHAUSTIVE(1));
+    const r = explore(sim({ kernel: 'patched', persona: 'qemu' }), EXHAUSTIVE(1));
     assert.ok(r.violationsByKind['vm-death'] > 0);
     assert.deepEqual(deathStop(r.firstViolation?.reason), { kind: 'qemu-convert-non-memfd', gpa: 0xc000_0000n, size: 0x1000n, toPrivate: false });
     // QEMU's own words (stop-reasons.ts's message table).
@@ -115,7 +114,7 @@ describe('reference policies die', () => {
 
   test('cloud-hypervisor: any KVM_RUN error ends the VM (memslots kept on MEM clear)', () => {
     for (const kernel of ['unpatched', 'patched'] as const) {
-      const r = explore(sim({ kernel, policy: 'cloud-hypervisor' }), EXHAUSTIVE(1));
+      const r = explore(sim({ kernel, persona: 'cloud-hypervisor' }), EXHAUSTIVE(1));
       assert.ok(r.violationsByKind['vm-death'] > 0, kernel);
       const stop = deathStop(r.firstViolation?.reason);
       if (kernel === 'unpatched') assert.deepEqual(stop, { kind: 'ch-vcpu-run-error', errno: EFAULT });
@@ -134,7 +133,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
+      personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind.livelock > 0);
@@ -152,7 +151,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) =>
+      personaOverride: (base) =>
         planted(base, {
           explainedWithoutLock: (errno) => errno === 14,
           retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }),
@@ -171,7 +170,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) =>
+      personaOverride: (base) =>
         planted(base, {
           explainedWithoutLock: (e, f, v) => base.explainedWithoutLock!(e, f, v),
           retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }),
@@ -204,7 +203,7 @@ describe('planted bugs are caught', () => {
   });
 
   test('answering an Unsupported Request with zero instead of all ones gives bad values', () => {
-    const r = explore(sim({ kernel: 'patched', policyOverride: (base) => planted(base, { unassignedRead: () => 0n }) }), EXHAUSTIVE(1));
+    const r = explore(sim({ kernel: 'patched', personaOverride: (base) => planted(base, { unassignedRead: () => 0n }) }), EXHAUSTIVE(1));
     assert.ok(r.violationsByKind['bad-value'] > 0);
     const bad = reasonOf(r.firstViolation?.reason, 'wrong-read-value');
     assert.deepEqual({ got: bad.got, want: bad.want, decoding: bad.decoding }, { got: 0n, want: 0xffn, decoding: false });
@@ -248,7 +247,7 @@ describe('planted bugs are caught', () => {
       { o: { barOrder: 'unmap-first' as const, hostRevoke: true, accessors: 1, toggles: 1 }, bound: 2 },
     ];
     for (const { o, bound } of cases) {
-      const r = explore(sim({ kernel: 'unpatched', ...o, policyOverride: old }), EXHAUSTIVE(bound));
+      const r = explore(sim({ kernel: 'unpatched', ...o, personaOverride: old }), EXHAUSTIVE(bound));
       assert.ok(r.violationsByKind['vm-death'] > 0, o.barOrder);
       assert.equal(deathStop(r.firstViolation?.reason).kind, 'efault-outside-bar', o.barOrder);
     }
@@ -298,14 +297,14 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
         },
       });
     const two = explore(
-      sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }),
+      sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, personaOverride: old }),
       EXHAUSTIVE(2),
     );
     assert.ok(two.violationsByKind['missed-stop'] > 0, 'caught');
     assert.equal(reasonOf(two.firstViolation?.reason, 'ram-stop-not-outside-bar').stop.kind, 'refault-loop');
     // With one device the old rule was right: nothing to catch.
     const one = explore(
-      sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }),
+      sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, personaOverride: old }),
       EXHAUSTIVE(2),
     );
     assert.equal(one.violations, 0, one.firstViolation?.message);
@@ -313,7 +312,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
 
   test('a policy that retries every fault never stops: caught', () => {
     const r = explore(
-      sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
+      sim({ kernel: 'patched', ramFault: true, personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
       EXHAUSTIVE(0),
     );
     assert.equal(r.violations, 1);
@@ -325,7 +324,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
       sim({
         kernel: 'patched',
         ramFault: true,
-        policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }),
+        personaOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }),
       }),
       EXHAUSTIVE(0),
     );
@@ -343,7 +342,7 @@ describe('the explorer itself', () => {
   });
 
   test('runs are deterministic and violations replay from their choices', () => {
-    const s = sim({ kernel: 'unpatched', policy: 'qemu' });
+    const s = sim({ kernel: 'unpatched', persona: 'qemu' });
     const a = explore(s, EXHAUSTIVE(1));
     const b = explore(s, EXHAUSTIVE(1));
     assert.equal(a.schedules, b.schedules);
@@ -355,7 +354,7 @@ describe('the explorer itself', () => {
   });
 
   test('shrinking keeps the violation and never grows the schedule', () => {
-    const s = sim({ kernel: 'unpatched', policy: 'cloud-hypervisor', accessors: 2 });
+    const s = sim({ kernel: 'unpatched', persona: 'cloud-hypervisor', accessors: 2 });
     const r = explore({ ...s }, { ...EXHAUSTIVE(1), shrink: false });
     const choices = r.firstViolation!.choices;
     const shrunk = shrinkSchedule(s, choices, 'vm-death');
@@ -401,7 +400,7 @@ describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
 
   test('planted: the policy before the fix (errno ignored: EHWPOISON retried like EFAULT) is caught', () => {
     const old = (base: VmmPersona) => planted(base, { onMemoryFault: (f, facts, v) => base.onMemoryFault({ ...f, errno: 14 }, facts, v) });
-    const r = explore(sim({ kernel: 'patched', poison: true, policyOverride: old }), EXHAUSTIVE(0));
+    const r = explore(sim({ kernel: 'patched', poison: true, personaOverride: old }), EXHAUSTIVE(0));
     assert.equal(r.firstViolation?.kind, 'missed-stop');
     assert.equal(reasonOf(r.firstViolation?.reason, 'reentered-after-poison').gpa & ~0xfffn, 0xc000_0000n);
   });
@@ -477,7 +476,7 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
   test('planted: retrying the EIO (a policy that treats it as a fault to recover) is caught as a re-entry', () => {
     const r = explore(
       buggedSim({
-        policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
+        personaOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
         plant: eioAsPlainRunError,
       }),
       EXHAUSTIVE(0),

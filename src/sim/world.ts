@@ -75,7 +75,7 @@ export type ExercisedCounter = (typeof EXERCISED_COUNTERS)[number];
 
 export interface SimOptions {
   kernel: KernelVariant;
-  policy: PersonaName;
+  persona: PersonaName;
   barOrder: BarOrder;
   accessors: number;
   toggles: number;
@@ -100,15 +100,15 @@ export interface SimOptions {
   livelockBound: number;
   /** A run longer than this is cut short as a livelock. */
   maxSteps: number;
-  /** Test hook: wraps or replaces the machine's memory-fault policy (planted bugs). */
-  policyOverride?: (base: VmmPersona) => VmmPersona;
+  /** Test hook: wraps or replaces the machine's VMM persona (planted bugs). */
+  personaOverride?: (base: VmmPersona) => VmmPersona;
   /** Test hook: runs on each new world before its first step (planted bugs in devices or the model). */
   plant?: (world: World) => void;
 }
 
 export const DEFAULT_SIM_OPTIONS: SimOptions = {
   kernel: 'patched',
-  policy: 'tsvmm',
+  persona: 'tsvmm',
   barOrder: 'unmap-first',
   accessors: 2,
   toggles: 2,
@@ -391,14 +391,14 @@ export class World implements SimObserver {
         ramBytes: SIM_RAM_BYTES,
         vcpus: nVcpus,
         passthrough: [{ name: PASSTHROUGH_NAME, slot: PASSTHROUGH_SLOT, backend: 'shm' }, ...(options.devices === 2 ? [SECOND_DEVICE] : [])],
-        policy: options.policy,
+        persona: options.persona,
         barOrder: options.barOrder,
       },
       vm: this.vm,
       hostMemory: this.hostMemory,
       console: () => {},
     });
-    if (options.policyOverride) (this.machine as { persona: VmmPersona }).persona = options.policyOverride(this.machine.persona);
+    if (options.personaOverride) (this.machine as { persona: VmmPersona }).persona = options.personaOverride(this.machine.persona);
     const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
     this.bar0 = bars.get(0)!;
     const dev = this.machine.passthrough[0]!;

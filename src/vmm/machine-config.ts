@@ -36,7 +36,7 @@ export interface MachineConfig {
   ramBytes: bigint;
   vcpus: number;
   passthrough: PassthroughConfig[];
-  policy: PersonaName;
+  persona: PersonaName;
   barOrder: BarOrder;
   /** A Linux guest's machine: 16550A with IRQ 4 and input, CMOS RTC, i8042 (src/devices/linux-devices.ts). */
   linux?: boolean;

@@ -58,7 +58,7 @@ export class Machine implements DispatchTarget {
     this.hostMemory = hostMemory;
     this.deviceExits = new DeviceExitCounts(shared.deviceExits, this.stats.row);
     this.unclaimed = new UnclaimedAccesses(this.stats);
-    this.persona = createPersona(config.policy, config.barOrder);
+    this.persona = createPersona(config.persona, config.barOrder);
     this.linux = registerFixedDevices({
       pio: this.pio,
       mmio: this.mmio,
