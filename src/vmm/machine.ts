@@ -38,7 +38,7 @@ export class Machine implements DispatchTarget {
   readonly pio = new PioBus();
   readonly mmio = new MmioBus();
   readonly passthrough: PassthroughDevice[] = [];
-  /** The VMM this machine behaves as (config.policy): BAR order, memslot keeping, fault rule. */
+  /** The VMM this machine behaves as (config.persona): BAR order, memslot keeping, fault rule. */
   readonly persona: VmmPersona;
   private readonly unclaimed: UnclaimedAccesses;
   /** The Linux machine's legacy devices (config.linux only). */
