@@ -159,12 +159,7 @@ test('CPUID: each vCPU gets its APIC ID (leaf 1, 0xB, 0x8000001E), the count, hy
 function uart() {
   const levels: boolean[] = [];
   const out: number[] = [];
-  const u = new Uart16550(
-    0x3f8,
-    Uart16550.createShared(),
-    (b) => out.push(...b),
-    (l) => levels.push(l),
-  );
+  const u = new Uart16550({ base: 0x3f8, shared: Uart16550.createShared(), sink: (b) => out.push(...b), irq: (l) => levels.push(l) });
   return { u, levels, out, ctx: 0 }; // ctx: the vCPU index handlers get
 }
 

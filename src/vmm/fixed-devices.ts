@@ -41,7 +41,7 @@ export function registerFixedDevices(o: FixedDeviceOptions): LinuxDevices | unde
   o.mmio.register(HANDLER_ECAM, new EcamHandler(o.hostBridge));
   let linux: LinuxDevices | undefined;
   if (o.linux) {
-    linux = new LinuxDevices(o.linux, o.console, o.vm, o.onReset);
+    linux = new LinuxDevices({ shared: o.linux, console: o.console, vm: o.vm, onReset: o.onReset });
     linux.register(o.pio);
   } else {
     o.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, o.console));
