@@ -87,7 +87,7 @@ export class Machine implements DispatchTarget {
   /** Another thread's machine over the same shared state. */
   static attach(o: MachineAttachOptions): Machine {
     const m = new Machine(o);
-    attachPassthroughFunctions(m, o.shared, o.hostMemory, HANDLER_FIRST_BAR);
+    attachPassthroughFunctions({ machine: m, shared: o.shared, hostMemory: o.hostMemory, firstHandler: HANDLER_FIRST_BAR });
     DeviceExitCounts.checkCapacity(m.pio, m.mmio);
     return m;
   }
