@@ -35,7 +35,7 @@ function measure(kind: 'pio' | 'mmio', n: number): number {
   const host = new SimHostMemory();
   const machine = Machine.create({
     config: { ramBytes: 2n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
-    vm: new SimVm(host, 'unpatched'),
+    vm: new SimVm({ host, variant: 'unpatched' }),
     hostMemory: host,
     console: () => {},
   });

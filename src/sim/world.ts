@@ -159,14 +159,16 @@ class VcpuActor implements Actor {
   private outcome: Outcome | undefined;
   private queue = new StepQueue();
 
-  constructor(
-    private readonly world: World,
-    readonly name: string,
-    readonly vcpu: SimVcpu,
-    readonly runner: VcpuRunner,
-    /** The toggler: part of the environment whose steps are progress for the others. */
-    readonly environment: boolean,
-  ) {}
+  private readonly world: World;
+  readonly name: string;
+  readonly vcpu: SimVcpu;
+  readonly runner: VcpuRunner;
+  /** The toggler: part of the environment whose steps are progress for the others. */
+  readonly environment: boolean;
+
+  constructor(o: { world: World; name: string; vcpu: SimVcpu; runner: VcpuRunner; environment: boolean }) {
+    ({ world: this.world, name: this.name, vcpu: this.vcpu, runner: this.runner, environment: this.environment } = o);
+  }
 
   enabled(): boolean {
     if (this.done) return false;
@@ -384,7 +386,7 @@ export class World implements SimObserver {
     tracing = false,
   ) {
     this.tracing = tracing;
-    this.vm = new SimVm(this.hostMemory, options.kernel, options.slice);
+    this.vm = new SimVm({ host: this.hostMemory, variant: options.kernel, slice: options.slice });
     const nVcpus = options.accessors + 1;
     this.machine = Machine.create({
       config: {
@@ -426,7 +428,13 @@ export class World implements SimObserver {
       this.actors.push(
         this.addVcpu(
           k,
-          accessorProgram(k, this.bar0, options.widths, k === 0 ? ramProbe : undefined, k === 0 && options.kernelBug ? KERNEL_BUG_GPA : undefined),
+          accessorProgram({
+            accessor: k,
+            bar0: this.bar0,
+            widths: options.widths,
+            ramProbe: k === 0 ? ramProbe : undefined,
+            kernelBug: k === 0 && options.kernelBug ? KERNEL_BUG_GPA : undefined,
+          }),
           false,
         ),
       );
@@ -447,7 +455,7 @@ export class World implements SimObserver {
 
   private addVcpu(index: number, program: Instruction[], environment: boolean): VcpuActor {
     const v = this.vm.createVcpu(index, program, this);
-    const a = new VcpuActor(this, `vcpu${index}`, v, new VcpuRunner(v, this.machine), environment);
+    const a = new VcpuActor({ world: this, name: `vcpu${index}`, vcpu: v, runner: new VcpuRunner(v, this.machine), environment });
     this.byVcpu.set(v, a);
     return a;
   }
