@@ -115,7 +115,7 @@ test('zero page: setup header copied, loader fields, command line and initrd poi
 
 test('MP table: floating pointer and table checksums, one processor entry per vCPU, BSP flagged', () => {
   const gpa = 0x9fc00;
-  const t = buildMpTable(gpa, 3);
+  const t = buildMpTable({ gpa, cpus: 3 });
   assert.equal(t.byteLength, mpTableSize(3));
   const sum = (b: Uint8Array) => b.reduce((s, x) => (s + x) & 0xff, 0);
   assert.equal(new TextDecoder().decode(t.subarray(0, 4)), '_MP_');
