@@ -26,6 +26,7 @@ import { UnclaimedAccesses } from './unclaimed-access';
 import { createMachineShared, type MachineAttachOptions, type MachineCreateOptions, type MachineShared } from './machine-shared';
 import { attachPassthroughFunctions } from './passthrough-functions';
 import { fixedRegions, HANDLER_FIRST_BAR, registerFixedDevices } from './fixed-devices';
+import { guestResetOutcome, type GuestResetOutcome } from './guest-reset';
 
 export class Machine implements DispatchTarget {
   readonly shared: MachineShared;
@@ -135,18 +136,9 @@ export class Machine implements DispatchTarget {
     return this.mmio.answersWithoutLock(this.memoryMap, gpa);
   }
 
-  /**
-   * What a guest reset means (triple fault, reset request, i8042 pulse): undefined = the built-in
-   * guests' default (a stop in `shutdown`). Records that the guest reset (SHUTDOWN or RESET with
-   * reason guest-reset), unless the reset only ends a panic; with reboot=reset the VM ends cleanly
-   * for its caller to rebuild.
-   */
-  guestResetOutcome(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined {
-    const o = this.linux?.watch.resetOutcome();
-    if (o?.kind === 'guest-panic') return o;
-    this.runState.markGuestReset();
-    if (this.shared.config.reboot === 'reset') return { kind: 'vm-exit', code: 0 };
-    return o;
+  /** What a guest reset means on this machine (guest-reset.ts). */
+  guestResetOutcome(): GuestResetOutcome | undefined {
+    return guestResetOutcome({ linux: this.linux, runState: this.runState, config: this.shared.config });
   }
 
   /** Every device's PIO and MMIO access count, summed over threads, named as the devices name themselves. */
