@@ -56,7 +56,7 @@ describe(
     const W = 1000;
     test('tsvmm marks every vCPU after W exits; kvm-loop counts N - W exits per vCPU after its mark', async () => {
       const vm = Vm.create({
-        machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+        machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
         guest: { image: 'pio-loop', params: { iterations: N } },
       });
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-window-'));

@@ -11,12 +11,12 @@ import { COM1_BASE } from '../src/devices/serial';
 import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 
 function setup() {
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'qemu' },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'qemu' },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const vcpu = new ScriptedVcpu(1);
   return { m, vcpu, runner: new VcpuRunner(vcpu, m) };
 }
