@@ -69,6 +69,40 @@ describe('tsvmm survives every interleaving within the bound', () => {
     });
   }
 
+  test('a bare EFAULT traps the BAR the last fault completed in: the hint is learned (BAR0), 0 violations at bound 2', () => {
+    let learned = 0;
+    const r = explore(
+      sim({
+        kernel: 'unpatched',
+        barOrder: 'qemu',
+        hostRevoke: true,
+        toggles: 2,
+        plant: (w) => w.onFinish.push(() => (learned += w.runners().some((x) => x.faultBarHint?.index === 0) ? 1 : 0)),
+      }),
+      EXHAUSTIVE(2),
+    );
+    assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.schedule.join('\n')}`);
+    assert.ok(learned > 0, 'some schedule completed a fault on BAR0 and learned it');
+    assert.ok(r.exercised.efaultRecoveredWithoutLock > 0);
+  });
+
+  test('a wrong hint (BAR2, which no accessor touches) only costs a refault: the locked path recovers it, 0 violations', () => {
+    // The interleaving the hint adds: the lock-free retry traps the hinted BAR only, the vCPU re-enters
+    // with the faulting BAR's memslot still pointing at the revoked mapping, faults again with no
+    // generation change, and onRunError() (device lock) finds that BAR revoked and host-mapped.
+    const wrongHint = (w: World) =>
+      w
+        .runners()
+        .forEach((runner) =>
+          Object.defineProperty(runner, 'faultBarHint', { get: () => ({ device: w.machine.passthrough[0]!, index: 2 }), set: () => undefined }),
+        );
+    for (const kernel of ['unpatched', 'patched'] as const) {
+      const r = explore(sim({ kernel, barOrder: 'qemu', hostRevoke: true, toggles: 2, plant: wrongHint }), EXHAUSTIVE(2));
+      assert.equal(r.violations, 0, r.firstViolation && `${kernel}: ${r.firstViolation.message}\n${r.firstViolation.schedule.join('\n')}`);
+      assert.ok(r.exercised.efaultRecovered > r.exercised.efaultRecoveredWithoutLock || kernel === 'patched', 'some refaults went the locked way');
+    }
+  });
+
   test('run-to-exit slicing (no EINTR between in-kernel accesses): 0 violations', () => {
     for (const kernel of KERNEL_VARIANTS) {
       const r = explore(sim({ kernel, barOrder: 'qemu', hostRevoke: true, slice: 'exit' }), EXHAUSTIVE(1));

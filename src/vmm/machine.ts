@@ -20,7 +20,7 @@ import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
 import { DeviceExitCounts, MAX_MMIO_HANDLERS, MAX_PIO_DEVICES } from './device-exits';
-import { createPersona, type VmmPersona } from './memory-fault-policy';
+import { createPersona, type BarRef, type VmmPersona } from './memory-fault-policy';
 import type { Step } from '../steps';
 import type { AccessEffect, DispatchTarget } from './dispatch';
 import { MachineConfigError, validateConfig, type MachineConfig } from './machine-config';
@@ -223,8 +223,22 @@ export class Machine implements DispatchTarget {
     return [this.memoryMap.transaction('resync-bars', () => this.passthrough.forEach((d) => d.updateRegions(false)))];
   }
 
-  trapRevokedBars(): Step[] {
-    return [this.memoryMap.transaction('trap-revoked-bars', () => this.passthrough.forEach((d) => d.trapRevokedBars()))];
+  trapRevokedBars(first?: BarRef): Step[] {
+    return [
+      this.memoryMap.transaction('trap-revoked-bars', () => {
+        if (first?.device.trapRevokedBar(first.index)) return;
+        for (const d of this.passthrough) d.trapRevokedBars();
+      }),
+    ];
+  }
+
+  /** The passthrough BAR whose programmed range holds `gpa` (decoding or not), if any. */
+  barAt(gpa: bigint): BarRef | undefined {
+    for (const device of this.passthrough) {
+      const b = device.barOverlapping(gpa, 1n);
+      if (b) return { device, index: b.index };
+    }
+    return undefined;
   }
 
   /** Firmware-style PCI setup before the vCPUs start (boot/firmware.ts). Returns the BAR addresses by device. */

@@ -15,8 +15,9 @@
 // config write; src/vmm/device-lock.ts), except for one case decided without it:
 // - An EFAULT whose revocation generation moved while the vCPU was in KVM_RUN is explained: a host
 //   mapping was revoked during the run. It is retried WITHOUT the device lock (explainedWithoutLock(),
-//   retryWithoutLock()): under the memory-map transaction lock only, every BAR whose mapping is
-//   revoked now is trapped (its memslot deleted), then the vCPU re-enters. It waits only for the
+//   retryWithoutLock()): under the memory-map transaction lock only, the BAR this vCPU's last fault
+//   completed in is trapped (its memslot deleted) if it is revoked, else every revoked BAR, then the
+//   vCPU re-enters. It waits only for the
 //   memslot change it needs (an in-flight map commit), not for a whole config write. Why this is
 //   safe, and what still takes the lock: src/vmm/device-lock.ts. The locked rule below decides the
 //   same case the same way (retry), so the two paths never disagree on whether to stop the VM.
@@ -80,8 +81,17 @@ export interface FaultFacts {
   resolve(gpa: bigint): FlatRange | undefined;
   /** Resyncs every passthrough device's BAR regions: one memory-map transaction, as steps to run now. */
   resyncBars(): Step[];
-  /** Traps every BAR whose host mapping is revoked now (no config space read): a transaction, as steps. */
-  trapRevokedBars(): Step[];
+  /**
+   * Traps the BARs whose host mapping is revoked now (no config space read): a transaction, as steps.
+   * With `first`, only that BAR when it is revoked and still host-mapped, else every revoked one.
+   */
+  trapRevokedBars(first?: BarRef): Step[];
+}
+
+/** One BAR of one passthrough device. */
+export interface BarRef {
+  device: PassthroughDevice;
+  index: number;
 }
 
 export interface VcpuFaultState {
@@ -92,6 +102,11 @@ export interface VcpuFaultState {
   memoryMapGenerationAtEntry?: number;
   /** Whether this BAR's host mapping was revoked when the vCPU entered (absent: not tracked). */
   barRevokedAtEntry?: (bar: PassthroughBarInfo) => boolean;
+  /**
+   * The BAR this vCPU's last recovered fault completed in (its next MMIO exit landed there): where a
+   * bare EFAULT, which carries no gpa, most likely comes from again. Only a hint (absent: none yet).
+   */
+  faultBarHint?: BarRef;
   guard: RefaultGuard;
 }
 
@@ -260,7 +275,11 @@ class TsvmmPolicy implements VmmPersona {
 
   retryWithoutLock(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${facts.revocationGeneration()}, without the device lock)`;
-    return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps: facts.trapRevokedBars() }, 'efault', context, facts, vcpu);
+    // A bare EFAULT names no gpa. Trap first the BAR this vCPU's last fault completed in: one memslot
+    // delete instead of one per revoked BAR. A wrong hint costs one more EFAULT, which finds its BAR
+    // revoked at entry and still host-mapped and is recovered on the locked path (onRunError()).
+    const steps = facts.trapRevokedBars(vcpu.faultBarHint);
+    return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps }, 'efault', context, facts, vcpu);
   }
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {

@@ -195,11 +195,16 @@ export class PassthroughDevice implements PciFunction {
    * path may call it without the device lock, inside a memory-map transaction (device-lock.ts).
    */
   trapRevokedBars(): void {
-    for (const index of this.handlerIds.keys()) {
-      if (this.host.mappingAccessible(index)) continue;
-      const region = this.regionOf(index);
-      if (region?.kind === 'host-mapped') this.memoryMap.updateRegion(region.id, { kind: 'mmio', hostAddress: 0n });
-    }
+    for (const index of this.handlerIds.keys()) this.trapRevokedBar(index);
+  }
+
+  /** trapRevokedBars() for one BAR: whether it was revoked and host-mapped (and is trapped now). */
+  trapRevokedBar(index: number): boolean {
+    if (!this.handlerIds.has(index) || this.host.mappingAccessible(index)) return false;
+    const region = this.regionOf(index);
+    if (region?.kind !== 'host-mapped') return false;
+    this.memoryMap.updateRegion(region.id, { kind: 'mmio', hostAddress: 0n });
+    return true;
   }
 
   /** The region-table half of syncRegions(), for callers inside a transaction (one commit for several devices). */
