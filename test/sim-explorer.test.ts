@@ -31,7 +31,7 @@ function planted(
   };
 }
 
-const retryWithoutResync = (): FaultDecision => ({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] });
+const retryWithoutSync = (): FaultDecision => ({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] });
 
 describe('tsvmm survives every interleaving within the bound', () => {
   for (const kernel of KERNEL_VARIANTS) {
@@ -150,7 +150,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
+      policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutSync, onRunError: retryWithoutSync }),
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind.livelock > 0);
@@ -198,7 +198,7 @@ describe('planted bugs are caught', () => {
   });
 
   test('re-entering without deleting the memslot hits the production refault guard: a VM death naming the loop', () => {
-    // The planted bug is in the machine (its BAR resync forgets the memslot), not in the policy: the
+    // The planted bug is in the machine (its BAR sync forgets the memslot), not in the policy: the
     // unmodified tsvmm policy and its guard (guarded()) decide, so this is the production guard.
     const s = sim({
       kernel: 'patched',
@@ -206,7 +206,7 @@ describe('planted bugs are caught', () => {
       accessors: 1,
       toggles: 1,
       plant: (w) => {
-        w.machine.resyncBars = () => [];
+        w.machine.syncBarRegions = () => [];
       },
     });
     const r = explore(s, EXHAUSTIVE(2));
@@ -333,10 +333,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
   });
 
   test('a policy that retries every fault never stops: caught', () => {
-    const r = explore(
-      sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
-      EXHAUSTIVE(0),
-    );
+    const r = explore(sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutSync }) }), EXHAUSTIVE(0));
     assert.equal(r.violations, 1);
     assert.equal(r.firstViolation!.kind, 'livelock');
   });
@@ -493,7 +490,7 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
   test('planted: retrying the EIO (a policy that treats it as a fault to recover) is caught as a re-entry', () => {
     const r = explore(
       buggedSim({
-        policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
+        policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutSync() : base.onRunError(e, f, v)) }),
         plant: eioAsPlainRunError,
       }),
       EXHAUSTIVE(0),

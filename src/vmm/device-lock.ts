@@ -38,7 +38,7 @@
 //     words that the host side writes in the order "mark inaccessible, bump generation, revoke"
 //     (ShmHostDevice.revokeLocked()), so a moved generation means a revocation really happened;
 //   * it reads no config space (which a config write changes under the device lock): it only turns
-//     host-mapped regions whose mapping is revoked into trapped ones, which is what any later resync
+//     host-mapped regions whose mapping is revoked into trapped ones, which is what any later sync
 //     would also do, and it never adds a memslot;
 //   * map readers that hold the device lock take the map lock to refresh their view, so they see
 //     the map before or after such a trap, never halfway;
@@ -49,8 +49,8 @@
 //   fd's read/write under the host's own memory lock (vfio-pci's memory_lock), refusing with EIO while
 //   decode is off or the host holds the device (UR: all ones, write dropped). That refusal is the
 //   device's own atomic state at the moment of the access, which is what the guest must see; with
-//   no memslot it never needs a resync (and if the region changed under a racing thread and a
-//   resync is due after all, the runner takes the device lock before running it).
+//   no memslot it never needs a sync (and if the region changed under a racing thread and a
+//   sync is due after all, the runner takes the device lock before running it).
 //   Everything else (config accesses, BAR (un)mapping, other MMIO and port I/O, faults that no
 //   revocation explains, KVM_EXIT_MEMORY_FAULT) still takes this lock: those read or write config
 //   space and device registers that a config write changes in several steps.

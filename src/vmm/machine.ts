@@ -219,8 +219,9 @@ export class Machine implements DispatchTarget {
     return this.memoryMap.resolve(gpa);
   }
 
-  resyncBars(): Step[] {
-    return [this.memoryMap.transaction('resync-bars', () => this.passthrough.forEach((d) => d.updateRegions(false)))];
+  /** Every passthrough function's syncBarRegions(), in one memory-map transaction (a Step). */
+  syncBarRegions(): Step[] {
+    return [this.memoryMap.transaction('sync-bar-regions', () => this.passthrough.forEach((d) => d.syncBarRegions(false)))];
   }
 
   trapRevokedBars(first?: BarRef): Step[] {

@@ -218,7 +218,7 @@ export class VcpuRunner {
       const d = dispatchExit(exit, this.machine, this.dispatchState);
       if (!locked && d.steps.length > 0) {
         // The BAR was mapped and revoked again between the check and the dispatch (a real-thread
-        // race; the model's handle step is atomic): its resync runs under the device lock.
+        // race; the model's handle step is atomic): its sync runs under the device lock.
         if (tryOnly) throw new Error(`vCPU ${this.vcpu.index}: a lock-free MMIO dispatch returned steps in the model`);
         this.machine.lock.lock();
         this.holdsLock = true;
