@@ -537,6 +537,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
 #ifdef KVM_CAP_MEMORY_FAULT_INFO
   NUM(caps, "KVM_CAP_MEMORY_FAULT_INFO", KVM_CAP_MEMORY_FAULT_INFO);
 #endif
+  NUM(caps, "KVM_CAP_DISABLE_QUIRKS2", KVM_CAP_DISABLE_QUIRKS2);
   // Every request src/kvm/kvm.ts issues (it reads them through native.ts c(), from `constants`).
   NUM(ioctls, "KVM_GET_API_VERSION", KVM_GET_API_VERSION);
   NUM(ioctls, "KVM_CREATE_VM", KVM_CREATE_VM);
@@ -544,6 +545,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(ioctls, "KVM_GET_VCPU_MMAP_SIZE", KVM_GET_VCPU_MMAP_SIZE);
   NUM(ioctls, "KVM_CREATE_VCPU", KVM_CREATE_VCPU);
   NUM(ioctls, "KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION);
+  NUM(ioctls, "KVM_ENABLE_CAP", KVM_ENABLE_CAP);
   NUM(ioctls, "KVM_SET_TSS_ADDR", KVM_SET_TSS_ADDR);
   NUM(ioctls, "KVM_SET_IDENTITY_MAP_ADDR", KVM_SET_IDENTITY_MAP_ADDR);
   NUM(ioctls, "KVM_RUN", KVM_RUN);
@@ -570,6 +572,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   set_num(env, sizes, "SIZEOF_KVM_REGS", (double)sizeof(struct kvm_regs));
   set_num(env, sizes, "SIZEOF_KVM_SREGS", (double)sizeof(struct kvm_sregs));
   set_num(env, sizes, "SIZEOF_KVM_USERSPACE_MEMORY_REGION", (double)sizeof(struct kvm_userspace_memory_region));
+  set_num(env, sizes, "SIZEOF_KVM_ENABLE_CAP", (double)sizeof(struct kvm_enable_cap));
   NUM(misc, "KVM_API_VERSION", KVM_API_VERSION);
   NUM(misc, "KVM_EXIT_IO_IN", KVM_EXIT_IO_IN);
   NUM(misc, "KVM_EXIT_IO_OUT", KVM_EXIT_IO_OUT);
@@ -577,6 +580,9 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(misc, "KVM_COALESCED_MMIO_PAGE_OFFSET", KVM_COALESCED_MMIO_PAGE_OFFSET);
 #ifdef KVM_MEMORY_EXIT_FLAG_PRIVATE
   NUM(misc, "KVM_MEMORY_EXIT_FLAG_PRIVATE", KVM_MEMORY_EXIT_FLAG_PRIVATE);
+#endif
+#ifdef KVM_X86_QUIRK_SLOT_ZAP_ALL
+  NUM(misc, "KVM_X86_QUIRK_SLOT_ZAP_ALL", KVM_X86_QUIRK_SLOT_ZAP_ALL);
 #endif
 #undef NUM
   // Field layouts src/kvm/regs.ts and src/kvm/kvm.ts encode positionally.
