@@ -239,8 +239,13 @@ export class VcpuRunner {
     if (exit.kind === 'run-error' || exit.kind === 'memory-fault' || exit.kind === 'interrupted') return;
     this.learnFaultBar = false;
     if (exit.kind !== 'mmio') return;
-    const bar = this.machine.barAt(exit.gpa);
-    if (bar) this.faultBarHint = bar;
+    // Read without the device lock: a BAR moving meanwhile only makes the hint wrong, which is safe.
+    for (const device of this.machine.passthrough) {
+      const b = device.barOverlapping(exit.gpa, 1n);
+      if (!b) continue;
+      this.faultBarHint = { device, index: b.index };
+      return;
+    }
   }
 
   /**
