@@ -7,10 +7,7 @@ import {
   CoalescedMmioZone as Z,
   Ioeventfd as E,
   KVM_API_VERSION,
-  KVM_CAP_DISABLE_QUIRKS2,
   KVM_CAP_NR_MEMSLOTS,
-  KVM_X86_QUIRK_SLOT_ZAP_ALL,
-  SIZEOF_KVM_ENABLE_CAP,
   KVM_MEM_READONLY,
   Run,
   SIZEOF_KVM_REGS,
@@ -104,20 +101,8 @@ export class KvmSystem {
     do r = native().ioctl(this.fd, c('KVM_CREATE_VM'), 0);
     while (r === -native().constants.EINTR);
     check(r, 'KVM_CREATE_VM');
-    const vm = new KvmVm(r, this.checkExtension(KVM_CAP_NR_MEMSLOTS) || 32);
-    // A memslot delete (a BAR's decode going off, a revoked BAR being trapped) then drops only that
-    // slot's shadow entries. With the quirk on, KVM zaps every entry of every slot: on this host the
-    // delete costs 50-125 us and each vCPU refaults its code and stack page by page after it, which
-    // is most of a faulting access's latency (issue 10). KVM keeps the quirk only for old userspace.
-    if ((this.checkExtension(KVM_CAP_DISABLE_QUIRKS2) & KVM_X86_QUIRK_SLOT_ZAP_ALL) !== 0) {
-      try {
-        vm.enableCap(KVM_CAP_DISABLE_QUIRKS2, BigInt(KVM_X86_QUIRK_SLOT_ZAP_ALL));
-      } catch (e) {
-        vm.close();
-        throw e;
-      }
-    }
-    return vm;
+    // KVM_X86_QUIRK_SLOT_ZAP_ALL stays on (KVM's default): see its comment in constants.ts.
+    return new KvmVm(r, this.checkExtension(KVM_CAP_NR_MEMSLOTS) || 32);
   }
 
   close(): void {
@@ -141,14 +126,7 @@ export class KvmVm implements HypervisorVm {
     return r < 0 ? 0 : r;
   }
 
-  /** KVM_ENABLE_CAP on the VM fd with args[0] = `arg`. */
-  enableCap(cap: number, arg: bigint): void {
-    const buf = new Uint8Array(SIZEOF_KVM_ENABLE_CAP);
-    const v = new DataView(buf.buffer);
-    v.setUint32(0, cap, true);
-    v.setBigUint64(8, arg, true);
-    check(native().ioctlBuffer(this.fd, c('KVM_ENABLE_CAP'), buf), `KVM_ENABLE_CAP ${cap}`);
-  }
+
 
   /** Intel VMX needs a 3-page TSS region below 4 GiB that the guest never uses. */
   setTssAddress(gpa: number): void {
