@@ -2,6 +2,8 @@
 'use strict';
 // Signal handlers first: a SIGINT/SIGTERM/SIGHUP while the rest loads must not kill silently.
 require('../dist/src/cli/host-signals.js').installHostSignalHandlers();
+// glibc malloc settings, before any more threads start allocating (src/cli/process-memory.ts).
+require('../dist/src/cli/process-memory.js').tuneProcessMemory();
 // Then, for a command that runs vCPUs, their first worker thread: its start (~20 ms: a V8 isolate
 // and Node's bootstrap) overlaps reading the CLI and building the VM (issue 10 item 4).
 const { subcommandOf, STARTS_VCPUS } = require('../dist/src/cli/command-name.js');
