@@ -10,6 +10,11 @@ export const MALLOC_THRESHOLD_BYTES = 128 << 10;
 
 /** Caps and trims glibc's malloc arenas (through the addon, the only code that tunes the C runtime). */
 export function tuneProcessMemory(): void {
-  // A refusal costs memory, not correctness: nothing to report.
-  native().tuneAllocator(MALLOC_ARENA_MAX, MALLOC_THRESHOLD_BYTES);
+  try {
+    // A refusal costs memory, not correctness: nothing to report.
+    native().tuneAllocator(MALLOC_ARENA_MAX, MALLOC_THRESHOLD_BYTES);
+  } catch {
+    // No addon (not built): commands that need it say so with their own error; the others
+    // (--version, --help, a bad option) must not fail here.
+  }
 }
