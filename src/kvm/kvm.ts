@@ -126,8 +126,6 @@ export class KvmVm implements HypervisorVm {
     return r < 0 ? 0 : r;
   }
 
-
-
   /** Intel VMX needs a 3-page TSS region below 4 GiB that the guest never uses. */
   setTssAddress(gpa: number): void {
     check(native().ioctl(this.fd, c('KVM_SET_TSS_ADDR'), gpa), 'KVM_SET_TSS_ADDR');
