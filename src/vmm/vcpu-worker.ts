@@ -21,10 +21,19 @@ const SPARE = Symbol.for('tsvmm.spareVcpuWorker');
 const ENTRY_KEY = Symbol.for('tsvmm.vcpuWorkerEntry');
 const holder = globalThis as { [SPARE]?: Spare; [ENTRY_KEY]?: string };
 
+/**
+ * A vCPU thread's young generation: at most 3 MiB, i.e. V8's smallest semi-spaces (1 MiB each, plus
+ * new large objects). By default V8 grows them to 16 MiB each in a thread that allocates on every
+ * exit; this thread's objects live for one exit or for the whole run, so a larger young generation
+ * only holds more garbage. Measured (README "Memory"): 2.8 MiB less peak RSS with 2 vCPUs, twice as
+ * many scavenges of ~0.03 ms each, about 13 ns per exit on a loaded host.
+ */
+export const VCPU_HEAP_LIMITS = { maxYoungGenerationSizeMb: 3 } as const;
+
 function spawn(): Worker {
   // SHARE_ENV: a spare starts before the CLI has parsed its options, and a vCPU thread reads what
   // they set in the environment (TSVMM_LOG_FORMAT: --log-format json) when it writes.
-  return new Worker(holder[ENTRY_KEY] ?? ENTRY, { stdout: false, stderr: false, env: SHARE_ENV });
+  return new Worker(holder[ENTRY_KEY] ?? ENTRY, { stdout: false, stderr: false, env: SHARE_ENV, resourceLimits: VCPU_HEAP_LIMITS });
 }
 
 /**
