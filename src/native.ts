@@ -29,6 +29,8 @@ export interface Native {
   eventfd(initval: number, flags: number): number;
   gettid(): number;
   getpid(): number;
+  /** malloc_trim(0): free pages of every glibc arena back to the kernel; 1 if any were released. */
+  mallocTrim(): number;
   tgkill(tgid: number, tid: number, signal: number): number;
   installKickHandler(signal: number): number;
   unblockSignal(signal: number): number;

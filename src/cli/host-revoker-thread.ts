@@ -17,6 +17,7 @@ import { isTerminal } from '../vmm/run-state';
 import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
 import { runSteps } from '../steps';
 import { ThreadHeaps } from '../vmm/thread-heaps';
+import { HeapUpkeep } from '../vmm/heap-upkeep';
 
 export interface HostRevokerData {
   shared: MachineShared;
@@ -40,6 +41,7 @@ function main(d: HostRevokerData): void {
   });
   const host = revocableHost(machine);
   const heaps = new ThreadHeaps(d.heaps);
+  const upkeep = new HeapUpkeep(machine.stats);
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */
   const sleep = (ms: number) => {
     if (ms > 0) Atomics.wait(stop, 0, 0, ms);
@@ -53,6 +55,7 @@ function main(d: HostRevokerData): void {
     // The VMM is told when the host gives the device back, and maps it again under the lock.
     machine.lock.with(() => runSteps(restoreAfterHostRevocation(machine, host)));
     machine.stats.add('host.restorations');
+    upkeep.maybeCollect(); // this loop never returns to the event loop either
     heaps.maybePublish(HOST_REVOKER_STATS_ROW);
   }
 }

@@ -20,6 +20,7 @@ import { LatencySamples } from './latency';
 import { FaultEventRing } from './fault-events';
 import { FaultLatencyParts } from './fault-latency';
 import { ThreadHeaps } from './thread-heaps';
+import { startMallocTrimming } from './heap-upkeep';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 import { buildBuiltinVm, type VmParts } from './builtin-vm';
@@ -61,6 +62,7 @@ export class Vm {
   readonly bars: Map<string, Map<number, bigint>>;
   private readonly pool: VcpuPool;
   private startedAt = 0;
+  private stopTrimming = () => {};
   private closed = false;
 
   private constructor(
@@ -125,6 +127,7 @@ export class Vm {
     if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
     this.consoleOutput.start();
+    this.stopTrimming = startMallocTrimming();
     this.pool.start((v) => ({
       shared: this.machine.shared,
       vmFd: this.kvmVm.fd,
@@ -183,6 +186,7 @@ export class Vm {
       if (this.pool.allThreadsGone()) break;
     }
     await this.pool.stop();
+    this.stopTrimming();
     await this.consoleOutput.stop();
     return { state: rs.state, exitCode: rs.exitCode, wallSeconds: (performance.now() - this.startedAt) / 1000 };
   }
