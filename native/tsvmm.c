@@ -260,6 +260,9 @@ static napi_value n_malloc_trim(napi_env env, napi_callback_info info) {
   return make_i64(env, malloc_trim(0));
 }
 
+// native/v8-heap.cc: a memory-reducing full GC of the calling thread's isolate.
+napi_value tsvmm_reduce_heap(napi_env env, napi_callback_info info);
+
 static napi_value n_getpid(napi_env env, napi_callback_info info) {
   (void)info;
   return make_i64(env, getpid());
@@ -445,6 +448,7 @@ NAPI_MODULE_INIT() {
       F("gettid", n_gettid),
       F("getpid", n_getpid),
       F("mallocTrim", n_malloc_trim),
+      F("reduceHeap", tsvmm_reduce_heap),
       F("tgkill", n_tgkill),
       F("installKickHandler", n_install_kick_handler),
       F("unblockSignal", n_unblock_signal),
