@@ -200,6 +200,7 @@ export class Vm {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stopTrimming(); // (wait() stops it too; a VM closed without wait() must not keep it)
     closeVcpus(this.vcpus);
     this.kvmVm.close();
     this.system.close();
