@@ -11,8 +11,8 @@ import { prespawnVcpuWorker, VCPU_YOUNG_GENERATION_MB } from '../src/vmm/vcpu-wo
 
 test('HeapUpkeep: a memory-reducing full GC once the interval has passed (old-space garbage goes), counted with its pause; not before', () => {
   const stats = new Stats();
-  const soon = new HeapUpkeep(stats, 0);
-  const late = new HeapUpkeep(stats, 3_600_000);
+  const soon = new HeapUpkeep(stats, 0, 0);
+  const late = new HeapUpkeep(stats, 3_600_000, 3_600_000);
   // ~60 MiB of objects, alive long enough to be promoted, then garbage: only a full GC frees them.
   let big: { i: number }[] | undefined = Array.from({ length: 1_500_000 }, (_, i) => ({ i }));
   assert.equal(big.length, 1_500_000);
@@ -37,6 +37,17 @@ test('malloc_trim through the native layer: 0 or 1, and the periodic trimmer sta
   assert.equal(typeof trimMallocArenas(), 'boolean');
   const stop = startMallocTrimming(10);
   stop();
+});
+
+test('HeapUpkeep collects when the heap grew past the trigger, before the interval', () => {
+  const stats = new Stats();
+  const upkeep = new HeapUpkeep(stats, 3_600_000, 0);
+  assert.equal(upkeep.maybeCollect(), false, 'no growth yet');
+  let big: { i: number }[] | undefined = Array.from({ length: 500_000 }, (_, i) => ({ i }));
+  assert.equal(big.length, 500_000);
+  big = undefined;
+  assert.equal(upkeep.maybeCollect(), true, 'grew by more than GROWTH_TRIGGER_BYTES');
+  assert.equal(stats.get('heap.fullGcs'), 1);
 });
 
 test('vCPU worker threads get the capped young generation', async () => {

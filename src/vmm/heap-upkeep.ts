@@ -4,38 +4,52 @@
 // V8's GC work that runs from it (idle-time GC, the memory reducer) never runs in their isolates:
 // old space filled with promoted garbage (and the array buffer stores it held) until a late full
 // GC, committed pages were never given back, and young generations only ever grew. Such a thread
-// calls HeapUpkeep.maybeCollect() from its loop; at most once per FULL_GC_INTERVAL_MS it runs a
-// memory-reducing full GC of its own isolate (native reduceHeap(): what the memory reducer would
-// do, compacting and shrinking the young generation). A pause is a few ms (counted in the
-// `heap.fullGcs` and `heap.fullGcMicros` counters).
+// calls HeapUpkeep.maybeCollect() from its loop: once a second it reads its heap's committed size,
+// and when that has grown GROWTH_TRIGGER_BYTES past its size after the last collection (or
+// FULL_GC_INTERVAL_MS have passed) it runs a memory-reducing full GC of its own isolate (native
+// reduceHeap(): what the memory reducer would do, compacting and shrinking the young generation).
+// So each isolate stays within a few MiB of its live size, and a thread that makes little garbage
+// is rarely paused. A pause is a few ms (counted in `heap.fullGcs` and `heap.fullGcMicros`).
 //
 // Freed malloc memory (those stores, V8's own malloc use) goes back to glibc's arenas, which keep
 // it; the main thread (which has an event loop) gives it back to the kernel with trimMallocArenas()
 // every TRIM_INTERVAL_MS (malloc_trim walks every thread's arena).
+import v8 from 'node:v8';
 import { native } from '../native';
 import type { Stats } from './stats';
 
+export const CHECK_INTERVAL_MS = 1000;
+export const GROWTH_TRIGGER_BYTES = 3 * 2 ** 20;
 export const FULL_GC_INTERVAL_MS = 10_000;
-export const TRIM_INTERVAL_MS = 30_000;
+export const TRIM_INTERVAL_MS = 10_000;
 
-/** The periodic full GC of a thread that never idles. Cheap to call often: it reads the clock. */
+/** The full GCs of a thread that never idles. Cheap to call often: it reads the clock. */
 export class HeapUpkeep {
-  private nextAt: number;
+  private nextCheckAt: number;
+  private lastAt: number;
+  /** Committed heap bytes right after the last collection (at start: when constructed). */
+  private committedAfter = v8.getHeapStatistics().total_heap_size;
 
   constructor(
     private readonly stats?: Stats,
     private readonly intervalMs = FULL_GC_INTERVAL_MS,
+    private readonly checkMs = CHECK_INTERVAL_MS,
   ) {
-    this.nextAt = performance.now() + intervalMs;
+    const now = performance.now();
+    this.nextCheckAt = now + checkMs;
+    this.lastAt = now;
   }
 
-  /** Runs a full GC of this thread's isolate if the last one is intervalMs old; whether it ran. */
+  /** Runs a memory-reducing full GC of this thread's isolate if its heap grew or intervalMs passed; whether it ran. */
   maybeCollect(): boolean {
     const now = performance.now();
-    if (now < this.nextAt) return false;
+    if (now < this.nextCheckAt) return false;
+    this.nextCheckAt = now + this.checkMs;
+    if (now < this.lastAt + this.intervalMs && v8.getHeapStatistics().total_heap_size < this.committedAfter + GROWTH_TRIGGER_BYTES) return false;
     native().reduceHeap();
     const done = performance.now();
-    this.nextAt = done + this.intervalMs;
+    this.lastAt = done;
+    this.committedAfter = v8.getHeapStatistics().total_heap_size;
     this.stats?.add('heap.fullGcs');
     this.stats?.add('heap.fullGcMicros', Math.round((done - now) * 1000));
     return true;
