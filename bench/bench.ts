@@ -32,7 +32,7 @@ interface Figure {
 
 function prepare(guest: string, vcpus: number, iterations: number): Vm {
   return Vm.create({
-    machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     guest: { image: guest, params: { iterations } },
   });
 }

@@ -33,12 +33,12 @@ class ReplayVcpu implements HypervisorVcpu {
 
 function measure(kind: 'pio' | 'mmio', n: number): number {
   const host = new SimHostMemory();
-  const machine = Machine.create(
-    { ramBytes: 2n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
-    new SimVm(host, 'unpatched'),
-    host,
-    () => {},
-  );
+  const machine = Machine.create({
+    config: { ramBytes: 2n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
+    vm: new SimVm({ host, variant: 'unpatched' }),
+    hostMemory: host,
+    console: () => {},
+  });
   const vcpu = new ReplayVcpu(0);
   const p = vcpu.runPage;
   if (kind === 'pio') {

@@ -176,7 +176,7 @@ if (require.main === module) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-start-'));
     const image = (guest: string, vcpus: number, iterations: number) => {
       const vm = Vm.create({
-        machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+        machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
         guest: { image: guest, params: { iterations } },
       });
       const file = path.join(dir, `${guest}-${vcpus}.img`);

@@ -1,5 +1,7 @@
-// tsvmm native layer: the only code in the project that issues ioctl, mmap, mprotect and signals
-// (Node itself still makes the file, socket and futex system calls the TypeScript code asks for).
+// tsvmm native layer: the only code in the project that issues ioctl, mmap and mprotect, and the
+// vCPU kick signal (its handler, mask and tgkill). Node itself still makes the file, socket and
+// futex system calls the TypeScript code asks for, and handles host signals (process.on, and
+// process.kill to re-raise one: src/cli/host-signals.ts).
 //
 // Conventions (every function below):
 // - Failures are returned as a negative errno number, never thrown: the TypeScript side decides

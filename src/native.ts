@@ -1,5 +1,6 @@
-// Typed view of the N-API addon (native/tsvmm.c), the only code in tsvmm that issues ioctl, mmap,
-// mprotect and signals (fs, sockets and Atomics.wait go through Node).
+// Typed view of the N-API addon (native/tsvmm.c), the only code in tsvmm that issues ioctl, mmap and
+// mprotect, and the vCPU kick signal (its handler, mask and tgkill). fs, sockets, Atomics.wait and host
+// signals (process.on, process.kill: src/cli/host-signals.ts) go through Node.
 // Every function returns a negative errno on failure instead of throwing; `check()` turns that into
 // a NativeError where the caller has no better answer.
 import path from 'node:path';

@@ -7,6 +7,7 @@
 // Threads: the enabled set travels in the environment (TSVMM_TRACE, the patterns joined by ','),
 // which vCPU worker threads inherit when they start, so they read it once at load like the log format.
 import { logTrace } from './log';
+import { hex } from './hex';
 
 export const TRACE_EVENTS = [
   'kvm_run_exit',
@@ -97,8 +98,6 @@ export function applyTraceFromEnvironment(): void {
 
 // Every thread: the events its parent enabled.
 applyTraceFromEnvironment();
-
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 export function traceKvmRunExit(cpuIndex: number, reason: number): void {
   logTrace('kvm_run_exit', `cpu_index ${cpuIndex}, reason ${reason}`, { cpu_index: cpuIndex, reason });

@@ -82,20 +82,20 @@ test('shmBar0SizeProblem: powers of two from 4K to 512M pass; each other value s
 });
 
 function config(passthrough: MachineConfig['passthrough']): MachineConfig {
-  return { ramBytes: 4n << 20n, vcpus: 1, passthrough, policy: 'tsvmm', barOrder: 'unmap-first' };
+  return { ramBytes: 4n << 20n, vcpus: 1, passthrough, persona: 'tsvmm', barOrder: 'unmap-first' };
 }
 
 test('Machine with --device shm,bar-size=1M: config space sizes BAR0 at 1M, firmware aligns it, and its memslot is 1M', () => {
   const vm = new RecordingVm();
-  const m = Machine.create(
-    config([
+  const m = Machine.create({
+    config: config([
       { name: 'pt0', slot: 3, backend: 'shm' },
       { name: 'pt1', slot: 4, backend: 'shm', barSize: 1n << 20n },
     ]),
     vm,
-    new FakeHostMemory(),
-    () => {},
-  );
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const bars = m.assignBars();
   assert.equal(bars.get('pt0')!.get(0), PCI_MMIO_BASE, 'the default device keeps BAR0 at the window base');
   const at = bars.get('pt1')!.get(0)!;

@@ -19,12 +19,12 @@ function setup(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
   const out: number[] = [];
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first', ...over },
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'unmap-first', ...over },
     vm,
-    host,
-    (b) => out.push(...b),
-  );
+    hostMemory: host,
+    console: (b) => out.push(...b),
+  });
   const bars = m.assignBars();
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 1, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: m.revocationGeneration() };
@@ -161,7 +161,7 @@ test('refault guard: the same fault with no memory-map change stops the VM after
 });
 
 test('QEMU policy: an unannotated EFAULT is "kvm run failed Bad address"; unassigned reads are 0', () => {
-  const s = setup({ policy: 'qemu' });
+  const s = setup({ persona: 'qemu' });
   const o = s.dispatch({ kind: 'run-error', errno: 14 }) as StopOutcome;
   assert.deepEqual([o.kind, o.reason, o.lines[0]], ['stop', { kind: 'kvm-run-failed', errno: 14 }, 'error: kvm run failed Bad address']);
   configWrite(s, 4, 2, s.m.passthrough[0]!.config.command() & ~2);
@@ -209,21 +209,21 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
 test('resync with two passthrough devices commits each memslot once', () => {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
-  const m = Machine.create(
-    {
+  const m = Machine.create({
+    config: {
       ramBytes: 4n << 20n,
       vcpus: 1,
       passthrough: [
         { name: 'a', slot: 3, backend: 'shm' },
         { name: 'b', slot: 4, backend: 'shm' },
       ],
-      policy: 'tsvmm',
+      persona: 'tsvmm',
       barOrder: 'unmap-first',
     },
     vm,
-    host,
-    () => {},
-  );
+    hostMemory: host,
+    console: () => {},
+  });
   m.assignBars();
   const hosts = m.passthrough.map((d) => d.host as ShmHostDevice);
   hosts.forEach((h) => h.hostRevoke());

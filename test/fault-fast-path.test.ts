@@ -10,12 +10,12 @@ import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
 
 function setup() {
   const vm = new RecordingVm();
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'qemu' },
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'qemu' },
     vm,
-    new FakeHostMemory(),
-    () => {},
-  );
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const bar0 = m.assignBars().get('a')!.get(0)!;
   const vcpu = new ScriptedVcpu(1);
   return { vm, m, bar0, vcpu, runner: new VcpuRunner(vcpu, m), host: m.passthrough[0]!.host as ShmHostDevice };

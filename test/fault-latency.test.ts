@@ -15,12 +15,12 @@ const busy = (ms: number) => {
 };
 
 test('the clock starts at the faulting KVM_RUN return: time spent inside it is not counted, time after is, and the parts add up', () => {
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'unmap-first' },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   m.assignBars();
   (m.passthrough[0]!.host as ShmHostDevice).hostRevoke(); // the memslot still points at it: a recoverable EFAULT
   const vcpu = new ScriptedVcpu();

@@ -60,7 +60,7 @@ test("a full disk (`> /dev/full`): exit status is the guest's, one line reports 
 test("VmOptions.console receives the guest's output from the vCPU threads, in order", { skip }, async () => {
   const chunks: Uint8Array[] = [];
   const vm = Vm.create({
-    machine: { ramBytes: 16n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    machine: { ramBytes: 16n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     guest: { image: 'print-loop', params: { iterations: 50 } },
     console: (b) => chunks.push(Uint8Array.from(b)),
   });

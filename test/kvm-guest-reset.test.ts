@@ -80,12 +80,12 @@ test('the guest-reset rule: the i8042 pulse and a triple fault mark the run stat
     barRevokedAtEntry: () => false,
   };
   const machine = (reboot: 'reset' | 'shutdown' | undefined, linux: boolean) =>
-    Machine.create(
-      { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) },
-      new RecordingVm(),
-      new FakeHostMemory(),
-      () => {},
-    );
+    Machine.create({
+      config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) },
+      vm: new RecordingVm(),
+      hostMemory: new FakeHostMemory(),
+      console: () => {},
+    });
   // Linux, reboot=reset: the i8042 pulse (0xFE to port 0x64) ends the VM with status 0, marked.
   const reset = machine('reset', true);
   assert.equal(reset.runState.guestReset, false);

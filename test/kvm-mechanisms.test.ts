@@ -14,7 +14,7 @@ const N = 5000;
 
 function loopVm(guest: 'pio-loop' | 'mmio-loop', vcpus: number): Vm {
   return Vm.create({
-    machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    machine: { ramBytes: 64n << 20n, vcpus, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     guest: { image: guest, params: { iterations: N } },
   });
 }

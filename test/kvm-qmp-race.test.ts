@@ -4,30 +4,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { kvmSkip } from './kvm-available';
-import { runCli, type CliResult } from './cli';
-import { connectQmp } from './qmp-client';
+import { startWithQmp } from './qmp-run';
 
-type Qmp = Awaited<ReturnType<typeof connectQmp>>;
-
-async function connectWhenUp(socket: string, done: Promise<CliResult>): Promise<Qmp> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      const q = await connectQmp(socket);
-      assert.ok('QMP' in (await q.next()));
-      assert.deepEqual((await q.command('qmp_capabilities')).return, {});
-      return q;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw e;
-      if (Date.now() > deadline) throw new Error(`no QMP server after 60 s: ${JSON.stringify(await Promise.race([done, Promise.resolve('still running')]))}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
+/** `tsvmm race ARGS --json --qmp <socket>`, and a QMP client; a race may run up to 3 minutes. */
+const startRace = (args: string[], t: { after(fn: () => void): void }) => startWithQmp(['race', ...args, '--json'], t, { timeoutMs: 180_000 });
 
 interface Region {
   bar: number;
@@ -38,18 +19,8 @@ interface Region {
 }
 
 test('race --qmp: query-pci follows the BAR through decode on and off; two clients; quit gives SHUTDOWN and a report', { skip: kvmSkip }, async (t) => {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
-  let pid = 0;
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--qmp', socket, '--json'], { timeoutMs: 180_000, onSpawn: (p) => (pid = p) });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  const a = await connectWhenUp(socket, done);
-  const b = await connectWhenUp(socket, done);
+  const { q: a, connect, done, socket } = await startRace(['--vcpus', '2', '--toggles', '10000000'], t);
+  const b = await connect();
   assert.deepEqual((await a.command('query-kvm')).return, { enabled: true, present: true });
   assert.deepEqual((await a.command('query-status')).return, { status: 'running', running: true });
 
@@ -93,21 +64,8 @@ test('race --qmp: query-pci follows the BAR through decode on and off; two clien
 });
 
 test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAULT_RECOVERED events', { skip: kvmSkip }, async (t) => {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
-  let pid = 0;
   // The QEMU BAR order revokes the mapping under a live memslot: faults to recover.
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--bar-order', 'qemu', '--qmp', socket, '--json'], {
-    timeoutMs: 180_000,
-    onSpawn: (p) => (pid = p),
-  });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  const q = await connectWhenUp(socket, done);
+  const { q, done } = await startRace(['--vcpus', '2', '--toggles', '10000000', '--bar-order', 'qemu'], t);
   // `at` is the event's own QMP timestamp (set when tsvmm emitted it), so delivery delays on a busy
   // host do not count against the throttle. At least 3 events; more (up to 8) until one reports
   // drops, since how many faults fall within one second depends on how fast the host runs the race.
@@ -139,21 +97,8 @@ test('race --qmp: recovered faults arrive as rate-limited __org.tsvmm_MEMORY_FAU
 });
 
 test('race --qmp under the QEMU policy: an unrecoverable fault sends STOP, query-status says internal-error until quit', { skip: kvmSkip }, async (t) => {
-  const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
-  let pid = 0;
   // --paused: the VM cannot die before this client has negotiated (it can within 0.4 s otherwise).
-  const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--qmp', socket, '--paused', '--json'], {
-    timeoutMs: 180_000,
-    onSpawn: (p) => (pid = p),
-  });
-  t.after(() => {
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  const q = await connectWhenUp(socket, done);
+  const { q, done } = await startRace(['--vcpus', '2', '--toggles', '10000000', '--policy', 'qemu', '--paused'], t);
   assert.deepEqual((await q.command('query-status')).return, { status: 'prelaunch', running: false });
   assert.deepEqual((await q.command('cont')).return, {});
   await q.event('RESUME');
@@ -176,21 +121,8 @@ test(
   'race --qmp --host-revoke: slow-path recoveries (the device fd refusing with EIO) arrive as events with recovery slow-path-eio',
   { skip: kvmSkip },
   async (t) => {
-    const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-race-qmp-')), 'qmp.sock');
-    let pid = 0;
     // Host revocations while decode is on leave the BAR trapped: its slow path gets EIO, answered as UR.
-    const done = runCli(['race', '--vcpus', '2', '--toggles', '10000000', '--host-revoke', '300', '--qmp', socket, '--json'], {
-      timeoutMs: 180_000,
-      onSpawn: (p) => (pid = p),
-    });
-    t.after(() => {
-      try {
-        if (pid) process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    });
-    const q = await connectWhenUp(socket, done);
+    const { q, done } = await startRace(['--vcpus', '2', '--toggles', '10000000', '--host-revoke', '300'], t);
     const kinds = new Set<string>();
     for (const t0 = Date.now(); !kinds.has('slow-path-eio') && Date.now() - t0 < 60_000;) {
       const data = (await q.event('__org.tsvmm_MEMORY_FAULT_RECOVERED')).data as Record<string, unknown>;

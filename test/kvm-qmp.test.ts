@@ -6,46 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { kvmSkip } from './kvm-available';
-import { runCli, type CliResult } from './cli';
 import { connectQmp } from './qmp-client';
+import { startWithQmp } from './qmp-run';
 import { Vm } from '../src/vmm/vm';
 import { QmpServer } from '../src/qmp/server';
 import { vmQmpTarget } from '../src/qmp/vm-target';
 
 const skip = kvmSkip;
-
-/** Starts `tsvmm run ARGS --qmp SOCKET`, connects once the socket exists, negotiates. */
-async function startWithQmp(args: string[]) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-kvm-qmp-'));
-  const socket = path.join(dir, 'qmp.sock');
-  let pid = 0;
-  const done: Promise<CliResult> = runCli(['run', ...args, '--qmp', socket], { timeoutMs: 120_000, onSpawn: (p) => (pid = p) });
-  const deadline = Date.now() + 60_000;
-  let qmp: Awaited<ReturnType<typeof connectQmp>> | undefined;
-  while (!qmp) {
-    // The file appears at bind(), a moment before listen(): until then connect() is refused.
-    try {
-      qmp = await connectQmp(socket);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw e;
-      if (Date.now() > deadline) throw new Error(`no QMP server after 60 s: ${JSON.stringify(await Promise.race([done, Promise.resolve('still running')]))}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  assert.ok('QMP' in (await qmp.next()));
-  assert.deepEqual((await qmp.command('qmp_capabilities')).return, {});
-  /** Ends the VMM if a failed assertion left it running (it would keep the test file alive). */
-  const cleanup = () => {
-    qmp!.sock.destroy();
-    try {
-      if (pid) process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  };
-  return { qmp, done, pid: () => pid, cleanup };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -64,7 +31,7 @@ test("QMP stop freezes the vCPUs' exit counters, cont moves them again (an in-pr
   // The VM's own counters (Stats: every MMIO exit the vCPU threads dispatched), not CPU time, which
   // depends on the host's load and on nested emulation.
   const vm = Vm.create({
-    machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
+    machine: { ramBytes: 64n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
     guest: { image: 'mmio-loop', params: { iterations: 2_000_000_000 } },
     console: () => {},
   });
@@ -108,8 +75,7 @@ test("QMP stop freezes the vCPUs' exit counters, cont moves them again (an in-pr
 });
 
 test('QMP stop pauses the VM, cont resumes it, quit ends the VM with SHUTDOWN', { skip }, async (t) => {
-  const { qmp, done, cleanup } = await startWithQmp(['--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000']);
-  t.after(cleanup);
+  const { q: qmp, done } = await startWithQmp(['run', '--guest', 'mmio-loop', '--vcpus', '2', '--iterations', '2000000000'], t);
   assert.deepEqual((await qmp.command('query-status')).return, { status: 'running', running: true });
   const cpus = (await qmp.command('query-cpus-fast')).return as { 'cpu-index': number; 'thread-id': number }[];
   assert.deepEqual(
@@ -135,8 +101,7 @@ test('QMP stop pauses the VM, cont resumes it, quit ends the VM with SHUTDOWN', 
 });
 
 test('--paused waits in prelaunch for cont; a guest failure then stops the VM, which stays up for QMP until quit', { skip }, async (t) => {
-  const { qmp, done, cleanup } = await startWithQmp(['--guest', 'exception', '--paused']);
-  t.after(cleanup);
+  const { q: qmp, done } = await startWithQmp(['run', '--guest', 'exception', '--paused'], t);
   assert.deepEqual((await qmp.command('query-status')).return, { status: 'prelaunch', running: false });
   const [cpu] = (await qmp.command('query-cpus-fast')).return as { 'thread-id': number }[];
   assert.ok(cpu!['thread-id'] > 0);

@@ -115,7 +115,7 @@ test('zero page: setup header copied, loader fields, command line and initrd poi
 
 test('MP table: floating pointer and table checksums, one processor entry per vCPU, BSP flagged', () => {
   const gpa = 0x9fc00;
-  const t = buildMpTable(gpa, 3);
+  const t = buildMpTable({ gpa, cpus: 3 });
   assert.equal(t.byteLength, mpTableSize(3));
   const sum = (b: Uint8Array) => b.reduce((s, x) => (s + x) & 0xff, 0);
   assert.equal(new TextDecoder().decode(t.subarray(0, 4)), '_MP_');
@@ -159,12 +159,7 @@ test('CPUID: each vCPU gets its APIC ID (leaf 1, 0xB, 0x8000001E), the count, hy
 function uart() {
   const levels: boolean[] = [];
   const out: number[] = [];
-  const u = new Uart16550(
-    0x3f8,
-    Uart16550.createShared(),
-    (b) => out.push(...b),
-    (l) => levels.push(l),
-  );
+  const u = new Uart16550({ base: 0x3f8, shared: Uart16550.createShared(), sink: (b) => out.push(...b), irq: (l) => levels.push(l) });
   return { u, levels, out, ctx: 0 }; // ctx: the vCPU index handlers get
 }
 
@@ -284,12 +279,12 @@ test('console watch: the race summary line is kept whole', () => {
 });
 
 test('dispatch: on a Linux machine a triple fault after "reboot: Restarting system" is the reboot (status 0); after a panic, the panic; otherwise a crash', () => {
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', linux: true },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', linux: true },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const state = {
     vcpu: 0,
     runPage: new DataView(new ArrayBuffer(4096)),
@@ -308,12 +303,12 @@ test('dispatch: on a Linux machine a triple fault after "reboot: Restarting syst
   assert.equal(o.kind, 'stop');
   assert.ok(o.kind === 'stop' && o.state === 'guest-panicked' && /Attempted to kill init/.test(o.lines.join('\n')));
   // The built-in guests' machine keeps its meaning: a triple fault is a failure.
-  const plain = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const plain = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   const p = dispatchExit({ kind: 'shutdown' }, plain, state).outcome;
   assert.ok(p.kind === 'stop' && p.state === 'shutdown');
 });

@@ -18,22 +18,22 @@ import { EFAULT, EHWPOISON, EIO } from '../src/errno';
 
 function machine(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
-  const m = Machine.create(
-    {
+  const m = Machine.create({
+    config: {
       ramBytes: 4n << 20n,
       vcpus: 2,
       passthrough: [
         { name: 'a', slot: 3, backend: 'shm' },
         { name: 'b', slot: 4, backend: 'shm' },
       ],
-      policy: 'tsvmm',
+      persona: 'tsvmm',
       barOrder: 'unmap-first',
       ...over,
     },
     vm,
-    new FakeHostMemory(),
-    () => {},
-  );
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   m.assignBars();
   return { vm, m };
 }

@@ -181,12 +181,12 @@ test('per-device exit counts: each access is counted for the device that answere
   const { Machine } = await import('../src/vmm/machine');
   const { FakeHostMemory, RecordingVm } = await import('./fakes');
   const { CONTROL_BASE } = await import('../src/devices/control');
-  const m = Machine.create(
-    { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first' },
-    new RecordingVm(),
-    new FakeHostMemory(),
-    () => {},
-  );
+  const m = Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
+    vm: new RecordingVm(),
+    hostMemory: new FakeHostMemory(),
+    console: () => {},
+  });
   // Another thread's view (vCPU 1's row) counts into the same totals.
   const other = Machine.attach({ shared: m.shared, vm: new RecordingVm(), hostMemory: new FakeHostMemory(), console: () => {}, statsRow: 2 });
   m.pioWrite(0x3f8, 1, 0x41, 0);

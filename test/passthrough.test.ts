@@ -22,21 +22,21 @@ const MEM = 0x2;
 function setup() {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
-  const m = Machine.create(
-    {
+  const m = Machine.create({
+    config: {
       ramBytes: 4n << 20n,
       vcpus: 1,
       passthrough: [
         { name: 'pt0', slot: 3, backend: 'shm' },
         { name: 'pt1', slot: 4, backend: 'shm' },
       ],
-      policy: 'tsvmm',
+      persona: 'tsvmm',
       barOrder: 'unmap-first',
     },
     vm,
-    host,
-    () => {},
-  );
+    hostMemory: host,
+    console: () => {},
+  });
   const bars = m.assignBars();
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 0, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: 0 };

@@ -35,7 +35,7 @@ describe('tsvmm sim options', () => {
     assert.match(validateSimOptions({ ...base, exhaustive: true, random: true })!, /--exhaustive and --random cannot be combined/);
     assert.match(validateSimOptions({ ...base, random: true, bound: 2 })!, /--bound applies to --exhaustive/);
     assert.match(validateSimOptions({ ...base, seeds: 5 })!, /--seeds applies to --random/);
-    assert.match(validateSimOptions({ ...base, policy: 'qemu', barOrder: 'unmap-first' })!, /the qemu policy always uses QEMU's order/);
+    assert.match(validateSimOptions({ ...base, policy: 'qemu', barOrder: 'unmap-first' })!, /the qemu persona always uses QEMU's order/);
   });
 
   test('defaults: exhaustive, bound 2, 2 accessors, >= 2 toggles, all widths', () => {

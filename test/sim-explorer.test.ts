@@ -8,13 +8,15 @@ import { explore, replay, runSchedule, shrinkSchedule, type ExploreOptions } fro
 import { DEFAULT_SIM_OPTIONS, RAM_PROBE_GPA, World, type SimOptions } from '../src/sim/world';
 import { KERNEL_VARIANTS } from '../src/sim/kernel';
 import { MAX_RETRIES_WITHOUT_PROGRESS, type FaultDecision, type VmmPersona } from '../src/vmm/memory-fault-policy';
+import { stopReasonGpa, type StopReason } from '../src/vmm/stop-reasons';
+import type { ViolationReason } from '../src/sim/violations';
+import { EFAULT, EIO } from '../src/errno';
 
 const EXHAUSTIVE = (bound: number): ExploreOptions => ({ mode: 'exhaustive', bound, seeds: 0, seed0: 1, maxSchedules: 200_000, shrink: true });
 const RANDOM = (seeds: number): ExploreOptions => ({ mode: 'random', bound: 0, seeds, seed0: 7, maxSchedules: 0, shrink: true });
 const sim = (o: Partial<SimOptions>): SimOptions => ({ ...DEFAULT_SIM_OPTIONS, ...o });
 
-/** A policy built from another, with some methods replaced (planted bugs). */
-/** A policy with some rules replaced. The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
+/** A persona with some fault rules replaced (planted bugs). The lock-free EFAULT path is left out unless patched in (the planted bugs target the locked rules). */
 function planted(
   base: VmmPersona,
   patch: Partial<Pick<VmmPersona, 'unassignedRead' | 'onRunError' | 'onMemoryFault' | 'explainedWithoutLock' | 'retryWithoutLock'>>,
@@ -32,6 +34,17 @@ function planted(
 }
 
 const retryWithoutResync = (): FaultDecision => ({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] });
+
+/** The reason, narrowed to `kind` (fails the test otherwise). */
+function reasonOf<K extends ViolationReason['kind']>(r: ViolationReason | undefined, kind: K): Extract<ViolationReason, { kind: K }> {
+  assert.equal(r?.kind, kind);
+  return r as Extract<ViolationReason, { kind: K }>;
+}
+
+/** The stop a 'vm-stopped' violation (a VM death) ended in. */
+function deathStop(r: ViolationReason | undefined): StopReason {
+  return reasonOf(r, 'vm-stopped').stop;
+}
 
 describe('tsvmm survives every interleaving within the bound', () => {
   for (const kernel of KERNEL_VARIANTS) {
@@ -79,11 +92,11 @@ describe('tsvmm survives every interleaving within the bound', () => {
 
 describe('reference policies die', () => {
   test('QEMU master: EFAULT is fatal on the unpatched kernel', () => {
-    const r = explore(sim({ kernel: 'unpatched', policy: 'qemu' }), EXHAUSTIVE(1));
+    const r = explore(sim({ kernel: 'unpatched', persona: 'qemu' }), EXHAUSTIVE(1));
     assert.ok(r.violationsByKind['vm-death'] > 0);
     const fv = r.firstViolation!;
     assert.equal(fv.kind, 'vm-death');
-    assert.deepEqual(fv.lines.slice(0, 1), ['error: kvm run failed Bad address']);
+    assert.deepEqual(deathStop(fv.reason), { kind: 'kvm-run-failed', errno: EFAULT });
     // The minimal schedule: the config write's device write, then the vCPU faults before the memslot goes.
     const s = fv.schedule.join('\n');
     assert.match(s, /pt0: device-config-write[\s\S]*vcpu\d: enter \(load1 0xc0000000\) -> EFAULT \(exit_reason 0\)[\s\S]*memslot-delete/);
@@ -91,20 +104,24 @@ describe('reference policies die', () => {
   });
 
   test('QEMU master: KVM_EXIT_MEMORY_FAULT on the patched kernel ends in "Convert non guest_memfd backed memory region"', () => {
-    const r = explore(sim({ kernel: 'patched', policy: 'qemu' }), EXHAUSTIVE(1));
+    const r = explore(sim({ kernel: 'patched', persona: 'qemu' }), EXHAUSTIVE(1));
     assert.ok(r.violationsByKind['vm-death'] > 0);
-    assert.match(r.firstViolation!.lines[0]!, /^Convert non guest_memfd backed memory region \(0xc0000000 ,\+ 0x1000\) to shared$/);
+    assert.deepEqual(deathStop(r.firstViolation?.reason), { kind: 'qemu-convert-non-memfd', gpa: 0xc000_0000n, size: 0x1000n, toPrivate: false });
+    // QEMU's own words (stop-reasons.ts's message table).
+    assert.equal(r.firstViolation!.lines[0], 'Convert non guest_memfd backed memory region (0xc0000000 ,+ 0x1000) to shared');
     assert.ok(r.violationsByKind['bad-value'] > 0, 'and unassigned reads return 0, not all ones');
   });
 
   test('cloud-hypervisor: any KVM_RUN error ends the VM (memslots kept on MEM clear)', () => {
     for (const kernel of ['unpatched', 'patched'] as const) {
-      const r = explore(sim({ kernel, policy: 'cloud-hypervisor' }), EXHAUSTIVE(1));
+      const r = explore(sim({ kernel, persona: 'cloud-hypervisor' }), EXHAUSTIVE(1));
       assert.ok(r.violationsByKind['vm-death'] > 0, kernel);
-      assert.match(
-        r.firstViolation!.lines[0]!,
-        kernel === 'unpatched' ? /^VCPU generated error: VcpuRun\(Bad address\)$/ : /^Unexpected exit reason on vcpu run: MemoryFault/,
-      );
+      const stop = deathStop(r.firstViolation?.reason);
+      if (kernel === 'unpatched') assert.deepEqual(stop, { kind: 'ch-vcpu-run-error', errno: EFAULT });
+      else assert.equal(stop.kind, 'ch-memory-fault');
+      // cloud-hypervisor's own words (stop-reasons.ts's message table).
+      const said = kernel === 'unpatched' ? 'VCPU generated error: VcpuRun(Bad address)' : 'Unexpected exit reason on vcpu run: MemoryFault';
+      assert.ok(r.firstViolation!.lines[0]!.startsWith(said), r.firstViolation!.lines[0]);
     }
   });
 });
@@ -116,13 +133,13 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
+      personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind.livelock > 0);
     const fv = r.firstViolation!;
     assert.equal(fv.kind, 'livelock');
-    assert.match(fv.message, /without retiring an instruction/);
+    reasonOf(fv.reason, 'no-retire');
     assert.match(fv.schedule[0]!, /^host: revoke pt0/);
   });
 
@@ -134,7 +151,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) =>
+      personaOverride: (base) =>
         planted(base, {
           explainedWithoutLock: (errno) => errno === 14,
           retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }),
@@ -142,7 +159,7 @@ describe('planted bugs are caught', () => {
     });
     const r = explore(s, EXHAUSTIVE(1));
     assert.ok(r.violationsByKind.livelock > 0);
-    assert.match(r.firstViolation!.message, /without retiring an instruction|without finishing/);
+    assert.ok(['no-retire', 'run-too-long'].includes(r.firstViolation!.reason.kind), r.firstViolation!.reason.kind);
   });
 
   test('the lock-free EFAULT path with the real rule but no trap recovers through the locked path (no violation)', () => {
@@ -153,7 +170,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      policyOverride: (base) =>
+      personaOverride: (base) =>
         planted(base, {
           explainedWithoutLock: (e, f, v) => base.explainedWithoutLock!(e, f, v),
           retryWithoutLock: () => ({ kind: 'retry', counter: 'fault.efaultRecovered', steps: [] }),
@@ -177,21 +194,19 @@ describe('planted bugs are caught', () => {
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind['vm-death'] > 0);
-    const lines = r.firstViolation!.lines;
-    assert.match(
-      lines[0]!,
-      new RegExp(
-        `^tsvmm: refault loop on vCPU 0: KVM_EXIT_MEMORY_FAULT at gpa 0xc0000000 size 0x1000 flags 0x0 in pt0 BAR0 .* retried ${MAX_RETRIES_WITHOUT_PROGRESS + 1} times without any memory-map change`,
-      ),
-    );
-    assert.match(lines[1]!, /^  pt0 BAR0 \[0xc0000000, \+0x1000\) decode on, host mapping revoked, memslot present$/);
+    const stop = deathStop(r.firstViolation?.reason);
+    assert.ok(stop.kind === 'refault-loop', stop.kind);
+    assert.equal(stop.vcpu, 0);
+    assert.equal(stop.retries, MAX_RETRIES_WITHOUT_PROGRESS + 1);
+    assert.deepEqual(stop.bars[0], { device: 'pt0', index: 0, address: 0xc000_0000n, size: 0x1000n, decoding: true, hostAccessible: false, hostMapped: true });
     assert.equal(r.violationsByKind.livelock, 0, 'the guard stops it before the livelock bound');
   });
 
   test('answering an Unsupported Request with zero instead of all ones gives bad values', () => {
-    const r = explore(sim({ kernel: 'patched', policyOverride: (base) => planted(base, { unassignedRead: () => 0n }) }), EXHAUSTIVE(1));
+    const r = explore(sim({ kernel: 'patched', personaOverride: (base) => planted(base, { unassignedRead: () => 0n }) }), EXHAUSTIVE(1));
     assert.ok(r.violationsByKind['bad-value'] > 0);
-    assert.match(r.firstViolation!.message, /returned 0x0, expected 0xff \(decode off: all ones\)/);
+    const bad = reasonOf(r.firstViolation?.reason, 'wrong-read-value');
+    assert.deepEqual({ got: bad.got, want: bad.want, decoding: bad.decoding }, { got: 0n, want: 0xffn, decoding: false });
   });
 
   test('a slow path that writes while the host holds the device away gives bad writes', () => {
@@ -215,7 +230,7 @@ describe('planted bugs are caught', () => {
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind['bad-write'] > 0);
-    assert.match(r.firstViolation!.message, /landed although decode was off/);
+    reasonOf(r.firstViolation?.reason, 'write-landed-decode-off');
   });
 
   test('the EFAULT policy before the fix (revocation generation only) dies when the revocation preceded the entry', () => {
@@ -232,9 +247,9 @@ describe('planted bugs are caught', () => {
       { o: { barOrder: 'unmap-first' as const, hostRevoke: true, accessors: 1, toggles: 1 }, bound: 2 },
     ];
     for (const { o, bound } of cases) {
-      const r = explore(sim({ kernel: 'unpatched', ...o, policyOverride: old }), EXHAUSTIVE(bound));
+      const r = explore(sim({ kernel: 'unpatched', ...o, personaOverride: old }), EXHAUSTIVE(bound));
       assert.ok(r.violationsByKind['vm-death'] > 0, o.barOrder);
-      assert.match(r.firstViolation!.lines[1]!, /the fault is outside any passthrough BAR/);
+      assert.equal(deathStop(r.firstViolation?.reason).kind, 'efault-outside-bar', o.barOrder);
     }
   });
 });
@@ -248,17 +263,14 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
       // The default schedule, looked at directly.
       const run = runSchedule(sim({ kernel, ramFault: true }), (_p, _e, def) => def, true);
       assert.equal(run.world.stopped, true);
-      const lines = run.world.stopLines!;
+      const stop = run.world.stopReason!;
       if (kernel === 'unpatched') {
         // No gpa from KVM: the VMM says where it is not, the register dump says which access it was.
-        assert.equal(lines[0], 'error: kvm run failed Bad address');
-        assert.match(lines.join('\n'), /outside any passthrough BAR/);
+        assert.ok(stop.kind === 'efault-outside-bar' && stop.errno === EFAULT, stop.kind);
+        const lines = run.world.stopLines!;
         assert.match(lines[lines.length - 1]!, new RegExp(`load8 ${gpa}`));
       } else {
-        assert.ok(
-          lines.slice(0, -1).some((l) => l.includes(gpa)),
-          lines.join('\n'),
-        );
+        assert.equal(stopReasonGpa(stop), RAM_PROBE_GPA, stop.kind);
       }
     });
   }
@@ -285,14 +297,14 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
         },
       });
     const two = explore(
-      sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }),
+      sim({ kernel: 'unpatched', ramFault: true, devices: 2, hostRevoke: true, accessors: 1, toggles: 1, personaOverride: old }),
       EXHAUSTIVE(2),
     );
     assert.ok(two.violationsByKind['missed-stop'] > 0, 'caught');
-    assert.match(two.firstViolation!.message, /do not say it is outside every passthrough BAR: tsvmm: refault loop/);
+    assert.equal(reasonOf(two.firstViolation?.reason, 'ram-stop-not-outside-bar').stop.kind, 'refault-loop');
     // With one device the old rule was right: nothing to catch.
     const one = explore(
-      sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, policyOverride: old }),
+      sim({ kernel: 'unpatched', ramFault: true, devices: 1, hostRevoke: true, accessors: 1, toggles: 1, personaOverride: old }),
       EXHAUSTIVE(2),
     );
     assert.equal(one.violations, 0, one.firstViolation?.message);
@@ -300,7 +312,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
 
   test('a policy that retries every fault never stops: caught', () => {
     const r = explore(
-      sim({ kernel: 'patched', ramFault: true, policyOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
+      sim({ kernel: 'patched', ramFault: true, personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
       EXHAUSTIVE(0),
     );
     assert.equal(r.violations, 1);
@@ -312,11 +324,11 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
       sim({
         kernel: 'patched',
         ramFault: true,
-        policyOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }),
+        personaOverride: (base) => planted(base, { onMemoryFault: () => ({ kind: 'fatal', reason: { kind: 'kvm-run-failed', errno: 14 } }) }),
       }),
       EXHAUSTIVE(0),
     );
-    assert.equal(r.firstViolation?.kind, 'missed-stop');
+    assert.equal(reasonOf(r.firstViolation?.reason, 'ram-stop-gpa-unnamed').gpa, RAM_PROBE_GPA);
   });
 });
 
@@ -330,7 +342,7 @@ describe('the explorer itself', () => {
   });
 
   test('runs are deterministic and violations replay from their choices', () => {
-    const s = sim({ kernel: 'unpatched', policy: 'qemu' });
+    const s = sim({ kernel: 'unpatched', persona: 'qemu' });
     const a = explore(s, EXHAUSTIVE(1));
     const b = explore(s, EXHAUSTIVE(1));
     assert.equal(a.schedules, b.schedules);
@@ -342,7 +354,7 @@ describe('the explorer itself', () => {
   });
 
   test('shrinking keeps the violation and never grows the schedule', () => {
-    const s = sim({ kernel: 'unpatched', policy: 'cloud-hypervisor', accessors: 2 });
+    const s = sim({ kernel: 'unpatched', persona: 'cloud-hypervisor', accessors: 2 });
     const r = explore({ ...s }, { ...EXHAUSTIVE(1), shrink: false });
     const choices = r.firstViolation!.choices;
     const shrunk = shrinkSchedule(s, choices, 'vm-death');
@@ -376,16 +388,21 @@ describe('a poisoned BAR page (EHWPOISON) stops the VM', () => {
           r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.lines.join('\n')}\n${r.firstViolation.schedule.join('\n')}`,
         );
         const run = runSchedule(sim({ kernel, barOrder, poison: true }), (_p, _e, def) => def, true);
-        assert.match(run.world.stopLines![0]!, /^tsvmm: hardware memory error \(EHWPOISON\) at gpa 0xc0000000 size 0x1000 on vCPU 0 \(pt0 BAR0/);
+        const stop = run.world.stopReason!;
+        assert.ok(stop.kind === 'hardware-memory-error', stop.kind);
+        assert.deepEqual({ vcpu: stop.vcpu, gpa: stop.gpa, size: stop.size }, { vcpu: 0, gpa: 0xc000_0000n, size: 0x1000n });
+        assert.ok(stop.place.kind === 'bar' && stop.place.bar.device === 'pt0' && stop.place.bar.index === 0, stop.place.kind);
+        const said = 'tsvmm: hardware memory error (EHWPOISON) at gpa 0xc0000000 size 0x1000 on vCPU 0 (pt0 BAR0';
+        assert.ok(run.world.stopLines![0]!.startsWith(said), run.world.stopLines![0]);
       });
     }
   }
 
   test('planted: the policy before the fix (errno ignored: EHWPOISON retried like EFAULT) is caught', () => {
     const old = (base: VmmPersona) => planted(base, { onMemoryFault: (f, facts, v) => base.onMemoryFault({ ...f, errno: 14 }, facts, v) });
-    const r = explore(sim({ kernel: 'patched', poison: true, policyOverride: old }), EXHAUSTIVE(0));
+    const r = explore(sim({ kernel: 'patched', poison: true, personaOverride: old }), EXHAUSTIVE(0));
     assert.equal(r.firstViolation?.kind, 'missed-stop');
-    assert.match(r.firstViolation!.message, /re-entered KVM_RUN after a hardware memory error \(EHWPOISON\) at gpa 0xc0000000/);
+    assert.equal(reasonOf(r.firstViolation?.reason, 'reentered-after-poison').gpa & ~0xfffn, 0xc000_0000n);
   });
 
   test('the unpatched and emulated kernels refuse the scenario (they would SIGBUS the vCPU thread)', () => {
@@ -432,8 +449,9 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
   test('the default schedule: internal-error, one report, registers unreadable, said so', () => {
     const run = runSchedule(buggedSim(), (_p, _e, def) => def, true);
     assert.equal(run.world.machine.runState.state, 'internal-error');
-    const lines = run.world.stopLines!;
-    assert.match(lines[0]!, /^tsvmm: the kernel declared the VM bugged \(KVM_BUG_ON\): KVM_RUN on vCPU 0 failed with EIO/);
+    assert.deepEqual(run.world.stopReason, { kind: 'vm-bugged', vcpu: 0, what: 'KVM_RUN' });
+    const said = 'tsvmm: the kernel declared the VM bugged (KVM_BUG_ON): KVM_RUN on vCPU 0 failed with EIO';
+    assert.ok(run.world.stopLines![0]!.startsWith(said), run.world.stopLines![0]);
     assert.equal(run.violation, undefined);
   });
 
@@ -452,26 +470,27 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
       EXHAUSTIVE(1),
     );
     assert.equal(r.firstViolation?.kind, 'bugged-vm');
-    assert.match(r.firstViolation!.message, /does not say so/);
-    assert.equal(r.firstViolation!.lines[0], 'error: kvm run failed Input/output error');
+    assert.deepEqual(reasonOf(r.firstViolation?.reason, 'bugged-stop-unsaid').stop, { kind: 'kvm-run-failed', errno: EIO });
   });
 
   test('planted: retrying the EIO (a policy that treats it as a fault to recover) is caught as a re-entry', () => {
     const r = explore(
       buggedSim({
-        policyOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
+        personaOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
         plant: eioAsPlainRunError,
       }),
       EXHAUSTIVE(0),
     );
     assert.equal(r.firstViolation?.kind, 'bugged-vm');
-    assert.match(r.firstViolation!.message, /vcpu0 entered KVM_RUN on a bugged VM after its own KVM_RUN had failed with EIO/);
+    assert.equal(reasonOf(r.firstViolation?.reason, 'entered-bugged-vm').after, 'own-eio');
+    assert.equal(r.firstViolation!.actor, 'vcpu0');
   });
 
   test('planted: a vCPU loop that does not check the run state before KVM_RUN is caught', () => {
     const r = explore(buggedSim({ plant: (w) => w.runners().forEach((runner) => (runner.mayEnter = () => true)) }), EXHAUSTIVE(1));
     assert.equal(r.firstViolation?.kind, 'bugged-vm');
-    assert.match(r.firstViolation!.message, /entered KVM_RUN on a bugged VM after the VM stopped \(internal-error\)/);
+    const entered = reasonOf(r.firstViolation?.reason, 'entered-bugged-vm');
+    assert.deepEqual({ after: entered.after, state: entered.state }, { after: 'vm-stopped', state: 'internal-error' });
   });
 
   test('planted: every vCPU printing its own EIO report (no recordStop) is caught as a storm', () => {
@@ -486,6 +505,6 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
       RANDOM(300),
     );
     assert.equal(r.firstViolation?.kind, 'bugged-vm');
-    assert.match(r.firstViolation!.message, /a second stop report for the bugged VM/);
+    reasonOf(r.firstViolation?.reason, 'repeated-bugged-report');
   });
 });

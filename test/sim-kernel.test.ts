@@ -27,7 +27,7 @@ function setup(variant: KernelVariant, program: Instruction[], slice: 'instructi
   const bytes = new Uint8Array(8);
   new DataView(bytes.buffer).setBigUint64(0, 0x1122_3344_5566_7788n, true);
   host.pwrite(fd, bytes, 0);
-  const vm = new SimVm(host, variant, slice);
+  const vm = new SimVm({ host, variant, slice });
   const retired: Retired[] = [];
   const observer: SimObserver = {
     kernelAccess: () => {},
@@ -247,7 +247,7 @@ describe('sim vCPU exits decode as KVM exits', () => {
 
 describe('guest programs', () => {
   test('accessor: ID load, unique store, load back per width; store values never contain 0xff', () => {
-    const p = accessorProgram(1, GPA);
+    const p = accessorProgram({ accessor: 1, bar0: GPA });
     assert.equal(p.length, 4 * 3 + 1);
     assert.deepEqual(
       p.slice(0, 3).map((i) => i.op),

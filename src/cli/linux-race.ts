@@ -100,7 +100,7 @@ export async function runLinuxRace(o: RaceOptions & { kernel: string; initrd?: s
       ramBytes: 256n << 20n,
       vcpus: o.vcpus,
       passthrough: racePassthrough(o),
-      policy: o.policy,
+      persona: o.policy,
       barOrder,
     },
     linux: { kernelPath: o.kernel, initrdPath: initrd, cmdline: `${o.cmdline ?? DEFAULT_CMDLINE} ${raceArgs.join(' ')}` },

@@ -36,7 +36,7 @@ function probeAccess(guest: 'probe-read' | 'probe-read-cpl0', kvmPath: string): 
   // The guest reads BAR0 of a passthrough function whose host mapping the host has revoked while
   // memory decode stays on, so the memslot is still there: exactly the racing vCPU's situation.
   const vm = Vm.create({
-    machine: { ramBytes: 16n << 20n, vcpus: 1, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], policy: 'tsvmm', barOrder: 'unmap-first' },
+    machine: { ramBytes: 16n << 20n, vcpus: 1, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'unmap-first' },
     guest: { image: guest, params: { probeGpa: 'bar0' } },
     kvmPath,
   });

@@ -9,7 +9,7 @@ import { Vm } from '../vmm/vm';
 import type { PassthroughConfig } from '../vmm/machine-config';
 import { readResults } from '../boot/boot-info';
 import { LatencySamples } from '../vmm/latency';
-import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
+import { PERSONA_NAMES, type PersonaName } from '../vmm/memory-fault-policy';
 import { SHM_DEVICE_ID_VALUE, ShmRegs } from '../devices/pci/shm-backend';
 import { parseBdf } from '../vfio/sysfs';
 import { parseChoice, parseIntOption, reportErrorAndExit, reportStderrDrops } from './common';
@@ -45,7 +45,7 @@ export function vmmRaceCounters(s: Pick<Stats, 'get'>) {
 export interface RaceReport {
   /** 'shm', 'shm,bar-size=SIZE', or 'vfio <bdf> BAR<n>'. */
   device: string;
-  policy: PolicyName;
+  policy: PersonaName;
   barOrder: 'qemu' | 'unmap-first';
   vcpus: number;
   configAccess: 'cf8' | 'ecam';
@@ -88,7 +88,7 @@ export interface RaceReport {
 export interface RaceOptions {
   vcpus: number;
   toggles: number;
-  policy: PolicyName;
+  policy: PersonaName;
   barOrder: 'qemu' | 'unmap-first';
   configAccess: 'cf8' | 'ecam';
   hostRevokeRate: number;
@@ -232,7 +232,7 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       ramBytes: 64n << 20n,
       vcpus: o.vcpus,
       passthrough: racePassthrough(o),
-      policy: o.policy,
+      persona: o.policy,
       barOrder,
     },
     guest: { image: 'race', params: { toggles: o.toggles, configAccess: o.configAccess === 'ecam' ? 1 : 0, bar: o.vfio?.bar ?? 0 } },
@@ -344,7 +344,11 @@ export function registerRaceCommand(program: Command): void {
     .description('the disabled-BAR race: one vCPU toggles PCI_COMMAND.MEM while the others access BAR0 at CPL3')
     .option('--vcpus <n>', 'vCPUs (1 toggler + N-1 accessors)', '2')
     .option('--toggles <t>', 'MEM clear/set cycles', '20000')
-    .option('--policy <p>', `memory-fault policy: ${POLICY_NAMES.filter((p) => p !== 'cloud-hypervisor').join('|')}`, 'tsvmm')
+    .option(
+      '--policy <p>',
+      `the VMM persona to behave as (its BAR order, memslot keeping and memory-fault rule): ${PERSONA_NAMES.filter((p) => p !== 'cloud-hypervisor').join('|')}`,
+      'tsvmm',
+    )
     .option('--bar-order <o>', 'BAR disable order: qemu|unmap-first (default unmap-first; the qemu policy implies qemu)', 'unmap-first')
     .option('--config-access <m>', 'how the toggler reaches config space: cf8|ecam', 'cf8')
     .option('--host-revoke <rate>', 'host-initiated revocations per second at random moments (0 = off)', '0')

@@ -116,7 +116,7 @@ export function registerRunCommand(program: Command): void {
                 ramBytes: parseMemOption(o.mem ?? '512M'),
                 vcpus,
                 passthrough: (o.device ?? []).map(parseDeviceOption),
-                policy: 'tsvmm' as const,
+                persona: 'tsvmm' as const,
                 barOrder: 'unmap-first' as const,
                 reboot,
               },
@@ -126,7 +126,7 @@ export function registerRunCommand(program: Command): void {
             recreate = () => Vm.createLinux(linuxOptions);
           } else {
             vmOptions = {
-              machine: { ramBytes: parseMemOption(o.mem ?? '64M'), vcpus, passthrough: [], policy: 'tsvmm', barOrder: 'unmap-first', reboot },
+              machine: { ramBytes: parseMemOption(o.mem ?? '64M'), vcpus, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', reboot },
               guest: { image: o.guest!, params: { iterations: parseIntOption('--iterations', o.iterations, 0, 2 ** 31) } },
               kvmPath: o.kvm,
             };

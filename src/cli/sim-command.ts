@@ -1,8 +1,8 @@
 // `tsvmm sim`: run the VMM's fault handling against the kernel model (src/sim/) under every
 // interleaving up to a bound, or under seeded random schedules, and report invariant violations.
 //
-// Exit status: 0 when the run completed and either found no violation or checked a reference policy
-// (qemu, cloud-hypervisor: their violations are the answer); 1 when tsvmm's own policy shows a
+// Exit status: 0 when the run completed and either found no violation or checked a reference persona
+// (qemu, cloud-hypervisor: their violations are the answer); 1 when tsvmm's own persona shows a
 // violation (so CI catches regressions); 2 on bad arguments (main.ts maps commander errors to 2).
 import { startProgress, summaryTable } from './progress';
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -10,14 +10,14 @@ import { explore, type ExploreOptions, type ExploreResult } from '../sim/explore
 import { KERNEL_VARIANTS, type KernelSlice, type KernelVariant } from '../sim/kernel';
 import { CONFIG_ACCESSES, MAX_ACCESSORS, type ConfigAccess } from '../sim/program';
 import { DEFAULT_SIM_OPTIONS, type SimOptions } from '../sim/world';
-import { POLICY_NAMES, type PolicyName } from '../vmm/memory-fault-policy';
+import { PERSONA_NAMES, type PersonaName } from '../vmm/memory-fault-policy';
 import type { BarOrder } from '../devices/pci/passthrough';
 import { writeStdout } from '../log';
 
 /** Defaults chosen so the plain command covers >= 10,000 distinct schedules in a few seconds. */
 export const SIM_DEFAULTS = {
   kernel: 'unpatched' as KernelVariant,
-  policy: 'tsvmm' as PolicyName,
+  policy: 'tsvmm' as PersonaName,
   barOrder: 'qemu' as BarOrder,
   bound: 2,
   seeds: 1000,
@@ -29,7 +29,7 @@ export const SIM_DEFAULTS = {
 
 export interface SimCliOptions {
   kernel: KernelVariant;
-  policy: PolicyName;
+  policy: PersonaName;
   barOrder: BarOrder;
   exhaustive?: boolean;
   random?: boolean;
@@ -54,7 +54,7 @@ export interface SimCliOptions {
 
 export interface SimReport {
   kernel: KernelVariant;
-  policy: PolicyName;
+  policy: PersonaName;
   /** The BAR order the passthrough device used (qemu and cloud-hypervisor always use QEMU's). */
   barOrder: BarOrder;
   mode: 'exhaustive' | 'random';
@@ -116,7 +116,7 @@ export function validateSimOptions(o: SimCliOptions): string | undefined {
   if (o.hostRevokeCycles !== undefined && !o.hostRevoke) return '--host-revoke-cycles needs --host-revoke';
   if (o.poison && o.kernel !== 'patched' && o.kernel !== 'bug-on')
     return `--poison needs --kernel patched or bug-on (the ${o.kernel} kernel sends SIGBUS to the vCPU thread, which the model does not offer)`;
-  if (o.policy !== 'tsvmm' && o.barOrder === 'unmap-first') return `--bar-order unmap-first is tsvmm's; the ${o.policy} policy always uses QEMU's order`;
+  if (o.policy !== 'tsvmm' && o.barOrder === 'unmap-first') return `--bar-order unmap-first is tsvmm's; the ${o.policy} persona always uses QEMU's order`;
   return undefined;
 }
 
@@ -124,7 +124,7 @@ export function simOptionsFrom(o: SimCliOptions): { sim: SimOptions; explore: Ex
   const sim: SimOptions = {
     ...DEFAULT_SIM_OPTIONS,
     kernel: o.kernel,
-    policy: o.policy,
+    persona: o.policy,
     barOrder: o.barOrder,
     accessors: o.accessors,
     toggles: o.toggles,
@@ -155,8 +155,8 @@ export function runSim(sim: SimOptions, opts: ExploreOptions, onProgress?: (sche
   const fv = r.firstViolation;
   return {
     kernel: sim.kernel,
-    policy: sim.policy,
-    barOrder: sim.policy === 'tsvmm' ? sim.barOrder : 'qemu',
+    policy: sim.persona,
+    barOrder: sim.persona === 'tsvmm' ? sim.barOrder : 'qemu',
     mode: opts.mode,
     bound: opts.mode === 'exhaustive' ? opts.bound : null,
     seeds: opts.mode === 'random' ? opts.seeds : null,
@@ -193,7 +193,7 @@ export function runSim(sim: SimOptions, opts: ExploreOptions, onProgress?: (sche
   };
 }
 
-/** 0: clean, or a reference policy (its violations are the answer); 1: tsvmm has violations. */
+/** 0: clean, or a reference persona (its violations are the answer); 1: tsvmm has violations. */
 export function simExitCode(r: SimReport): number {
   return r.violations > 0 && r.policy === 'tsvmm' ? 1 : 0;
 }
@@ -266,7 +266,11 @@ export function registerSimCommand(program: Command): void {
         .choices(KERNEL_VARIANTS)
         .default(SIM_DEFAULTS.kernel),
     )
-    .addOption(new Option('--policy <name>', 'memory-fault policy (src/vmm/memory-fault-policy.ts)').choices(POLICY_NAMES).default(SIM_DEFAULTS.policy))
+    .addOption(
+      new Option('--policy <name>', 'the VMM persona to model: its BAR order, memslot keeping and memory-fault rule (src/vmm/memory-fault-policy.ts)')
+        .choices(PERSONA_NAMES)
+        .default(SIM_DEFAULTS.policy),
+    )
     .addOption(
       new Option('--bar-order <order>', "tsvmm's BAR order on MEM clear (qemu: the order that opens the race window; unmap-first closes it for guest clears)")
         .choices(['qemu', 'unmap-first'])

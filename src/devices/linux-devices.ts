@@ -18,21 +18,30 @@ export interface LinuxDevicesShared {
   watch: SharedArrayBuffer;
 }
 
+export interface LinuxDevicesOptions {
+  shared: LinuxDevicesShared;
+  /** Where the serial port's output goes. */
+  console: (bytes: Uint8Array) => void;
+  /** The VM whose in-kernel IOAPIC gets the serial IRQ (only a real KVM VM has one). */
+  vm: HypervisorVm | undefined;
+  /** What the i8042's reset line does (the machine's guest-reset rule); by default the console watch decides. */
+  onReset?: () => DeviceEffect;
+}
+
 export class LinuxDevices {
   readonly uart: Uart16550;
   readonly rtc: CmosRtc;
   readonly i8042: I8042;
   readonly watch: LinuxConsoleWatch;
 
-  /** `onReset`: what the i8042's reset line does (the machine's guest-reset rule); by default the console watch decides. */
-  constructor(shared: LinuxDevicesShared, console: (bytes: Uint8Array) => void, vm: HypervisorVm | undefined, onReset?: () => DeviceEffect) {
+  constructor({ shared, console, vm, onReset }: LinuxDevicesOptions) {
     this.watch = new LinuxConsoleWatch(shared.watch);
     // Only the real KVM VM has an in-kernel IOAPIC to raise the line on.
     const fd = vm && vm.kind === 'kvm' ? (vm as KvmVm).fd : undefined;
     const irq = (level: boolean) => {
       if (fd !== undefined) setIrqLine(fd, COM1_IRQ, level);
     };
-    this.uart = new Uart16550(COM1_BASE, shared.uart, console, irq, (b) => this.watch.onByte(b));
+    this.uart = new Uart16550({ base: COM1_BASE, shared: shared.uart, sink: console, irq, onTransmit: (b) => this.watch.onByte(b) });
     this.rtc = new CmosRtc(shared.rtc);
     // An unannounced reset through the keyboard controller ends the VM as a failure. The info line
     // tells this path (reboot=k) apart from a triple fault (reboot=t), which ends the VM the same way.

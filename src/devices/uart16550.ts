@@ -33,22 +33,35 @@ const W = { IER: 0, LCR: 1, MCR: 2, SCR: 3, DLL: 4, DLM: 5, FCR: 6, THRI_PENDING
 const WORDS = 16;
 export const RX_CAPACITY = 4096;
 
+export interface Uart16550Options {
+  /** Its first port (COM1: 0x3f8). */
+  base: number;
+  /** Its registers and receive ring (createShared()), the same in every thread. */
+  shared: SharedArrayBuffer;
+  /** Where transmitted bytes go. */
+  sink: (bytes: Uint8Array) => void;
+  /** Drives its interrupt line. */
+  irq: (level: boolean) => void;
+  /** Sees every transmitted byte (the Linux console watcher). */
+  onTransmit?: (byte: number) => DeviceEffect | undefined;
+}
+
 export class Uart16550 implements PioHandler {
   readonly name = 'uart-16550a';
   static readonly SHARED_BYTES = WORDS * 4 + RX_CAPACITY;
   private readonly w: Int32Array;
   private readonly rx: Uint8Array;
 
-  constructor(
-    readonly base: number,
-    readonly shared: SharedArrayBuffer,
-    private readonly sink: (bytes: Uint8Array) => void,
-    private readonly irq: (level: boolean) => void,
-    /** Sees every transmitted byte (the Linux console watcher). */
-    private readonly onTransmit?: (byte: number) => DeviceEffect | undefined,
-  ) {
-    this.w = new Int32Array(shared, 0, WORDS);
-    this.rx = new Uint8Array(shared, WORDS * 4, RX_CAPACITY);
+  readonly base: number;
+  readonly shared: SharedArrayBuffer;
+  private readonly sink: (bytes: Uint8Array) => void;
+  private readonly irq: (level: boolean) => void;
+  private readonly onTransmit?: (byte: number) => DeviceEffect | undefined;
+
+  constructor(o: Uart16550Options) {
+    ({ base: this.base, shared: this.shared, sink: this.sink, irq: this.irq, onTransmit: this.onTransmit } = o);
+    this.w = new Int32Array(o.shared, 0, WORDS);
+    this.rx = new Uint8Array(o.shared, WORDS * 4, RX_CAPACITY);
   }
 
   static createShared(): SharedArrayBuffer {

@@ -67,13 +67,18 @@ export function faultEventData(f: RecoveredFault, where: ReturnType<FaultAttribu
   };
 }
 
+export interface FaultEventPumpOptions {
+  ring: FaultEventRing;
+  /** Which device and BAR a fault's gpa is in. */
+  attribute: FaultAttribution;
+  /** Sends one event to every client. */
+  emit: (name: string, data: QmpMessage) => void;
+  /** At most one event per this many ms (default FAULT_EVENT_PERIOD_MS). */
+  periodMs?: number;
+}
+
 /** Polls the ring and emits throttled events until stop(), which sends what is pending. */
-export function startFaultEventPump(
-  ring: FaultEventRing,
-  attribute: FaultAttribution,
-  emit: (name: string, data: QmpMessage) => void,
-  periodMs = FAULT_EVENT_PERIOD_MS,
-): { stop(): void } {
+export function startFaultEventPump({ ring, attribute, emit, periodMs = FAULT_EVENT_PERIOD_MS }: FaultEventPumpOptions): { stop(): void } {
   const throttle = new EventThrottle<RecoveredFault>(periodMs, (f, dropped) => emit(FAULT_EVENT, faultEventData(f, attribute(f.gpa), dropped)));
   const poll = (flush = false) => {
     const now = Date.now();

@@ -164,7 +164,7 @@ export class QmpServer {
   }
 
   private accept(socket: net.Socket, target: QmpTarget): void {
-    const client = new QmpClient(this.nextClientId++, socket, target, () => this.clients.delete(client));
+    const client = new QmpClient({ id: this.nextClientId++, socket, target, onGone: () => this.clients.delete(client) });
     this.clients.add(client);
   }
 }
@@ -177,12 +177,14 @@ class QmpClient {
   private pumping = false;
   private inputEnded = false;
 
-  constructor(
-    private readonly id: number,
-    readonly socket: net.Socket,
-    target: QmpTarget,
-    private readonly onGone: () => void,
-  ) {
+  private readonly id: number;
+  readonly socket: net.Socket;
+  private readonly onGone: () => void;
+
+  /** `onGone`: the connection closed or failed (the server forgets the client). */
+  constructor(o: { id: number; socket: net.Socket; target: QmpTarget; onGone: () => void }) {
+    ({ id: this.id, socket: this.socket, onGone: this.onGone } = o);
+    const { socket, target, onGone } = o;
     this.session = new QmpSession(target, (m) => this.send(m));
     socket.on('data', (chunk: Buffer) => {
       for (const item of this.framer.push(chunk)) this.queue.push(item); // a 64 KiB read can hold 32K messages: no spread

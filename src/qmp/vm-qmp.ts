@@ -42,7 +42,7 @@ export async function serveVmQmp(vm: Vm, path: string, opts: { name?: string } =
     }),
   );
   const s = server;
-  const pump = startFaultEventPump(vm.faultEvents, passthroughBarAt(vm), (name, data) => s.broadcast(name, data));
+  const pump = startFaultEventPump({ ring: vm.faultEvents, attribute: passthroughBarAt(vm), emit: (name, data) => s.broadcast(name, data) });
   return {
     server: s,
     get quitRequested() {

@@ -16,7 +16,8 @@
 // steps, and reports the most severe kind found (vm-death first) with its schedule shrunk: it drops steps (whole actors first, then runs of steps, then single steps) as long as
 // the strict replay still shows the same kind of violation, then prints the replay's step names.
 import { performance } from 'node:perf_hooks';
-import { EXERCISED_COUNTERS, World, VIOLATION_KINDS, type ExercisedCounter, type SimOptions, type Violation, type ViolationKind } from './world';
+import { EXERCISED_COUNTERS, World, type ExercisedCounter, type SimOptions } from './world';
+import { VIOLATION_KINDS, type Violation, type ViolationKind } from './violations';
 
 export type ExploreMode = 'exhaustive' | 'random';
 

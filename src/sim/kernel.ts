@@ -137,13 +137,17 @@ export class SimVm implements HypervisorVm {
   /** KVM_BUG_ON() fired: every later vCPU and VM ioctl fails with EIO. */
   bugged = false;
 
-  constructor(
-    readonly host: SimHostMemory,
-    readonly variant: KernelVariant,
-    readonly slice: KernelSlice = 'instruction',
-    maxMemslots = 32,
-  ) {
-    this.maxMemslots = maxMemslots;
+  readonly host: SimHostMemory;
+  readonly variant: KernelVariant;
+  readonly slice: KernelSlice;
+
+  /** `slice`: default 'instruction'; `maxMemslots`: default 32. */
+  constructor(o: { host: SimHostMemory; variant: KernelVariant; slice?: KernelSlice; maxMemslots?: number }) {
+    const { host } = o;
+    this.host = host;
+    this.variant = o.variant;
+    this.slice = o.slice ?? 'instruction';
+    this.maxMemslots = o.maxMemslots ?? 32;
     host.onInvalidate((start, end) => this.invalidateHostRange(start, end));
   }
 
@@ -180,7 +184,7 @@ export class SimVm implements HypervisorVm {
   }
 
   createVcpu(index: number, program: Instruction[], observer?: SimObserver): SimVcpu {
-    const v = new SimVcpu(this, index, program, observer);
+    const v = new SimVcpu({ vm: this, index, program, observer });
     this.vcpus.push(v);
     return v;
   }
@@ -214,12 +218,13 @@ export class SimVcpu implements HypervisorVcpu {
   last: EntryRecord | undefined;
   private pending: PendingExit | undefined;
 
-  constructor(
-    readonly vm: SimVm,
-    readonly index: number,
-    readonly program: Instruction[],
-    private readonly observer?: SimObserver,
-  ) {
+  readonly vm: SimVm;
+  readonly index: number;
+  readonly program: Instruction[];
+  private readonly observer?: SimObserver;
+
+  constructor(o: { vm: SimVm; index: number; program: Instruction[]; observer?: SimObserver }) {
+    ({ vm: this.vm, index: this.index, program: this.program, observer: this.observer } = o);
     this.runPage = new DataView(new ArrayBuffer(VCPU_MMAP_BYTES));
   }
 

@@ -70,7 +70,17 @@ export function scratchOffset(accessor: number): bigint {
  * Accessor k: for each width, load the ID register, store a unique value to its own scratch
  * register, load it back. Optionally a final load from a revoked RAM page. Then HLT.
  */
-export function accessorProgram(accessor: number, bar0: bigint, widths: readonly Width[] = WIDTHS, ramProbe?: bigint, kernelBug?: bigint): Instruction[] {
+export function accessorProgram(o: {
+  accessor: number;
+  bar0: bigint;
+  /** Default: WIDTHS. */
+  widths?: readonly Width[];
+  /** A revoked RAM page to load from last. */
+  ramProbe?: bigint | undefined;
+  /** A gpa whose access reaches a kernel bug path (kernel bug-on), loaded last. */
+  kernelBug?: bigint | undefined;
+}): Instruction[] {
+  const { accessor, bar0, widths = WIDTHS, ramProbe, kernelBug } = o;
   const out: Instruction[] = [];
   const scratch = bar0 + scratchOffset(accessor);
   for (const w of widths) {

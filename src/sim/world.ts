@@ -48,7 +48,7 @@ import type { BarOrder } from '../devices/pci/passthrough';
 import { SHM_DEVICE_ID_VALUE, type ShmHostDevice } from '../devices/pci/shm-backend';
 import { Machine } from '../vmm/machine';
 import type { Outcome } from '../vmm/dispatch';
-import type { PolicyName, VmmPersona } from '../vmm/memory-fault-policy';
+import type { PersonaName, VmmPersona } from '../vmm/memory-fault-policy';
 import { StepQueue } from '../steps';
 import { applyOutcome } from '../vmm/dispatch';
 import { isTerminal } from '../vmm/run-state';
@@ -58,20 +58,8 @@ import { SimHostMemory } from './host-memory';
 import { formatEntry, type SimVcpu, SimVm, type KernelSlice, type KernelVariant, type SimObserver } from './kernel';
 import { accessorProgram, formatInstruction, scratchOffset, togglerProgram, WIDTHS, type ConfigAccess, type Instruction, type Width } from './program';
 import { restoreAfterHostRevocation, revocableHost } from '../vmm/host-revocation';
-import { stopReasonGpa } from '../vmm/stop-reasons';
-
-export const VIOLATION_KINDS = ['vm-death', 'bad-value', 'bad-write', 'livelock', 'missed-stop', 'bugged-vm', 'final-state', 'vmm-exception'] as const;
-export type ViolationKind = (typeof VIOLATION_KINDS)[number];
-
-export interface Violation {
-  kind: ViolationKind;
-  actor: string;
-  message: string;
-  /** The VMM's diagnostics for a stop (QEMU's wording where it has one), plus the register dump. */
-  lines: string[];
-  /** Index of the step (0-based) during which it was detected. */
-  step: number;
-}
+import { stopReasonGpa, type StopReason } from '../vmm/stop-reasons';
+import { violationInvariant, violationMessage, type Violation, type ViolationReason } from './violations';
 
 export const EXERCISED_COUNTERS = [
   'kernelFaults',
@@ -87,7 +75,7 @@ export type ExercisedCounter = (typeof EXERCISED_COUNTERS)[number];
 
 export interface SimOptions {
   kernel: KernelVariant;
-  policy: PolicyName;
+  persona: PersonaName;
   barOrder: BarOrder;
   accessors: number;
   toggles: number;
@@ -112,15 +100,15 @@ export interface SimOptions {
   livelockBound: number;
   /** A run longer than this is cut short as a livelock. */
   maxSteps: number;
-  /** Test hook: wraps or replaces the machine's memory-fault policy (planted bugs). */
-  policyOverride?: (base: VmmPersona) => VmmPersona;
+  /** Test hook: wraps or replaces the machine's VMM persona (planted bugs). */
+  personaOverride?: (base: VmmPersona) => VmmPersona;
   /** Test hook: runs on each new world before its first step (planted bugs in devices or the model). */
   plant?: (world: World) => void;
 }
 
 export const DEFAULT_SIM_OPTIONS: SimOptions = {
   kernel: 'patched',
-  policy: 'tsvmm',
+  persona: 'tsvmm',
   barOrder: 'unmap-first',
   accessors: 2,
   toggles: 2,
@@ -171,14 +159,16 @@ class VcpuActor implements Actor {
   private outcome: Outcome | undefined;
   private queue = new StepQueue();
 
-  constructor(
-    private readonly world: World,
-    readonly name: string,
-    readonly vcpu: SimVcpu,
-    readonly runner: VcpuRunner,
-    /** The toggler: part of the environment whose steps are progress for the others. */
-    readonly environment: boolean,
-  ) {}
+  private readonly world: World;
+  readonly name: string;
+  readonly vcpu: SimVcpu;
+  readonly runner: VcpuRunner;
+  /** The toggler: part of the environment whose steps are progress for the others. */
+  readonly environment: boolean;
+
+  constructor(o: { world: World; name: string; vcpu: SimVcpu; runner: VcpuRunner; environment: boolean }) {
+    ({ world: this.world, name: this.name, vcpu: this.vcpu, runner: this.runner, environment: this.environment } = o);
+  }
 
   enabled(): boolean {
     if (this.done) return false;
@@ -380,6 +370,8 @@ export class World implements SimObserver {
   readonly trace: string[] = [];
   /** How the VM ended, for reports. */
   stopLines: string[] | undefined;
+  /** Why it stopped (the stop stopLines words). */
+  stopReason: StopReason | undefined;
   /** Test hooks: run when the run finishes (all actors done or a violation). */
   readonly onFinish: (() => void)[] = [];
   /** Stop reports printed for a bugged VM (one is right; more is an EIO storm). */
@@ -394,21 +386,21 @@ export class World implements SimObserver {
     tracing = false,
   ) {
     this.tracing = tracing;
-    this.vm = new SimVm(this.hostMemory, options.kernel, options.slice);
+    this.vm = new SimVm({ host: this.hostMemory, variant: options.kernel, slice: options.slice });
     const nVcpus = options.accessors + 1;
-    this.machine = Machine.create(
-      {
+    this.machine = Machine.create({
+      config: {
         ramBytes: SIM_RAM_BYTES,
         vcpus: nVcpus,
         passthrough: [{ name: PASSTHROUGH_NAME, slot: PASSTHROUGH_SLOT, backend: 'shm' }, ...(options.devices === 2 ? [SECOND_DEVICE] : [])],
-        policy: options.policy,
+        persona: options.persona,
         barOrder: options.barOrder,
       },
-      this.vm,
-      this.hostMemory,
-      () => {},
-    );
-    if (options.policyOverride) (this.machine as { persona: VmmPersona }).persona = options.policyOverride(this.machine.persona);
+      vm: this.vm,
+      hostMemory: this.hostMemory,
+      console: () => {},
+    });
+    if (options.personaOverride) (this.machine as { persona: VmmPersona }).persona = options.personaOverride(this.machine.persona);
     const bars = this.machine.assignBars().get(PASSTHROUGH_NAME)!;
     this.bar0 = bars.get(0)!;
     const dev = this.machine.passthrough[0]!;
@@ -436,7 +428,13 @@ export class World implements SimObserver {
       this.actors.push(
         this.addVcpu(
           k,
-          accessorProgram(k, this.bar0, options.widths, k === 0 ? ramProbe : undefined, k === 0 && options.kernelBug ? KERNEL_BUG_GPA : undefined),
+          accessorProgram({
+            accessor: k,
+            bar0: this.bar0,
+            widths: options.widths,
+            ramProbe: k === 0 ? ramProbe : undefined,
+            kernelBug: k === 0 && options.kernelBug ? KERNEL_BUG_GPA : undefined,
+          }),
           false,
         ),
       );
@@ -457,7 +455,7 @@ export class World implements SimObserver {
 
   private addVcpu(index: number, program: Instruction[], environment: boolean): VcpuActor {
     const v = this.vm.createVcpu(index, program, this);
-    const a = new VcpuActor(this, `vcpu${index}`, v, new VcpuRunner(v, this.machine), environment);
+    const a = new VcpuActor({ world: this, name: `vcpu${index}`, vcpu: v, runner: new VcpuRunner(v, this.machine), environment });
     this.byVcpu.set(v, a);
     return a;
   }
@@ -489,26 +487,26 @@ export class World implements SimObserver {
     try {
       label = a.step();
     } catch (e) {
-      this.violate('vmm-exception', a.name, `VMM code threw: ${(e as Error).stack ?? String(e)}`);
+      this.violate(a.name, { kind: 'vmm-threw', error: (e as Error).stack ?? String(e) });
     }
     if (this.tracing) this.trace.push(label ?? `${a.name}: (threw)`);
     // A vCPU waiting out the guest's own toggling or the host's hold is not livelocked: the count is
     // of its steps while the environment stands still.
     if (a.environment) for (const x of this.actors) if (x !== a && x instanceof VcpuActor) x.sinceRetire = 0;
     if (!this.violation && a instanceof VcpuActor && !a.done && a.sinceRetire > this.options.livelockBound) {
-      this.violate('livelock', a.name, `${a.name} took ${a.sinceRetire} steps without retiring an instruction (at ${formatInstruction(a.vcpu.current())})`);
+      this.violate(a.name, { kind: 'no-retire', steps: a.sinceRetire, at: a.vcpu.current() });
     }
     this.stepIndex++;
     if (!this.violation && !this.stopped && this.stepIndex >= this.options.maxSteps) {
-      this.violate('livelock', a.name, `the run took ${this.stepIndex} steps without finishing`);
+      this.violate(a.name, { kind: 'run-too-long', steps: this.stepIndex });
     }
     if (!this.violation && this.actors.every((x) => x.done)) this.checkFinalState();
     if (this.finished) for (const f of this.onFinish.splice(0)) f();
   }
 
-  private violate(kind: ViolationKind, actor: string, message: string, lines: string[] = []): void {
+  private violate(actor: string, reason: ViolationReason, lines: string[] = []): void {
     if (this.violation) return;
-    this.violation = { kind, actor, message, lines, step: this.stepIndex };
+    this.violation = { kind: violationInvariant(reason), reason, actor, message: violationMessage(reason, actor), lines, step: this.stepIndex };
   }
 
   // ---- SimObserver ----
@@ -521,15 +519,11 @@ export class World implements SimObserver {
     const a = this.byVcpu.get(vcpu)!;
     a.sinceRetire = 0;
     if (insn.op === 'load' && insn.tag.kind === 'ram-probe') {
-      this.violate(
-        'missed-stop',
-        a.name,
-        `${formatInstruction(insn)} retired (value ${value === undefined ? '-' : hex(value)}) although the host mapping of RAM gpa ${hex(insn.gpa)} is revoked; the VM must stop`,
-      );
+      this.violate(a.name, { kind: 'ram-probe-retired', insn, gpa: insn.gpa, value });
       return;
     }
     if (insn.op === 'load' && insn.tag.kind === 'kernel-bug') {
-      this.violate('missed-stop', a.name, `${formatInstruction(insn)} retired although it reached a kernel bug path; the VM must stop`);
+      this.violate(a.name, { kind: 'kernel-bug-retired', insn });
       return;
     }
     if (via === 'exit' && insn.op === 'load' && a.expectedRead) {
@@ -578,18 +572,12 @@ export class World implements SimObserver {
     // Once the VM stopped, a config write may have been cut between its steps and the guest never
     // runs again: a dropped write is unobservable then. One that lands while decode is off is not.
     if (now !== this.scratchModel[k] && !(decoding && this.stopped)) {
-      const what = decoding ? 'was dropped although the device decoded' : 'landed although decode was off';
-      this.violate('bad-write', a.name, `${formatInstruction(insn)} ${what}: scratch register holds ${hex(now)}, expected ${hex(this.scratchModel[k]!)}`);
+      this.violate(a.name, { kind: decoding ? 'write-dropped' : 'write-landed-decode-off', insn, holds: now, want: this.scratchModel[k]! });
     }
   }
 
-  private badRead(a: VcpuActor, insn: Instruction, got: bigint | undefined, want: bigint, decoding: boolean, via: string): void {
-    const state = decoding ? 'decode on: the true value' : 'decode off: all ones';
-    this.violate(
-      'bad-value',
-      a.name,
-      `${formatInstruction(insn)} (${via}) returned ${got === undefined ? 'nothing' : hex(got)}, expected ${hex(want)} (${state})`,
-    );
+  private badRead(a: VcpuActor, insn: Instruction, got: bigint | undefined, want: bigint, decoding: boolean, via: 'inside KVM' | 'MMIO exit'): void {
+    this.violate(a.name, { kind: 'wrong-read-value', insn, via, got, want, decoding });
   }
 
   private peekScratch(k: number): bigint {
@@ -603,43 +591,28 @@ export class World implements SimObserver {
     const a = this.byVcpu.get(vcpu)!;
     const state = this.machine.runState.state;
     if (a.sawEio || isTerminal(state)) {
-      this.violate(
-        'bugged-vm',
-        a.name,
-        `${a.name} entered KVM_RUN on a bugged VM ${a.sawEio ? 'after its own KVM_RUN had failed with EIO' : `after the VM stopped (${state})`}`,
-      );
+      this.violate(a.name, { kind: 'entered-bugged-vm', after: a.sawEio ? 'own-eio' : 'vm-stopped', state });
     }
   }
 
   reenteredAfterPoison(a: VcpuActor): void {
-    this.violate(
-      'missed-stop',
-      a.name,
-      `${a.name} re-entered KVM_RUN after a hardware memory error (EHWPOISON) at gpa ${hex(a.poisonedAt!)}: the poisoned page is touched again`,
-    );
+    this.violate(a.name, { kind: 'reentered-after-poison', gpa: a.poisonedAt! });
   }
 
   /** Bugged-VM checks for a stop; true when the stop is the expected one for a bugged VM. */
   private checkBuggedStop(a: VcpuActor, o: Extract<Outcome, { kind: 'stop' }>, printed: boolean): void {
     if (!printed) return;
-    this.stopLines ??= o.lines;
+    if (!this.stopLines) {
+      this.stopLines = o.lines;
+      this.stopReason = o.reason;
+    }
     this.buggedReports++;
     if (this.buggedReports > 1) {
-      this.violate(
-        'bugged-vm',
-        a.name,
-        `a second stop report for the bugged VM (from ${a.name}): every vCPU sees EIO, but only one report may be printed`,
-        o.lines,
-      );
+      this.violate(a.name, { kind: 'repeated-bugged-report' }, o.lines);
       return;
     }
     if (o.state !== 'internal-error' || o.reason.kind !== 'vm-bugged' || o.reason.vcpu !== a.vcpu.index) {
-      this.violate(
-        'bugged-vm',
-        a.name,
-        `the VM is bugged (KVM_BUG_ON) but its stop (${o.state}) does not say so and name vCPU ${a.vcpu.index}: ${o.lines[0] ?? ''}`,
-        o.lines,
-      );
+      this.violate(a.name, { kind: 'bugged-stop-unsaid', vcpu: a.vcpu.index, state: o.state, stop: o.reason }, o.lines);
     }
   }
 
@@ -651,9 +624,12 @@ export class World implements SimObserver {
     if (!printed) return;
     const faulting = a.vcpu.pendingInstruction() ?? a.vcpu.current();
     let dump: string[] = [];
+    // The register dump names the faulting access (its gpa too): what a user has when KVM gives no gpa.
+    let dumpNamesAccess = false;
     if (o.dumpRegisters) {
       try {
         a.vcpu.getRegs();
+        dumpNamesAccess = true;
         dump = [`vCPU ${a.vcpu.index} RIP=${hex(a.vcpu.pc)} (program: ${formatInstruction(faulting)})`];
       } catch (e) {
         dump = [`vCPU ${a.vcpu.index} registers unreadable: ${(e as Error).message}`];
@@ -661,54 +637,39 @@ export class World implements SimObserver {
     }
     if (this.stopLines) return; // an earlier stop was the one that stopped the VM
     this.stopLines = [...o.lines, ...dump];
+    this.stopReason = o.reason;
     if (a.poisonedAt !== undefined) {
-      const page = hex(a.poisonedAt & ~0xfffn);
-      if (o.reason.kind !== 'hardware-memory-error' || o.reason.gpa !== (a.poisonedAt & ~0xfffn) || o.state !== 'internal-error') {
-        this.violate(
-          'missed-stop',
-          a.name,
-          `the VM stopped after a hardware memory error (EHWPOISON) at gpa ${page} but its diagnostics do not say so: ${o.lines[0] ?? ''}`,
-          this.stopLines,
-        );
+      const page = a.poisonedAt & ~0xfffn;
+      if (o.reason.kind !== 'hardware-memory-error' || o.reason.gpa !== page || o.state !== 'internal-error') {
+        this.violate(a.name, { kind: 'poison-stop-unsaid', page, stop: o.reason }, this.stopLines);
       }
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'kernel-bug' && o.state === 'internal-error') {
       // Kernels without the second patch return a plain EFAULT there: a fault outside every BAR.
       if (o.reason.kind !== 'efault-outside-bar')
-        this.violate(
-          'missed-stop',
-          a.name,
-          `the VM stopped for the EFAULT at ${hex(faulting.gpa)} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`,
-          this.stopLines,
-        );
+        this.violate(a.name, { kind: 'kernel-bug-stop-not-outside-bar', gpa: faulting.gpa, stop: o.reason }, this.stopLines);
       return;
     }
     if (faulting.op === 'load' && faulting.tag.kind === 'ram-probe' && o.state === 'internal-error') {
       // Expected: a fault outside any BAR stops the VM. Its diagnostics must let a user find the gpa:
       // the VMM's own lines when the kernel reports it (patched: memory_fault.gpa; emulated: the MMIO
       // exit), else the register dump (unpatched KVM reports no gpa at all).
-      const gpa = hex(faulting.gpa);
-      const named = this.options.kernel === 'unpatched' ? this.stopLines.some((l) => l.includes(gpa)) : stopReasonGpa(o.reason) === faulting.gpa;
-      if (!named) this.violate('missed-stop', a.name, `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not name the gpa`, this.stopLines);
+      const gpa = faulting.gpa;
+      const named = stopReasonGpa(o.reason) === gpa || (this.options.kernel === 'unpatched' && dumpNamesAccess);
+      if (!named) this.violate(a.name, { kind: 'ram-stop-gpa-unnamed', gpa, stop: o.reason }, this.stopLines);
       // And they must say what it is: a fault outside every BAR, not a BAR fault that looped. (With the
       // unpatched kernel only the VMM's own conclusion can say so; KVM gives no gpa.)
       const outside = o.reason.kind === 'efault-outside-bar' || o.reason.kind === 'memory-fault-outside-bar' || o.reason.kind === 'mmio-in-ram';
-      if (!outside)
-        this.violate(
-          'missed-stop',
-          a.name,
-          `the VM stopped for the fault at RAM gpa ${gpa} but its diagnostics do not say it is outside every passthrough BAR: ${o.lines[0] ?? ''}`,
-          this.stopLines,
-        );
+      if (!outside) this.violate(a.name, { kind: 'ram-stop-not-outside-bar', gpa, stop: o.reason }, this.stopLines);
       return;
     }
-    this.violate('vm-death', a.name, `VM stopped (${o.state}) on ${a.name} at ${formatInstruction(faulting)}`, this.stopLines);
+    this.violate(a.name, { kind: 'vm-stopped', state: o.state, at: faulting, stop: o.reason }, this.stopLines);
   }
 
   vmExited(a: VcpuActor, code: number): void {
     this.stopped = true;
-    this.violate('vm-death', a.name, `the VM exited with status ${code}`);
+    this.violate(a.name, { kind: 'vm-exited', code });
   }
 
   /** What this run exercised (kernel faults, VMM recoveries, UR answers), for the report. */
@@ -729,24 +690,20 @@ export class World implements SimObserver {
 
   private checkFinalState(): void {
     if (this.vm.bugged && this.buggedReports === 0) {
-      this.violate('bugged-vm', 'vmm', 'KVM declared the VM bugged (KVM_BUG_ON) but no stop report says so');
+      this.violate('vmm', { kind: 'bugged-vm-unreported' });
       return;
     }
     if (this.stopped) return;
     if (this.options.ramFault) {
-      this.violate('missed-stop', 'vcpu0', `the run ended without stopping the VM for the fault at RAM gpa ${hex(RAM_PROBE_GPA)}`);
+      this.violate('vcpu0', { kind: 'ram-fault-never-stopped', gpa: RAM_PROBE_GPA });
       return;
     }
     if (this.options.kernelBug) {
-      this.violate('missed-stop', 'vcpu0', `the run ended without stopping the VM for the kernel bug at ${hex(KERNEL_BUG_GPA)}`);
+      this.violate('vcpu0', { kind: 'kernel-bug-never-stopped', gpa: KERNEL_BUG_GPA });
       return;
     }
     if (this.vm.faults.hwPoison > 0) {
-      this.violate(
-        'missed-stop',
-        'vmm',
-        `the run ended although KVM reported ${this.vm.faults.hwPoison} hardware memory error(s) (EHWPOISON): the VM must stop`,
-      );
+      this.violate('vmm', { kind: 'poison-never-stopped', errors: this.vm.faults.hwPoison });
       return;
     }
     if (this.options.poison) return; // the poisoned page can never be mapped again: no fast path to check
@@ -755,13 +712,9 @@ export class World implements SimObserver {
       const bar0 = dev.config.bars().find((b) => b.index === 0)!.address;
       const slot = this.vm.slotAt(bar0);
       if (host.memoryEnabled() && !host.heldAway() && (!slot || !this.hostMemory.accessible(slot.hostAddress))) {
-        this.violate(
-          'final-state',
-          'vmm',
-          `at the end ${dev.name} BAR0 decodes but ${slot ? 'its memslot points at a revoked mapping' : 'has no memslot'}: accesses stay on the slow path`,
-        );
+        this.violate('vmm', { kind: 'fast-path-not-restored', device: dev.name, memslot: slot ? 'revoked' : 'absent' });
       } else if (slot && !this.hostMemory.accessible(slot.hostAddress) && !dev.options.keepMemslotOnDecodeOff) {
-        this.violate('final-state', 'vmm', `at the end a ${dev.name} BAR0 memslot points at a revoked host mapping`);
+        this.violate('vmm', { kind: 'memslot-on-revoked-mapping', device: dev.name });
       }
     }
   }

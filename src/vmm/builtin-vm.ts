@@ -44,7 +44,7 @@ export function buildBuiltinVm(opts: BuiltinVmOptions): VmParts {
   const kvmVm = system.createVm();
   undo.push(() => kvmVm.close());
   kvmVm.setTssAddress(KVM_TSS_GPA);
-  const machine = Machine.create(opts.machine, kvmVm, host, opts.console);
+  const machine = Machine.create({ config: opts.machine, vm: kvmVm, hostMemory: host, console: opts.console });
   undo.push(() => {
     for (const d of machine.passthrough) d.host.close?.();
   });

@@ -80,7 +80,7 @@ export function buildLinuxVm(opts: LinuxVmOptions): LinuxVmParts {
   kvmVm.setIdentityMapAddress(KVM_IDENTITY_MAP_GPA);
   createIrqchip(kvmVm);
   createPit2(kvmVm);
-  const machine = Machine.create({ ...config, linux: true }, kvmVm, host, console);
+  const machine = Machine.create({ config: { ...config, linux: true }, vm: kvmVm, hostMemory: host, console });
   undo.push(() => {
     for (const d of machine.passthrough) d.host.close?.();
   });

@@ -1,7 +1,7 @@
 // What a machine is made of (RAM, vCPUs, passthrough functions, VMM persona), and the checks that
 // run before KVM, RAM or any fd is touched.
 import type { BarOrder } from '../devices/pci/passthrough';
-import type { PolicyName } from './memory-fault-policy';
+import type { PersonaName } from './memory-fault-policy';
 import { UserInputError } from '../user-input-error';
 import { shmBar0SizeProblem, shmBarLayout } from '../devices/pci/shm-backend';
 import { BarPlacementError, planBars } from '../devices/pci/bar-plan';
@@ -36,7 +36,7 @@ export interface MachineConfig {
   ramBytes: bigint;
   vcpus: number;
   passthrough: PassthroughConfig[];
-  policy: PolicyName;
+  persona: PersonaName;
   barOrder: BarOrder;
   /** A Linux guest's machine: 16550A with IRQ 4 and input, CMOS RTC, i8042 (src/devices/linux-devices.ts). */
   linux?: boolean;

@@ -1,5 +1,6 @@
 // A machine's shared state: what the main thread builds (createMachineShared) and hands each vCPU
-// thread (and the host revoker) so they attach the same machine (Machine.attach).
+// thread (and the host revoker) so they attach the same machine (Machine.attach), and the options
+// of both ways to get a machine.
 import type { HypervisorVm } from '../hypervisor/hypervisor';
 import type { HostMemory } from '../memory/host-memory';
 import { MemoryMap } from '../memory/memory-map';
@@ -41,6 +42,16 @@ export interface MachineAttachOptions {
   console: (bytes: Uint8Array) => void;
   /** The thread's own counter row (Stats): 0 for the main thread; vCPU i's thread uses 1 + i. */
   statsRow?: number;
+}
+
+/** How the main thread builds a machine (Machine.create). */
+export interface MachineCreateOptions {
+  config: MachineConfig;
+  /** Where the machine's memslots go. */
+  vm: HypervisorVm;
+  hostMemory: HostMemory;
+  /** Where guest console output goes from this thread. */
+  console: (bytes: Uint8Array) => void;
 }
 
 /**

@@ -2,37 +2,31 @@
 // (Machine.create), then attached by each vCPU thread over the same shared memory
 // (Machine.attach), so all threads see one memory map, one PCI topology, one device lock.
 // The guest-physical map is in physical-layout.ts; the configuration in machine-config.ts.
-import type { HypervisorVm } from '../hypervisor/hypervisor';
 import type { HostMemory } from '../memory/host-memory';
 import { MemoryMap } from '../memory/memory-map';
 import type { FlatRange } from '../memory/flatten';
 import type { DeviceEffect, MmioReadResult } from '../devices/device';
 import { PioBus } from '../devices/pio-bus';
 import { MmioBus, offsetIn } from '../devices/mmio-bus';
-import { COM1_BASE, Serial16550 } from '../devices/serial';
-import { BENCH_PORT, BenchPort, CONTROL_BASE, CONTROL_SIZE, ControlDevice } from '../devices/control';
 import { PciHostBridge } from '../devices/pci/host-bridge';
-import { ConfigPorts, EcamHandler } from '../devices/pci/config-access';
 import type { PassthroughDevice, PassthroughBarInfo } from '../devices/pci/passthrough';
-import { LinuxDevices } from '../devices/linux-devices';
+import type { LinuxDevices } from '../devices/linux-devices';
 import { assignBars } from '../boot/firmware';
 import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
-import { DeviceExitCounts, MAX_MMIO_HANDLERS, MAX_PIO_DEVICES } from './device-exits';
+import { DeviceExitCounts, type DeviceExitCount } from './device-exits';
 import { createPersona, type VmmPersona } from './memory-fault-policy';
 import type { Step } from '../steps';
 import type { AccessEffect, DispatchTarget } from './dispatch';
-import { MachineConfigError, validateConfig, type MachineConfig } from './machine-config';
-import { ECAM_BASE, ECAM_SIZE, PCI_WINDOW } from './physical-layout';
+import { MachineConfigError, validateConfig } from './machine-config';
+import { PCI_WINDOW } from './physical-layout';
 import { BarPlacementError } from '../devices/pci/bar-plan';
 import { UnclaimedAccesses } from './unclaimed-access';
-import { createMachineShared, type MachineAttachOptions, type MachineShared } from './machine-shared';
+import { createMachineShared, type MachineAttachOptions, type MachineCreateOptions, type MachineShared } from './machine-shared';
 import { attachPassthroughFunctions } from './passthrough-functions';
-
-const HANDLER_CONTROL = 0;
-const HANDLER_ECAM = 1;
-const HANDLER_FIRST_BAR = 2;
+import { fixedRegions, HANDLER_FIRST_BAR, registerFixedDevices } from './fixed-devices';
+import { guestResetOutcome, type GuestResetOutcome } from './guest-reset';
 
 export class Machine implements DispatchTarget {
   readonly shared: MachineShared;
@@ -45,7 +39,7 @@ export class Machine implements DispatchTarget {
   readonly pio = new PioBus();
   readonly mmio = new MmioBus();
   readonly passthrough: PassthroughDevice[] = [];
-  /** The VMM this machine behaves as (config.policy): BAR order, memslot keeping, fault rule. */
+  /** The VMM this machine behaves as (config.persona): BAR order, memslot keeping, fault rule. */
   readonly persona: VmmPersona;
   private readonly unclaimed: UnclaimedAccesses;
   /** The Linux machine's legacy devices (config.linux only). */
@@ -65,58 +59,27 @@ export class Machine implements DispatchTarget {
     this.hostMemory = hostMemory;
     this.deviceExits = new DeviceExitCounts(shared.deviceExits, this.stats.row);
     this.unclaimed = new UnclaimedAccesses(this.stats);
-    this.persona = createPersona(config.policy, config.barOrder);
-    this.mmio.register(HANDLER_CONTROL, new ControlDevice(this.stats.cell('bench.deviceHits'), console));
-    this.mmio.register(HANDLER_ECAM, new EcamHandler(this.hostBridge));
-    if (shared.linux) {
-      this.linux = new LinuxDevices(shared.linux, console, vm, () => this.guestResetOutcome() ?? { kind: 'vm-exit', code: 1 });
-      this.linux.register(this.pio);
-    } else {
-      this.pio.register(COM1_BASE, 8, new Serial16550(COM1_BASE, console));
-    }
-    this.pio.register(PciHostBridge.CONFIG_ADDRESS_PORT, 8, new ConfigPorts(this.hostBridge));
-    this.pio.register(BENCH_PORT, 4, new BenchPort(this.stats.cell('bench.deviceHits')));
+    this.persona = createPersona(config.persona, config.barOrder);
+    this.linux = registerFixedDevices({
+      pio: this.pio,
+      mmio: this.mmio,
+      hostBridge: this.hostBridge,
+      benchHits: this.stats.cell('bench.deviceHits'),
+      console,
+      linux: shared.linux,
+      vm,
+      onReset: () => this.guestResetOutcome() ?? { kind: 'vm-exit', code: 1 },
+    });
   }
 
   /** Builds a machine in this thread: RAM, devices, memory map, memslots. */
-  static create(config: MachineConfig, vm: HypervisorVm, hostMemory: HostMemory, console: (bytes: Uint8Array) => void): Machine {
-    validateConfig(config);
-    const shared = createMachineShared(config, hostMemory);
-    const m = Machine.attach({ shared, vm, hostMemory, console });
+  static create(o: MachineCreateOptions): Machine {
+    validateConfig(o.config);
+    const shared = createMachineShared(o.config, o.hostMemory);
+    const m = Machine.attach({ shared, vm: o.vm, hostMemory: o.hostMemory, console: o.console });
     m.lock.with(() => {
       m.memoryMap.begin();
-      shared.ram.forEach((c, i) =>
-        m.memoryMap.addRegion({
-          name: `ram${i}`,
-          kind: 'ram',
-          gpa: c.gpa,
-          size: c.size,
-          priority: 0,
-          hostAddress: c.hostAddress,
-          readOnly: false,
-          handler: -1,
-        }),
-      );
-      m.memoryMap.addRegion({
-        name: 'tsvmm-control',
-        kind: 'mmio',
-        gpa: CONTROL_BASE,
-        size: CONTROL_SIZE,
-        priority: 0,
-        hostAddress: 0n,
-        readOnly: false,
-        handler: HANDLER_CONTROL,
-      });
-      m.memoryMap.addRegion({
-        name: 'pci-ecam',
-        kind: 'mmio',
-        gpa: ECAM_BASE,
-        size: ECAM_SIZE,
-        priority: 0,
-        hostAddress: 0n,
-        readOnly: false,
-        handler: HANDLER_ECAM,
-      });
+      for (const r of fixedRegions(shared.ram)) m.memoryMap.addRegion(r);
       m.memoryMap.commit();
     });
     return m;
@@ -125,12 +88,8 @@ export class Machine implements DispatchTarget {
   /** Another thread's machine over the same shared state. */
   static attach(o: MachineAttachOptions): Machine {
     const m = new Machine(o);
-    attachPassthroughFunctions(m, o.shared, o.hostMemory, HANDLER_FIRST_BAR);
-    if (m.mmio.handlers.length > MAX_MMIO_HANDLERS || m.pio.handlers.length > MAX_PIO_DEVICES) {
-      throw new MachineConfigError(
-        `too many devices to count: ${m.mmio.handlers.length} MMIO handlers (at most ${MAX_MMIO_HANDLERS}), ${m.pio.handlers.length} PIO devices (at most ${MAX_PIO_DEVICES})`,
-      );
-    }
+    attachPassthroughFunctions({ machine: m, shared: o.shared, hostMemory: o.hostMemory, firstHandler: HANDLER_FIRST_BAR });
+    DeviceExitCounts.checkCapacity(m.pio, m.mmio);
     return m;
   }
 
@@ -177,26 +136,14 @@ export class Machine implements DispatchTarget {
     return this.mmio.answersWithoutLock(this.memoryMap, gpa);
   }
 
-  /**
-   * What a guest reset means (triple fault, reset request, i8042 pulse): undefined = the built-in
-   * guests' default (a stop in `shutdown`). Records that the guest reset (SHUTDOWN or RESET with
-   * reason guest-reset), unless the reset only ends a panic; with reboot=reset the VM ends cleanly
-   * for its caller to rebuild.
-   */
-  guestResetOutcome(): { kind: 'vm-exit'; code: number } | { kind: 'guest-panic'; message: string } | undefined {
-    const o = this.linux?.watch.resetOutcome();
-    if (o?.kind === 'guest-panic') return o;
-    this.runState.markGuestReset();
-    if (this.shared.config.reboot === 'reset') return { kind: 'vm-exit', code: 0 };
-    return o;
+  /** What a guest reset means on this machine (guest-reset.ts). */
+  guestResetOutcome(): GuestResetOutcome | undefined {
+    return guestResetOutcome({ linux: this.linux, runState: this.runState, config: this.shared.config });
   }
 
   /** Every device's PIO and MMIO access count, summed over threads, named as the devices name themselves. */
-  deviceExitCounts(): { device: string; access: 'pio' | 'mmio'; count: number }[] {
-    return [
-      ...this.pio.handlers.map((h, slot) => ({ device: h.name, access: 'pio' as const, count: this.deviceExits.pioTotal(slot) })),
-      ...this.mmio.handlers.map((h, id) => ({ device: h.name, access: 'mmio' as const, count: this.deviceExits.mmioTotal(id) })),
-    ];
+  deviceExitCounts(): DeviceExitCount[] {
+    return this.deviceExits.byDevice(this.pio, this.mmio);
   }
 
   // ---- FaultFacts ----

@@ -59,8 +59,8 @@ import type { DeviceCounter } from '../devices/counters';
 import type { Step } from '../steps';
 import type { Counter } from './stats';
 
-export const POLICY_NAMES = ['tsvmm', 'qemu', 'cloud-hypervisor'] as const;
-export type PolicyName = (typeof POLICY_NAMES)[number];
+export const PERSONA_NAMES = ['tsvmm', 'qemu', 'cloud-hypervisor'] as const;
+export type PersonaName = (typeof PERSONA_NAMES)[number];
 
 export const MAX_RETRIES_WITHOUT_PROGRESS = 4;
 
@@ -120,14 +120,11 @@ export interface FaultRule {
  * clears memory decode, whether BAR memslots survive decode off, and the fault rule.
  */
 export interface VmmPersona extends FaultRule {
-  readonly name: PolicyName;
+  readonly name: PersonaName;
   /** Which BAR order this VMM uses when the guest clears memory decode. */
   readonly barOrder: 'qemu' | 'unmap-first';
   readonly keepMemslotOnDecodeOff: boolean;
 }
-
-/** The persona's old name, for branches written before the rename. */
-export type MemoryFaultPolicy = VmmPersona;
 
 /** A BAR's state now, as data for a stop reason. */
 export function barFacts(b: PassthroughBarInfo): BarFacts {
@@ -211,7 +208,7 @@ function hardwareMemoryError(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFa
   });
 }
 
-class TsvmmPolicy implements VmmPersona {
+class TsvmmPersona implements VmmPersona {
   readonly name = 'tsvmm' as const;
   readonly keepMemslotOnDecodeOff = false;
   constructor(readonly barOrder: 'qemu' | 'unmap-first') {}
@@ -287,7 +284,7 @@ class TsvmmPolicy implements VmmPersona {
 }
 
 /** QEMU master (ece408818d): kvm_cpu_exec() and kvm_convert_memory(), reference §1.2-1.4. */
-class QemuPolicy implements VmmPersona {
+class QemuPersona implements VmmPersona {
   readonly name = 'qemu' as const;
   readonly barOrder = 'qemu' as const;
   readonly keepMemslotOnDecodeOff = false;
@@ -316,7 +313,7 @@ class QemuPolicy implements VmmPersona {
 }
 
 /** cloud-hypervisor (ae44c297): any KVM_RUN error or unexpected exit ends the VMM; BAR memslots stay. */
-class CloudHypervisorPolicy implements VmmPersona {
+class CloudHypervisorPersona implements VmmPersona {
   readonly name = 'cloud-hypervisor' as const;
   readonly barOrder = 'qemu' as const;
   readonly keepMemslotOnDecodeOff = true;
@@ -409,16 +406,13 @@ export function slowPathRefused(isWrite: boolean, len: number): { value: bigint;
 /** The slow-path rules every passthrough device gets (PassthroughDeviceParts.slowPathRules). */
 export const slowPathRules: SlowPathRules = { needsResync: slowPathNeedsResync, refused: slowPathRefused };
 
-export function createPersona(name: PolicyName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): VmmPersona {
+export function createPersona(name: PersonaName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): VmmPersona {
   switch (name) {
     case 'tsvmm':
-      return new TsvmmPolicy(barOrder);
+      return new TsvmmPersona(barOrder);
     case 'qemu':
-      return new QemuPolicy();
+      return new QemuPersona();
     case 'cloud-hypervisor':
-      return new CloudHypervisorPolicy();
+      return new CloudHypervisorPersona();
   }
 }
-
-/** createPersona()'s old name. */
-export const createPolicy = createPersona;

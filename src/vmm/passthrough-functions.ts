@@ -10,8 +10,17 @@ import type { Machine } from './machine';
 import type { MachineShared } from './machine-shared';
 import { PCI_MMIO_BASE, PCI_MMIO_END } from './physical-layout';
 
-/** Builds the functions of `shared.config.passthrough` into `m`; BAR handler ids start at `firstHandler`. */
-export function attachPassthroughFunctions(m: Machine, shared: MachineShared, hostMemory: HostMemory, firstHandler: number): void {
+export interface PassthroughAttachOptions {
+  /** The machine the functions join (its memory map, buses, host bridge, persona). */
+  machine: Machine;
+  shared: MachineShared;
+  hostMemory: HostMemory;
+  /** The MMIO handler id of the first BAR slow path; the next ones follow. */
+  firstHandler: number;
+}
+
+/** Builds the functions of `shared.config.passthrough` into the machine. */
+export function attachPassthroughFunctions({ machine: m, shared, hostMemory, firstHandler }: PassthroughAttachOptions): void {
   let handler = firstHandler;
   shared.config.passthrough.forEach((p, i) => {
     const host = attachHostDevice(p, shared.devices[i]!.host, hostMemory);

@@ -8,6 +8,9 @@ import { isTerminal, type SharedRunState } from './run-state';
 import type { VcpuThreadData } from './vcpu-thread';
 import { startVcpuWorker } from './vcpu-worker';
 
+/** What every vCPU thread of a VM gets alike; the pool adds each thread's vCPU, its control block and the kick signal. */
+export type VcpuPoolThreadData = Omit<VcpuThreadData, 'vcpuFd' | 'index' | 'mmapSize' | 'control' | 'kickSignal'>;
+
 export class VcpuPool {
   private readonly workers: Worker[] = [];
   private readonly exited: Promise<void>[] = [];
@@ -18,10 +21,17 @@ export class VcpuPool {
     private readonly runState: SharedRunState,
   ) {}
 
-  /** Starts one worker per vCPU on `data(vcpu)`; a worker error makes the VM an internal error. */
-  start(data: (v: KvmVcpu) => VcpuThreadData): void {
+  /** Installs the kick signal's handler (a no-op: the signal only interrupts KVM_RUN); before start(). */
+  installKickHandler(): void {
+    const n = native();
+    if (n.installKickHandler(n.constants.SIGUSR2!) < 0) throw new Error('cannot install the vCPU kick signal handler');
+  }
+
+  /** Starts one worker per vCPU on `common` and its own vCPU; a worker error makes the VM an internal error. */
+  start(common: VcpuPoolThreadData): void {
+    const kickSignal = native().constants.SIGUSR2!;
     for (const v of this.vcpus) {
-      const w = startVcpuWorker(data(v));
+      const w = startVcpuWorker({ ...common, vcpuFd: v.fd, index: v.index, mmapSize: v.mmapSize, control: this.control.shared, kickSignal });
       this.workers.push(w);
       this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.on('error', (e) => {

@@ -1,7 +1,6 @@
 // A running VM, from the main thread: builds it (builtin-vm.ts, linux-vm.ts), starts one worker
 // thread per vCPU (vcpu-pool.ts) and stops them all (kick first, then join) when the VM reaches a
 // terminal run state. The process survives every guest failure: the VM stops instead.
-import { native } from '../native';
 import { closeVcpus, type KvmSystem, type KvmVcpu, type KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
 import type { GuestMemory } from '../memory/guest-memory';
@@ -121,28 +120,21 @@ export class Vm {
 
   /** Starts one worker thread per vCPU; with `paused` they wait in `prelaunch` for resume() (QEMU's -S). */
   start(opts: { paused?: boolean } = {}): void {
-    const n = native();
-    const kick = n.constants.SIGUSR2!;
-    if (n.installKickHandler(kick) < 0) throw new Error('cannot install the vCPU kick signal handler');
+    this.pool.installKickHandler();
     if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
     this.consoleOutput.start();
     this.stopTrimming = startMallocTrimming();
-    this.pool.start((v) => ({
+    this.pool.start({
       shared: this.machine.shared,
       vmFd: this.kvmVm.fd,
       maxMemslots: this.kvmVm.maxMemslots,
-      vcpuFd: v.fd,
-      index: v.index,
-      mmapSize: v.mmapSize,
-      control: this.control.shared,
-      kickSignal: kick,
       latency: this.latency.shared,
       faultEvents: this.faultEvents.shared,
       faultParts: this.faultParts.shared,
       console: this.consoleOutput.ring.shared,
       heaps: this.heaps.shared,
-    }));
+    });
     log('info', `VM running: ${this.vcpus.length} vCPU thread(s) started`);
   }
 

@@ -94,7 +94,7 @@ export function loadLinux(ram: Uint8Array, image: LinuxImage, plan: BootPlan, me
   if (image.initrd) ram.set(image.initrd, Number(plan.initrdGpa));
   ram.set(plan.cmdline, Number(plan.cmdlineGpa));
   ram.set(buildZeroPage(image.header, plan, e820Map(mem)), Number(ZERO_PAGE_GPA));
-  ram.set(buildMpTable(MP_TABLE_GPA, vcpus), MP_TABLE_GPA);
+  ram.set(buildMpTable({ gpa: MP_TABLE_GPA, cpus: vcpus }), MP_TABLE_GPA);
   const state = vcpuBootState(0, plan.entryGpa, 1);
   state.regs.rsi = ZERO_PAGE_GPA;
   state.regs.rdi = 0n;

@@ -47,7 +47,9 @@ function checksum(b: Uint8Array): number {
   return (0x100 - s) & 0xff;
 }
 
-export function buildMpTable(gpa: number, cpus: number, cpuSignature = 0x600, cpuFeatures = 0x201): Uint8Array {
+/** `gpa`: where the table is loaded; `cpuSignature`/`cpuFeatures`: each processor entry's (defaults 0x600, 0x201). */
+export function buildMpTable(o: { gpa: number; cpus: number; cpuSignature?: number; cpuFeatures?: number }): Uint8Array {
+  const { gpa, cpus, cpuSignature = 0x600, cpuFeatures = 0x201 } = o;
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 254) throw new MpTableError(`MP table: ${cpus} CPUs; APIC IDs must stay below the IOAPIC's (254 at most)`);
   const out = new Uint8Array(mpTableSize(cpus));
   const v = new DataView(out.buffer);

@@ -3,6 +3,7 @@
 // address bits are read-only zero), in device order and BAR order. Pure: the machine programs the
 // result through config space; the same plan checks a configuration before anything is built.
 import { formatSize } from '../../size';
+import { hex } from '../../hex';
 
 export interface PlannedBar {
   index: number;
@@ -21,8 +22,6 @@ export class BarPlacementError extends Error {
     this.name = 'BarPlacementError';
   }
 }
-
-const hex = (n: bigint) => `0x${n.toString(16)}`;
 
 export function alignUp(address: bigint, size: bigint): bigint {
   return (address + size - 1n) & ~(size - 1n);

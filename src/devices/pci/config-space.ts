@@ -167,12 +167,14 @@ export class PciConfigSpace {
   private readonly bytes: Uint8Array;
   private readonly view: DataView;
 
+  private readonly layout: FunctionLayout;
+
   private constructor(
     readonly definition: PciFunctionDefinition,
-    private readonly layout: FunctionLayout,
     readonly shared: SharedArrayBuffer,
     readonly byteOffset: number,
   ) {
+    this.layout = layoutFunction(definition);
     this.bytes = new Uint8Array(shared, byteOffset, PciConfigSpace.BYTES);
     this.view = new DataView(shared, byteOffset, PciConfigSpace.BYTES);
   }
@@ -183,7 +185,7 @@ export class PciConfigSpace {
    */
   static create(def: PciFunctionDefinition, shared = new SharedArrayBuffer(PciConfigSpace.BYTES), byteOffset = 0): PciConfigSpace {
     checkRegion(shared, byteOffset);
-    const space = new PciConfigSpace(def, layoutFunction(def), shared, byteOffset);
+    const space = new PciConfigSpace(def, shared, byteOffset);
     space.reset();
     return space;
   }
@@ -191,7 +193,7 @@ export class PciConfigSpace {
   /** Another thread's function: same definition, same buffer, nothing is written. */
   static attach(def: PciFunctionDefinition, shared: SharedArrayBuffer, byteOffset = 0): PciConfigSpace {
     checkRegion(shared, byteOffset);
-    const space = new PciConfigSpace(def, layoutFunction(def), shared, byteOffset);
+    const space = new PciConfigSpace(def, shared, byteOffset);
     space.checkIdentity();
     return space;
   }

@@ -18,7 +18,9 @@ export function openHostDevices(specs: readonly HostBackendSpec[], dma: DmaRange
   const hosts: (ShmHostDevice | VfioHostDevice)[] = [];
   try {
     for (const p of specs)
-      hosts.push(p.backend === 'vfio' ? VfioHostDevice.open(p.name, p.host, dma) : ShmHostDevice.create(p.name, hostMemory, shmBarLayout(p.barSize)));
+      hosts.push(
+        p.backend === 'vfio' ? VfioHostDevice.open({ name: p.name, bdf: p.host, dma }) : ShmHostDevice.create(p.name, hostMemory, shmBarLayout(p.barSize)),
+      );
   } catch (e) {
     for (const h of hosts) if (h instanceof VfioHostDevice) h.close(); // those opened before the failure
     throw e;
@@ -34,5 +36,5 @@ export function shareHostDevice(h: ShmHostDevice | VfioHostDevice): HostDeviceSh
 export function attachHostDevice(spec: HostBackendSpec, h: HostDeviceShared, hostMemory: HostMemory): HostDevice {
   return h.backend === 'vfio'
     ? VfioHostDevice.attach(spec.name, h.state)
-    : ShmHostDevice.attach(spec.name, hostMemory, h.shared, shmBarLayout(spec.backend === 'shm' ? spec.barSize : undefined));
+    : ShmHostDevice.attach({ name: spec.name, host: hostMemory, shared: h.shared, bars: shmBarLayout(spec.backend === 'shm' ? spec.barSize : undefined) });
 }

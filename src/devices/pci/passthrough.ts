@@ -140,7 +140,7 @@ export class PassthroughDevice implements PciFunction {
       mapUpdate: `${this.name}: memory-map-update`,
       unmap: `${this.name}: memory-map-update (decode off)`,
     };
-    this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath(this, i, p.stats, p.slowPathRules)]));
+    this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath({ device: this, index: i, stats: p.stats, rules: p.slowPathRules })]));
   }
 
   configRead(offset: number, size: 1 | 2 | 4): number {
@@ -290,13 +290,14 @@ export class BarSlowPath implements MmioHandler {
    */
   readonly trappedAccessWithoutLock = true;
 
-  constructor(
-    private readonly device: PassthroughDevice,
-    private readonly index: number,
-    private readonly stats: CounterSink,
-    private readonly rules: SlowPathRules,
-  ) {
-    this.name = `${device.name} BAR${index} slow path`;
+  private readonly device: PassthroughDevice;
+  private readonly index: number;
+  private readonly stats: CounterSink;
+  private readonly rules: SlowPathRules;
+
+  constructor(o: { device: PassthroughDevice; index: number; stats: CounterSink; rules: SlowPathRules }) {
+    ({ device: this.device, index: this.index, stats: this.stats, rules: this.rules } = o);
+    this.name = `${o.device.name} BAR${o.index} slow path`;
   }
 
   mmioRead(offset: bigint, len: number, _vcpu: number): MmioReadResult {

@@ -104,6 +104,15 @@ export class ShmBackendError extends Error {
   }
 }
 
+/** A device's parts in one thread: its name, the host memory its BAR files live in, its shared state, its BARs. */
+export interface ShmAttachOptions {
+  name: string;
+  host: HostMemory;
+  shared: SharedArrayBuffer;
+  /** Default: SHM_DEFAULT_BARS. */
+  bars?: ShmBarLayout[];
+}
+
 export class ShmHostDevice implements HostDevice {
   static readonly SHARED_BYTES = WORDS * 4 + 6 * 8 + FutexMutex.BYTES;
   private readonly words: Int32Array;
@@ -112,12 +121,14 @@ export class ShmHostDevice implements HostDevice {
   private readonly scratch = new Uint8Array(8);
   private readonly scratchView = viewOf(this.scratch);
 
-  private constructor(
-    readonly name: string,
-    readonly shared: SharedArrayBuffer,
-    private readonly bars: ShmBarLayout[],
-    private readonly host: HostMemory,
-  ) {
+  readonly name: string;
+  readonly shared: SharedArrayBuffer;
+  private readonly bars: ShmBarLayout[];
+  private readonly host: HostMemory;
+
+  private constructor(o: Required<ShmAttachOptions>) {
+    ({ name: this.name, shared: this.shared, bars: this.bars, host: this.host } = o);
+    const shared = o.shared;
     this.words = new Int32Array(shared, 0, WORDS);
     this.addresses = new BigUint64Array(shared, WORDS * 4, 6);
     // The host-side memory lock lives in the same shared buffer, after the addresses.
@@ -126,7 +137,7 @@ export class ShmHostDevice implements HostDevice {
 
   /** Creates the device's files, fills the register file, maps each BAR for the hypervisor. */
   static create(name: string, host: HostMemory, bars: ShmBarLayout[] = SHM_DEFAULT_BARS): ShmHostDevice {
-    const dev = new ShmHostDevice(name, new SharedArrayBuffer(ShmHostDevice.SHARED_BYTES), bars, host);
+    const dev = new ShmHostDevice({ name, host, shared: new SharedArrayBuffer(ShmHostDevice.SHARED_BYTES), bars });
     for (const b of bars) {
       const fd = host.createFile(`tsvmm-${name}-bar${b.index}`, Number(b.size));
       dev.words[S_FD0 + b.index] = fd;
@@ -139,8 +150,9 @@ export class ShmHostDevice implements HostDevice {
     return dev;
   }
 
-  static attach(name: string, host: HostMemory, shared: SharedArrayBuffer, bars: ShmBarLayout[] = SHM_DEFAULT_BARS): ShmHostDevice {
-    return new ShmHostDevice(name, shared, bars, host);
+  /** Another thread's view of a device create() made (its `shared`). */
+  static attach(o: ShmAttachOptions): ShmHostDevice {
+    return new ShmHostDevice({ ...o, bars: o.bars ?? SHM_DEFAULT_BARS });
   }
 
   private resetRegisterFile(): void {

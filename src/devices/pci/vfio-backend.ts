@@ -131,6 +131,16 @@ export interface DmaRange {
   size: bigint;
 }
 
+/** How to open a vfio-pci function as a passthrough backend. */
+export interface VfioDeviceOpenOptions extends VfioOpenOptions {
+  /** The passthrough device's name in tsvmm. */
+  name: string;
+  /** Its host PCI address, DDDD:BB:DD.F. */
+  bdf: string;
+  /** Guest RAM, mapped for the device's DMA at bus address = GPA. */
+  dma: DmaRange[];
+}
+
 export class VfioHostDevice implements HostDevice {
   private readonly words: Int32Array;
   private readonly hostRegions: HostRegion[];
@@ -149,8 +159,9 @@ export class VfioHostDevice implements HostDevice {
    * Opens `bdf` through vfio-pci, maps guest RAM for its DMA and each whole-mappable BAR for the
    * hypervisor. Leaves COMMAND as the host has it (the machine's firmware step programs it).
    */
-  static open(name: string, bdf: string, dma: DmaRange[], opts: VfioOpenOptions = {}): VfioHostDevice {
-    const handle = openVfioDevice(bdf, opts);
+  static open(o: VfioDeviceOpenOptions): VfioHostDevice {
+    const { name, dma } = o;
+    const handle = openVfioDevice(o.bdf, o);
     try {
       const config = handle.regions[PCI_CONFIG_REGION_INDEX]!;
       if ((config.flags & REGION_INFO_FLAG_READ) === 0 || config.size < BigInt(PCI_STD_HEADER_BYTES)) {
