@@ -4,9 +4,10 @@
 // by mapping it again under the device lock. It runs here, not on the main thread, because at 300
 // revocations a second its garbage made the main isolate's heap (and the process RSS) grow in a
 // sawtooth for tens of minutes (issue 14 item 11); its worker gets small heap limits
-// (race-command.ts). (The same limits on vCPU threads made `race --bar-order qemu` hit its race
-// window in 2 runs of 5 instead of 5 of 5: they change the toggler's timing, so vCPU threads have
-// V8's defaults.)
+// (race-command.ts). (vCPU threads get only a young-generation cap, vcpu-worker.ts: these old-
+// generation limits on them made `race --bar-order qemu` hit its race window in 2 runs of 5
+// instead of 5 of 5.) Like a vCPU thread it never returns to its event loop, so it collects its
+// own heap (HeapUpkeep, src/vmm/heap-upkeep.ts).
 import { workerData } from 'node:worker_threads';
 import { KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
