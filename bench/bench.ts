@@ -207,7 +207,11 @@ async function main(): Promise<void> {
       `tsvmm run --guest hello ${ms('tsvmm')}; C loop ${ms('c')}; QEMU -M microvm ${ms('qemu')}; node -e alone ${ms('node')}\n`,
   );
   const rss = startRss.rssMiB;
-  out(`peak RSS, mmio-loop with 2 vCPUs, median (min-max) of ${opts.runs}: tsvmm ${fmt(rss.tsvmm!, 1)} MiB, C loop ${fmt(rss.c!, 1)} MiB\n`);
+  const split = (k: string) => `anon ${startRss.rssSplitMiB[k]!.anon.toFixed(1)} + file ${startRss.rssSplitMiB[k]!.file.toFixed(1)}`;
+  out(
+    `peak RSS (VmHWM), run --guest mmio-loop --vcpus 2 (64 MiB guest RAM), median (min-max) of ${opts.runs}: ` +
+      `tsvmm ${fmt(rss.tsvmm!, 1)} MiB (${split('tsvmm')}), C loop ${fmt(rss.c!, 1)} MiB (${split('c')})\n`,
+  );
   // 1,000 create/run/close cycles of a 2-vCPU VM with an shm device, in a child process that
   // counts its own fds, threads and mappings before and after (test/fixtures/lifecycles.ts).
   const life = JSON.parse(
@@ -223,7 +227,7 @@ async function main(): Promise<void> {
   );
   if (opts.json)
     process.stdout.write(
-      `${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, lifecycles: life })}\n`,
+      `${JSON.stringify({ ...result, kvm: { available: true }, figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, rssSplitMiB: startRss.rssSplitMiB, lifecycles: life })}\n`,
     );
 }
 

@@ -14,10 +14,16 @@
 // NODE_EXTRA_CA_CERTS is removed from every child's environment: it adds ~40 ms to every Node
 // start (README), whatever the program.
 //
-// RSS: the largest VmRSS read from /proc/<pid>/status every 5 ms while the process runs (the last
-// read is at most 5 ms before it exits), for `tsvmm run --guest mmio-loop --vcpus 2` and the C loop
-// on the same guest's boot image. RSS includes the shared, clean pages of the node binary that the
-// process touched (~31 MiB of an empty `node -e ''`'s 38 MiB on this host).
+// Peak RSS: the kernel's own high-water mark, VmHWM in /proc/<pid>/status, read every 5 ms while the
+// process runs (it only grows; the last read is at most 5 ms before the process exits, when its
+// threads are already ending), for `tsvmm run --guest mmio-loop --vcpus 2 --iterations 20000` (64 MiB
+// guest RAM, the run's default) and the C loop on the same guest's boot image (the same 64 MiB; each
+// side touches only the guest pages it uses, ~0.7 MiB). Sampling VmRSS instead would miss a peak
+// between two reads (a TurboFan compile's memory). RSS counts every page mapped into the process,
+// the node binary's shared, clean file pages included (~35 MiB of an empty `node -e ''`'s ~41 MiB on
+// this host; each isolate maps its own copy of V8's builtins): so beside the peak, the row gives the
+// split of the largest sampled VmRSS into anonymous (RssAnon + RssShmem: heaps, stacks, guest RAM)
+// and file pages (RssFile: code and read-only data).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -56,19 +62,37 @@ export function firstOutputMs(cmd: string, args: string[], opts: { kill?: boolea
   });
 }
 
-/** The largest VmRSS (KiB) of the process while it runs, sampled every 5 ms; it must exit 0. */
-export function peakRssKiB(cmd: string, args: string[]): Promise<number> {
+/** Peak RSS of a process (KiB), and the anonymous/file split of its largest sampled VmRSS. */
+export interface PeakRss {
+  /** VmHWM at the last read. */
+  peakKiB: number;
+  /** RssAnon + RssShmem and RssFile at the read where VmRSS was largest. */
+  anonKiB: number;
+  fileKiB: number;
+}
+
+/** VmHWM (KiB) of the process while it runs, read every 5 ms, with the split of its largest VmRSS; it must exit 0. */
+export function peakRss(cmd: string, args: string[]): Promise<PeakRss> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    let peak = 0;
+    const peak: PeakRss = { peakKiB: 0, anonKiB: 0, fileKiB: 0 };
+    let largestRss = 0;
     const sample = () => {
+      let status: string;
       try {
-        const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p.pid}/status`, 'utf8'));
-        if (m) peak = Math.max(peak, Number(m[1]));
+        status = fs.readFileSync(`/proc/${p.pid}/status`, 'utf8');
       } catch {
-        // it has just exited
+        return; // it has just exited
+      }
+      const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+      peak.peakKiB = Math.max(peak.peakKiB, kib('VmHWM'));
+      const rss = kib('VmRSS');
+      if (rss > largestRss) {
+        largestRss = rss;
+        peak.anonKiB = kib('RssAnon') + kib('RssShmem');
+        peak.fileKiB = kib('RssFile');
       }
     };
     const timer = setInterval(sample, 5);
@@ -118,15 +142,15 @@ export function startSides(helloImage: string, dir: string): StartSides {
 }
 
 export interface RssSides {
-  tsvmm: () => Promise<number>;
-  c: () => Promise<number>;
+  tsvmm: () => Promise<PeakRss>;
+  c: () => Promise<PeakRss>;
 }
 
 /** The RSS commands: 2 vCPUs of mmio-loop; `mmioImage` is that guest's boot image (2 vCPUs). */
 export function rssSides(mmioImage: string, iterations: number): RssSides {
   return {
-    tsvmm: () => peakRssKiB(process.execPath, [BIN, 'run', '--guest', 'mmio-loop', '--vcpus', '2', '--iterations', String(iterations)]),
-    c: () => peakRssKiB(C_LOOP, [mmioImage]),
+    tsvmm: () => peakRss(process.execPath, [BIN, 'run', '--guest', 'mmio-loop', '--vcpus', '2', '--iterations', String(iterations)]),
+    c: () => peakRss(C_LOOP, [mmioImage]),
   };
 }
 
@@ -145,8 +169,10 @@ function spread(xs: number[]): Spread {
 export interface StartAndRss {
   /** Milliseconds, spawn -> first stdout byte, per side. */
   startMs: Record<string, Spread & { runs: number[] }>;
-  /** Peak RSS in MiB per side. */
+  /** Peak RSS (VmHWM) in MiB per side. */
   rssMiB: Record<string, Spread & { runs: number[] }>;
+  /** Per side, the median anonymous and file parts (MiB) of the largest sampled VmRSS. */
+  rssSplitMiB: Record<string, { anon: number; file: number }>;
 }
 
 /**
@@ -155,16 +181,24 @@ export interface StartAndRss {
  */
 export async function measureStartAndRss(runs: number, helloImage: string, mmioImage: string, mmioIterations: number, dir: string): Promise<StartAndRss> {
   const start = startSides(helloImage, dir) as unknown as Record<string, () => Promise<number>>;
-  const rss = rssSides(mmioImage, mmioIterations) as unknown as Record<string, () => Promise<number>>;
+  const rss = rssSides(mmioImage, mmioIterations) as unknown as Record<string, () => Promise<PeakRss>>;
   const s: Record<string, number[]> = {};
   const r: Record<string, number[]> = {};
+  const anon: Record<string, number[]> = {};
+  const file: Record<string, number[]> = {};
   for (const f of Object.values(start)) await f();
   for (let round = 0; round < runs; round++) {
     for (const [name, f] of Object.entries(start)) (s[name] ??= []).push(await f());
-    for (const [name, f] of Object.entries(rss)) (r[name] ??= []).push((await f()) / 1024);
+    for (const [name, f] of Object.entries(rss)) {
+      const m = await f();
+      (r[name] ??= []).push(m.peakKiB / 1024);
+      (anon[name] ??= []).push(m.anonKiB / 1024);
+      (file[name] ??= []).push(m.fileKiB / 1024);
+    }
   }
   const withSpread = (x: Record<string, number[]>) => Object.fromEntries(Object.entries(x).map(([k, v]) => [k, { ...spread(v), runs: v }]));
-  return { startMs: withSpread(s), rssMiB: withSpread(r) };
+  const split = Object.fromEntries(Object.keys(r).map((k) => [k, { anon: spread(anon[k]!).median, file: spread(file[k]!).median }]));
+  return { startMs: withSpread(s), rssMiB: withSpread(r), rssSplitMiB: split };
 }
 
 /** `node dist/bench/start-time.js [runs]`: these rows alone (needs a built tree and /dev/kvm). */
@@ -187,8 +221,12 @@ if (require.main === module) {
     const m = await measureStartAndRss(runs, image('hello', 1, 0), image('mmio-loop', 2, 20_000), 20_000, dir);
     for (const [name, v] of Object.entries(m.startMs))
       process.stdout.write(`start ${name.padEnd(6)} ${v.median.toFixed(1)} ms (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
-    for (const [name, v] of Object.entries(m.rssMiB))
-      process.stdout.write(`RSS   ${name.padEnd(6)} ${v.median.toFixed(1)} MiB (${v.min.toFixed(1)}-${v.max.toFixed(1)})\n`);
+    for (const [name, v] of Object.entries(m.rssMiB)) {
+      const sp = m.rssSplitMiB[name]!;
+      process.stdout.write(
+        `RSS   ${name.padEnd(6)} ${v.median.toFixed(1)} MiB (${v.min.toFixed(1)}-${v.max.toFixed(1)}), anon ${sp.anon.toFixed(1)} + file ${sp.file.toFixed(1)}\n`,
+      );
+    }
     fs.rmSync(dir, { recursive: true, force: true });
   })();
 }

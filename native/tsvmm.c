@@ -430,6 +430,30 @@ static napi_value n_kvm_run(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// tuneAllocator(arenaMax, threshold) -> 0 | -1: glibc malloc settings for a long-running VMM
+// process, made once at start (bin/tsvmm.js). glibc gives each thread that contends for malloc an
+// arena of its own (up to 8 per core): Node's V8 platform threads (TurboFan compiles), the main
+// thread and each vCPU thread, each holding freed memory it never returns. arenaMax caps them;
+// `threshold` sets M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (fixing the latter also stops glibc from
+// raising it after each large free): larger blocks come from mmap and go back when freed, and a
+// free top of an arena above it is returned. Measured: README "Memory".
+static napi_value n_tune_allocator(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value a[2];
+  int32_t arena_max, threshold;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2 || napi_get_value_int32(env, a[0], &arena_max) != napi_ok || napi_get_value_int32(env, a[1], &threshold) != napi_ok || arena_max < 1 ||
+      threshold < 4096) {
+    napi_throw_range_error(env, NULL, "tsvmm native: tuneAllocator(arenaMax >= 1, threshold >= 4096)");
+    return NULL;
+  }
+  // mallopt returns 1 on success, 0 on error (no errno).
+  int ok = mallopt(M_ARENA_MAX, arena_max) && mallopt(M_TRIM_THRESHOLD, threshold) && mallopt(M_MMAP_THRESHOLD, threshold);
+  napi_value out;
+  napi_create_int32(env, ok ? 0 : -1, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
 #define F(js, fn) {js, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
@@ -455,6 +479,7 @@ NAPI_MODULE_INIT() {
       F("installKickHandler", n_install_kick_handler),
       F("unblockSignal", n_unblock_signal),
       F("strerror", n_strerror),
+      F("tuneAllocator", n_tune_allocator),
 #undef F
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
@@ -553,6 +578,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
 #ifdef KVM_CAP_MEMORY_FAULT_INFO
   NUM(caps, "KVM_CAP_MEMORY_FAULT_INFO", KVM_CAP_MEMORY_FAULT_INFO);
 #endif
+  NUM(caps, "KVM_CAP_DISABLE_QUIRKS2", KVM_CAP_DISABLE_QUIRKS2);
   // Every request src/kvm/kvm.ts issues (it reads them through native.ts c(), from `constants`).
   NUM(ioctls, "KVM_GET_API_VERSION", KVM_GET_API_VERSION);
   NUM(ioctls, "KVM_CREATE_VM", KVM_CREATE_VM);
@@ -560,6 +586,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(ioctls, "KVM_GET_VCPU_MMAP_SIZE", KVM_GET_VCPU_MMAP_SIZE);
   NUM(ioctls, "KVM_CREATE_VCPU", KVM_CREATE_VCPU);
   NUM(ioctls, "KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION);
+  NUM(ioctls, "KVM_ENABLE_CAP", KVM_ENABLE_CAP);
   NUM(ioctls, "KVM_SET_TSS_ADDR", KVM_SET_TSS_ADDR);
   NUM(ioctls, "KVM_SET_IDENTITY_MAP_ADDR", KVM_SET_IDENTITY_MAP_ADDR);
   NUM(ioctls, "KVM_RUN", KVM_RUN);
@@ -586,6 +613,7 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   set_num(env, sizes, "SIZEOF_KVM_REGS", (double)sizeof(struct kvm_regs));
   set_num(env, sizes, "SIZEOF_KVM_SREGS", (double)sizeof(struct kvm_sregs));
   set_num(env, sizes, "SIZEOF_KVM_USERSPACE_MEMORY_REGION", (double)sizeof(struct kvm_userspace_memory_region));
+  set_num(env, sizes, "SIZEOF_KVM_ENABLE_CAP", (double)sizeof(struct kvm_enable_cap));
   NUM(misc, "KVM_API_VERSION", KVM_API_VERSION);
   NUM(misc, "KVM_EXIT_IO_IN", KVM_EXIT_IO_IN);
   NUM(misc, "KVM_EXIT_IO_OUT", KVM_EXIT_IO_OUT);
@@ -593,6 +621,9 @@ static napi_value n_kvm_abi(napi_env env, napi_callback_info info) {
   NUM(misc, "KVM_COALESCED_MMIO_PAGE_OFFSET", KVM_COALESCED_MMIO_PAGE_OFFSET);
 #ifdef KVM_MEMORY_EXIT_FLAG_PRIVATE
   NUM(misc, "KVM_MEMORY_EXIT_FLAG_PRIVATE", KVM_MEMORY_EXIT_FLAG_PRIVATE);
+#endif
+#ifdef KVM_X86_QUIRK_SLOT_ZAP_ALL
+  NUM(misc, "KVM_X86_QUIRK_SLOT_ZAP_ALL", KVM_X86_QUIRK_SLOT_ZAP_ALL);
 #endif
 #undef NUM
   // Field layouts src/kvm/regs.ts and src/kvm/kvm.ts encode positionally.

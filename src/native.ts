@@ -38,6 +38,8 @@ export interface Native {
   installKickHandler(signal: number): number;
   unblockSignal(signal: number): number;
   strerror(errno: number): string;
+  /** glibc mallopt: at most `arenaMax` malloc arenas; M_TRIM_THRESHOLD and M_MMAP_THRESHOLD = `threshold` bytes. 0, or -1 if glibc refused. */
+  tuneAllocator(arenaMax: number, threshold: number): number;
   readonly constants: NativeConstants;
   /** The KVM UAPI as the C compiler sees <linux/kvm.h>, keyed by the names src/kvm/constants.ts uses. */
   kvmAbi(): KvmAbi;

@@ -83,8 +83,8 @@ test('clearing PCI_COMMAND.MEM: memslot deleted, host mapping revoked, reads of 
 
 test('BAR orders: qemu revokes before the memslot goes; unmap-first deletes the memslot first', () => {
   for (const [barOrder, expected] of [
-    ['qemu', ['device-config-write', 'emulated-config-update', 'memory-map-update']],
-    ['unmap-first', ['memory-map-update (decode off)', 'device-config-write', 'emulated-config-update', 'memory-map-update']],
+    ['qemu', ['device-config-write', 'emulated-config-update', 'sync-bar-regions']],
+    ['unmap-first', ['sync-bar-regions (decode off)', 'device-config-write', 'emulated-config-update', 'sync-bar-regions']],
   ] as const) {
     const s = setup({ barOrder });
     const dev = s.m.passthrough[0]!;
@@ -206,7 +206,7 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
   assert.deepEqual([unsupported.reason, unsupported.lines[0]], [{ kind: 'unsupported-exit', reason: 77 }, 'KVM: unknown exit reason 77']);
 });
 
-test('resync with two passthrough devices commits each memslot once', () => {
+test('sync with two passthrough devices commits each memslot once', () => {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
   const m = Machine.create({
@@ -227,10 +227,10 @@ test('resync with two passthrough devices commits each memslot once', () => {
   m.assignBars();
   const hosts = m.passthrough.map((d) => d.host as ShmHostDevice);
   hosts.forEach((h) => h.hostRevoke());
-  runSteps(m.resyncBars());
+  runSteps(m.syncBarRegions());
   assert.equal(vm.slots.size, 1, 'only RAM keeps a memslot while both devices are held away');
   hosts.forEach((h) => h.hostRestore());
-  runSteps(m.resyncBars());
+  runSteps(m.syncBarRegions());
   assert.equal(vm.slots.size, 5);
 });
 
@@ -242,7 +242,7 @@ test('a config write returns its steps: the memory map and memslots change only 
   assert.equal(d.outcome.kind, 'continue');
   assert.deepEqual(
     d.steps.map((x) => x.name),
-    ['pt0: device-config-write', 'pt0: emulated-config-update', 'pt0: memory-map-update'],
+    ['pt0: device-config-write', 'pt0: emulated-config-update', 'pt0: sync-bar-regions'],
   );
   assert.ok(s.vm.slotAt(BAR0), 'nothing ran during dispatch');
   runSteps(d.steps);

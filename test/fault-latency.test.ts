@@ -29,8 +29,8 @@ test('the clock starts at the faulting KVM_RUN return: time spent inside it is n
   runner.onFaultCompleted = (p) => got.push(p);
   const parts = new FaultLatencyParts();
   // The policy's work takes 15 ms: a clock that starts after the dispatch (as it once did) misses it.
-  const resync = m.resyncBars.bind(m);
-  m.resyncBars = () => (busy(15), resync());
+  const sync = m.syncBarRegions.bind(m);
+  m.syncBarRegions = () => (busy(15), sync());
   // 1: EFAULT after 30 ms inside KVM_RUN (before the fault returned: not part of the interval).
   // 2: EINTR after 20 ms inside KVM_RUN (the retry, interrupted: part of re-entry).
   // 3: the MMIO exit that completes the access, after 10 ms more.

@@ -3,11 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import v8 from 'node:v8';
-import type { Worker } from 'node:worker_threads';
 import { HeapUpkeep, startMallocTrimming, trimMallocArenas } from '../src/vmm/heap-upkeep';
 import { Stats } from '../src/vmm/stats';
 import { native } from '../src/native';
-import { prespawnVcpuWorker, VCPU_YOUNG_GENERATION_MB } from '../src/vmm/vcpu-worker';
 
 test('HeapUpkeep: a memory-reducing full GC once the interval has passed (old-space garbage goes), counted with its pause; not before', () => {
   const stats = new Stats();
@@ -48,12 +46,4 @@ test('HeapUpkeep collects when the heap grew past the trigger, before the interv
   big = undefined;
   assert.equal(upkeep.maybeCollect(), true, 'grew by more than GROWTH_TRIGGER_BYTES');
   assert.equal(stats.get('heap.fullGcs'), 1);
-});
-
-test('vCPU worker threads get the capped young generation', async () => {
-  prespawnVcpuWorker();
-  const spare = (globalThis as { [k: symbol]: { worker: Worker } | undefined })[Symbol.for('tsvmm.spareVcpuWorker')];
-  assert.ok(spare, 'a spare vCPU worker');
-  assert.equal(spare.worker.resourceLimits?.maxYoungGenerationSizeMb, VCPU_YOUNG_GENERATION_MB);
-  await spare.worker.terminate();
 });

@@ -11,7 +11,7 @@ import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, GPR_NAMES, SEGMENT_NA
 
 const abi = native().kvmAbi();
 
-/** Added to the UAPI after the 6.1 headers this project builds against (6.8: guest_memfd series). */
+/** Added to the UAPI after the 6.1 headers this project builds against (6.8: guest_memfd series; 6.12: the slot-zap quirk). */
 const NOT_IN_OLD_HEADERS = new Set([
   'run.memoryFaultFlags',
   'run.memoryFaultGpa',
@@ -19,6 +19,7 @@ const NOT_IN_OLD_HEADERS = new Set([
   'exitReason.MEMORY_FAULT',
   'caps.KVM_CAP_MEMORY_FAULT_INFO',
   'misc.KVM_MEMORY_EXIT_FLAG_PRIVATE',
+  'misc.KVM_X86_QUIRK_SLOT_ZAP_ALL',
 ]);
 
 /** Compares a TS table with an addon group both ways; returns the names the headers lack. */
@@ -52,6 +53,7 @@ const MISC = [
   'KVM_MEMORY_EXIT_FLAG_PRIVATE',
   'KVM_MEM_READONLY',
   'KVM_COALESCED_MMIO_PAGE_OFFSET',
+  'KVM_X86_QUIRK_SLOT_ZAP_ALL',
 ];
 const GROUPED = new Set([
   'Run',
@@ -165,7 +167,7 @@ test('src/kvm/constants.ts exports nothing this test does not compare', () => {
 
 test('values the build headers lack are reported, not silently trusted', (t) => {
   if (lacking.length > 0) {
-    t.skip(`not in this machine's <linux/kvm.h> (added in 6.8), so unchecked here: ${lacking.join(', ')}`);
+    t.skip(`not in this machine's <linux/kvm.h> (added after 6.1), so unchecked here: ${lacking.join(', ')}`);
   }
 });
 
@@ -196,6 +198,7 @@ test('every ioctl src/ requests by name exists in the addon, and its size field 
   assert.equal(size(abi.ioctls.KVM_GET_REGS!), K.SIZEOF_KVM_REGS);
   assert.equal(size(abi.ioctls.KVM_SET_SREGS!), K.SIZEOF_KVM_SREGS);
   assert.equal(size(abi.ioctls.KVM_SET_USER_MEMORY_REGION!), K.SIZEOF_KVM_USERSPACE_MEMORY_REGION);
+  assert.equal(size(abi.ioctls.KVM_ENABLE_CAP!), K.SIZEOF_KVM_ENABLE_CAP);
   assert.equal(size(abi.ioctls.KVM_IOEVENTFD!), K.Ioeventfd.size);
   assert.equal(size(abi.ioctls.KVM_REGISTER_COALESCED_MMIO!), K.CoalescedMmioZone.sizeofZone);
 });

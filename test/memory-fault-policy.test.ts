@@ -39,11 +39,11 @@ function machine(over: Partial<MachineConfig> = {}) {
 }
 
 for (const devices of [1, 2]) {
-  test(`an EFAULT no BAR explains, after the host held device a away and the VMM resynced, is fatal at once (${devices} device(s))`, () => {
+  test(`an EFAULT no BAR explains, after the host held device a away and the VMM synced, is fatal at once (${devices} device(s))`, () => {
     const { m } = machine(devices === 1 ? { passthrough: [{ name: 'a', slot: 3, backend: 'shm' }] } : {});
     const a = m.passthrough[0]!.host as ShmHostDevice;
     a.hostRevoke();
-    m.lock.with(() => runSteps(m.resyncBars())); // the VMM already resynced: a's BARs have no memslot
+    m.lock.with(() => runSteps(m.syncBarRegions())); // the VMM already synced: a's BARs have no memslot
     const vcpu = new ScriptedVcpu();
     const runner = new VcpuRunner(vcpu, m);
     vcpu.script.push(-EFAULT); // e.g. a revoked RAM page: nothing to do with any BAR
@@ -70,7 +70,7 @@ test('an EFAULT while device a was held away with its memslot still present is r
   const runner = new VcpuRunner(vcpu, m);
   vcpu.script.push(-EFAULT);
   assert.equal(runner.run().outcome.kind, 'continue');
-  assert.equal(vm.slotAt(0xc000_0000n), undefined, "the resync deleted a's BAR0 memslot");
+  assert.equal(vm.slotAt(0xc000_0000n), undefined, "the sync deleted a's BAR0 memslot");
   assert.equal(m.stats.get('fault.efaultRecovered'), 1);
   // The same EFAULT again: a's memslot is gone and nothing changed since entry, so it is not a's.
   vcpu.script.push(-EFAULT);
@@ -176,7 +176,7 @@ test('a memslot ioctl failing with EIO during a dispatch (the VM was bugged mean
   };
   const vcpu = new ScriptedVcpu(0);
   const runner = new VcpuRunner(vcpu, m);
-  vcpu.script.push(-EFAULT); // a's memslot is stale: the policy resyncs, and the resync's delete fails
+  vcpu.script.push(-EFAULT); // a's memslot is stale: the policy syncs, and the sync's delete fails
   const o = runner.run().outcome as StopOutcome;
   assert.equal(o.kind, 'stop');
   assert.deepEqual(o.reason, { kind: 'vm-bugged', vcpu: 0, what: 'KVM_SET_USER_MEMORY_REGION' });

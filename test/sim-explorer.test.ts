@@ -33,7 +33,7 @@ function planted(
   };
 }
 
-const retryWithoutResync = (): FaultDecision => ({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] });
+const retryWithoutSync = (): FaultDecision => ({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps: [] });
 
 /** The reason, narrowed to `kind` (fails the test otherwise). */
 function reasonOf<K extends ViolationReason['kind']>(r: ViolationReason | undefined, kind: K): Extract<ViolationReason, { kind: K }> {
@@ -81,6 +81,40 @@ describe('tsvmm survives every interleaving within the bound', () => {
       assert.ok(r.distinctSchedules > 250);
     });
   }
+
+  test('a bare EFAULT traps the BAR the last fault completed in: the hint is learned (BAR0), 0 violations at bound 2', () => {
+    let learned = 0;
+    const r = explore(
+      sim({
+        kernel: 'unpatched',
+        barOrder: 'qemu',
+        hostRevoke: true,
+        toggles: 2,
+        plant: (w) => w.onFinish.push(() => (learned += w.runners().some((x) => x.faultBarHint?.index === 0) ? 1 : 0)),
+      }),
+      EXHAUSTIVE(2),
+    );
+    assert.equal(r.violations, 0, r.firstViolation && `${r.firstViolation.message}\n${r.firstViolation.schedule.join('\n')}`);
+    assert.ok(learned > 0, 'some schedule completed a fault on BAR0 and learned it');
+    assert.ok(r.exercised.efaultRecoveredWithoutLock > 0);
+  });
+
+  test('a wrong hint (BAR2, which no accessor touches) only costs a refault: the locked path recovers it, 0 violations', () => {
+    // The interleaving the hint adds: the lock-free retry traps the hinted BAR only, the vCPU re-enters
+    // with the faulting BAR's memslot still pointing at the revoked mapping, faults again with no
+    // generation change, and onRunError() (device lock) finds that BAR revoked and host-mapped.
+    const wrongHint = (w: World) =>
+      w
+        .runners()
+        .forEach((runner) =>
+          Object.defineProperty(runner, 'faultBarHint', { get: () => ({ device: w.machine.passthrough[0]!, index: 2 }), set: () => undefined }),
+        );
+    for (const kernel of ['unpatched', 'patched'] as const) {
+      const r = explore(sim({ kernel, barOrder: 'qemu', hostRevoke: true, toggles: 2, plant: wrongHint }), EXHAUSTIVE(2));
+      assert.equal(r.violations, 0, r.firstViolation && `${kernel}: ${r.firstViolation.message}\n${r.firstViolation.schedule.join('\n')}`);
+      assert.ok(r.exercised.efaultRecovered > r.exercised.efaultRecoveredWithoutLock || kernel === 'patched', 'some refaults went the locked way');
+    }
+  });
 
   test('run-to-exit slicing (no EINTR between in-kernel accesses): 0 violations', () => {
     for (const kernel of KERNEL_VARIANTS) {
@@ -133,7 +167,7 @@ describe('planted bugs are caught', () => {
       hostRevoke: true,
       accessors: 1,
       toggles: 1,
-      personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync, onRunError: retryWithoutResync }),
+      personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutSync, onRunError: retryWithoutSync }),
     });
     const r = explore(s, EXHAUSTIVE(2));
     assert.ok(r.violationsByKind.livelock > 0);
@@ -181,7 +215,7 @@ describe('planted bugs are caught', () => {
   });
 
   test('re-entering without deleting the memslot hits the production refault guard: a VM death naming the loop', () => {
-    // The planted bug is in the machine (its BAR resync forgets the memslot), not in the policy: the
+    // The planted bug is in the machine (its BAR sync forgets the memslot), not in the policy: the
     // unmodified tsvmm policy and its guard (guarded()) decide, so this is the production guard.
     const s = sim({
       kernel: 'patched',
@@ -189,7 +223,7 @@ describe('planted bugs are caught', () => {
       accessors: 1,
       toggles: 1,
       plant: (w) => {
-        w.machine.resyncBars = () => [];
+        w.machine.syncBarRegions = () => [];
       },
     });
     const r = explore(s, EXHAUSTIVE(2));
@@ -311,10 +345,7 @@ describe('a fault outside any BAR (a revoked RAM page) stops the VM', () => {
   });
 
   test('a policy that retries every fault never stops: caught', () => {
-    const r = explore(
-      sim({ kernel: 'patched', ramFault: true, personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutResync }) }),
-      EXHAUSTIVE(0),
-    );
+    const r = explore(sim({ kernel: 'patched', ramFault: true, personaOverride: (base) => planted(base, { onMemoryFault: retryWithoutSync }) }), EXHAUSTIVE(0));
     assert.equal(r.violations, 1);
     assert.equal(r.firstViolation!.kind, 'livelock');
   });
@@ -476,7 +507,7 @@ describe('kernel bug-on: KVM_BUG_ON + EIO bugs the VM', () => {
   test('planted: retrying the EIO (a policy that treats it as a fault to recover) is caught as a re-entry', () => {
     const r = explore(
       buggedSim({
-        personaOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutResync() : base.onRunError(e, f, v)) }),
+        personaOverride: (base) => planted(base, { onRunError: (e, f, v) => (e === 5 ? retryWithoutSync() : base.onRunError(e, f, v)) }),
         plant: eioAsPlainRunError,
       }),
       EXHAUSTIVE(0),

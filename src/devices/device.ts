@@ -11,7 +11,7 @@ export type DeviceEffect =
   /** Steps that must run before the device lock is released (see src/vmm/steps.ts). */
   | { kind: 'steps'; steps: readonly Step[] };
 
-/** A read's value, or its value with an effect (rare: only reads that must resync mappings). */
+/** A read's value, or its value with an effect (rare: only reads that must sync mappings). */
 export type MmioReadResult<E = DeviceEffect> = bigint | { value: bigint; effect: E };
 
 /** `steps` as an effect, or none if there are none. */

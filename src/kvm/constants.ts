@@ -40,6 +40,19 @@ export const KVM_CAP_IOEVENTFD = 36;
 /** KVM_CHECK_EXTENSION returns the ring's page offset in the vCPU mapping (0: not supported). */
 export const KVM_CAP_COALESCED_MMIO = 15;
 export const KVM_CAP_COALESCED_PIO = 162;
+/** KVM_CHECK_EXTENSION returns the mask of quirks KVM_ENABLE_CAP may disable. */
+export const KVM_CAP_DISABLE_QUIRKS2 = 213;
+/**
+ * Quirk (6.12+): deleting or moving a memslot zaps every shadow/TDP entry of every memslot, not only
+ * the deleted slot's. Not in the 6.1 headers. tsvmm leaves it on, as QEMU does: KVM kept zap-all as the
+ * default because zapping only the deleted slot has an unresolved bug seen with assigned devices
+ * (the 2019 revert of "Zap only the relevant pages when removing a memslot"), and turning it off
+ * measured no lower fault latency here (345 vs 362 us, within noise). The constants stay so the ABI
+ * check proves them for whoever revisits this.
+ */
+export const KVM_X86_QUIRK_SLOT_ZAP_ALL = 1 << 7;
+/** struct kvm_enable_cap: cap u32, flags u32, args u64[4], pad u8[64]. */
+export const SIZEOF_KVM_ENABLE_CAP = 104;
 
 export const KVM_EXIT_IO_IN = 0;
 export const KVM_EXIT_IO_OUT = 1;

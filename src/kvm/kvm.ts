@@ -101,6 +101,7 @@ export class KvmSystem {
     do r = native().ioctl(this.fd, c('KVM_CREATE_VM'), 0);
     while (r === -native().constants.EINTR);
     check(r, 'KVM_CREATE_VM');
+    // KVM_X86_QUIRK_SLOT_ZAP_ALL stays on (KVM's default): see its comment in constants.ts.
     return new KvmVm(r, this.checkExtension(KVM_CAP_NR_MEMSLOTS) || 32);
   }
 

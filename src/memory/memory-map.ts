@@ -10,7 +10,7 @@
 // that changes nothing (no region changed since the last successful commit) issues no ioctl and
 // builds no diff. transaction() is the same as a Step, so the model checker can interleave other
 // actors between its memslot ioctls; the lock stays held until its last step.
-// Who holds what: config writes and locked resyncs run their transaction inside the device lock
+// Who holds what: config writes and locked syncs run their transaction inside the device lock
 // (lock order: device lock, then map lock); an explained EFAULT traps revoked BARs holding only the
 // map lock (src/vmm/device-lock.ts says why that is safe). A thread refreshing its cached view takes
 // the map lock, so it never reads a table halfway through another thread's transaction. The change

@@ -11,12 +11,12 @@
 // this one step: other threads never see that transaction halfway, as they wait for the map
 // lock to read the map), each Step the dispatch returned
 // (a config write's device write, emulated update, memory-map update, memslot deletions/additions,
-// in the order the VMM returned them; a fault policy's resync), and "release" (endHandle()).
+// in the order the VMM returned them; a fault policy's sync), and "release" (endHandle()).
 // Exits that need no lock (EINTR, HLT) are dispatched within their enter step.
 // The host's steps: "revoke" (ShmHostDevice.hostRevoke(), without the device lock, as the host kernel
-// does), then "restore" (lock, hostRestore(), Machine.resyncBars()), its steps, "release".
+// does), then "restore" (lock, hostRestore(), Machine.syncBarRegions()), its steps, "release".
 // A stop does not end the run: like the vCPU threads, every other vCPU finishes the step it is in
-// and leaves its loop at the next entry (VcpuRunner.mayEnter()); the host actor stops resyncing.
+// and leaves its loop at the next entry (VcpuRunner.mayEnter()); the host actor stops syncing.
 // Options add a second device (pt1, left decoding), a poisoned pt0 BAR0 page (EHWPOISON), and an
 // access that reaches a kernel bug path (kernel bug-on: KVM_BUG_ON, EIO, a bugged VM).
 //
@@ -279,7 +279,7 @@ class HostActor implements Actor {
   enabled(): boolean {
     if (this.done) return false;
     if ((this.phase === 'revoke' || this.phase === 'restore') && isTerminal(this.world.machine.runState.state)) {
-      // The VM stopped: the VMM tears the device down rather than resync it (tsvmm has no reset).
+      // The VM stopped: the VMM tears the device down rather than sync it (tsvmm has no reset).
       this.done = true;
       return false;
     }
@@ -295,23 +295,23 @@ class HostActor implements Actor {
         this.phase = 'restore';
         return w.tracing ? `${this.name}: revoke ${PASSTHROUGH_NAME} (host holds the device; no device lock)` : undefined;
       case 'restore':
-        // The VMM is told the device is back: under its lock, restore and resync the BARs.
+        // The VMM is told the device is back: under its lock, restore and sync the BARs.
         if (!w.machine.lock.tryLock()) throw new Error('host: scheduled while the device lock is held');
         this.queue = new StepQueue(restoreAfterHostRevocation(w.machine, w.host));
         this.phase = this.queue.length > 0 ? 'steps' : 'release';
-        return w.tracing ? `${this.name}: take device lock, restore ${PASSTHROUGH_NAME}, resync BARs (${this.queue.length} step(s))` : undefined;
+        return w.tracing ? `${this.name}: take device lock, restore ${PASSTHROUGH_NAME}, sync BAR regions (${this.queue.length} step(s))` : undefined;
       case 'steps': {
         const name = this.queue.next!.name;
         try {
           this.queue.runNext();
         } catch (e) {
           // KVM declared the VM bugged (KVM_BUG_ON): every memslot ioctl now fails with EIO. The
-          // resync is dropped; the report is the vCPUs' (KVM_REQ_VM_DEAD makes each KVM_RUN return
+          // sync is dropped; the report is the vCPUs' (KVM_REQ_VM_DEAD makes each KVM_RUN return
           // EIO, and the first vCPU to see it names itself), so nothing is printed here.
           if (!stopForFailedStep(e, -1)) throw e;
           w.machine.lock.unlock();
           this.done = true;
-          return w.tracing ? `${this.name}: ${name} -> EIO (the VM is bugged and stopped): resync dropped` : undefined;
+          return w.tracing ? `${this.name}: ${name} -> EIO (the VM is bugged and stopped): sync dropped` : undefined;
         }
         if (this.queue.length === 0) this.phase = 'release';
         return w.tracing ? `${this.name}: ${name}` : undefined;

@@ -32,25 +32,28 @@
 //   the whole config write: it waits only for the map lock.
 // - An EFAULT whose revocation generation moved while this vCPU was in KVM_RUN is explained (a
 //   revocation happened during the run; memory-fault-policy.ts) and is retried WITHOUT the device
-//   lock: the vCPU takes only the map lock, traps every BAR whose host mapping is revoked now
-//   (host-mapped -> mmio, memslot deleted), and re-enters. Why that is safe:
+//   lock: the vCPU takes only the map lock, traps the BAR its last fault completed in if that
+//   BAR's host mapping is revoked now, else every revoked BAR (host-mapped -> mmio, memslot
+//   deleted), and re-enters. Why that is safe:
 //   * the decision reads only the revocation generation and host accessibility, both Atomics
 //     words that the host side writes in the order "mark inaccessible, bump generation, revoke"
 //     (ShmHostDevice.revokeLocked()), so a moved generation means a revocation really happened;
 //   * it reads no config space (which a config write changes under the device lock): it only turns
-//     host-mapped regions whose mapping is revoked into trapped ones, which is what any later resync
+//     host-mapped regions whose mapping is revoked into trapped ones, which is what any later sync
 //     would also do, and it never adds a memslot;
 //   * map readers that hold the device lock take the map lock to refresh their view, so they see
 //     the map before or after such a trap, never halfway;
 //   * the refault guard still runs (a retry is only taken lock-free while the guard is below its
-//     limit), and a refault whose generation did not move takes the device lock as before.
+//     limit), and a refault whose generation did not move takes the device lock as before: that is
+//     also what a wrong hint costs (the faulting BAR was revoked at entry and is still host-mapped,
+//     so the locked rule recovers it; the model checks it with a planted wrong hint).
 // - An MMIO exit on a trapped BAR region (no memslot: Machine.answersWithoutLock()) is answered
 //   without the device lock. Its slow path (BarSlowPath) goes only to the host device: the device
 //   fd's read/write under the host's own memory lock (vfio-pci's memory_lock), refusing with EIO while
 //   decode is off or the host holds the device (UR: all ones, write dropped). That refusal is the
 //   device's own atomic state at the moment of the access, which is what the guest must see; with
-//   no memslot it never needs a resync (and if the region changed under a racing thread and a
-//   resync is due after all, the runner takes the device lock before running it).
+//   no memslot it never needs a sync (and if the region changed under a racing thread and a
+//   sync is due after all, the runner takes the device lock before running it).
 //   Everything else (config accesses, BAR (un)mapping, other MMIO and port I/O, faults that no
 //   revocation explains, KVM_EXIT_MEMORY_FAULT) still takes this lock: those read or write config
 //   space and device registers that a config write changes in several steps.

@@ -9,8 +9,8 @@
 export const FAULT_RECOVERIES = ['annotated-fault', 'efault', 'emulated-mmio', 'slow-path-eio'] as const;
 /**
  * How the fault was recovered: a KVM_EXIT_MEMORY_FAULT exit, a bare EFAULT from KVM_RUN (both
- * resynced and retried), an MMIO exit KVM emulated through a stale memslot into a revoked mapping
- * (resynced; slowPathNeedsResync()), or a slow-path access the device fd refused with EIO (answered
+ * synced and retried), an MMIO exit KVM emulated through a stale memslot into a revoked mapping
+ * (synced; slowPathNeedsBarSync()), or a slow-path access the device fd refused with EIO (answered
  * as an Unsupported Request; slowPathRefused()).
  */
 export type FaultRecovery = (typeof FAULT_RECOVERIES)[number];

@@ -28,5 +28,5 @@ export function revocableHost(machine: Machine): ShmHostDevice {
  */
 export function restoreAfterHostRevocation(machine: Machine, host: ShmHostDevice): Step[] {
   host.hostRestore();
-  return machine.resyncBars();
+  return machine.syncBarRegions();
 }

@@ -16,7 +16,7 @@ import { DeviceLock } from './device-lock';
 import { SharedRunState } from './run-state';
 import { Stats } from './stats';
 import { DeviceExitCounts, type DeviceExitCount } from './device-exits';
-import { createPersona, type VmmPersona } from './memory-fault-policy';
+import { createPersona, type BarRef, type VmmPersona } from './memory-fault-policy';
 import type { Step } from '../steps';
 import type { AccessEffect, DispatchTarget } from './dispatch';
 import { MachineConfigError, validateConfig } from './machine-config';
@@ -166,12 +166,18 @@ export class Machine implements DispatchTarget {
     return this.memoryMap.resolve(gpa);
   }
 
-  resyncBars(): Step[] {
-    return [this.memoryMap.transaction('resync-bars', () => this.passthrough.forEach((d) => d.updateRegions(false)))];
+  /** Every passthrough function's syncBarRegions(), in one memory-map transaction (a Step). */
+  syncBarRegions(): Step[] {
+    return [this.memoryMap.transaction('sync-bar-regions', () => this.passthrough.forEach((d) => d.syncBarRegions(false)))];
   }
 
-  trapRevokedBars(): Step[] {
-    return [this.memoryMap.transaction('trap-revoked-bars', () => this.passthrough.forEach((d) => d.trapRevokedBars()))];
+  trapRevokedBars(first?: BarRef): Step[] {
+    return [
+      this.memoryMap.transaction('trap-revoked-bars', () => {
+        if (first?.device.trapRevokedBar(first.index)) return;
+        for (const d of this.passthrough) d.trapRevokedBars();
+      }),
+    ];
   }
 
   /** Firmware-style PCI setup before the vCPUs start (boot/firmware.ts). Returns the BAR addresses by device. */

@@ -5,7 +5,7 @@
 //                                    policy.onRunError; KVM_RUN's EIO: vmBuggedStop())
 //   src/vmm/vcpu-runner.ts           a memslot ioctl failing mid-dispatch (stopForFailedStep())
 //   src/vmm/unclaimed-access.ts      an MMIO exit no region answers (classifyUnclaimedMmio())
-//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsResync(), slowPathRefused(),
+//   src/devices/pci/passthrough.ts   a BAR's slow path (slowPathNeedsBarSync(), slowPathRefused(),
 //                                    handed to each device as slowPathRules)
 // The real run loop is src/vmm/vcpu-runner.ts (driven by src/vmm/vcpu-thread.ts); the kernel model's
 // explorer (src/sim/) runs the same code against patched, unpatched, emulating and bug-on kernels.
@@ -15,8 +15,9 @@
 // config write; src/vmm/device-lock.ts), except for one case decided without it:
 // - An EFAULT whose revocation generation moved while the vCPU was in KVM_RUN is explained: a host
 //   mapping was revoked during the run. It is retried WITHOUT the device lock (explainedWithoutLock(),
-//   retryWithoutLock()): under the memory-map transaction lock only, every BAR whose mapping is
-//   revoked now is trapped (its memslot deleted), then the vCPU re-enters. It waits only for the
+//   retryWithoutLock()): under the memory-map transaction lock only, the BAR this vCPU's last fault
+//   completed in is trapped (its memslot deleted) if it is revoked, else every revoked BAR, then the
+//   vCPU re-enters. It waits only for the
 //   memslot change it needs (an in-flight map commit), not for a whole config write. Why this is
 //   safe, and what still takes the lock: src/vmm/device-lock.ts. The locked rule below decides the
 //   same case the same way (retry), so the two paths never disagree on whether to stop the VM.
@@ -34,7 +35,7 @@
 //   only when a passthrough BAR's host mapping was revoked since this vCPU entered KVM_RUN (the
 //   revocation generation it read before entry changed), is revoked now behind a memslot, or was
 //   revoked at entry and that BAR's memslot has changed or its mapping is back since (decided per
-//   BAR: another device's state explains nothing). Resync BAR memslots and re-enter. Any other
+//   BAR: another device's state explains nothing). Sync the BAR regions and re-enter. Any other
 //   EFAULT is fatal; EHWPOISON without the annotation is a hardware memory error.
 // - KVM_RUN's EIO is not a fault: KVM declared the VM bugged (KVM_BUG_ON). Its own stop on every vCPU
 //   (vmBuggedStop()), never retried, never counted by the refault guard.
@@ -44,7 +45,7 @@
 //   on a BAR's programmed address while it does not decode -> Unsupported Request (reads all ones,
 //   writes dropped); elsewhere -> unclaimed (the policy's unassignedRead()). In a BAR's slow path:
 //   a memslot still present while the host mapping is revoked means KVM emulated the access through
-//   the stale memslot -> resync so the next access traps; the device fd refusing the access (EIO:
+//   the stale memslot -> sync the BAR regions so the next access traps; the device fd refusing the access (EIO:
 //   decode off or the host holds the device) -> Unsupported Request.
 // Fatal means QEMU's diagnostics and an internal-error stop of the VM; the VMM process lives.
 import { describeBar, stopLines, type BarFacts, type PlaceFacts, type StopReason } from './stop-reasons';
@@ -78,10 +79,19 @@ export interface FaultFacts {
   revocationGeneration(): number;
   memoryMapGeneration(): number;
   resolve(gpa: bigint): FlatRange | undefined;
-  /** Resyncs every passthrough device's BAR regions: one memory-map transaction, as steps to run now. */
-  resyncBars(): Step[];
-  /** Traps every BAR whose host mapping is revoked now (no config space read): a transaction, as steps. */
-  trapRevokedBars(): Step[];
+  /** Syncs every passthrough device's BAR regions: one memory-map transaction, as steps to run now. */
+  syncBarRegions(): Step[];
+  /**
+   * Traps the BARs whose host mapping is revoked now (no config space read): a transaction, as steps.
+   * With `first`, only that BAR when it is revoked and still host-mapped, else every revoked one.
+   */
+  trapRevokedBars(first?: BarRef): Step[];
+}
+
+/** One BAR of one passthrough device. */
+export interface BarRef {
+  device: PassthroughDevice;
+  index: number;
 }
 
 export interface VcpuFaultState {
@@ -92,6 +102,11 @@ export interface VcpuFaultState {
   memoryMapGenerationAtEntry?: number;
   /** Whether this BAR's host mapping was revoked when the vCPU entered (absent: not tracked). */
   barRevokedAtEntry?: (bar: PassthroughBarInfo) => boolean;
+  /**
+   * The BAR this vCPU's last recovered fault completed in (its next MMIO exit landed there): where a
+   * bare EFAULT, which carries no gpa, most likely comes from again. Only a hint (absent: none yet).
+   */
+  faultBarHint?: BarRef;
   guard: RefaultGuard;
 }
 
@@ -244,7 +259,7 @@ class TsvmmPersona implements VmmPersona {
         bars: bars.map(barFacts),
       });
     }
-    const steps = facts.resyncBars();
+    const steps = facts.syncBarRegions();
     const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${generationNow})`;
     return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps }, 'efault', context, facts, vcpu);
   }
@@ -257,7 +272,11 @@ class TsvmmPersona implements VmmPersona {
 
   retryWithoutLock(errno: number, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
     const context = `EFAULT (unannotated; revocation generation ${vcpu.revocationGenerationAtEntry} -> ${facts.revocationGeneration()}, without the device lock)`;
-    return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps: facts.trapRevokedBars() }, 'efault', context, facts, vcpu);
+    // A bare EFAULT names no gpa. Trap first the BAR this vCPU's last fault completed in: one memslot
+    // delete instead of one per revoked BAR. A wrong hint costs one more EFAULT, which finds its BAR
+    // revoked at entry and still host-mapped and is recovered on the locked path (onRunError()).
+    const steps = facts.trapRevokedBars(vcpu.faultBarHint);
+    return guarded({ kind: 'retry', counter: 'fault.efaultRecovered', steps }, 'efault', context, facts, vcpu);
   }
 
   onMemoryFault(fault: MemoryFault, facts: FaultFacts, vcpu: VcpuFaultState): FaultDecision {
@@ -277,7 +296,7 @@ class TsvmmPersona implements VmmPersona {
         fault: address,
         place: placeOf(undefined, facts.resolve(fault.gpa)),
       });
-    const steps = facts.resyncBars();
+    const steps = facts.syncBarRegions();
     const context = `KVM_EXIT_MEMORY_FAULT at ${where} in ${describeBar(barFacts(bar))}`;
     return guarded({ kind: 'retry', counter: 'fault.memoryFaultRecovered', steps }, `mf:${fault.gpa}:${size}:${fault.flags}`, context, facts, vcpu);
   }
@@ -388,10 +407,10 @@ export function classifyUnclaimedMmio(
 /**
  * A BAR's slow path got an MMIO exit while a memslot for the BAR still exists and the host mapping
  * behind it is revoked: KVM emulated the access through the stale memslot (hosts that emulate CPL0
- * code; the kernel model's `emulated` variant). Resync, so later accesses trap directly instead of
+ * code; the kernel model's `emulated` variant). Sync the BAR regions, so later accesses trap directly instead of
  * faulting. (A VMM that keeps memslots on decode off, modelled for other VMMs, never does.)
  */
-export function slowPathNeedsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean {
+export function slowPathNeedsBarSync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean {
   return bar !== undefined && !bar.hostAccessible && bar.hostMapped && !keepMemslotOnDecodeOff;
 }
 
@@ -404,7 +423,7 @@ export function slowPathRefused(isWrite: boolean, len: number): { value: bigint;
 }
 
 /** The slow-path rules every passthrough device gets (PassthroughDeviceParts.slowPathRules). */
-export const slowPathRules: SlowPathRules = { needsResync: slowPathNeedsResync, refused: slowPathRefused };
+export const slowPathRules: SlowPathRules = { needsBarSync: slowPathNeedsBarSync, refused: slowPathRefused };
 
 export function createPersona(name: PersonaName, barOrder: 'qemu' | 'unmap-first' = 'unmap-first'): VmmPersona {
   switch (name) {

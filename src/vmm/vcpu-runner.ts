@@ -17,6 +17,7 @@ import { isTerminal } from './run-state';
 const COALESCED_WRITES = counterIndex('mmio.coalescedWrites');
 import type { FaultLatency } from './fault-latency';
 import type { PassthroughBarInfo } from '../devices/pci/passthrough';
+import type { BarRef } from './memory-fault-policy';
 import { stopLines } from './stop-reasons';
 
 export class VcpuRunner {
@@ -34,6 +35,10 @@ export class VcpuRunner {
     const i = this.machine.passthrough.indexOf(b.device);
     return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
   };
+  /** The BAR this vCPU's last recovered fault completed in (the EFAULT policy's hint; memory-fault-policy.ts). */
+  faultBarHint: BarRef | undefined;
+  /** A fault was retried and its access has not completed yet: the next MMIO exit teaches faultBarHint. */
+  private learnFaultBar = false;
   private holdsLock = false;
   /** Take performance.now() at every KVM_RUN return into exitReturnedAt (off: the ordinary exit path takes no time). */
   stampExits = false;
@@ -74,6 +79,9 @@ export class VcpuRunner {
         return runner.memoryMapGenerationAtEntry;
       },
       barRevokedAtEntry: this.barRevokedAtEntry,
+      get faultBarHint() {
+        return runner.faultBarHint;
+      },
     };
   }
 
@@ -190,6 +198,8 @@ export class VcpuRunner {
    */
   beginHandle(exit: VcpuExit, tryOnly = false): Dispatched | undefined {
     this.handledWithoutLock = false;
+    if (this.learnFaultBar) this.noteFaultCompletion(exit);
+    else if (exit.kind === 'run-error' || exit.kind === 'memory-fault') this.learnFaultBar = true;
     if (this.explainedWithoutLock(exit)) {
       if (tryOnly && this.machine.memoryMap.transactionOpen) return undefined;
       return this.retryWithoutLock(exit);
@@ -208,7 +218,7 @@ export class VcpuRunner {
       const d = dispatchExit(exit, this.machine, this.dispatchState);
       if (!locked && d.steps.length > 0) {
         // The BAR was mapped and revoked again between the check and the dispatch (a real-thread
-        // race; the model's handle step is atomic): its resync runs under the device lock.
+        // race; the model's handle step is atomic): its sync runs under the device lock.
         if (tryOnly) throw new Error(`vCPU ${this.vcpu.index}: a lock-free MMIO dispatch returned steps in the model`);
         this.machine.lock.lock();
         this.holdsLock = true;
@@ -217,6 +227,24 @@ export class VcpuRunner {
     } catch (e) {
       this.endHandle();
       throw e;
+    }
+  }
+
+  /**
+   * The exit after a retried fault: an MMIO exit is most likely the faulting access completing on
+   * its now trapped BAR, so that BAR becomes the hint. Another fault keeps waiting; an exit of any
+   * other kind ends the wait (the access completed inside KVM, or the vCPU went on elsewhere).
+   */
+  private noteFaultCompletion(exit: VcpuExit): void {
+    if (exit.kind === 'run-error' || exit.kind === 'memory-fault' || exit.kind === 'interrupted') return;
+    this.learnFaultBar = false;
+    if (exit.kind !== 'mmio') return;
+    // Read without the device lock: a BAR moving meanwhile only makes the hint wrong, which is safe.
+    for (const device of this.machine.passthrough) {
+      const b = device.barOverlapping(exit.gpa, 1n);
+      if (!b) continue;
+      this.faultBarHint = { device, index: b.index };
+      return;
     }
   }
 

@@ -96,7 +96,7 @@ export interface BarState {
   decoding: boolean;
 }
 
-/** What a config write did to COMMAND (the owner resyncs its BAR mappings from bars() itself). */
+/** What a config write did to COMMAND (the owner syncs its BAR mappings from bars() itself). */
 export interface ConfigWriteEffect {
   commandBefore: number;
   commandAfter: number;
@@ -231,7 +231,7 @@ export class PciConfigSpace {
   /**
    * The function's own side of the register file (not the guest's): ignores the masks. For status
    * bits the device raises, capability state it updates, or mirroring a physical function. Writing
-   * BARs or COMMAND this way bypasses ConfigWriteEffect, so the owner must resync its mappings.
+   * BARs or COMMAND this way bypasses ConfigWriteEffect, so the owner must sync its mappings.
    */
   deviceWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     checkAccess(offset, size);

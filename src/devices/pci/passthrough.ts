@@ -8,13 +8,13 @@
 //   order `qemu` (QEMU's vfio_pci_write_config):
 //     1. device-config-write   the host device sees the write; on MEM 1->0 it revokes its mappings
 //     2. emulated-config-update
-//     3. memory-map-update     one memory-map transaction: regions follow decode; then memslot
+//     3. sync-bar-regions      one memory-map transaction: regions follow decode; then memslot
 //                              deletions, then additions; then memory-map-commit (lock released)
 //   order `unmap-first`, used only when a write turns memory decode OFF:
-//     1. memory-map-update with the BARs treated as not decoding (memslots deleted)
+//     1. sync-bar-regions with the BARs treated as not decoding (memslots deleted)
 //     2. device-config-write   (host revokes: no memslot points at the mapping any more)
 //     3. emulated-config-update
-//     4. memory-map-update     (idempotent resync)
+//     4. sync-bar-regions      (idempotent)
 //   MEM 0->1 always uses the qemu order: the host must allow faults before a memslot exists.
 //
 // Why unmap-first is the default: with QEMU's order the window between the host revoking the
@@ -89,8 +89,8 @@ export interface PassthroughBarInfo {
  * persona hands them in (src/vmm/memory-fault-policy.ts, slowPathRules).
  */
 export interface SlowPathRules {
-  /** Whether an exit that reached the slow path came through a stale memslot (then: resync). */
-  needsResync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean;
+  /** Whether an exit that reached the slow path came through a stale memslot (then: sync). */
+  needsBarSync(bar: PassthroughBarInfo | undefined, keepMemslotOnDecodeOff: boolean): boolean;
   /** What an access the device fd refused completes as, and what it counts. */
   refused(isWrite: boolean, len: number): { value: bigint; counters: DeviceCounter[] };
 }
@@ -137,8 +137,8 @@ export class PassthroughDevice implements PciFunction {
     this.stepNames = {
       deviceWrite: `${this.name}: device-config-write`,
       emulated: `${this.name}: emulated-config-update`,
-      mapUpdate: `${this.name}: memory-map-update`,
-      unmap: `${this.name}: memory-map-update (decode off)`,
+      mapUpdate: `${this.name}: sync-bar-regions`,
+      unmap: `${this.name}: sync-bar-regions (decode off)`,
     };
     this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath({ device: this, index: i, stats: p.stats, rules: p.slowPathRules })]));
   }
@@ -164,10 +164,10 @@ export class PassthroughDevice implements PciFunction {
     if (!overlaps(offset, size, PCI_COMMAND, PCI_COMMAND + 2) && !overlaps(offset, size, PCI_BASE_ADDRESS_0, BAR_REGISTERS_END)) {
       return [deviceWrite, emulated];
     }
-    const mapUpdate = this.syncRegions(false)[0]!;
+    const mapUpdate = this.syncBarRegionsSteps(false)[0]!;
     const clearsMemory = this.config.memoryEnabled() && (commandAfterWrite(this.config.command(), offset, size, value) & PCI_COMMAND_MEMORY) === 0;
     if (clearsMemory && this.options.barOrder === 'unmap-first' && !this.options.keepMemslotOnDecodeOff) {
-      const unmap = this.memoryMap.transaction(this.stepNames.unmap, () => this.updateRegions(true));
+      const unmap = this.memoryMap.transaction(this.stepNames.unmap, () => this.syncBarRegions(true));
       return [unmap, deviceWrite, emulated, mapUpdate];
     }
     return [deviceWrite, emulated, mapUpdate];
@@ -190,12 +190,11 @@ export class PassthroughDevice implements PciFunction {
   }
 
   /**
-   * Makes the memory map's BAR regions match decode state x host accessibility and brings KVM's
-   * memslots in line, as one memory-map transaction (a single Step: nothing is locked until it
-   * runs). Idempotent; a resync that changes nothing issues no ioctl.
+   * syncBarRegions() as one memory-map transaction of its own, which also brings KVM's memslots in
+   * line (a single Step: nothing is locked until it runs). A sync that changes nothing issues no ioctl.
    */
-  syncRegions(forceDecodeOff: boolean): Step[] {
-    return [this.memoryMap.transaction(this.stepNames.mapUpdate, () => this.updateRegions(forceDecodeOff))];
+  syncBarRegionsSteps(forceDecodeOff: boolean): Step[] {
+    return [this.memoryMap.transaction(this.stepNames.mapUpdate, () => this.syncBarRegions(forceDecodeOff))];
   }
 
   /**
@@ -204,15 +203,25 @@ export class PassthroughDevice implements PciFunction {
    * path may call it without the device lock, inside a memory-map transaction (device-lock.ts).
    */
   trapRevokedBars(): void {
-    for (const index of this.handlerIds.keys()) {
-      if (this.host.mappingAccessible(index)) continue;
-      const region = this.regionOf(index);
-      if (region?.kind === 'host-mapped') this.memoryMap.updateRegion(region.id, { kind: 'mmio', hostAddress: 0n });
-    }
+    for (const index of this.handlerIds.keys()) this.trapRevokedBar(index);
   }
 
-  /** The region-table half of syncRegions(), for callers inside a transaction (one commit for several devices). */
-  updateRegions(forceDecodeOff: boolean): void {
+  /** trapRevokedBars() for one BAR: whether it was revoked and host-mapped (and is trapped now). */
+  trapRevokedBar(index: number): boolean {
+    if (!this.handlerIds.has(index) || this.host.mappingAccessible(index)) return false;
+    const region = this.regionOf(index);
+    if (region?.kind !== 'host-mapped') return false;
+    this.memoryMap.updateRegion(region.id, { kind: 'mmio', hostAddress: 0n });
+    return true;
+  }
+
+  /**
+   * Makes this function's BAR regions in the memory map match its decode state and the host's
+   * accessibility (the one name for that: syncBarRegions, in the machine too). Idempotent. Call
+   * inside a memory-map transaction, whose commit applies the memslot diff (one commit for several
+   * devices); syncBarRegionsSteps() is the same as a transaction of its own.
+   */
+  syncBarRegions(forceDecodeOff: boolean): void {
     for (const bar of this.config.bars()) {
       if (bar.kind === 'io' || !this.handlerIds.has(bar.index)) continue;
       const region = this.regionOf(bar.index);
@@ -286,7 +295,7 @@ export class BarSlowPath implements MmioHandler {
   /**
    * While trapped, an access only goes to the host device (its fd, under the host's own memory
    * lock, refusing while decode is off or the host holds the device): the completing UR or
-   * slow-path exit of a fault needs no device lock. With no memslot, resyncIfStale() finds nothing.
+   * slow-path exit of a fault needs no device lock. With no memslot, syncBarRegionsIfStale() finds nothing.
    */
   readonly trappedAccessWithoutLock = true;
 
@@ -301,7 +310,7 @@ export class BarSlowPath implements MmioHandler {
   }
 
   mmioRead(offset: bigint, len: number, _vcpu: number): MmioReadResult {
-    const effect = this.resyncIfStale();
+    const effect = this.syncBarRegionsIfStale();
     let v = this.device.host.regionRead(this.index, offset, len);
     if (traceOn.vfio_region_read) traceVfioRegionRead(this.device.name, this.index, offset, len, v);
     this.stats.add('passthrough.slowPathReads');
@@ -310,7 +319,7 @@ export class BarSlowPath implements MmioHandler {
   }
 
   mmioWrite(offset: bigint, len: number, value: bigint, _vcpu: number): DeviceEffect | undefined {
-    const effect = this.resyncIfStale();
+    const effect = this.syncBarRegionsIfStale();
     this.stats.add('passthrough.slowPathWrites');
     if (!this.device.host.regionWrite(this.index, offset, len, value)) this.refused(true, len);
     return effect;
@@ -322,11 +331,11 @@ export class BarSlowPath implements MmioHandler {
     return d.value;
   }
 
-  /** The VMM's rules decide whether this exit came through a stale memslot (SlowPathRules.needsResync()). */
-  private resyncIfStale(): DeviceEffect | undefined {
+  /** The VMM's rules decide whether this exit came through a stale memslot (SlowPathRules.needsBarSync()). */
+  private syncBarRegionsIfStale(): DeviceEffect | undefined {
     const info = this.device.barInfoOf(this.index);
-    if (!this.rules.needsResync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
+    if (!this.rules.needsBarSync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
     this.stats.add('fault.emulatedMmioRecovered');
-    return stepsEffect(this.device.syncRegions(false));
+    return stepsEffect(this.device.syncBarRegionsSteps(false));
   }
 }
