@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "tsvmm_native",
-      "sources": ["native/tsvmm.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
+      "sources": ["native/tsvmm.c", "native/v8-heap.cc"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_c": ["-std=gnu11"],
       "defines": ["NAPI_VERSION=8"]
     },
     {

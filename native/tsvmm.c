@@ -254,6 +254,17 @@ static napi_value n_gettid(napi_env env, napi_callback_info info) {
   return make_i64(env, syscall(SYS_gettid));
 }
 
+// malloc_trim(0): gives the free pages of every glibc malloc arena back to the kernel (the heap
+// upkeep calls it at a bounded rate: worker threads free array buffer stores into their own
+// arenas, which glibc otherwise keeps). Returns 1 if memory was released, else 0.
+static napi_value n_malloc_trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  return make_i64(env, malloc_trim(0));
+}
+
+// native/v8-heap.cc: a memory-reducing full GC of the calling thread's isolate.
+napi_value tsvmm_reduce_heap(napi_env env, napi_callback_info info);
+
 static napi_value n_getpid(napi_env env, napi_callback_info info) {
   (void)info;
   return make_i64(env, getpid());
@@ -462,6 +473,8 @@ NAPI_MODULE_INIT() {
       F("eventfd", n_eventfd),
       F("gettid", n_gettid),
       F("getpid", n_getpid),
+      F("mallocTrim", n_malloc_trim),
+      F("reduceHeap", tsvmm_reduce_heap),
       F("tgkill", n_tgkill),
       F("installKickHandler", n_install_kick_handler),
       F("unblockSignal", n_unblock_signal),

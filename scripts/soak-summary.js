@@ -31,5 +31,8 @@ const range = (f) => `${Math.min(...after.map(f))}..${Math.max(...after.map(f))}
 const last = s.samples[s.samples.length - 1];
 console.log(
   `tsvmm soak ${last.atSeconds >= 120 ? `${Math.round(last.atSeconds / 60)} min` : `${last.atSeconds} s`}: ${s.verdict}; RSS ${mib(base.rssKiB)} MiB at ${base.atSeconds} s, then ${mib(Math.min(...rss))}..${mib(Math.max(...rss))} MiB (${pct(Math.min(...rss))}..${pct(Math.max(...rss))}), ${mib(last.rssKiB)} MiB at the end; ` +
-    `fds ${range((x) => x.fds)}, threads ${range((x) => x.threads)}; ${r.toggles} toggles, ${r.hostRevocations} host revocations, ${r.vmDeaths} VM deaths, ${r.badValues} bad values`,
+    `fds ${range((x) => x.fds)}, threads ${range((x) => x.threads)}; ${r.toggles} toggles, ${r.hostRevocations} host revocations, ${r.vmDeaths} VM deaths, ${r.badValues} bad values` +
+    (s.workerFullGcs && s.workerFullGcs.count > 0
+      ? `; ${s.workerFullGcs.count} worker full GCs, ${(s.workerFullGcs.totalPauseMs / s.workerFullGcs.count).toFixed(1)} ms each on average`
+      : ''),
 );

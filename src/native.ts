@@ -31,6 +31,10 @@ export interface Native {
   eventfd(initval: number, flags: number): number;
   gettid(): number;
   getpid(): number;
+  /** malloc_trim(0): free pages of every glibc arena back to the kernel; 1 if any were released. */
+  mallocTrim(): number;
+  /** A memory-reducing full GC of the calling thread's V8 isolate (native/v8-heap.cc); true if it ran. */
+  reduceHeap(): boolean;
   tgkill(tgid: number, tid: number, signal: number): number;
   installKickHandler(signal: number): number;
   unblockSignal(signal: number): number;

@@ -4,9 +4,10 @@
 // by mapping it again under the device lock. It runs here, not on the main thread, because at 300
 // revocations a second its garbage made the main isolate's heap (and the process RSS) grow in a
 // sawtooth for tens of minutes (issue 14 item 11); its worker gets small heap limits
-// (race-command.ts). (The same limits on vCPU threads made `race --bar-order qemu` hit its race
-// window in 2 runs of 5 instead of 5 of 5: they change the toggler's timing, so vCPU threads have
-// V8's defaults.)
+// (race-command.ts). (vCPU threads get only a young-generation cap, vcpu-worker.ts: these old-
+// generation limits on them made `race --bar-order qemu` hit its race window in 2 runs of 5
+// instead of 5 of 5.) Like a vCPU thread it never returns to its event loop, so it collects its
+// own heap (HeapUpkeep, src/vmm/heap-upkeep.ts).
 import { workerData } from 'node:worker_threads';
 import { KvmVm } from '../kvm/kvm';
 import { NativeHostMemory } from '../memory/host-memory';
@@ -17,6 +18,7 @@ import { isTerminal } from '../vmm/run-state';
 import { HOST_REVOKER_STATS_ROW } from '../vmm/stats';
 import { runSteps } from '../steps';
 import { ThreadHeaps } from '../vmm/thread-heaps';
+import { HeapUpkeep } from '../vmm/heap-upkeep';
 
 export interface HostRevokerData {
   shared: MachineShared;
@@ -40,6 +42,7 @@ function main(d: HostRevokerData): void {
   });
   const host = revocableHost(machine);
   const heaps = new ThreadHeaps(d.heaps);
+  const upkeep = new HeapUpkeep(machine.stats);
   /** Sleeps up to `ms`; false when asked to stop (or the VM ended) meanwhile. */
   const sleep = (ms: number) => {
     if (ms > 0) Atomics.wait(stop, 0, 0, ms);
@@ -53,6 +56,7 @@ function main(d: HostRevokerData): void {
     // The VMM is told when the host gives the device back, and maps it again under the lock.
     machine.lock.with(() => runSteps(restoreAfterHostRevocation(machine, host)));
     machine.stats.add('host.restorations');
+    upkeep.maybeCollect(); // this loop never returns to the event loop either
     heaps.maybePublish(HOST_REVOKER_STATS_ROW);
   }
 }

@@ -323,7 +323,9 @@ export async function runRace(o: RaceOptions): Promise<RaceReport> {
       : {}),
     wallSeconds: round(r.wallSeconds),
     ...(o.interrupt?.aborted ? { interrupted: String(o.interrupt.reason) } : {}),
-    ...(sampler ? { soak: sampler.report() } : {}),
+    ...(sampler
+      ? { soak: { ...sampler.report(), workerFullGcs: { count: s.get('heap.fullGcs'), totalPauseMs: round(s.get('heap.fullGcMicros') / 1000) } } }
+      : {}),
   };
 }
 

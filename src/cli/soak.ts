@@ -39,6 +39,11 @@ export interface SoakReport {
   rule: string;
   /** 'flat', 'too short: ...' (fewer than 3 samples), or 'growing: ...' / 'not flat: ...' (the soak fails: soakFailed()). */
   verdict: string;
+  /**
+   * The full GCs the vCPU and host-revoker threads ran themselves (src/vmm/heap-upkeep.ts) and their
+   * pauses summed: each one holds its thread (a vCPU's guest waits) for that long.
+   */
+  workerFullGcs?: { count: number; totalPauseMs: number };
 }
 
 export const SOAK_RSS_SLACK = 0.1;

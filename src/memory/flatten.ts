@@ -32,25 +32,45 @@ function wins(a: Region, b: Region): boolean {
 }
 
 export function flatten(regions: readonly Region[]): FlatRange[] {
-  const live = regions.filter((r) => r.size > 0n);
-  const points = new Set<bigint>();
-  for (const r of live) {
-    points.add(r.gpa);
-    points.add(r.gpa + r.size);
+  // Runs on every BAR toggle: one end per region computed once (bigint arithmetic allocates), and
+  // the boundaries sorted in place by insertion (a few dozen at most; Array.prototype.sort and a
+  // Set would allocate on each call).
+  const live: Region[] = [];
+  const ends: bigint[] = [];
+  const points: bigint[] = [];
+  for (const r of regions) {
+    if (r.size <= 0n) continue;
+    const end = r.gpa + r.size;
+    live.push(r);
+    ends.push(end);
+    insertPoint(points, r.gpa);
+    insertPoint(points, end);
   }
-  const sorted = [...points].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const out: FlatRange[] = [];
-  for (let i = 0; i + 1 < sorted.length; i++) {
-    const lo = sorted[i]!;
-    const hi = sorted[i + 1]!;
+  for (let i = 0; i + 1 < points.length; i++) {
+    const lo = points[i]!;
+    const hi = points[i + 1]!;
     let top: Region | undefined;
-    for (const r of live) if (r.gpa <= lo && hi <= r.gpa + r.size && (!top || wins(r, top))) top = r;
+    for (let j = 0; j < live.length; j++) {
+      const r = live[j]!;
+      if (r.gpa <= lo && hi <= ends[j]! && (!top || wins(r, top))) top = r;
+    }
     if (!top) continue;
     const prev = out[out.length - 1];
     if (prev && prev.region === top && prev.gpa + prev.size === lo) prev.size += hi - lo;
     else out.push({ gpa: lo, size: hi - lo, region: top, offset: lo - top.gpa });
   }
   return out;
+}
+
+/** Inserts `p` into the ascending, duplicate-free `points`, unless it is there already. */
+function insertPoint(points: bigint[], p: bigint): void {
+  let i = points.length;
+  while (i > 0 && points[i - 1]! > p) i--;
+  if (i > 0 && points[i - 1] === p) return;
+  points.push(p); // then shifted into place (splice would allocate its result array)
+  for (let k = points.length - 1; k > i; k--) points[k] = points[k - 1]!;
+  points[i] = p;
 }
 
 /** Binary search in a flat view. */

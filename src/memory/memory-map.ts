@@ -54,8 +54,34 @@ export class MemoryMapError extends Error {
 
 export type NewRegion = Omit<Region, 'id'>;
 
+/** Whether `list` has a memslot with the same range, backing and access as `s`. */
+function listsSlot(list: readonly Omit<MemslotSpec, 'slot'>[], s: Omit<MemslotSpec, 'slot'>): boolean {
+  for (const x of list) if (x.gpa === s.gpa && x.size === s.size && x.hostAddress === s.hostAddress && x.readOnly === s.readOnly) return true;
+  return false;
+}
+
 function hasMemslot(kind: RegionKind): boolean {
   return kind === 'ram' || kind === 'host-mapped';
+}
+
+/**
+ * The decoded regions in id order. An insertion sort into a new array: a handful of regions,
+ * mostly in order already, and Array.prototype.sort allocates its own work arrays on every call
+ * (this runs on every BAR toggle).
+ */
+function byId(decoded: readonly (Region | undefined)[]): Region[] {
+  const out: Region[] = [];
+  for (const r of decoded) {
+    if (r === undefined) continue;
+    let i = out.length;
+    out.push(r);
+    while (i > 0 && out[i - 1]!.id > r.id) {
+      out[i] = out[i - 1]!;
+      i--;
+    }
+    out[i] = r;
+  }
+  return out;
 }
 
 export class MemoryMap {
@@ -65,6 +91,8 @@ export class MemoryMap {
   private readonly regionTable: BigInt64Array;
   private readonly slotTable: BigInt64Array;
   private readonly names: Uint8Array;
+  /** The same bytes as `names`, as a Buffer (to encode names in place). */
+  private readonly nameBytes: Buffer;
   private readonly lock: FutexMutex;
   /** This thread's transaction nesting depth (the lock is held while > 0). */
   private depth = 0;
@@ -76,6 +104,9 @@ export class MemoryMap {
   /** Per table entry: its decoded region and the version it was decoded at. */
   private readonly decoded: (Region | undefined)[] = new Array(MAX_REGIONS).fill(undefined);
   private readonly decodedVersion = new BigInt64Array(MAX_REGIONS);
+  /** Per table entry: the last name decoded there, and its bytes (nameAt()). */
+  private readonly lastNames: (string | undefined)[] = new Array(MAX_REGIONS).fill(undefined);
+  private readonly lastNameBytes = new Uint8Array(MAX_REGIONS * NAME_BYTES);
 
   /** `vm` may be absent in threads that never commit (they only read the map). */
   constructor(
@@ -91,6 +122,7 @@ export class MemoryMap {
     this.slotTable = new BigInt64Array(shared, off, MAX_SLOTS * SLOT_FIELDS);
     off += MAX_SLOTS * SLOT_FIELDS * 8;
     this.names = new Uint8Array(shared, off, MAX_REGIONS * NAME_BYTES);
+    this.nameBytes = Buffer.from(shared, off, MAX_REGIONS * NAME_BYTES);
     this.lock = new FutexMutex(shared, H_LOCK * 4);
   }
 
@@ -177,16 +209,19 @@ export class MemoryMap {
         this.finish();
         return;
       }
-      const guarded = ops.map((op) =>
-        step(op.name, () => {
+      const guarded: Step[] = ops.map((op) => ({
+        get name() {
+          return op.name; // built only when read (commitSteps())
+        },
+        run: () => {
           try {
             op.run();
           } catch (e) {
             this.abort();
             throw e;
           }
-        }),
-      );
+        },
+      }));
       guarded.push(step('memory-map-commit', () => this.finish()));
       return guarded;
     });
@@ -257,9 +292,10 @@ export class MemoryMap {
     t[b + 6] = r.readOnly ? 1n : 0n;
     t[b + 7] = BigInt(r.handler);
     t[b + 8] = this.nextVersion();
-    const nameBytes = Buffer.from(r.name, 'utf8').subarray(0, NAME_BYTES);
+    // Encoded in place (no temporary buffer: a BAR's region is added on every toggle); a name
+    // longer than NAME_BYTES is cut at a character boundary.
     this.names.fill(0, slot * NAME_BYTES, (slot + 1) * NAME_BYTES);
-    this.names.set(nameBytes, slot * NAME_BYTES);
+    this.nameBytes.write(r.name, slot * NAME_BYTES, NAME_BYTES, 'utf8');
     return id;
   }
 
@@ -345,8 +381,6 @@ export class MemoryMap {
         continue;
       }
       if (this.decoded[i] !== undefined && this.decodedVersion[i] === t[b + 8]) continue;
-      const raw = this.names.subarray(i * NAME_BYTES, (i + 1) * NAME_BYTES);
-      const end = raw.indexOf(0);
       this.decoded[i] = {
         id: Number(t[b]),
         kind: KIND_NAMES[String(t[b + 1])]!,
@@ -356,18 +390,34 @@ export class MemoryMap {
         hostAddress: BigInt.asUintN(64, t[b + 5]!),
         readOnly: t[b + 6] === 1n,
         handler: Number(t[b + 7]),
-        name: Buffer.from(raw.subarray(0, end < 0 ? NAME_BYTES : end)).toString('utf8'),
+        name: this.nameAt(i),
       };
       this.decodedVersion[i] = t[b + 8]!;
       changed = true;
     }
     if (changed) {
-      const regions = this.decoded.filter((r): r is Region => r !== undefined);
-      regions.sort((a, b) => a.id - b.id);
-      this.cachedRegions = regions;
+      this.cachedRegions = byId(this.decoded);
       this.viewStale = true;
     }
     this.cachedGeneration = gen;
+  }
+
+  /**
+   * The name in table entry `i`. A BAR's region is removed and added again on every toggle, under
+   * the same name: the last name decoded for the entry is reused while its bytes are unchanged.
+   */
+  private nameAt(i: number): string {
+    const raw = this.names.subarray(i * NAME_BYTES, (i + 1) * NAME_BYTES);
+    const last = this.lastNameBytes.subarray(i * NAME_BYTES, (i + 1) * NAME_BYTES);
+    const cached = this.lastNames[i];
+    let same = cached !== undefined;
+    for (let k = 0; same && k < NAME_BYTES; k++) same = raw[k] === last[k];
+    if (same) return cached!;
+    last.set(raw);
+    const end = raw.indexOf(0);
+    const name = Buffer.from(raw.subarray(0, end < 0 ? NAME_BYTES : end)).toString('utf8');
+    this.lastNames[i] = name;
+    return name;
   }
 
   /** The memslots currently registered with the hypervisor. */
@@ -395,9 +445,11 @@ export class MemoryMap {
 
   /** The memslots the current flat view calls for. */
   desiredSlots(): Omit<MemslotSpec, 'slot'>[] {
-    return this.view()
-      .filter((f) => hasMemslot(f.region.kind))
-      .map((f) => ({ gpa: f.gpa, size: f.size, hostAddress: f.region.hostAddress + f.offset, readOnly: f.region.readOnly }));
+    const out: Omit<MemslotSpec, 'slot'>[] = [];
+    for (const f of this.view()) {
+      if (hasMemslot(f.region.kind)) out.push({ gpa: f.gpa, size: f.size, hostAddress: f.region.hostAddress + f.offset, readOnly: f.region.readOnly });
+    }
+    return out;
   }
 
   /**
@@ -408,19 +460,28 @@ export class MemoryMap {
    */
   commitSteps(): Step[] {
     if (Atomics.load(this.header, H_DIRTY) === 0) return [];
+    // Runs on every BAR toggle: no string keys or sets, and step names only built when read
+    // (schedules and violation reports), to keep the garbage per commit small (issue 14 item 11).
     const want = this.desiredSlots();
-    const key = (s: Omit<MemslotSpec, 'slot'>) => `${s.gpa}:${s.size}:${s.hostAddress}:${s.readOnly}`;
-    const wantKeys = new Set(want.map(key));
     const have = this.slots();
-    const haveKeys = new Set(have.map(key));
     const steps: Step[] = [];
     for (const s of have) {
-      if (wantKeys.has(key(s))) continue;
-      steps.push({ name: `memslot-delete slot=${s.slot} gpa=0x${s.gpa.toString(16)}`, run: () => this.deleteSlot(s) });
+      if (listsSlot(want, s)) continue;
+      steps.push({
+        get name() {
+          return `memslot-delete slot=${s.slot} gpa=0x${s.gpa.toString(16)}`;
+        },
+        run: () => this.deleteSlot(s),
+      });
     }
     for (const s of want) {
-      if (haveKeys.has(key(s))) continue;
-      steps.push({ name: `memslot-add gpa=0x${s.gpa.toString(16)} size=0x${s.size.toString(16)}`, run: () => this.addSlot(s) });
+      if (listsSlot(have, s)) continue;
+      steps.push({
+        get name() {
+          return `memslot-add gpa=0x${s.gpa.toString(16)} size=0x${s.size.toString(16)}`;
+        },
+        run: () => this.addSlot(s),
+      });
     }
     return steps;
   }

@@ -31,6 +31,9 @@ export const COUNTERS = [
   'mmio.coalescedWrites',
   /** Bytes of vCPU-thread diagnostics a closed, full or stalled stderr did not take (src/log.ts). */
   'stderr.droppedBytes',
+  /** Full GCs that worker threads ran themselves (src/vmm/heap-upkeep.ts), and their total pause. */
+  'heap.fullGcs',
+  'heap.fullGcMicros',
 ] as const;
 export type Counter = (typeof COUNTERS)[number];
 

@@ -24,6 +24,7 @@ import { LatencySamples } from './latency';
 import { applyOutcome, type OutcomeLoop, type StopOutcome } from './dispatch';
 import { FaultLatencyParts } from './fault-latency';
 import { ThreadHeaps } from './thread-heaps';
+import { HeapUpkeep } from './heap-upkeep';
 
 export interface VcpuThreadData {
   shared: MachineShared;
@@ -97,6 +98,7 @@ function main(d: VcpuThreadData): void {
   const faultParts = d.faultParts ? new FaultLatencyParts(d.faultParts) : undefined;
   const faultEvents = d.faultEvents && new FaultEventRing(d.faultEvents);
   const heaps = d.heaps && new ThreadHeaps(d.heaps);
+  const upkeep = new HeapUpkeep(machine.stats);
   let iterations = 0;
   const steadyAfter = d.steadyAfterExits ?? -1;
   // The QMP event needs how the fault came (its first exit) and where the access completed (the MMIO
@@ -133,7 +135,11 @@ function main(d: VcpuThreadData): void {
       }
       const { exit, outcome } = runner.run();
       if (++iterations === steadyAfter) control.markSteadyStart(d.index);
-      if (heaps && (iterations & 1023) === 0) heaps.maybePublish(1 + d.index);
+      if ((iterations & 1023) === 0) {
+        // This thread never returns to its event loop: its full GCs happen here (heap-upkeep.ts).
+        upkeep.maybeCollect();
+        heaps?.maybePublish(1 + d.index);
+      }
       if (faultEvents) {
         if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
           faultKind ??= exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault';

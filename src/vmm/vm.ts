@@ -19,6 +19,7 @@ import { LatencySamples } from './latency';
 import { FaultEventRing } from './fault-events';
 import { FaultLatencyParts } from './fault-latency';
 import { ThreadHeaps } from './thread-heaps';
+import { startMallocTrimming } from './heap-upkeep';
 import { buildLinuxVm } from './linux-vm';
 import type { LinuxBootFiles } from '../boot/linux/linux-boot';
 import { buildBuiltinVm, type VmParts } from './builtin-vm';
@@ -60,6 +61,7 @@ export class Vm {
   readonly bars: Map<string, Map<number, bigint>>;
   private readonly pool: VcpuPool;
   private startedAt = 0;
+  private stopTrimming = () => {};
   private closed = false;
 
   private constructor(
@@ -122,6 +124,7 @@ export class Vm {
     if (!opts.paused) this.machine.runState.transition('running');
     this.startedAt = performance.now();
     this.consoleOutput.start();
+    this.stopTrimming = startMallocTrimming();
     this.pool.start({
       shared: this.machine.shared,
       vmFd: this.kvmVm.fd,
@@ -176,6 +179,7 @@ export class Vm {
       if (this.pool.allThreadsGone()) break;
     }
     await this.pool.stop();
+    this.stopTrimming();
     await this.consoleOutput.stop();
     return { state: rs.state, exitCode: rs.exitCode, wallSeconds: (performance.now() - this.startedAt) / 1000 };
   }
@@ -189,6 +193,7 @@ export class Vm {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stopTrimming(); // (wait() stops it too; a VM closed without wait() must not keep it)
     closeVcpus(this.vcpus);
     this.kvmVm.close();
     this.system.close();

@@ -252,7 +252,9 @@ export class PciConfigSpace {
 
   bars(): BarState[] {
     const command = this.command();
-    return this.layout.bars.map((bar) => this.barState(bar, command));
+    const out: BarState[] = [];
+    for (const bar of this.layout.bars) out.push(this.barState(bar, command));
+    return out;
   }
 
   bar(index: number): BarState | undefined {
@@ -280,14 +282,16 @@ export class PciConfigSpace {
     const low = this.view.getUint32(register, true);
     const high = bar.kind === 'mem64' ? this.view.getUint32(register + 4, true) : 0;
     const addressLow = (low & (bar.kind === 'io' ? PCI_BASE_ADDRESS_IO_MASK : PCI_BASE_ADDRESS_MEM_MASK)) >>> 0;
-    const address = (BigInt(high) << 32n) | BigInt(addressLow);
+    // (Read on every BAR toggle and slow-path exit: plain loops and one bigint where one will do.)
+    const address = high === 0 ? BigInt(addressLow) : (BigInt(high) << 32n) | BigInt(addressLow);
     // A register reads back its full mask only while being sized. (For the largest BAR a 32-bit
     // register allows, or one placed at the very top of its space, a real address looks the same;
     // no firmware puts a BAR there.)
-    const sizing = bar.registerMasks.some((mask, k) => {
-      const value = k === 0 ? low : high;
-      return mask !== 0 && (value & mask) >>> 0 === mask;
-    });
+    let sizing = false;
+    for (let k = 0; k < bar.registerMasks.length && !sizing; k++) {
+      const mask = bar.registerMasks[k]!;
+      sizing = mask !== 0 && ((k === 0 ? low : high) & mask) >>> 0 === mask;
+    }
     const enableBit = bar.kind === 'io' ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY;
     const decoding = (command & enableBit) !== 0 && address !== 0n && !sizing;
     return { index: bar.index, kind: bar.kind, size: bar.size, prefetchable: bar.prefetchable, address, sizing, decoding };

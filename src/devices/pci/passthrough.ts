@@ -122,6 +122,8 @@ export class PassthroughDevice implements PciFunction {
   private readonly stats: CounterSink;
   /** The PCI slot the host bridge attached this function at (bus 0, function 0), for traces. */
   slot = 0;
+  /** Step names, built once: a BAR toggle's steps are made on every config write. */
+  private readonly stepNames: { deviceWrite: string; emulated: string; mapUpdate: string; unmap: string };
 
   constructor(p: PassthroughDeviceParts) {
     this.name = p.name;
@@ -132,6 +134,12 @@ export class PassthroughDevice implements PciFunction {
     this.handlerIds = p.handlerIds;
     this.stats = p.stats;
     this.options = p.options;
+    this.stepNames = {
+      deviceWrite: `${this.name}: device-config-write`,
+      emulated: `${this.name}: emulated-config-update`,
+      mapUpdate: `${this.name}: sync-bar-regions`,
+      unmap: `${this.name}: sync-bar-regions (decode off)`,
+    };
     this.slowPaths = new Map([...p.handlerIds.keys()].map((i) => [i, new BarSlowPath({ device: this, index: i, stats: p.stats, rules: p.slowPathRules })]));
   }
 
@@ -148,8 +156,8 @@ export class PassthroughDevice implements PciFunction {
 
   /** The steps of a guest config write, in the configured order (see the file comment). */
   configWriteSteps(offset: number, size: 1 | 2 | 4, value: number): Step[] {
-    const deviceWrite = step(`${this.name}: device-config-write`, () => this.host.configWrite(offset, size, value));
-    const emulated = step(`${this.name}: emulated-config-update`, () => {
+    const deviceWrite = step(this.stepNames.deviceWrite, () => this.host.configWrite(offset, size, value));
+    const emulated = step(this.stepNames.emulated, () => {
       const effect = this.config.write(offset, size, value);
       if ((effect.commandBefore ^ effect.commandAfter) & PCI_COMMAND_MEMORY) this.stats.add('pci.barToggles');
     });
@@ -159,7 +167,7 @@ export class PassthroughDevice implements PciFunction {
     const mapUpdate = this.syncBarRegionsSteps(false)[0]!;
     const clearsMemory = this.config.memoryEnabled() && (commandAfterWrite(this.config.command(), offset, size, value) & PCI_COMMAND_MEMORY) === 0;
     if (clearsMemory && this.options.barOrder === 'unmap-first' && !this.options.keepMemslotOnDecodeOff) {
-      const unmap = this.memoryMap.transaction(`${this.name}: sync-bar-regions (decode off)`, () => this.syncBarRegions(true));
+      const unmap = this.memoryMap.transaction(this.stepNames.unmap, () => this.syncBarRegions(true));
       return [unmap, deviceWrite, emulated, mapUpdate];
     }
     return [deviceWrite, emulated, mapUpdate];
@@ -172,7 +180,8 @@ export class PassthroughDevice implements PciFunction {
   /** The memory-map region of a BAR, if it has one. */
   private regionOf(index: number) {
     const h = this.handlerId(index);
-    return this.memoryMap.regions().find((r) => r.handler === h && r.kind !== 'ram');
+    for (const r of this.memoryMap.regions()) if (r.handler === h && r.kind !== 'ram') return r;
+    return undefined;
   }
 
   /** Whether a decoding BAR may be mapped: inside the host bridge's window, page aligned. */
@@ -185,7 +194,7 @@ export class PassthroughDevice implements PciFunction {
    * line (a single Step: nothing is locked until it runs). A sync that changes nothing issues no ioctl.
    */
   syncBarRegionsSteps(forceDecodeOff: boolean): Step[] {
-    return [this.memoryMap.transaction(`${this.name}: sync-bar-regions`, () => this.syncBarRegions(forceDecodeOff))];
+    return [this.memoryMap.transaction(this.stepNames.mapUpdate, () => this.syncBarRegions(forceDecodeOff))];
   }
 
   /**
@@ -256,12 +265,17 @@ export class PassthroughDevice implements PciFunction {
     return this.config
       .bars()
       .filter((b) => b.kind !== 'io')
-      .map((bar) => ({
-        device: this,
-        bar,
-        hostAccessible: this.host.mappingAccessible(bar.index),
-        hostMapped: this.regionOf(bar.index)?.kind === 'host-mapped',
-      }));
+      .map((bar) => this.infoOf(bar));
+  }
+
+  /** barInfo() of one memory BAR (a slow-path exit needs only its own: no array of all of them). */
+  barInfoOf(index: number): PassthroughBarInfo | undefined {
+    const bar = this.config.bar(index);
+    return bar && bar.kind !== 'io' ? this.infoOf(bar) : undefined;
+  }
+
+  private infoOf(bar: BarState): PassthroughBarInfo {
+    return { device: this, bar, hostAccessible: this.host.mappingAccessible(bar.index), hostMapped: this.regionOf(bar.index)?.kind === 'host-mapped' };
   }
 
   /** The BAR whose programmed range overlaps [gpa, gpa+size), decoding or not. */
@@ -319,7 +333,7 @@ export class BarSlowPath implements MmioHandler {
 
   /** The VMM's rules decide whether this exit came through a stale memslot (SlowPathRules.needsBarSync()). */
   private syncBarRegionsIfStale(): DeviceEffect | undefined {
-    const info = this.device.barInfo().find((b) => b.bar.index === this.index);
+    const info = this.device.barInfoOf(this.index);
     if (!this.rules.needsBarSync(info, this.device.options.keepMemslotOnDecodeOff === true)) return undefined;
     this.stats.add('fault.emulatedMmioRecovered');
     return stepsEffect(this.device.syncBarRegionsSteps(false));
