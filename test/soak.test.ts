@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseDuration, soakFailed, soakVerdict, type SoakSample } from '../src/cli/soak';
+import { parseDuration, soakFailed, soakFindings, soakVerdict, type SoakSample } from '../src/cli/soak';
 import { kvmSkip } from './kvm-available';
 import { runRaceJson } from './cli';
 
@@ -26,6 +26,15 @@ const s = (atSeconds: number, rssKiB: number, fds = 20, threads = 10): SoakSampl
   fds,
   threads,
   mappings: 100,
+});
+
+test('the findings keep each part apart, so CI can tell an RSS-only verdict from fd or thread growth', () => {
+  const rssOnly = soakFindings([s(0, 50_000), s(60, 100_000), s(120, 105_000), s(180, 111_000)]);
+  assert.deepEqual(Object.keys(rssOnly), ['rssHigh']);
+  const fdsToo = soakFindings([s(0, 50_000), s(60, 100_000, 20), s(120, 111_000, 23), s(180, 100_000, 20)]);
+  assert.deepEqual(Object.keys(fdsToo).sort(), ['fds', 'rssHigh']);
+  assert.deepEqual(Object.keys(soakFindings([s(0, 1), s(60, 1)])), ['tooShort']);
+  assert.deepEqual(soakFindings([s(0, 50_000), s(60, 100_000), s(120, 101_000), s(180, 99_000)]), {});
 });
 
 test('the verdict ignores start-up, allows ±10 % RSS and 2 more fds/threads, and names what moved', () => {

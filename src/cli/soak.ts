@@ -97,31 +97,46 @@ export function sampleProcess(atSeconds: number, heaps?: ThreadHeaps): SoakSampl
   return sample;
 }
 
-/** The verdict on a series of samples (see the header comment). */
-export function soakVerdict(samples: readonly SoakSample[]): string {
-  if (samples.length < 3) return `too short: ${samples.length} sample(s); a verdict needs 3 (one baseline after start-up and two more)`;
+/** What a series of samples breaks of the rule, one message per part (see the header comment). */
+export interface SoakFindings {
+  /** Fewer than 3 samples: no verdict. */
+  tooShort?: string;
+  rssHigh?: string;
+  rssLow?: string;
+  fds?: string;
+  threads?: string;
+}
+
+export function soakFindings(samples: readonly SoakSample[]): SoakFindings {
+  if (samples.length < 3) return { tooShort: `too short: ${samples.length} sample(s); a verdict needs 3 (one baseline after start-up and two more)` };
   // The baseline: the first sample after the first minute when at least two follow it, else the
   // second sample (short soaks, fine sampling).
   let b = samples.findIndex((x) => x.atSeconds >= SOAK_WARMUP_SECONDS);
   if (b < 1 || b > samples.length - 3) b = 1;
   const base = samples[b]!;
   const later = samples.slice(b + 1);
-  const growth: string[] = [];
+  const found: SoakFindings = {};
   const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
   const rss = worst((s) => s.rssKiB);
   if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK))
-    growth.push(`RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`);
+    found.rssHigh = `RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`;
   const low = worst((s) => -s.rssKiB);
-  const fall =
-    low.rssKiB < base.rssKiB * (1 - SOAK_RSS_SLACK)
-      ? `RSS ${base.rssKiB} -> ${low.rssKiB} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)`
-      : undefined;
+  if (low.rssKiB < base.rssKiB * (1 - SOAK_RSS_SLACK))
+    found.rssLow = `RSS ${base.rssKiB} -> ${low.rssKiB} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)`;
   const fds = worst((s) => s.fds);
-  if (fds.fds > base.fds + SOAK_COUNT_SLACK) growth.push(`fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`);
+  if (fds.fds > base.fds + SOAK_COUNT_SLACK) found.fds = `fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`;
   const threads = worst((s) => s.threads);
-  if (threads.threads > base.threads + SOAK_COUNT_SLACK) growth.push(`threads ${base.threads} -> ${threads.threads} at ${threads.atSeconds} s`);
-  if (growth.length > 0) return `growing: ${[...growth, ...(fall ? [fall] : [])].join('; ')}`;
-  return fall ? `not flat: ${fall}` : 'flat';
+  if (threads.threads > base.threads + SOAK_COUNT_SLACK) found.threads = `threads ${base.threads} -> ${threads.threads} at ${threads.atSeconds} s`;
+  return found;
+}
+
+/** The verdict on a series of samples (see the header comment). */
+export function soakVerdict(samples: readonly SoakSample[]): string {
+  const f = soakFindings(samples);
+  if (f.tooShort) return f.tooShort;
+  const growth = [f.rssHigh, f.fds, f.threads].filter((x) => x !== undefined);
+  if (growth.length > 0) return `growing: ${[...growth, ...(f.rssLow ? [f.rssLow] : [])].join('; ')}`;
+  return f.rssLow ? `not flat: ${f.rssLow}` : 'flat';
 }
 
 export class SoakSampler {
