@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { allOnes, completeMmioRead, decodeExit, ExitScratch } from '../src/kvm/exit';
+import { completeMmioRead, decodeExit, ExitScratch } from '../src/kvm/exit';
+import { allOnes } from '../src/access-width';
 import { readLe, writeLe } from '../src/le-bytes';
 import { ExitReason, Run } from '../src/kvm/constants';
 

@@ -3,8 +3,9 @@
 import { ExitReason, KVM_EXIT_IO_OUT, Run } from './constants';
 import { readLe, writeLe } from '../le-bytes';
 import { EAGAIN, EFAULT, EHWPOISON, EINTR, EIO } from '../errno';
-
-export { allOnes } from '../access-width';
+// No re-exports in this module: TypeScript compiles one into a getter defined over a data property,
+// which puts the CommonJS exports object in V8's dictionary mode, and every decodeExit() call from
+// another module then went through a generic property load (a builtin call per exit; issue 10).
 
 export type VcpuExit =
   | { kind: 'io'; direction: 'in' | 'out'; size: 1 | 2 | 4; port: number; count: number; dataOffset: number }

@@ -66,29 +66,15 @@ export class VcpuRunner {
     readonly vcpu: HypervisorVcpu,
     readonly machine: Machine,
   ) {
-    const runner = this;
     this.ring = vcpu.runPage.byteLength >= 3 * 4096 ? new CoalescedRing(vcpu.runPage) : undefined;
-    this.dispatchState = {
-      vcpu: vcpu.index,
-      runPage: vcpu.runPage,
-      guard: this.guard,
-      get revocationGenerationAtEntry() {
-        return runner.revocationGenerationAtEntry;
-      },
-      get memoryMapGenerationAtEntry() {
-        return runner.memoryMapGenerationAtEntry;
-      },
-      barRevokedAtEntry: this.barRevokedAtEntry,
-      get faultBarHint() {
-        return runner.faultBarHint;
-      },
-    };
+    this.dispatchState = new RunnerDispatchState(this);
   }
 
   /**
    * Whether this vCPU may enter KVM_RUN now: not once the VM reached a terminal state (a stop on any
-   * vCPU, a bugged VM). The vCPU loop's top asks it before every entry (vcpu-thread.ts, and the
-   * simulator's vCPU actors), so a thread never re-enters a VM that another thread stopped.
+   * vCPU, a bugged VM). The vCPU loop's top asks it before every entry (the simulator's vCPU actors;
+   * vcpu-thread.ts makes the same check on the run state it reads there anyway), so a thread never
+   * re-enters a VM that another thread stopped.
    */
   mayEnter(): boolean {
     return !isTerminal(this.machine.runState.state);
@@ -330,5 +316,36 @@ export class VcpuRunner {
     r.exit = exit;
     r.outcome = outcome;
     return r;
+  }
+}
+
+/**
+ * What dispatch sees of a runner. A class, not an object literal with getters: V8 keeps such a
+ * literal in dictionary mode, and every exit read its fields through a generic load (a builtin call
+ * each; seen in perf profiles of the exit path, issue 10).
+ */
+class RunnerDispatchState implements VcpuDispatchState {
+  readonly vcpu: number;
+  readonly runPage: DataView;
+  readonly guard: RefaultGuard;
+  readonly barRevokedAtEntry: (b: PassthroughBarInfo) => boolean;
+
+  constructor(private readonly runner: VcpuRunner) {
+    this.vcpu = runner.vcpu.index;
+    this.runPage = runner.vcpu.runPage;
+    this.guard = runner.guard;
+    this.barRevokedAtEntry = runner.barRevokedAtEntry;
+  }
+
+  get revocationGenerationAtEntry(): number {
+    return this.runner.revocationGenerationAtEntry;
+  }
+
+  get memoryMapGenerationAtEntry(): number {
+    return this.runner.memoryMapGenerationAtEntry;
+  }
+
+  get faultBarHint(): BarRef | undefined {
+    return this.runner.faultBarHint;
   }
 }

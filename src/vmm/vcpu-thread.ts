@@ -134,8 +134,10 @@ function main(d: VcpuThreadData): void {
   /** Runs exits until `iterations` reaches `until`; false once the loop is over (a stop, a terminal state, this vCPU done). */
   const runExits = (until: number): boolean => {
     while (iterations < until) {
-      if (control.stopRequested(d.index) || !runner.mayEnter()) return false;
+      // One read of the run state for both checks (runner.mayEnter()'s, and paused): each is an
+      // Atomics.load, a builtin call in Node 20's V8.
       const held = machine.runState.state;
+      if (control.stopRequested(d.index) || isTerminal(held)) return false;
       if (held === 'paused' || held === 'prelaunch') {
         // QMP `stop` (Vm.pause() set the state, then kicked us out of KVM_RUN) or `--paused`
         // (QEMU's -S): stay out of KVM_RUN until the state changes (cont, or a terminal state).
