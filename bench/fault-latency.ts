@@ -3,17 +3,18 @@
 //
 // Both clocks run from KVM_RUN's return with EFAULT to the return of that vCPU's next MMIO exit (the
 // retried access completing as an Unsupported Request). tsvmm: `node bin/tsvmm.js race --bar-order
-// qemu --toggles T --json`, its faultToCompletionMicros (src/vmm/fault-latency.ts). C: kvm-fault
-// --deleter race on a boot image of the very race VM tsvmm builds (2 vCPUs, the race guest, the shm
-// function's BARs at the same addresses), doing what tsvmm does: the toggler revokes the BAR
-// mappings (mprotect PROT_NONE) and deletes the BAR memslots, and a faulting accessor deletes its
-// BAR's memslot itself if it comes first, then re-enters. Each round runs C, tsvmm, C; the C figure
-// of a round is the lower of its two medians, so drift on a shared host counts against tsvmm.
+// qemu --toggles T --json`, its faultToCompletionMicros (src/vmm/fault-latency.ts). C: `kvm-fault
+// --deleter faulter --toggler-waits fault` on a boot image of the very race VM tsvmm builds (2 vCPUs,
+// the race guest, the shm function's BARs at the same addresses), doing what tsvmm does in nearly
+// every fault of that race: the toggler revokes the BAR mappings (mprotect PROT_NONE) inside its
+// config write, the accessor's KVM_RUN fails with EFAULT, the accessor deletes its BAR's memslot and
+// re-enters while the toggler deletes the other BAR's. Each round runs C, tsvmm, C; the C figure of
+// a round is the lower of its two medians, so drift on a shared host counts against tsvmm.
 //
-// Alone (`node dist/bench/fault-latency.js [--runs N] [--toggles T] [--variants] [--json]`) it also
-// runs the C variants that tell where the floor's time goes (--variants): the faulting vCPU always
-// deleting itself (faulter), the same with the other vCPU kept out of KVM_RUN meanwhile
-// (faulter, toggler waits), and the toggler always deleting (other).
+// Alone (`node dist/bench/fault-latency.js [--runs N] [--toggles T] [--variants] [--json]`) it runs
+// those rounds, or with --variants the C variants that tell where the floor's time goes: who deletes
+// the faulting BAR's memslot (the faulting vCPU, the other, whoever comes first) and whether the
+// other vCPU is in KVM_RUN meanwhile (bench/kvm-fault.c's header).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,10 +28,11 @@ export const C_FAULT = path.join(ROOT, 'build/bench/kvm-fault');
 const TSVMM = process.env.TSVMM_FAULT_BIN ?? path.join(ROOT, 'bin/tsvmm.js');
 
 export type Deleter = 'race' | 'faulter' | 'other';
+export type TogglerWaits = 'none' | 'fault' | 'completion';
 
 export interface CFaultResult {
   deleter: Deleter;
-  togglerWaits: boolean;
+  togglerWaits: TogglerWaits;
   toggles: number;
   faults: number;
   intervals: number;
@@ -44,6 +46,8 @@ export interface CFaultResult {
   };
   faulterDeleteMicros: { samples: number; median: number; p99: number };
   togglerDeleteMicros: { samples: number; median: number; p99: number };
+  revocationMicros: { samples: number; median: number; p99: number };
+  faulterDeletesDuringRevocation: number;
   guest: { accesses: number; urReads: number; scratchStale: number; badValues: number };
 }
 
@@ -74,19 +78,14 @@ export function raceBootImage(file: string, toggles: number): { gpa: bigint; siz
   }
 }
 
-export function runCFault(image: string, bars: { gpa: bigint; size: bigint }[], deleter: Deleter, togglerWaits = false): CFaultResult {
-  const args = [
-    '--deleter',
-    deleter,
-    ...(togglerWaits ? ['--toggler-waits'] : []),
-    ...bars.flatMap((b) => ['--bar', `0x${b.gpa.toString(16)}:0x${b.size.toString(16)}`]),
-  ];
+export function runCFault(image: string, bars: { gpa: bigint; size: bigint }[], deleter: Deleter, togglerWaits: TogglerWaits = 'none'): CFaultResult {
+  const args = ['--deleter', deleter, '--toggler-waits', togglerWaits, ...bars.flatMap((b) => ['--bar', `0x${b.gpa.toString(16)}:0x${b.size.toString(16)}`])];
   const out = execFileSync(C_FAULT, [...args, image], { encoding: 'utf8' });
   return JSON.parse(out.trim().split('\n').pop()!) as CFaultResult;
 }
 
-export function runTsvmmRace(toggles: number): TsvmmFaultResult {
-  const out = execFileSync(process.execPath, [TSVMM, 'race', '--bar-order', 'qemu', '--toggles', String(toggles), '--json'], { encoding: 'utf8' });
+export function runTsvmmRace(toggles: number, bin = TSVMM): TsvmmFaultResult {
+  const out = execFileSync(process.execPath, [bin, 'race', '--bar-order', 'qemu', '--toggles', String(toggles), '--json'], { encoding: 'utf8' });
   const r = JSON.parse(out) as { badValues: number; vmDeaths: number; faultToCompletionMicros?: TsvmmFaultResult };
   if (r.badValues > 0 || r.vmDeaths > 0) throw new Error(`tsvmm race failed: ${r.badValues} bad values, ${r.vmDeaths} VM deaths`);
   if (!r.faultToCompletionMicros) throw new Error('tsvmm race recovered no fault: no fault-to-completion figure');
@@ -100,17 +99,22 @@ export interface FaultRound {
   ratio: number;
 }
 
-/** `runs` rounds of C, tsvmm, C (kvm-fault --deleter race, 2 vCPUs, `toggles` toggles each). */
+/** A C run with fewer intervals than this has no median worth comparing (too few faults). */
+const MIN_INTERVALS = 50;
+
+/** `runs` rounds of C, tsvmm, C (2 vCPUs, `toggles` toggles each). */
 export function measureFaultLatency(runs: number, toggles: number, dir: string, onRound?: () => void): FaultRound[] {
   if (!fs.existsSync(C_FAULT)) throw new Error(`the C floor ${C_FAULT} is not built: run \`npm run build\``);
   const image = path.join(dir, 'race-fault.img');
   const bars = raceBootImage(image, toggles);
   const rounds: FaultRound[] = [];
   for (let i = 0; i < runs; i++) {
-    const c1 = runCFault(image, bars, 'race');
+    const c1 = runCFault(image, bars, 'faulter', 'fault');
     const t = runTsvmmRace(toggles);
-    const c2 = runCFault(image, bars, 'race');
-    const c = c1.faultToCompletionMicros.median <= c2.faultToCompletionMicros.median ? c1 : c2;
+    const c2 = runCFault(image, bars, 'faulter', 'fault');
+    const ok = [c1, c2].filter((c) => c.intervals >= MIN_INTERVALS);
+    if (ok.length === 0) throw new Error(`the C floor recovered ${c1.intervals} and ${c2.intervals} faults in ${toggles} toggles: fewer than ${MIN_INTERVALS}`);
+    const c = ok.reduce((a, b) => (b.faultToCompletionMicros.median < a.faultToCompletionMicros.median ? b : a));
     rounds.push({ tsvmm: t, c, ratio: t.median / c.faultToCompletionMicros.median });
     onRound?.();
   }
@@ -164,11 +168,12 @@ async function main(): Promise<void> {
       const image = path.join(dir, 'race-fault.img');
       const bars = raceBootImage(image, toggles);
       const all: Record<string, CFaultResult[]> = {};
-      const kinds: [string, Deleter, boolean][] = [
-        ['race', 'race', false],
-        ['faulter', 'faulter', false],
-        ['faulter, toggler waits', 'faulter', true],
-        ['other', 'other', false],
+      const kinds: [string, Deleter, TogglerWaits][] = [
+        ['faulter, waits fault (floor)', 'faulter', 'fault'],
+        ['faulter, waits completion', 'faulter', 'completion'],
+        ['faulter, waits none', 'faulter', 'none'],
+        ['other', 'other', 'none'],
+        ['race', 'race', 'none'],
       ];
       for (let i = 0; i < runs; i++) for (const [name, d, w] of kinds) (all[name] ??= []).push(runCFault(image, bars, d, w));
       if (json) {
@@ -180,10 +185,11 @@ async function main(): Promise<void> {
         const r = all[name]!;
         const m = (f: (x: CFaultResult) => number) => range(r.map(f));
         process.stdout.write(
-          `${name.padEnd(24)} total ${m((x) => x.faultToCompletionMicros.median)}, p99 ${m((x) => x.faultToCompletionMicros.p99)}; ` +
+          `${name.padEnd(30)} total ${m((x) => x.faultToCompletionMicros.median)}, p99 ${m((x) => x.faultToCompletionMicros.p99)}; ` +
             `lock wait ${m((x) => x.faultToCompletionMicros.medianParts.lockWait)}, delete ${m((x) => x.faultToCompletionMicros.medianParts.delete)}, ` +
             `re-entry ${m((x) => x.faultToCompletionMicros.medianParts.reentry)}; deletes: faulter ${m((x) => x.faulterDeleteMicros.median)} (n ${m((x) => x.faulterDeleteMicros.samples)}), ` +
-            `toggler ${m((x) => x.togglerDeleteMicros.median)} (n ${m((x) => x.togglerDeleteMicros.samples)}); intervals ${m((x) => x.intervals)}\n`,
+            `toggler ${m((x) => x.togglerDeleteMicros.median)} (n ${m((x) => x.togglerDeleteMicros.samples)}); revocation ${m((x) => x.revocationMicros.median)}, ` +
+            `faulter deletes during it ${m((x) => x.faulterDeletesDuringRevocation)}; intervals ${m((x) => x.intervals)}\n`,
         );
       }
       return;

@@ -18,29 +18,37 @@
 //   - KVM_RUN failing with EFAULT on the accessor: the recovery this program measures (below);
 //   - the control device's VCPU_DONE write ends a vCPU's thread; anything else is fatal.
 //
-// The recovery, by --deleter:
-//   race     (default; tsvmm's --bar-order qemu) the toggler, after revoking, deletes the BAR
-//            memslots under the map lock; an accessor that faults takes the map lock and deletes its
-//            BAR's memslot if it is still there (whoever comes first deletes), then re-enters.
-//   faulter  the toggler only revokes; the faulting accessor deletes the memslot itself. With
-//            --toggler-waits the toggler stays out of KVM_RUN (in user space) from its revocation
-//            until the accessor's fault completed (or 5 ms passed), so no other vCPU is in KVM_RUN
-//            while the accessor deletes.
-//   other    the toggler takes the map lock before it revokes and deletes the memslots before it
-//            releases it; a faulting accessor waits for the lock and only re-enters.
+// The recovery: the accessor's KVM_RUN fails with EFAULT; under the map lock the BAR's memslot is
+// deleted (by --deleter's choice of thread), and the accessor re-enters. Who deletes:
+//   faulter  (default) the faulting accessor deletes its BAR's memslot itself; the toggler deletes the other BAR
+//            memslots (tsvmm's lock-free retry: `race --bar-order qemu` reports nearly every fault
+//            recovered without the lock, the faulting vCPU trapping its BAR while the toggler's
+//            config write then deletes the rest);
+//   other    the toggler takes the map lock before it revokes and deletes every BAR memslot before it
+//            releases it; a faulting accessor waits for the lock and only re-enters;
+//   race     the toggler deletes every BAR memslot still there after revoking; a faulting accessor
+//            deletes its BAR's memslot if it comes first.
+// --toggler-waits (faulter, race): after revoking, the toggler stays out of KVM_RUN, in user space,
+// until the accessor got its EFAULT (fault) or until that access completed (completion), at most
+// 5 ms, before it deletes its memslots and returns to the guest; none (default): it goes on at once.
+// `faulter --toggler-waits fault` is tsvmm's usual sequence: its toggler is still inside the config
+// write (user space) when the accessor faults, and deletes the other BAR's memslot once the
+// accessor's delete is done, while the accessor re-enters.
 // Clocks (CLOCK_MONOTONIC) run from KVM_RUN's return with EFAULT to the return of the accessor's
 // next MMIO exit (the retried access completing as UR: the same interval tsvmm's
 // faultToCompletionMicros measures; several faults before that exit are one interval). Its parts:
 // lockWait (the map lock), delete (the accessor's own KVM_SET_USER_MEMORY_REGION, 0 when none),
 // reentry (the rest: the next KVM_RUN up to its MMIO exit). Deletes the toggler issues are timed
 // apart. At the end it prints one JSON line:
-//   {"deleter": D, "togglerWaits": B, "toggles": T, "faults": F, "intervals": N,
+//   {"deleter": D, "togglerWaits": W, "toggles": T, "faults": F, "intervals": N,
 //    "faultToCompletionMicros": {"median", "p99", "min", "max", "medianParts": {lockWait, delete, reentry},
 //                                "p99Parts": {...}},
 //    "faulterDeleteMicros": {"samples", "median", "p99"}, "togglerDeleteMicros": {"samples", "median", "p99"},
+//    "revocationMicros": {...} (the toggler's mprotect(PROT_NONE) of every BAR), "faulterDeletesDuringRevocation": K
+//    (accessor deletes begun while those mprotect calls were still running),
 //    "guest": {"accesses", "urReads", "badValues", "scratchStale"}}
 //
-//   kvm-fault [--deleter race|faulter|other] [--toggler-waits] --bar GPA:SIZE [--bar GPA:SIZE]... IMAGE
+//   kvm-fault [--deleter race|faulter|other] [--toggler-waits none|fault|completion] --bar GPA:SIZE [--bar GPA:SIZE]... IMAGE
 //
 // Exit status: 0 success, 1 bad image, unexpected guest behaviour, a bad value the guest saw or KVM
 // failure, 2 no /dev/kvm, 64 usage.
@@ -128,8 +136,10 @@ static uint64_t control_base;
 static uint8_t *ram;
 static struct bar bars[MAX_BARS];
 static unsigned nbars;
-static enum deleter deleter = DELETER_RACE;
-static int toggler_waits;
+static enum deleter deleter = DELETER_FAULTER;
+enum wait { WAIT_NONE, WAIT_FAULT, WAIT_COMPLETION };
+static const char *const wait_names[] = {"none", "fault", "completion"};
+static enum wait toggler_waits = WAIT_NONE;
 static uint32_t config_address; /* the toggler's last 0xcf8 write (toggler thread only) */
 static uint16_t command = PCI_COMMAND_MEMORY;
 static uint32_t bdf;
@@ -138,11 +148,14 @@ static pthread_mutex_t device_lock = PTHREAD_MUTEX_INITIALIZER;
 static int memory_enabled = 1; /* under device_lock */
 /* The VMM's memory-map lock: memslot changes. */
 static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
-static atomic_uint_fast64_t faults_completed;
-static uint64_t efaults; /* accessor thread only */
+static atomic_uint_fast64_t faults_seen;      /* EFAULTs the accessor got (counted before it takes the map lock) */
+static atomic_uint_fast64_t faults_completed; /* fault intervals ended by the MMIO exit */
+static uint64_t efaults;                     /* accessor thread only */
+static atomic_int revoking;                  /* the toggler is inside its mprotect(PROT_NONE) calls */
+static uint64_t deletes_during_revocation;   /* accessor thread only */
 static pthread_barrier_t start_barrier;
 
-static struct samples total, lock_wait, faulter_delete, reentry, faulter_deletes, toggler_deletes;
+static struct samples total, lock_wait, faulter_delete, reentry, faulter_deletes, toggler_deletes, revocations;
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -245,6 +258,12 @@ static void set_mappings(int prot) {
     if (mprotect(bars[i].host, bars[i].size, prot) < 0) die("mprotect BAR at 0x%" PRIx64 ": %s", bars[i].gpa, strerror(errno));
 }
 
+/* Waits (in user space, out of KVM_RUN) until *counter moves from `before`, at most 5 ms. */
+static void wait_for(atomic_uint_fast64_t *counter, uint64_t before) {
+  double until = now_us() + 5000;
+  while (atomic_load(counter) == before && now_us() < until) sched_yield();
+}
+
 /* The toggler's COMMAND write: the host side, then the VMM's memslots (the file comment). */
 static void write_command(uint16_t value) {
   int was = (command & PCI_COMMAND_MEMORY) != 0, now = (value & PCI_COMMAND_MEMORY) != 0;
@@ -252,21 +271,22 @@ static void write_command(uint16_t value) {
   if (was == now) return;
   if (!now) {
     if (deleter == DELETER_OTHER) pthread_mutex_lock(&map_lock);
-    uint64_t before = atomic_load(&faults_completed);
+    uint64_t seen = atomic_load(&faults_seen), completed = atomic_load(&faults_completed);
     pthread_mutex_lock(&device_lock);
     memory_enabled = 0;
+    double t0 = now_us();
+    atomic_store(&revoking, 1);
     set_mappings(PROT_NONE);
+    atomic_store(&revoking, 0);
+    add_sample(&revocations, now_us() - t0);
     pthread_mutex_unlock(&device_lock);
-    if (deleter == DELETER_RACE) pthread_mutex_lock(&map_lock);
-    if (deleter != DELETER_FAULTER) {
-      for (unsigned i = 0; i < nbars; i++)
-        if (bars[i].slot_present) add_sample(&toggler_deletes, delete_slot(i));
-      pthread_mutex_unlock(&map_lock);
-    }
-    if (toggler_waits) {
-      double until = now_us() + 5000;
-      while (atomic_load(&faults_completed) == before && now_us() < until) sched_yield();
-    }
+    if (toggler_waits == WAIT_FAULT) wait_for(&faults_seen, seen);
+    if (toggler_waits == WAIT_COMPLETION) wait_for(&faults_completed, completed);
+    if (deleter != DELETER_OTHER) pthread_mutex_lock(&map_lock);
+    /* faulter: BAR0's memslot is the faulting vCPU's to delete; the others are still the toggler's. */
+    for (unsigned i = deleter == DELETER_FAULTER ? 1 : 0; i < nbars; i++)
+      if (bars[i].slot_present) add_sample(&toggler_deletes, delete_slot(i));
+    pthread_mutex_unlock(&map_lock);
     return;
   }
   pthread_mutex_lock(&device_lock);
@@ -357,6 +377,7 @@ static void *vcpu_thread(void *arg) {
       if (errno != EFAULT || v->index == 0) die("vCPU %d: KVM_RUN failed: %s", v->index, strerror(errno));
       /* The recovery: the map lock, the BAR's memslot deleted if still there, then re-entry. */
       efaults++;
+      atomic_fetch_add(&faults_seen, 1);
       if (!pending) {
         pending = 1;
         start = t_ret;
@@ -366,6 +387,7 @@ static void *vcpu_thread(void *arg) {
       double t_locked = now_us();
       waited += t_locked - t_ret;
       if (deleter != DELETER_OTHER && bars[0].slot_present) {
+        deletes_during_revocation += atomic_load(&revoking) != 0;
         double d = delete_slot(0);
         deleted += d;
         add_sample(&faulter_deletes, d);
@@ -438,8 +460,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kvm-fault: --deleter must be race, faulter or other, got '%s'\n", d);
         return 64;
       }
-    } else if (strcmp(argv[i], "--toggler-waits") == 0) {
-      toggler_waits = 1;
+    } else if (strcmp(argv[i], "--toggler-waits") == 0 && i + 1 < argc) {
+      const char *w = argv[++i];
+      if (strcmp(w, "none") == 0) toggler_waits = WAIT_NONE;
+      else if (strcmp(w, "fault") == 0) toggler_waits = WAIT_FAULT;
+      else if (strcmp(w, "completion") == 0) toggler_waits = WAIT_COMPLETION;
+      else {
+        fprintf(stderr, "kvm-fault: --toggler-waits must be none, fault or completion, got '%s'\n", w);
+        return 64;
+      }
     } else if (strcmp(argv[i], "--bar") == 0 && i + 1 < argc) {
       parse_bar(argv[++i]);
     } else if (argv[i][0] != '-' && !path) {
@@ -450,11 +479,11 @@ int main(int argc, char **argv) {
     }
   }
   if (!path || nbars == 0) {
-    fprintf(stderr, "usage: kvm-fault [--deleter race|faulter|other] [--toggler-waits] --bar GPA:SIZE [--bar GPA:SIZE]... BOOT_IMAGE\n");
+    fprintf(stderr, "usage: kvm-fault [--deleter race|faulter|other] [--toggler-waits none|fault|completion] --bar GPA:SIZE [--bar GPA:SIZE]... BOOT_IMAGE\n");
     return 64;
   }
-  if (toggler_waits && deleter != DELETER_FAULTER) {
-    fprintf(stderr, "kvm-fault: --toggler-waits only goes with --deleter faulter\n");
+  if (toggler_waits != WAIT_NONE && deleter == DELETER_OTHER) {
+    fprintf(stderr, "kvm-fault: --toggler-waits needs a --deleter that lets the faulting vCPU delete (race or faulter)\n");
     return 64;
   }
   static struct image img;
@@ -518,8 +547,8 @@ int main(int argc, char **argv) {
 
   const uint8_t *acc = ram + results + RESULT_STRIDE;
   uint64_t bad = rd64(acc + R_BAD_VALUES);
-  printf("{\"deleter\": \"%s\", \"togglerWaits\": %s, \"toggles\": %" PRIu64 ", \"faults\": %" PRIu64 ", \"intervals\": %u", deleter_names[deleter],
-         toggler_waits ? "true" : "false", rd64(ram + results + R_TOGGLES), efaults, total.n);
+  printf("{\"deleter\": \"%s\", \"togglerWaits\": \"%s\", \"toggles\": %" PRIu64 ", \"faults\": %" PRIu64 ", \"intervals\": %u", deleter_names[deleter],
+         wait_names[toggler_waits], rd64(ram + results + R_TOGGLES), efaults, total.n);
   printf(", \"faultToCompletionMicros\": {\"median\": %.3f, \"p99\": %.3f, \"min\": %.3f, \"max\": %.3f", pct(&total, 50), pct(&total, 99), pct(&total, 0),
          pct(&total, 100));
   printf(", \"medianParts\": {\"lockWait\": %.3f, \"delete\": %.3f, \"reentry\": %.3f}", pct(&lock_wait, 50), pct(&faulter_delete, 50), pct(&reentry, 50));
@@ -528,6 +557,8 @@ int main(int argc, char **argv) {
          pct(&faulter_deletes, 99));
   printf(", \"togglerDeleteMicros\": {\"samples\": %u, \"median\": %.3f, \"p99\": %.3f}", toggler_deletes.n, pct(&toggler_deletes, 50),
          pct(&toggler_deletes, 99));
+  printf(", \"revocationMicros\": {\"samples\": %u, \"median\": %.3f, \"p99\": %.3f}, \"faulterDeletesDuringRevocation\": %" PRIu64, revocations.n,
+         pct(&revocations, 50), pct(&revocations, 99), deletes_during_revocation);
   printf(", \"guest\": {\"accesses\": %" PRIu64 ", \"urReads\": %" PRIu64 ", \"scratchStale\": %" PRIu64 ", \"badValues\": %" PRIu64 "}}\n",
          rd64(acc + R_ACCESSES), rd64(acc + R_UR_READS), rd64(acc + R_SCRATCH_STALE), bad);
   if (bad) {
