@@ -15,7 +15,7 @@
 // Then the start-time row (tsvmm, the C loop, QEMU -M microvm when installed, node alone) and the
 // peak-RSS row (tsvmm and C, mmio-loop with 2 vCPUs): bench/start-time.ts. Before them, ioeventfd
 // and coalesced MMIO against a user-space exit: bench/kvm-mechanisms.ts; and the fault-to-completion
-// latency of `race --bar-order qemu` next to its C floor (TSVMM_BENCH_FAULT_TOGGLES, default 20000
+// latency of `race --bar-order qemu` next to its C floor (TSVMM_BENCH_FAULT_TOGGLES, default 10000
 // toggles a run): bench/fault-latency.ts.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     }
   }
   // Fault -> completed access: tsvmm's race --bar-order qemu next to its C floor (bench/fault-latency.ts), C, tsvmm, C per round.
-  const faultToggles = Number(process.env.TSVMM_BENCH_FAULT_TOGGLES ?? 20_000);
+  const faultToggles = Number(process.env.TSVMM_BENCH_FAULT_TOGGLES ?? 10_000);
   const faultRounds = measureFaultLatency(opts.runs, faultToggles, dir);
   // Start time and RSS, each side a fresh process (bench/start-time.ts says where each clock starts
   // and stops): the boot images come from tsvmm's own VMs, as above.

@@ -46,6 +46,7 @@ export interface CFaultResult {
   };
   faulterDeleteMicros: { samples: number; median: number; p99: number };
   togglerDeleteMicros: { samples: number; median: number; p99: number };
+  togglerFirstDeleteMicros: { samples: number; median: number; p99: number };
   revocationMicros: { samples: number; median: number; p99: number };
   faulterDeletesDuringRevocation: number;
   guest: { accesses: number; urReads: number; scratchStale: number; badValues: number };
@@ -78,8 +79,22 @@ export function raceBootImage(file: string, toggles: number): { gpa: bigint; siz
   }
 }
 
-export function runCFault(image: string, bars: { gpa: bigint; size: bigint }[], deleter: Deleter, togglerWaits: TogglerWaits = 'none'): CFaultResult {
-  const args = ['--deleter', deleter, '--toggler-waits', togglerWaits, ...bars.flatMap((b) => ['--bar', `0x${b.gpa.toString(16)}:0x${b.size.toString(16)}`])];
+export function runCFault(
+  image: string,
+  bars: { gpa: bigint; size: bigint }[],
+  deleter: Deleter,
+  togglerWaits: TogglerWaits = 'none',
+  deleteIn: 'vcpu' | 'helper' = 'vcpu',
+): CFaultResult {
+  const args = [
+    '--deleter',
+    deleter,
+    '--toggler-waits',
+    togglerWaits,
+    '--delete-in',
+    deleteIn,
+    ...bars.flatMap((b) => ['--bar', `0x${b.gpa.toString(16)}:0x${b.size.toString(16)}`]),
+  ];
   const out = execFileSync(C_FAULT, [...args, image], { encoding: 'utf8' });
   return JSON.parse(out.trim().split('\n').pop()!) as CFaultResult;
 }
@@ -168,14 +183,15 @@ async function main(): Promise<void> {
       const image = path.join(dir, 'race-fault.img');
       const bars = raceBootImage(image, toggles);
       const all: Record<string, CFaultResult[]> = {};
-      const kinds: [string, Deleter, TogglerWaits][] = [
-        ['faulter, waits fault (floor)', 'faulter', 'fault'],
-        ['faulter, waits completion', 'faulter', 'completion'],
-        ['faulter, waits none', 'faulter', 'none'],
-        ['other', 'other', 'none'],
-        ['race', 'race', 'none'],
+      const kinds: [string, Deleter, TogglerWaits, 'vcpu' | 'helper'][] = [
+        ['faulter, waits fault (floor)', 'faulter', 'fault', 'vcpu'],
+        ['same, delete in a helper', 'faulter', 'fault', 'helper'],
+        ['faulter, waits completion', 'faulter', 'completion', 'vcpu'],
+        ['faulter, waits none', 'faulter', 'none', 'vcpu'],
+        ['other', 'other', 'none', 'vcpu'],
+        ['race', 'race', 'none', 'vcpu'],
       ];
-      for (let i = 0; i < runs; i++) for (const [name, d, w] of kinds) (all[name] ??= []).push(runCFault(image, bars, d, w));
+      for (let i = 0; i < runs; i++) for (const [name, d, w, h] of kinds) (all[name] ??= []).push(runCFault(image, bars, d, w, h));
       if (json) {
         process.stdout.write(`${JSON.stringify(all)}\n`);
         return;
@@ -188,7 +204,7 @@ async function main(): Promise<void> {
           `${name.padEnd(30)} total ${m((x) => x.faultToCompletionMicros.median)}, p99 ${m((x) => x.faultToCompletionMicros.p99)}; ` +
             `lock wait ${m((x) => x.faultToCompletionMicros.medianParts.lockWait)}, delete ${m((x) => x.faultToCompletionMicros.medianParts.delete)}, ` +
             `re-entry ${m((x) => x.faultToCompletionMicros.medianParts.reentry)}; deletes: faulter ${m((x) => x.faulterDeleteMicros.median)} (n ${m((x) => x.faulterDeleteMicros.samples)}), ` +
-            `toggler ${m((x) => x.togglerDeleteMicros.median)} (n ${m((x) => x.togglerDeleteMicros.samples)}); revocation ${m((x) => x.revocationMicros.median)}, ` +
+            `toggler ${m((x) => x.togglerDeleteMicros.median)} (n ${m((x) => x.togglerDeleteMicros.samples)}), its first a toggle ${m((x) => x.togglerFirstDeleteMicros.median)}; revocation ${m((x) => x.revocationMicros.median)}, ` +
             `faulter deletes during it ${m((x) => x.faulterDeletesDuringRevocation)}; intervals ${m((x) => x.intervals)}\n`,
         );
       }

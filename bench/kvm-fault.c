@@ -31,6 +31,8 @@
 // --toggler-waits (faulter, race): after revoking, the toggler stays out of KVM_RUN, in user space,
 // until the accessor got its EFAULT (fault) or until that access completed (completion), at most
 // 5 ms, before it deletes its memslots and returns to the guest; none (default): it goes on at once.
+// --delete-in helper: the faulting vCPU's own delete is issued by a helper thread (woken through a
+// condition variable) while the vCPU's thread waits for it; vcpu (default): by the vCPU's thread.
 // `faulter --toggler-waits fault` is tsvmm's usual sequence: its toggler is still inside the config
 // write (user space) when the accessor faults, and deletes the other BAR's memslot once the
 // accessor's delete is done, while the accessor re-enters.
@@ -40,15 +42,16 @@
 // lockWait (the map lock), delete (the accessor's own KVM_SET_USER_MEMORY_REGION, 0 when none),
 // reentry (the rest: the next KVM_RUN up to its MMIO exit). Deletes the toggler issues are timed
 // apart. At the end it prints one JSON line:
-//   {"deleter": D, "togglerWaits": W, "toggles": T, "faults": F, "intervals": N,
+//   {"deleter": D, "togglerWaits": W, "deleteIn": H, "toggles": T, "faults": F, "intervals": N,
 //    "faultToCompletionMicros": {"median", "p99", "min", "max", "medianParts": {lockWait, delete, reentry},
 //                                "p99Parts": {...}},
 //    "faulterDeleteMicros": {"samples", "median", "p99"}, "togglerDeleteMicros": {"samples", "median", "p99"},
+//    "togglerFirstDeleteMicros": {...} (the first memslot the toggler deleted in each toggle),
 //    "revocationMicros": {...} (the toggler's mprotect(PROT_NONE) of every BAR), "faulterDeletesDuringRevocation": K
 //    (accessor deletes begun while those mprotect calls were still running),
 //    "guest": {"accesses", "urReads", "badValues", "scratchStale"}}
 //
-//   kvm-fault [--deleter race|faulter|other] [--toggler-waits none|fault|completion] --bar GPA:SIZE [--bar GPA:SIZE]... IMAGE
+//   kvm-fault [--deleter race|faulter|other] [--toggler-waits none|fault|completion] [--delete-in vcpu|helper] --bar GPA:SIZE [--bar GPA:SIZE]... IMAGE
 //
 // Exit status: 0 success, 1 bad image, unexpected guest behaviour, a bad value the guest saw or KVM
 // failure, 2 no /dev/kvm, 64 usage.
@@ -140,6 +143,12 @@ static enum deleter deleter = DELETER_FAULTER;
 enum wait { WAIT_NONE, WAIT_FAULT, WAIT_COMPLETION };
 static const char *const wait_names[] = {"none", "fault", "completion"};
 static enum wait toggler_waits = WAIT_NONE;
+/* --delete-in helper: the faulting vCPU's memslot delete is issued by a helper thread it waits for. */
+static int delete_in_helper;
+static pthread_mutex_t helper_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t helper_cv = PTHREAD_COND_INITIALIZER;
+static int helper_request = -1, helper_done;
+static double helper_micros;
 static uint32_t config_address; /* the toggler's last 0xcf8 write (toggler thread only) */
 static uint16_t command = PCI_COMMAND_MEMORY;
 static uint32_t bdf;
@@ -155,7 +164,7 @@ static atomic_int revoking;                  /* the toggler is inside its mprote
 static uint64_t deletes_during_revocation;   /* accessor thread only */
 static pthread_barrier_t start_barrier;
 
-static struct samples total, lock_wait, faulter_delete, reentry, faulter_deletes, toggler_deletes, revocations;
+static struct samples total, lock_wait, faulter_delete, reentry, faulter_deletes, toggler_deletes, toggler_first_deletes, revocations;
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -253,6 +262,34 @@ static double delete_slot(unsigned i) {
   return now_us() - t0;
 }
 
+static void *helper_thread(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&helper_mu);
+  for (;;) {
+    while (helper_request < 0) pthread_cond_wait(&helper_cv, &helper_mu);
+    int i = helper_request;
+    helper_request = -1;
+    pthread_mutex_unlock(&helper_mu);
+    double d = delete_slot((unsigned)i);
+    pthread_mutex_lock(&helper_mu);
+    helper_micros = d;
+    helper_done = 1;
+    pthread_cond_broadcast(&helper_cv);
+  }
+  return NULL;
+}
+
+/* delete_slot() issued by the helper thread; the caller (holding map_lock) waits for it. */
+static double delete_slot_in_helper(unsigned i) {
+  pthread_mutex_lock(&helper_mu);
+  helper_request = (int)i;
+  helper_done = 0;
+  pthread_cond_broadcast(&helper_cv);
+  while (!helper_done) pthread_cond_wait(&helper_cv, &helper_mu);
+  pthread_mutex_unlock(&helper_mu);
+  return helper_micros;
+}
+
 static void set_mappings(int prot) {
   for (unsigned i = 0; i < nbars; i++)
     if (mprotect(bars[i].host, bars[i].size, prot) < 0) die("mprotect BAR at 0x%" PRIx64 ": %s", bars[i].gpa, strerror(errno));
@@ -284,8 +321,14 @@ static void write_command(uint16_t value) {
     if (toggler_waits == WAIT_COMPLETION) wait_for(&faults_completed, completed);
     if (deleter != DELETER_OTHER) pthread_mutex_lock(&map_lock);
     /* faulter: BAR0's memslot is the faulting vCPU's to delete; the others are still the toggler's. */
-    for (unsigned i = deleter == DELETER_FAULTER ? 1 : 0; i < nbars; i++)
-      if (bars[i].slot_present) add_sample(&toggler_deletes, delete_slot(i));
+    int first = 1;
+    for (unsigned i = deleter == DELETER_FAULTER ? 1 : 0; i < nbars; i++) {
+      if (!bars[i].slot_present) continue;
+      double d = delete_slot(i);
+      add_sample(&toggler_deletes, d);
+      if (first) add_sample(&toggler_first_deletes, d);
+      first = 0;
+    }
     pthread_mutex_unlock(&map_lock);
     return;
   }
@@ -388,7 +431,9 @@ static void *vcpu_thread(void *arg) {
       waited += t_locked - t_ret;
       if (deleter != DELETER_OTHER && bars[0].slot_present) {
         deletes_during_revocation += atomic_load(&revoking) != 0;
-        double d = delete_slot(0);
+        double t0 = now_us();
+        (void)(delete_in_helper ? delete_slot_in_helper(0) : delete_slot(0));
+        double d = now_us() - t0;
         deleted += d;
         add_sample(&faulter_deletes, d);
       }
@@ -469,6 +514,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kvm-fault: --toggler-waits must be none, fault or completion, got '%s'\n", w);
         return 64;
       }
+    } else if (strcmp(argv[i], "--delete-in") == 0 && i + 1 < argc) {
+      const char *w = argv[++i];
+      if (strcmp(w, "vcpu") == 0) delete_in_helper = 0;
+      else if (strcmp(w, "helper") == 0) delete_in_helper = 1;
+      else {
+        fprintf(stderr, "kvm-fault: --delete-in must be vcpu or helper, got '%s'\n", w);
+        return 64;
+      }
     } else if (strcmp(argv[i], "--bar") == 0 && i + 1 < argc) {
       parse_bar(argv[++i]);
     } else if (argv[i][0] != '-' && !path) {
@@ -479,7 +532,7 @@ int main(int argc, char **argv) {
     }
   }
   if (!path || nbars == 0) {
-    fprintf(stderr, "usage: kvm-fault [--deleter race|faulter|other] [--toggler-waits none|fault|completion] --bar GPA:SIZE [--bar GPA:SIZE]... BOOT_IMAGE\n");
+    fprintf(stderr, "usage: kvm-fault [--deleter race|faulter|other] [--toggler-waits none|fault|completion] [--delete-in vcpu|helper] --bar GPA:SIZE [--bar GPA:SIZE]... BOOT_IMAGE\n");
     return 64;
   }
   if (toggler_waits != WAIT_NONE && deleter == DELETER_OTHER) {
@@ -537,6 +590,11 @@ int main(int argc, char **argv) {
     if (ioctl(v->fd, KVM_SET_SREGS, &img.sregs[i]) < 0) die("KVM_SET_SREGS vCPU %u: %s", i, strerror(errno));
     if (ioctl(v->fd, KVM_SET_REGS, &img.regs[i]) < 0) die("KVM_SET_REGS vCPU %u: %s", i, strerror(errno));
   }
+  if (delete_in_helper) {
+    pthread_t helper;
+    int e = pthread_create(&helper, NULL, helper_thread, NULL);
+    if (e) die("pthread_create: %s", strerror(e));
+  }
   pthread_barrier_init(&start_barrier, NULL, VCPUS);
   pthread_t threads[VCPUS];
   for (uint32_t i = 0; i < VCPUS; i++) {
@@ -547,8 +605,8 @@ int main(int argc, char **argv) {
 
   const uint8_t *acc = ram + results + RESULT_STRIDE;
   uint64_t bad = rd64(acc + R_BAD_VALUES);
-  printf("{\"deleter\": \"%s\", \"togglerWaits\": \"%s\", \"toggles\": %" PRIu64 ", \"faults\": %" PRIu64 ", \"intervals\": %u", deleter_names[deleter],
-         wait_names[toggler_waits], rd64(ram + results + R_TOGGLES), efaults, total.n);
+  printf("{\"deleter\": \"%s\", \"togglerWaits\": \"%s\", \"deleteIn\": \"%s\", \"toggles\": %" PRIu64 ", \"faults\": %" PRIu64 ", \"intervals\": %u", deleter_names[deleter],
+         wait_names[toggler_waits], delete_in_helper ? "helper" : "vcpu", rd64(ram + results + R_TOGGLES), efaults, total.n);
   printf(", \"faultToCompletionMicros\": {\"median\": %.3f, \"p99\": %.3f, \"min\": %.3f, \"max\": %.3f", pct(&total, 50), pct(&total, 99), pct(&total, 0),
          pct(&total, 100));
   printf(", \"medianParts\": {\"lockWait\": %.3f, \"delete\": %.3f, \"reentry\": %.3f}", pct(&lock_wait, 50), pct(&faulter_delete, 50), pct(&reentry, 50));
@@ -557,6 +615,8 @@ int main(int argc, char **argv) {
          pct(&faulter_deletes, 99));
   printf(", \"togglerDeleteMicros\": {\"samples\": %u, \"median\": %.3f, \"p99\": %.3f}", toggler_deletes.n, pct(&toggler_deletes, 50),
          pct(&toggler_deletes, 99));
+  printf(", \"togglerFirstDeleteMicros\": {\"samples\": %u, \"median\": %.3f, \"p99\": %.3f}", toggler_first_deletes.n, pct(&toggler_first_deletes, 50),
+         pct(&toggler_first_deletes, 99));
   printf(", \"revocationMicros\": {\"samples\": %u, \"median\": %.3f, \"p99\": %.3f}, \"faulterDeletesDuringRevocation\": %" PRIu64, revocations.n,
          pct(&revocations, 50), pct(&revocations, 99), deletes_during_revocation);
   printf(", \"guest\": {\"accesses\": %" PRIu64 ", \"urReads\": %" PRIu64 ", \"scratchStale\": %" PRIu64 ", \"badValues\": %" PRIu64 "}}\n",
