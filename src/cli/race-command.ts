@@ -362,7 +362,10 @@ export function registerRaceCommand(program: Command): void {
     .option('--paused', "with --qmp: start in prelaunch until QMP cont (QEMU's -S)")
     .option(...METRICS_LISTEN_OPTION)
     .option(...METRICS_ALLOW_REMOTE_OPTION)
-    .option('--soak <duration>', 'run for this long (e.g. 10m, 1h; without --toggles the race lasts exactly that long), sampling RSS, fds and threads; fails if any keeps growing')
+    .option(
+      '--soak <duration>',
+      'run for this long (e.g. 10m, 1h; without --toggles the race lasts exactly that long), sampling RSS, fds and threads; fails if any keeps growing',
+    )
     .option('--soak-sample <duration>', 'with --soak: the sampling interval', '1m')
     .option('--soak-log <file>', 'with --soak: append each sample to this file as one JSON line when it is taken')
     .option('--json', 'print the report as JSON')
