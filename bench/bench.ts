@@ -16,7 +16,9 @@
 // min and max. `--json` prints the figures and every run as one JSON object instead of the table.
 // Then the start-time row (tsvmm, the C loop, QEMU -M microvm when installed, node alone) and the
 // peak-RSS row (tsvmm and C, mmio-loop with 2 vCPUs): bench/start-time.ts. Before them, ioeventfd
-// and coalesced MMIO against a user-space exit: bench/kvm-mechanisms.ts.
+// and coalesced MMIO against a user-space exit: bench/kvm-mechanisms.ts; and the fault-to-completion
+// latency of `race --bar-order qemu` next to its C floor (TSVMM_BENCH_FAULT_TOGGLES, default 10000
+// toggles a run): bench/fault-latency.ts.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -30,6 +32,7 @@ import { measureExitHandlingCost } from './exit-handling-cost';
 import { measureStartAndRss } from './start-time';
 import { runWithMechanism, type Mechanism } from './kvm-mechanisms';
 import { kvmRunBinding } from '../src/native';
+import { describeFaultRounds, measureFaultLatency } from './fault-latency';
 
 const C_LOOP = path.resolve(__dirname, '../../build/bench/kvm-loop');
 
@@ -190,6 +193,9 @@ async function main(): Promise<void> {
       (mech[name] ??= []).push((await runWithMechanism(vm, mechIters[kind], m)).usPerWrite);
     }
   }
+  // Fault -> completed access: tsvmm's race --bar-order qemu next to its C floor (bench/fault-latency.ts), C, tsvmm, C per round.
+  const faultToggles = Number(process.env.TSVMM_BENCH_FAULT_TOGGLES ?? 10_000);
+  const faultRounds = measureFaultLatency(opts.runs, faultToggles, dir);
   // Start time and RSS, each side a fresh process (bench/start-time.ts says where each clock starts
   // and stops): the boot images come from tsvmm's own VMs, as above.
   const imageOf = (guest: string, vcpus: number, iterations: number) => {
@@ -225,6 +231,7 @@ async function main(): Promise<void> {
       `PIO exit ${fmt(us['PIO write, user-space exit']!, 2)}, ioeventfd ${fmt(us['PIO write, ioeventfd']!, 2)} (${gain('PIO write, user-space exit', 'PIO write, ioeventfd')}x); ` +
       `ring-3 MMIO exit ${fmt(us['ring-3 MMIO write, user-space exit']!, 2)}, coalesced ${fmt(us['ring-3 MMIO write, coalesced']!, 2)} (${gain('ring-3 MMIO write, user-space exit', 'ring-3 MMIO write, coalesced')}x)\n`,
   );
+  out(`\n${describeFaultRounds(faultRounds, faultToggles)}`);
   const st = startRss.startMs;
   const ms = (k: string) => (st[k] ? `${fmt(st[k]!, 1)} ms` : 'not installed');
   out(
@@ -252,7 +259,7 @@ async function main(): Promise<void> {
   );
   if (opts.json)
     process.stdout.write(
-      `${JSON.stringify({ ...result, kvm: { available: true }, kvmRunBinding: kvmRunBinding(), figures: rows, kvmMechanismsUsPerWrite: us, startMs: startRss.startMs, rssMiB: startRss.rssMiB, rssSplitMiB: startRss.rssSplitMiB, lifecycles: life })}\n`,
+      `${JSON.stringify({ ...result, kvm: { available: true }, kvmRunBinding: kvmRunBinding(), figures: rows, kvmMechanismsUsPerWrite: us, faultLatency: { toggles: faultToggles, rounds: faultRounds }, startMs: startRss.startMs, rssMiB: startRss.rssMiB, rssSplitMiB: startRss.rssSplitMiB, lifecycles: life })}\n`,
     );
 }
 

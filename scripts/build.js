@@ -4,7 +4,7 @@
 //   1. the addons (native/ -> build/Release/tsvmm_native.node and tsvmm_kvm_run.node) with node-gyp,
 //   2. TypeScript (src/, test/, bench/ -> dist/), and the CLI's start-time bundles (dist/bundle/),
 //   3. the built-in guests (guests/*.S -> build/guests/*.bin) with GNU as/ld/objcopy,
-//   4. the C baseline for the benchmark (bench/kvm-loop.c -> build/bench/kvm-loop).
+//   4. the C baselines for the benchmark (bench/kvm-loop.c -> build/bench/kvm-loop, bench/kvm-fault.c -> build/bench/kvm-fault).
 // Steps 1, 3 and 4 are skipped when their outputs are newer than their inputs.
 'use strict';
 const { execFileSync } = require('node:child_process');
@@ -89,11 +89,14 @@ for (const f of bundles.outputFiles) {
 // 3. guests and 4. the C benchmark baseline
 const guestBuild = rel('scripts/build-guests.js');
 if (fs.existsSync(guestBuild)) require(guestBuild).buildGuests(root);
-const benchSrc = rel('bench/kvm-loop.c');
-const benchOut = rel('build/bench/kvm-loop');
-if (fs.existsSync(benchSrc) && stale([benchOut], [benchSrc])) {
-  fs.mkdirSync(path.dirname(benchOut), { recursive: true });
-  run('cc', ['-O2', '-Wall', '-o', benchOut, benchSrc, '-lpthread']);
+// (bench/kvm-fault.c -> build/bench/kvm-fault: the fault-latency floor, the same way)
+for (const name of ['kvm-loop', 'kvm-fault']) {
+  const benchSrc = rel(`bench/${name}.c`);
+  const benchOut = rel(`build/bench/${name}`);
+  if (fs.existsSync(benchSrc) && stale([benchOut], [benchSrc])) {
+    fs.mkdirSync(path.dirname(benchOut), { recursive: true });
+    run('cc', ['-O2', '-Wall', '-o', benchOut, benchSrc, '-lpthread']);
+  }
 }
 
 // 5. the Linux guest's initramfs (guests/linux/bar-race.c with gcc -static, busybox-static) and, if

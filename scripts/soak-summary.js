@@ -24,13 +24,17 @@ let b = s.samples.findIndex((x) => x.atSeconds >= 60);
 if (b < 1 || b > s.samples.length - 3) b = Math.min(1, s.samples.length - 1);
 const base = s.samples[b];
 const after = s.samples.filter((x) => x.atSeconds >= base.atSeconds);
+// The RSS the verdict judges: each interval's median reading (soak.ts judgedRssKiB).
+const judged = (x) => x.rssMedianKiB ?? x.rssKiB;
+const baseRss = judged(base);
 const mib = (k) => (k / 1024).toFixed(1);
-const pct = (k) => `${k >= base.rssKiB ? '+' : ''}${(((k - base.rssKiB) / base.rssKiB) * 100).toFixed(1)} %`;
-const rss = after.map((x) => x.rssKiB);
+const pct = (k) => `${k >= baseRss ? '+' : ''}${(((k - baseRss) / baseRss) * 100).toFixed(1)} %`;
+const rss = after.map(judged);
+const peak = Math.max(...after.map((x) => x.rssMaxKiB ?? x.rssKiB));
 const range = (f) => `${Math.min(...after.map(f))}..${Math.max(...after.map(f))}`;
 const last = s.samples[s.samples.length - 1];
 console.log(
-  `tsvmm soak ${last.atSeconds >= 120 ? `${Math.round(last.atSeconds / 60)} min` : `${last.atSeconds} s`}: ${s.verdict}; RSS ${mib(base.rssKiB)} MiB at ${base.atSeconds} s, then ${mib(Math.min(...rss))}..${mib(Math.max(...rss))} MiB (${pct(Math.min(...rss))}..${pct(Math.max(...rss))}), ${mib(last.rssKiB)} MiB at the end; ` +
+  `tsvmm soak ${last.atSeconds >= 120 ? `${Math.round(last.atSeconds / 60)} min` : `${last.atSeconds} s`}: ${s.verdict}; RSS (median of each interval) ${mib(baseRss)} MiB at ${base.atSeconds} s, then ${mib(Math.min(...rss))}..${mib(Math.max(...rss))} MiB (${pct(Math.min(...rss))}..${pct(Math.max(...rss))}), ${mib(judged(last))} MiB at the end, highest reading ${mib(peak)} MiB; ` +
     `fds ${range((x) => x.fds)}, threads ${range((x) => x.threads)}; ${r.toggles} toggles, ${r.hostRevocations} host revocations, ${r.vmDeaths} VM deaths, ${r.badValues} bad values` +
     (s.workerFullGcs && s.workerFullGcs.count > 0
       ? `; ${s.workerFullGcs.count} worker full GCs, ${(s.workerFullGcs.totalPauseMs / s.workerFullGcs.count).toFixed(1)} ms each on average`

@@ -40,18 +40,31 @@ test(
   'race with host-initiated revocations on a 1 MiB BAR0 (--device shm,bar-size=1M): answered as all ones while the host holds the device',
   { skip },
   async () => {
-    const { report, code, stderr } = await race(['--vcpus', '2', '--host-revoke', '300', '--device', 'shm,bar-size=1M']);
-    assert.equal(report.device, 'shm,bar-size=1M');
-    assert.equal(report.vmDeaths, 0, stderr);
-    assert.equal(report.badValues, 0);
-    assert.ok(report.hostRevocations > 0);
-    assert.equal(code, 0);
+    // The revoker runs at 300 a second beside the race: a short race on a loaded host can end
+    // before its first revocation. Each run must be correct; one of up to 3 must see a revocation.
+    let revocations = 0;
+    for (let attempt = 1; attempt <= 3 && revocations === 0; attempt++) {
+      const { report, code, stderr } = await race(['--vcpus', '2', '--host-revoke', '300', '--device', 'shm,bar-size=1M']);
+      assert.equal(report.device, 'shm,bar-size=1M');
+      assert.equal(report.vmDeaths, 0, stderr);
+      assert.equal(report.badValues, 0);
+      assert.equal(code, 0);
+      revocations = report.hostRevocations;
+    }
+    assert.ok(revocations > 0, 'no host revocation in 3 runs');
   },
 );
 
 test("race under the QEMU policy: the VM dies with QEMU's diagnostics", { skip }, async () => {
-  const { report, code, stderr } = await race(['--vcpus', '2', '--policy', 'qemu']);
-  assert.equal(report.vmDeaths, 1);
+  // The QEMU policy dies only when a fault lands in the race window (see the first test): up to 3
+  // runs; one that misses it must have run clean.
+  let run = await race(['--vcpus', '2', '--policy', 'qemu']);
+  for (let attempt = 2; attempt <= 3 && run.report.vmDeaths === 0; attempt++) {
+    assert.equal(run.code, 0, run.stderr);
+    run = await race(['--vcpus', '2', '--policy', 'qemu']);
+  }
+  const { report, code, stderr } = run;
+  assert.equal(report.vmDeaths, 1, 'the race window was never hit in 3 runs');
   assert.equal(report.runState, 'internal-error');
   assert.match(stderr, /^error: kvm run failed Bad address$/m);
   assert.match(stderr, /^RIP=[0-9a-f]{16} RFL=[0-9a-f]{8} \[.{7}\] CPL=3$/m);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseDuration, soakFailed, soakFindings, soakVerdict, type SoakSample } from '../src/cli/soak';
+import { judgedRssKiB, parseDuration, soakFailed, soakFindings, soakVerdict, summariseReadings, type SoakSample } from '../src/cli/soak';
 import { kvmSkip } from './kvm-available';
 import { runRaceJson } from './cli';
 
@@ -65,6 +65,22 @@ test('the verdict ignores start-up, allows ±10 % RSS and 2 more fds/threads, an
   );
 });
 
+test("RSS is judged by each interval's median reading, so one reading on a GC saw-tooth peak does not fail a flat soak", () => {
+  assert.deepEqual(summariseReadings([5, 1, 4, 2, 3]), { median: 3, min: 1, max: 5 });
+  assert.deepEqual(summariseReadings([4, 1, 3, 2]), { median: 2, min: 1, max: 4 });
+  assert.deepEqual(summariseReadings([7]), { median: 7, min: 7, max: 7 });
+  const m = (atSeconds: number, rssKiB: number, rssMedianKiB: number): SoakSample => ({ ...s(atSeconds, rssKiB), rssMedianKiB });
+  assert.equal(judgedRssKiB(s(60, 100)), 100);
+  assert.equal(judgedRssKiB(m(60, 100, 90)), 90);
+  // The instant at 120 s is 12 % over the baseline, the interval's median only 2 %: flat.
+  assert.equal(soakVerdict([m(0, 50_000, 50_000), m(60, 100_000, 100_000), m(120, 112_000, 102_000), m(180, 99_000, 101_000)]), 'flat');
+  // A median that moves fails, whatever the instants say.
+  assert.equal(
+    soakVerdict([m(0, 50_000, 50_000), m(60, 100_000, 100_000), m(120, 100_000, 106_000), m(180, 100_000, 111_000)]),
+    'growing: RSS 100000 -> 111000 KiB at 180 s (more than 10 % over the baseline at 60 s)',
+  );
+});
+
 // The mechanism, not the memory behaviour: 8 s is all JIT and heap warm-up, whose RSS may well rise
 // 10 % (it did on a loaded host). Whether RSS stays flat is what a real soak (`npm run soak`) decides.
 test('race --soak on KVM: samples at the interval, a verdict, status 1 exactly when it says growing', { skip: kvmSkip, timeout: 120_000 }, async () => {
@@ -82,6 +98,11 @@ test('race --soak on KVM: samples at the interval, a verdict, status 1 exactly w
   const last = report.soak.samples.at(-1)!;
   assert.deepEqual(Object.keys(last.heaps ?? {}).sort(), ['hostRevoker', 'main', 'vcpu0', 'vcpu1'], JSON.stringify(last));
   assert.ok(last.heaps!.vcpu0!.heapTotal! > 0 && last.rssAnonKiB > 0 && last.rssFileKiB > 0 && last.mappings > 0, JSON.stringify(last));
+  // Each interval's RSS readings (every 2 s / 6 here): the sample's own and at least a few more, their median between min and max.
+  for (const x of report.soak.samples.slice(1)) {
+    assert.ok(x.rssReadings! >= 3, JSON.stringify(x));
+    assert.ok(x.rssMinKiB! <= x.rssMedianKiB! && x.rssMedianKiB! <= x.rssMaxKiB! && x.rssMinKiB! <= x.rssKiB && x.rssKiB <= x.rssMaxKiB!, JSON.stringify(x));
+  }
   // --soak-log: one JSON line per sample, the same samples as the report.
   const logged = fs
     .readFileSync(log, 'utf8')

@@ -7,6 +7,11 @@
 // first minute") of the baseline, and fds and threads must not grow by more than SOAK_COUNT_SLACK.
 // A resource that grows without bound fails that sooner or later; one that levels off within the
 // slack passes.
+//
+// RSS is compared as each interval's median, read every RSS_READING_MS: a single reading lands
+// anywhere on the saw-tooth of four V8 heaps that each grow by a few MiB and shrink at their next
+// full GC (±5 % of RSS here, in phase or not), so two instants can differ by 10 % with nothing
+// growing. A leak moves the median; the interval's minimum and maximum are reported beside it.
 import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import type { ThreadHeaps } from '../vmm/thread-heaps';
@@ -16,7 +21,17 @@ import { report } from '../log';
 export interface SoakSample {
   /** Seconds since the race started. */
   atSeconds: number;
+  /** VmRSS when the sample was taken. */
   rssKiB: number;
+  /**
+   * VmRSS read every RSS_READING_MS over the interval that ends with this sample (this reading
+   * included): the readings' median, minimum and maximum, and how many there were. The verdict
+   * compares medians (header comment).
+   */
+  rssMedianKiB?: number;
+  rssMinKiB?: number;
+  rssMaxKiB?: number;
+  rssReadings?: number;
   /** The parts of rssKiB (/proc/self/status): anonymous memory (heaps, malloc arenas, stacks) and file pages (code). */
   rssAnonKiB: number;
   rssFileKiB: number;
@@ -49,7 +64,25 @@ export interface SoakReport {
 export const SOAK_RSS_SLACK = 0.1;
 export const SOAK_COUNT_SLACK = 2;
 export const SOAK_WARMUP_SECONDS = 60;
-export const SOAK_RULE = `after the first ${SOAK_WARMUP_SECONDS} s, every sample's RSS within ±${SOAK_RSS_SLACK * 100} % of the first sample at or after ${SOAK_WARMUP_SECONDS} s, and fds and threads at most ${SOAK_COUNT_SLACK} above it`;
+/** How often RSS is read between samples (at most; six readings per interval for short ones). */
+export const RSS_READING_MS = 5000;
+export const SOAK_RULE = `after the first ${SOAK_WARMUP_SECONDS} s, every sample's RSS (the median of its interval's readings, every ${RSS_READING_MS / 1000} s) within ±${SOAK_RSS_SLACK * 100} % of the first sample at or after ${SOAK_WARMUP_SECONDS} s, and fds and threads at most ${SOAK_COUNT_SLACK} above it`;
+
+/** The RSS a sample is judged by: its interval's median, or its one reading (a sample without readings). */
+export function judgedRssKiB(s: SoakSample): number {
+  return s.rssMedianKiB ?? s.rssKiB;
+}
+
+/** VmRSS of this process, KiB. */
+export function readRssKiB(): number {
+  return Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
+}
+
+/** The median (the lower middle of an even count), minimum and maximum of some readings. */
+export function summariseReadings(readings: readonly number[]): { median: number; min: number; max: number } {
+  const sorted = [...readings].sort((a, b) => a - b);
+  return { median: sorted[(sorted.length - 1) >> 1]!, min: sorted[0]!, max: sorted[sorted.length - 1]! };
+}
 
 /** Whether a verdict fails the soak. */
 export function soakFailed(verdict: string): boolean {
@@ -117,12 +150,13 @@ export function soakFindings(samples: readonly SoakSample[]): SoakFindings {
   const later = samples.slice(b + 1);
   const found: SoakFindings = {};
   const worst = (f: (s: SoakSample) => number) => later.reduce((m, s) => (f(s) > f(m) ? s : m), base);
-  const rss = worst((s) => s.rssKiB);
-  if (rss.rssKiB > base.rssKiB * (1 + SOAK_RSS_SLACK))
-    found.rssHigh = `RSS ${base.rssKiB} -> ${rss.rssKiB} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`;
-  const low = worst((s) => -s.rssKiB);
-  if (low.rssKiB < base.rssKiB * (1 - SOAK_RSS_SLACK))
-    found.rssLow = `RSS ${base.rssKiB} -> ${low.rssKiB} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)`;
+  const baseRss = judgedRssKiB(base);
+  const rss = worst(judgedRssKiB);
+  if (judgedRssKiB(rss) > baseRss * (1 + SOAK_RSS_SLACK))
+    found.rssHigh = `RSS ${baseRss} -> ${judgedRssKiB(rss)} KiB at ${rss.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % over the baseline at ${base.atSeconds} s)`;
+  const low = worst((s) => -judgedRssKiB(s));
+  if (judgedRssKiB(low) < baseRss * (1 - SOAK_RSS_SLACK))
+    found.rssLow = `RSS ${baseRss} -> ${judgedRssKiB(low)} KiB at ${low.atSeconds} s (more than ${SOAK_RSS_SLACK * 100} % under the baseline at ${base.atSeconds} s)`;
   const fds = worst((s) => s.fds);
   if (fds.fds > base.fds + SOAK_COUNT_SLACK) found.fds = `fds ${base.fds} -> ${fds.fds} at ${fds.atSeconds} s`;
   const threads = worst((s) => s.threads);
@@ -143,6 +177,9 @@ export class SoakSampler {
   private readonly samples: SoakSample[] = [];
   private readonly started = performance.now();
   private readonly timer: NodeJS.Timeout;
+  private readonly readingTimer: NodeJS.Timeout;
+  /** VmRSS readings since the last sample. */
+  private readings: number[] = [];
   private stopped = false;
 
   constructor(
@@ -153,10 +190,14 @@ export class SoakSampler {
   ) {
     this.take();
     this.timer = setInterval(() => this.take(), intervalMs);
+    this.readingTimer = setInterval(() => this.readings.push(readRssKiB()), Math.min(RSS_READING_MS, intervalMs / 6));
   }
 
   private take(): void {
     const sample = sampleProcess((performance.now() - this.started) / 1000, this.heaps);
+    const r = summariseReadings([...this.readings, sample.rssKiB]);
+    Object.assign(sample, { rssMedianKiB: r.median, rssMinKiB: r.min, rssMaxKiB: r.max, rssReadings: this.readings.length + 1 });
+    this.readings = [];
     this.samples.push(sample);
     if (this.logFile === undefined) return;
     try {
@@ -177,6 +218,7 @@ export class SoakSampler {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    clearInterval(this.readingTimer);
     if (lastSample) this.take();
   }
 
