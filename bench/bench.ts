@@ -6,7 +6,9 @@
 // The ratio is taken in the steady state of both sides: each side's clock starts when a vCPU has
 // handled its first fifth of the exits (the earliest vCPU's; tsvmm: VcpuControl.markSteadyStart() in
 // the vCPU loop, C: kvm-loop --steady-after, at the same point of its loop) and stops when the last
-// vCPU is done; the exits counted are those after that point. So tsvmm's JIT warm-up (lazy
+// vCPU is done; the exits counted are those after that point. Both sides start their vCPUs together
+// (C: a pthread barrier; tsvmm: VcpuControl.arriveAndWait()), so neither window holds one vCPU
+// waiting for another's thread to start. So tsvmm's JIT warm-up (lazy
 // compilation, tier-up: the C loop has none) is not in the ratio; the whole-run ratio, warm-up
 // included, is printed beside it.
 // Each figure is measured TSVMM_BENCH_RUNS times (default 5; or `--runs N`), the figures interleaved

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { allOnes, completeMmioRead, decodeExit, ExitScratch } from '../src/kvm/exit';
+import fc from 'fast-check';
+import { completeMmioRead, decodeExit, ExitScratch } from '../src/kvm/exit';
+import { allOnes } from '../src/access-width';
 import { readLe, writeLe } from '../src/le-bytes';
 import { ExitReason, Run } from '../src/kvm/constants';
 
@@ -120,6 +122,44 @@ test("decoding into a vCPU's ExitScratch gives the same exits, in one reused obj
   assert.deepEqual({ ...decodeExit(shifted, 0, scratch) }, decodeExit(mmio, 0));
   // Rare exits are still allocated: a scratch holds only the frequent kinds.
   assert.deepEqual(decodeExit(page(ExitReason.HLT), 0, scratch), { kind: 'hlt' });
+});
+
+test('an ExitScratch reuses its last MMIO address and value only while their bytes stay the same', () => {
+  // Any sequence of MMIO exits on one page decodes through the scratch as it does without one.
+  const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+  const exit = fc.record({
+    // Often the same values (the case the scratch keeps), sometimes one half or one byte apart.
+    gpa: fc.oneof(fc.constant(0xfeb0_0018n), fc.constant(0x1_feb0_0018n), fc.constant(0xfeb0_0010n), u64),
+    data: fc.oneof(fc.constant(1n), fc.constant(0x1_0000_0001n), fc.constant(0x101n), fc.constant(0xffff_ffff_ffff_ffffn), u64),
+    len: fc.constantFrom(1, 2, 3, 4, 5, 6, 7, 8),
+    isWrite: fc.boolean(),
+  });
+  fc.assert(
+    fc.property(fc.array(exit, { minLength: 1, maxLength: 12 }), (exits) => {
+      const scratch = new ExitScratch();
+      const v = page(ExitReason.MMIO);
+      for (const e of exits) {
+        v.setBigUint64(Run.mmioPhysAddr, e.gpa, true);
+        v.setBigUint64(Run.mmioData, e.data, true);
+        v.setUint32(Run.mmioLen, e.len, true);
+        v.setUint8(Run.mmioIsWrite, e.isWrite ? 1 : 0);
+        assert.deepEqual({ ...decodeExit(v, 0, scratch) }, decodeExit(v, 0));
+      }
+    }),
+  );
+  // A new page (another vCPU's view) forgets what the scratch kept.
+  const scratch = new ExitScratch();
+  const a = page(ExitReason.MMIO);
+  const b = page(ExitReason.MMIO);
+  for (const [v, gpa] of [
+    [a, 0x1000n],
+    [b, 0x2000n],
+  ] as const) {
+    v.setBigUint64(Run.mmioPhysAddr, gpa, true);
+    v.setUint32(Run.mmioLen, 4, true);
+  }
+  assert.equal((decodeExit(a, 0, scratch) as { gpa: bigint }).gpa, 0x1000n);
+  assert.equal((decodeExit(b, 0, scratch) as { gpa: bigint }).gpa, 0x2000n);
 });
 
 test('readLe/writeLe: the one-load widths agree with the byte-by-byte definition', () => {

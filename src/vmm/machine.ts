@@ -114,7 +114,7 @@ export class Machine implements DispatchTarget {
     const h = this.mmio.handlerFor(r);
     if (h) {
       this.deviceExits.mmio(r!.region.handler);
-      return h.mmioRead(offsetIn(r!, gpa), len, vcpu);
+      return h.mmioRead(this.offsetOf(r!, gpa), len, vcpu);
     }
     const fatal = this.unclaimed.mmio(gpa, len, r, undefined, this.passthrough);
     // A fatal access reads nothing: dispatch stops the VM without completing it.
@@ -126,10 +126,27 @@ export class Machine implements DispatchTarget {
     const h = this.mmio.handlerFor(r);
     if (h) {
       this.deviceExits.mmio(r!.region.handler);
-      return h.mmioWrite(offsetIn(r!, gpa), len, value, vcpu);
+      return h.mmioWrite(this.offsetOf(r!, gpa), len, value, vcpu);
     }
     return this.unclaimed.mmio(gpa, len, r, value, this.passthrough);
   }
+
+  /**
+   * offsetIn(r, gpa), remembered for the last range and address: an MMIO exit to the same register
+   * as the one before (the decoded address is then the very same bigint, src/kvm/exit.ts) makes no
+   * new bigint for its offset. A range is never changed in place (a map change makes new ones).
+   */
+  private offsetOf(r: FlatRange, gpa: bigint): bigint {
+    if (r !== this.offsetRange || gpa !== this.offsetGpa) {
+      this.offsetValue = offsetIn(r, gpa);
+      this.offsetRange = r;
+      this.offsetGpa = gpa;
+    }
+    return this.offsetValue;
+  }
+  private offsetRange: FlatRange | undefined;
+  private offsetGpa = -1n;
+  private offsetValue = 0n;
 
   /** Whether an MMIO exit at `gpa` is answered without the device lock: a trapped BAR's slow path (device-lock.ts). */
   answersWithoutLock(gpa: bigint): boolean {

@@ -1,5 +1,6 @@
 // Per-vCPU control words shared between the main thread and the vCPU threads: the vCPU thread's
-// Linux tid (for tgkill), its status, the stop request, and the count of vCPUs that are done.
+// Linux tid (for tgkill), its status, the stop request, the count of vCPUs that are done, and the
+// start gate (the count of vCPU threads ready to enter the guest).
 export enum VcpuStatus {
   Starting = 0,
   Running = 1,
@@ -10,7 +11,8 @@ export enum VcpuStatus {
 }
 
 const WORDS_PER_VCPU = 4; // tid, status, stop, done
-const HEADER = 2; // vcpu count, done count
+const HEADER = 3; // vcpu count, done count, arrived count
+const ARRIVED = 2;
 const TIMES_PER_VCPU = 3; // first KVM_RUN, steady-state start, loop end
 
 export class VcpuControl {
@@ -106,6 +108,28 @@ export class VcpuControl {
 
   stopRequested(i: number): boolean {
     return Atomics.load(this.w, this.at(i, 2)) !== 0;
+  }
+
+  /**
+   * The start gate: the calling vCPU thread is ready to enter the guest, and waits until every vCPU
+   * thread is. So the vCPUs start the guest together, as a VMM's vCPUs wait for the machine to start
+   * and bench/kvm-loop.c's threads for a barrier, however long each worker took to start (tens of
+   * ms apart on a busy 2-core host: a vCPU started late made the bench's steady-state window longer
+   * by its delay on the tsvmm side only; issue 10). Returns false if `giveUp()` says so first (a
+   * stop, or a VM that ended because a thread failed before it got here).
+   */
+  arriveAndWait(giveUp: () => boolean, sliceMs = 50): boolean {
+    const n = this.vcpus;
+    if (Atomics.add(this.w, ARRIVED, 1) + 1 >= n) {
+      Atomics.notify(this.w, ARRIVED);
+      return true;
+    }
+    for (;;) {
+      const arrived = Atomics.load(this.w, ARRIVED);
+      if (arrived >= n) return true;
+      if (giveUp()) return false;
+      Atomics.wait(this.w, ARRIVED, arrived, sliceMs);
+    }
   }
 
   /** Marks vCPU i done; returns true for the last one. */

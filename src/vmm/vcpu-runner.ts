@@ -23,9 +23,13 @@ import { stopLines } from './stop-reasons';
 export class VcpuRunner {
   readonly guard = new RefaultGuard();
   /** The revocation generation read before the last entry (the EFAULT policy compares it). */
-  revocationGenerationAtEntry = 0;
+  get revocationGenerationAtEntry(): number {
+    return this.dispatchState.revocationGenerationAtEntry;
+  }
   /** The memory-map generation read before the last entry. */
-  memoryMapGenerationAtEntry = 0;
+  get memoryMapGenerationAtEntry(): number {
+    return this.dispatchState.memoryMapGenerationAtEntry;
+  }
   /** Per passthrough device (machine order), a bit per BAR index whose host mapping was revoked at
    * the last entry (a memslot may still have pointed at it, so an EFAULT can come from it even after
    * that memslot is gone). Reused: no allocation per entry. */
@@ -36,7 +40,9 @@ export class VcpuRunner {
     return i >= 0 && ((this.revokedAtEntry[i] ?? 0) & (1 << b.bar.index)) !== 0;
   };
   /** The BAR this vCPU's last recovered fault completed in (the EFAULT policy's hint; memory-fault-policy.ts). */
-  faultBarHint: BarRef | undefined;
+  get faultBarHint(): BarRef | undefined {
+    return this.dispatchState.faultBarHint;
+  }
   /** A fault was retried and its access has not completed yet: the next MMIO exit teaches faultBarHint. */
   private learnFaultBar = false;
   private holdsLock = false;
@@ -57,7 +63,7 @@ export class VcpuRunner {
 
   /** Reused on every exit, so the ordinary exit path allocates nothing of its own. */
   private readonly scratch = new ExitScratch();
-  private readonly dispatchState: VcpuDispatchState;
+  private readonly dispatchState: RunnerDispatchState;
   private readonly result: { exit: VcpuExit; outcome: Outcome } = { exit: { kind: 'hlt' }, outcome: { kind: 'continue' } };
   /** The VM's coalesced-MMIO ring, seen through this vCPU's mapping (absent if it has no such page). */
   private readonly ring: CoalescedRing | undefined;
@@ -66,29 +72,15 @@ export class VcpuRunner {
     readonly vcpu: HypervisorVcpu,
     readonly machine: Machine,
   ) {
-    const runner = this;
     this.ring = vcpu.runPage.byteLength >= 3 * 4096 ? new CoalescedRing(vcpu.runPage) : undefined;
-    this.dispatchState = {
-      vcpu: vcpu.index,
-      runPage: vcpu.runPage,
-      guard: this.guard,
-      get revocationGenerationAtEntry() {
-        return runner.revocationGenerationAtEntry;
-      },
-      get memoryMapGenerationAtEntry() {
-        return runner.memoryMapGenerationAtEntry;
-      },
-      barRevokedAtEntry: this.barRevokedAtEntry,
-      get faultBarHint() {
-        return runner.faultBarHint;
-      },
-    };
+    this.dispatchState = new RunnerDispatchState(vcpu.index, vcpu.runPage, this.guard, this.barRevokedAtEntry);
   }
 
   /**
    * Whether this vCPU may enter KVM_RUN now: not once the VM reached a terminal state (a stop on any
-   * vCPU, a bugged VM). The vCPU loop's top asks it before every entry (vcpu-thread.ts, and the
-   * simulator's vCPU actors), so a thread never re-enters a VM that another thread stopped.
+   * vCPU, a bugged VM). The vCPU loop's top asks it before every entry (the simulator's vCPU actors;
+   * vcpu-thread.ts makes the same check on the run state it reads there anyway), so a thread never
+   * re-enters a VM that another thread stopped.
    */
   mayEnter(): boolean {
     return !isTerminal(this.machine.runState.state);
@@ -116,8 +108,8 @@ export class VcpuRunner {
    * see ShmHostDevice.revokeLocked()).
    */
   enter(): VcpuExit {
-    this.revocationGenerationAtEntry = this.machine.revocationGeneration();
-    this.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
+    this.dispatchState.revocationGenerationAtEntry = this.machine.revocationGeneration();
+    this.dispatchState.memoryMapGenerationAtEntry = this.machine.memoryMapGeneration();
     this.recordRevokedBars();
     const ret = this.vcpu.run();
     // A fault returns -1: the clock starts here, before decoding. Timing only faults and the entries
@@ -247,7 +239,7 @@ export class VcpuRunner {
     for (const device of this.machine.passthrough) {
       const b = device.barOverlapping(exit.gpa, 1n);
       if (!b) continue;
-      this.faultBarHint = { device, index: b.index };
+      this.dispatchState.faultBarHint = { device, index: b.index };
       return;
     }
   }
@@ -331,4 +323,23 @@ export class VcpuRunner {
     r.outcome = outcome;
     return r;
   }
+}
+
+/**
+ * What dispatch sees of a runner, kept by the runner as plain data fields (a persona may copy it with
+ * a spread). A class, not an object literal with getters: V8 keeps such a literal in dictionary mode,
+ * and every exit read its fields through a generic load (a builtin call each; seen in perf profiles
+ * of the exit path, issue 10).
+ */
+class RunnerDispatchState implements VcpuDispatchState {
+  revocationGenerationAtEntry = 0;
+  memoryMapGenerationAtEntry = 0;
+  faultBarHint: BarRef | undefined = undefined;
+
+  constructor(
+    readonly vcpu: number,
+    readonly runPage: DataView,
+    readonly guard: RefaultGuard,
+    readonly barRevokedAtEntry: (b: PassthroughBarInfo) => boolean,
+  ) {}
 }

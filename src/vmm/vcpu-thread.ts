@@ -25,6 +25,7 @@ import { applyOutcome, type OutcomeLoop, type StopOutcome } from './dispatch';
 import { FaultLatencyParts } from './fault-latency';
 import { ThreadHeaps } from './thread-heaps';
 import { HeapUpkeep } from './heap-upkeep';
+import { nextChoresAt } from './loop-chores';
 
 export interface VcpuThreadData {
   shared: MachineShared;
@@ -101,6 +102,13 @@ function main(d: VcpuThreadData): void {
   const upkeep = new HeapUpkeep(machine.stats);
   let iterations = 0;
   const steadyAfter = d.steadyAfterExits ?? -1;
+  // Not per exit: between two calls of runExits() below (loop-chores.ts says why).
+  const chores = (n: number): void => {
+    if (n === steadyAfter) control.markSteadyStart(d.index);
+    // This thread never returns to its event loop: its full GCs happen here (heap-upkeep.ts).
+    upkeep.maybeCollect();
+    heaps?.maybePublish(1 + d.index);
+  };
   // The QMP event needs how the fault came (its first exit) and where the access completed (the MMIO
   // exit runner.run() returns right after the callback): kept here, recorded after run() returns.
   let faultKind: FaultRecovery | undefined;
@@ -118,12 +126,18 @@ function main(d: VcpuThreadData): void {
   const ownStats = machine.stats;
   let emulatedSeen = ownStats.own('fault.emulatedMmioRecovered');
   let refusedSeen = ownStats.own('passthrough.slowPathErrors');
+  // Every vCPU enters the guest at the same time (or, if the VM ends first, none does: the loop
+  // below then stops at its first check).
+  control.arriveAndWait(() => control.stopRequested(d.index) || isTerminal(machine.runState.state));
   control.setStatus(d.index, VcpuStatus.Running);
   control.markRunStart(d.index);
-  try {
-    for (;;) {
-      if (control.stopRequested(d.index) || !runner.mayEnter()) break;
+  /** Runs exits until `iterations` reaches `until`; false once the loop is over (a stop, a terminal state, this vCPU done). */
+  const runExits = (until: number): boolean => {
+    while (iterations < until) {
+      // One read of the run state for both checks (runner.mayEnter()'s, and paused): each is an
+      // Atomics.load, a builtin call in Node 20's V8.
       const held = machine.runState.state;
+      if (control.stopRequested(d.index) || isTerminal(held)) return false;
       if (held === 'paused' || held === 'prelaunch') {
         // QMP `stop` (Vm.pause() set the state, then kicked us out of KVM_RUN) or `--paused`
         // (QEMU's -S): stay out of KVM_RUN until the state changes (cont, or a terminal state).
@@ -134,12 +148,7 @@ function main(d: VcpuThreadData): void {
         continue;
       }
       const { exit, outcome } = runner.run();
-      if (++iterations === steadyAfter) control.markSteadyStart(d.index);
-      if ((iterations & 1023) === 0) {
-        // This thread never returns to its event loop: its full GCs happen here (heap-upkeep.ts).
-        upkeep.maybeCollect();
-        heaps?.maybePublish(1 + d.index);
-      }
+      iterations++;
       if (faultEvents) {
         if (exit.kind === 'run-error' || exit.kind === 'memory-fault') {
           faultKind ??= exit.kind === 'memory-fault' ? 'annotated-fault' : 'efault';
@@ -161,11 +170,16 @@ function main(d: VcpuThreadData): void {
       completedMicros = -1;
       if (exit.kind === 'interrupted') {
         vcpu.setImmediateExit(false);
-        if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) break;
+        if (control.stopRequested(d.index) || isTerminal(machine.runState.state)) return false;
         continue;
       }
-      if (!applyOutcome(outcome, machine.runState, loop)) break;
+      if (!applyOutcome(outcome, machine.runState, loop)) return false;
     }
+    return true;
+  };
+  try {
+    // The per-exit loop (runExits) returns to this one for the chores (loop-chores.ts).
+    while (runExits(nextChoresAt(iterations, steadyAfter))) chores(iterations);
     control.markRunEnd(d.index);
     control.setStatus(d.index, VcpuStatus.Stopped);
   } catch (e) {
