@@ -5,11 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { alignUp, largestBarIn, planBars } from '../src/devices/pci/bar-plan';
 import { shmBar0SizeProblem, shmBarLayout } from '../src/devices/pci/shm-backend';
-import { Machine } from '../src/vmm/machine';
 import { MachineConfigError, validateConfig, type MachineConfig } from '../src/vmm/machine-config';
 import { PCI_MMIO_BASE, PCI_WINDOW } from '../src/vmm/physical-layout';
 import { runSteps } from '../src/steps';
-import { FakeHostMemory, RecordingVm } from './fakes';
+import { RecordingVm, fakeMachine } from './fakes';
 
 const W = { base: 0xc000_0000n, end: 0xfeb0_0000n };
 
@@ -87,15 +86,13 @@ function config(passthrough: MachineConfig['passthrough']): MachineConfig {
 
 test('Machine with --device shm,bar-size=1M: config space sizes BAR0 at 1M, firmware aligns it, and its memslot is 1M', () => {
   const vm = new RecordingVm();
-  const m = Machine.create({
-    config: config([
+  const m = fakeMachine(
+    config([
       { name: 'pt0', slot: 3, backend: 'shm' },
       { name: 'pt1', slot: 4, backend: 'shm', barSize: 1n << 20n },
     ]),
-    vm,
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+    { vm },
+  );
   const bars = m.assignBars();
   assert.equal(bars.get('pt0')!.get(0), PCI_MMIO_BASE, 'the default device keeps BAR0 at the window base');
   const at = bars.get('pt1')!.get(0)!;

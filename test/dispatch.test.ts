@@ -1,7 +1,6 @@
 // Exit dispatch and the memory-fault policy on the real machine model, fed synthetic exits (no KVM).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine } from '../src/vmm/machine';
 import { type MachineConfig } from '../src/vmm/machine-config';
 import { applyOutcome, dispatchExit, runStateAfter, type Outcome, type StopOutcome } from '../src/vmm/dispatch';
 import { SharedRunState } from '../src/vmm/run-state';
@@ -11,7 +10,7 @@ import { Run, ExitReason } from '../src/kvm/constants';
 import { decodeExit, type VcpuExit } from '../src/kvm/exit';
 import { PciHostBridge } from '../src/devices/pci/host-bridge';
 import { type ShmHostDevice, SHM_DEVICE_ID_VALUE } from '../src/devices/pci/shm-backend';
-import { FakeHostMemory, RecordingVm } from './fakes';
+import { FakeHostMemory, RecordingVm, fakeMachine } from './fakes';
 
 const BAR0 = 0xc000_0000n;
 
@@ -19,12 +18,10 @@ function setup(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
   const out: number[] = [];
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'unmap-first', ...over },
-    vm,
-    hostMemory: host,
-    console: (b) => out.push(...b),
-  });
+  const m = fakeMachine(
+    { vcpus: 2, passthrough: [{ name: 'pt0', slot: 3, backend: 'shm' }], ...over },
+    { vm, hostMemory: host, console: (b) => out.push(...b) },
+  );
   const bars = m.assignBars();
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 1, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: m.revocationGeneration() };
@@ -209,21 +206,15 @@ test('decoded exits from a kvm_run image drive dispatch end to end', () => {
 test('sync with two passthrough devices commits each memslot once', () => {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
-  const m = Machine.create({
-    config: {
-      ramBytes: 4n << 20n,
-      vcpus: 1,
+  const m = fakeMachine(
+    {
       passthrough: [
         { name: 'a', slot: 3, backend: 'shm' },
         { name: 'b', slot: 4, backend: 'shm' },
       ],
-      persona: 'tsvmm',
-      barOrder: 'unmap-first',
     },
-    vm,
-    hostMemory: host,
-    console: () => {},
-  });
+    { vm, hostMemory: host },
+  );
   m.assignBars();
   const hosts = m.passthrough.map((d) => d.host as ShmHostDevice);
   hosts.forEach((h) => h.hostRevoke());

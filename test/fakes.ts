@@ -5,6 +5,11 @@ import type { HostMemory } from '../src/memory/host-memory';
 import type { HypervisorVcpu } from '../src/hypervisor/hypervisor';
 import { emptyRegs, decodeSregs } from '../src/kvm/regs';
 import { SIZEOF_KVM_SREGS } from '../src/kvm/constants';
+import { Machine } from '../src/vmm/machine';
+import type { MachineConfig } from '../src/vmm/machine-config';
+import type { MachineCreateOptions } from '../src/vmm/machine-shared';
+import type { VcpuDispatchState } from '../src/vmm/dispatch';
+import { RefaultGuard } from '../src/vmm/memory-fault-policy';
 
 export class RecordingVm implements HypervisorVm {
   readonly kind = 'sim' as const;
@@ -83,4 +88,30 @@ export class ScriptedVcpu implements HypervisorVcpu {
     return decodeSregs(new Uint8Array(SIZEOF_KVM_SREGS));
   }
   setSregs(): void {}
+}
+
+/**
+ * A Machine on the recording VM and in-memory host memory (no KVM). The config defaults to 4 MiB of
+ * RAM, 1 vCPU, no passthrough function, the tsvmm persona and the unmap-first BAR order; `parts`
+ * replaces the VM, the host memory or the console (default: discarded).
+ */
+export function fakeMachine(config: Partial<MachineConfig> = {}, parts: Partial<Omit<MachineCreateOptions, 'config'>> = {}): Machine {
+  return Machine.create({
+    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', ...config },
+    vm: parts.vm ?? new RecordingVm(),
+    hostMemory: parts.hostMemory ?? new FakeHostMemory(),
+    console: parts.console ?? (() => {}),
+  });
+}
+
+/** A vCPU's dispatch state before any fault: generations 0, nothing revoked at entry. */
+export function freshDispatchState(vcpu = 0): VcpuDispatchState {
+  return {
+    vcpu,
+    runPage: new DataView(new ArrayBuffer(4096)),
+    guard: new RefaultGuard(),
+    revocationGenerationAtEntry: 0,
+    memoryMapGenerationAtEntry: 0,
+    barRevokedAtEntry: () => false,
+  };
 }

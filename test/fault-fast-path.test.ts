@@ -2,21 +2,15 @@
 // another thread holds the device lock throughout, as the toggler does through its config write.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { Run, ExitReason } from '../src/kvm/constants';
 import { ECAM_BASE } from '../src/vmm/physical-layout';
-import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
+import { RecordingVm, ScriptedVcpu, fakeMachine } from './fakes';
 
 function setup() {
   const vm = new RecordingVm();
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'qemu' },
-    vm,
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+  const m = fakeMachine({ vcpus: 2, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], barOrder: 'qemu' }, { vm });
   const bar0 = m.assignBars().get('a')!.get(0)!;
   const vcpu = new ScriptedVcpu(1);
   return { vm, m, bar0, vcpu, runner: new VcpuRunner(vcpu, m), host: m.passthrough[0]!.host as ShmHostDevice };

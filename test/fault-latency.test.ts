@@ -2,12 +2,11 @@
 // when the KVM_RUN that completes the access returns its MMIO exit, and its parts add up.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
 import { FaultLatencyParts, type FaultLatency } from '../src/vmm/fault-latency';
 import { Run, ExitReason } from '../src/kvm/constants';
-import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
+import { ScriptedVcpu, fakeMachine } from './fakes';
 
 const busy = (ms: number) => {
   const end = performance.now() + ms;
@@ -15,12 +14,7 @@ const busy = (ms: number) => {
 };
 
 test('the clock starts at the faulting KVM_RUN return: time spent inside it is not counted, time after is, and the parts add up', () => {
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [{ name: 'a', slot: 3, backend: 'shm' }], persona: 'tsvmm', barOrder: 'unmap-first' },
-    vm: new RecordingVm(),
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+  const m = fakeMachine({ passthrough: [{ name: 'a', slot: 3, backend: 'shm' }] });
   m.assignBars();
   (m.passthrough[0]!.host as ShmHostDevice).hostRevoke(); // the memslot still points at it: a recoverable EFAULT
   const vcpu = new ScriptedVcpu();

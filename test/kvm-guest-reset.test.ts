@@ -67,25 +67,10 @@ test('a guest reset with --action reboot=reset: the machine runs again and QMP s
 });
 
 test('the guest-reset rule: the i8042 pulse and a triple fault mark the run state; reboot=reset ends the VM cleanly; a panic stays a panic', async () => {
-  const { Machine } = await import('../src/vmm/machine');
   const { dispatchExit } = await import('../src/vmm/dispatch');
-  const { RefaultGuard } = await import('../src/vmm/memory-fault-policy');
-  const { FakeHostMemory, RecordingVm } = await import('./fakes');
-  const state = {
-    vcpu: 0,
-    runPage: new DataView(new ArrayBuffer(4096)),
-    guard: new RefaultGuard(),
-    revocationGenerationAtEntry: 0,
-    memoryMapGenerationAtEntry: 0,
-    barRevokedAtEntry: () => false,
-  };
-  const machine = (reboot: 'reset' | 'shutdown' | undefined, linux: boolean) =>
-    Machine.create({
-      config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', linux, ...(reboot ? { reboot } : {}) },
-      vm: new RecordingVm(),
-      hostMemory: new FakeHostMemory(),
-      console: () => {},
-    });
+  const { fakeMachine, freshDispatchState } = await import('./fakes');
+  const state = freshDispatchState();
+  const machine = (reboot: 'reset' | 'shutdown' | undefined, linux: boolean) => fakeMachine({ linux, ...(reboot ? { reboot } : {}) });
   // Linux, reboot=reset: the i8042 pulse (0xFE to port 0x64) ends the VM with status 0, marked.
   const reset = machine('reset', true);
   assert.equal(reset.runState.guestReset, false);

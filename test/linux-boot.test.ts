@@ -14,10 +14,8 @@ import { CmosRtc } from '../src/devices/rtc';
 import { I8042 } from '../src/devices/i8042';
 import { LinuxConsoleWatch } from '../src/devices/linux-console-watch';
 import type { DeviceEffect } from '../src/devices/device';
-import { Machine } from '../src/vmm/machine';
 import { dispatchExit } from '../src/vmm/dispatch';
-import { RefaultGuard } from '../src/vmm/memory-fault-policy';
-import { FakeHostMemory, RecordingVm } from './fakes';
+import { fakeMachine, freshDispatchState } from './fakes';
 import { fakeBzImage } from './linux-fixtures';
 
 test('bzImage: a valid header parses; the kernel starts after (setup_sects+1) sectors', () => {
@@ -279,20 +277,8 @@ test('console watch: the race summary line is kept whole', () => {
 });
 
 test('dispatch: on a Linux machine a triple fault after "reboot: Restarting system" is the reboot (status 0); after a panic, the panic; otherwise a crash', () => {
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first', linux: true },
-    vm: new RecordingVm(),
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
-  const state = {
-    vcpu: 0,
-    runPage: new DataView(new ArrayBuffer(4096)),
-    guard: new RefaultGuard(),
-    revocationGenerationAtEntry: 0,
-    memoryMapGenerationAtEntry: 0,
-    barRevokedAtEntry: () => false,
-  };
+  const m = fakeMachine({ linux: true });
+  const state = freshDispatchState();
   // Before the kernel announced a restart, a triple fault is a crash (status 1, registers dumped).
   const crash = dispatchExit({ kind: 'shutdown' }, m, state).outcome;
   assert.ok(crash.kind === 'stop' && crash.state === 'shutdown' && crash.dumpRegisters);
@@ -303,12 +289,7 @@ test('dispatch: on a Linux machine a triple fault after "reboot: Restarting syst
   assert.equal(o.kind, 'stop');
   assert.ok(o.kind === 'stop' && o.state === 'guest-panicked' && /Attempted to kill init/.test(o.lines.join('\n')));
   // The built-in guests' machine keeps its meaning: a triple fault is a failure.
-  const plain = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
-    vm: new RecordingVm(),
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+  const plain = fakeMachine();
   const p = dispatchExit({ kind: 'shutdown' }, plain, state).outcome;
   assert.ok(p.kind === 'stop' && p.state === 'shutdown');
 });

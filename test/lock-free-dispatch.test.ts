@@ -3,20 +3,14 @@
 // vCPUs do not serialise on it; every other device exit still waits for the lock.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine } from '../src/vmm/machine';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { Run, ExitReason, KVM_EXIT_IO_OUT } from '../src/kvm/constants';
 import { BENCH_PORT, CONTROL_BASE, ControlRegs } from '../src/devices/control';
 import { COM1_BASE } from '../src/devices/serial';
-import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
+import { ScriptedVcpu, fakeMachine } from './fakes';
 
 function setup() {
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'qemu' },
-    vm: new RecordingVm(),
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+  const m = fakeMachine({ vcpus: 2, barOrder: 'qemu' });
   const vcpu = new ScriptedVcpu(1);
   return { m, vcpu, runner: new VcpuRunner(vcpu, m) };
 }

@@ -2,7 +2,6 @@
 // driven through the real VcpuRunner (its per-entry bookkeeping) with a scripted vCPU: no KVM.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine } from '../src/vmm/machine';
 import { type MachineConfig } from '../src/vmm/machine-config';
 import { VcpuRunner } from '../src/vmm/vcpu-runner';
 import { type ShmHostDevice } from '../src/devices/pci/shm-backend';
@@ -13,27 +12,22 @@ import { vmBuggedStop } from '../src/vmm/memory-fault-policy';
 import { MemslotError, type MemslotSpec } from '../src/hypervisor/hypervisor';
 import { vmQmpTarget, terminalEvents } from '../src/qmp/vm-target';
 import type { Vm } from '../src/vmm/vm';
-import { FakeHostMemory, RecordingVm, ScriptedVcpu } from './fakes';
+import { RecordingVm, ScriptedVcpu, fakeMachine } from './fakes';
 import { EFAULT, EHWPOISON, EIO } from '../src/errno';
 
 function machine(over: Partial<MachineConfig> = {}) {
   const vm = new RecordingVm();
-  const m = Machine.create({
-    config: {
-      ramBytes: 4n << 20n,
+  const m = fakeMachine(
+    {
       vcpus: 2,
       passthrough: [
         { name: 'a', slot: 3, backend: 'shm' },
         { name: 'b', slot: 4, backend: 'shm' },
       ],
-      persona: 'tsvmm',
-      barOrder: 'unmap-first',
       ...over,
     },
-    vm,
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+    { vm },
+  );
   m.assignBars();
   return { vm, m };
 }

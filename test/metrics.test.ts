@@ -179,14 +179,9 @@ test('race --metrics-listen: scrapes during the race show the fault counters mov
 
 test('per-device exit counts: each access is counted for the device that answered it, per thread, summed on read', async () => {
   const { Machine } = await import('../src/vmm/machine');
-  const { FakeHostMemory, RecordingVm } = await import('./fakes');
+  const { FakeHostMemory, RecordingVm, fakeMachine } = await import('./fakes');
   const { CONTROL_BASE } = await import('../src/devices/control');
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 2, passthrough: [], persona: 'tsvmm', barOrder: 'unmap-first' },
-    vm: new RecordingVm(),
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+  const m = fakeMachine({ vcpus: 2 });
   // Another thread's view (vCPU 1's row) counts into the same totals.
   const other = Machine.attach({ shared: m.shared, vm: new RecordingVm(), hostMemory: new FakeHostMemory(), console: () => {}, statsRow: 2 });
   m.pioWrite(0x3f8, 1, 0x41, 0);

@@ -3,18 +3,12 @@
 // at the same address after a map change gets its new region's offset.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Machine } from '../src/vmm/machine';
 import { HANDLER_FIRST_BAR } from '../src/vmm/fixed-devices';
 import type { MmioHandler } from '../src/devices/device';
-import { FakeHostMemory, RecordingVm } from './fakes';
+import { fakeMachine } from './fakes';
 
 test('an MMIO access at the same address after a map change sees its new region and offset', () => {
-  const m = Machine.create({
-    config: { ramBytes: 4n << 20n, vcpus: 1, passthrough: [], persona: 'tsvmm', barOrder: 'qemu' },
-    vm: new RecordingVm(),
-    hostMemory: new FakeHostMemory(),
-    console: () => {},
-  });
+  const m = fakeMachine({ barOrder: 'qemu' });
   const seen: [string, bigint][] = [];
   const handler = (name: string): MmioHandler => ({
     name,

@@ -3,7 +3,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { Machine } from '../src/vmm/machine';
 import { PCI_MMIO_BASE } from '../src/vmm/physical-layout';
 import { dispatchExit, type Outcome } from '../src/vmm/dispatch';
 import { RefaultGuard } from '../src/vmm/memory-fault-policy';
@@ -12,7 +11,7 @@ import { Run } from '../src/kvm/constants';
 import type { VcpuExit } from '../src/kvm/exit';
 import { PciHostBridge } from '../src/devices/pci/host-bridge';
 import { SHM_DEVICE_ID_VALUE } from '../src/devices/pci/shm-backend';
-import { FakeHostMemory, RecordingVm } from './fakes';
+import { FakeHostMemory, RecordingVm, fakeMachine } from './fakes';
 
 const BAR0 = PCI_MMIO_BASE;
 const COMMAND = 0x04;
@@ -22,21 +21,15 @@ const MEM = 0x2;
 function setup() {
   const vm = new RecordingVm();
   const host = new FakeHostMemory();
-  const m = Machine.create({
-    config: {
-      ramBytes: 4n << 20n,
-      vcpus: 1,
+  const m = fakeMachine(
+    {
       passthrough: [
         { name: 'pt0', slot: 3, backend: 'shm' },
         { name: 'pt1', slot: 4, backend: 'shm' },
       ],
-      persona: 'tsvmm',
-      barOrder: 'unmap-first',
     },
-    vm,
-    hostMemory: host,
-    console: () => {},
-  });
+    { vm, hostMemory: host },
+  );
   const bars = m.assignBars();
   const page = new DataView(new ArrayBuffer(4096));
   const state = { vcpu: 0, runPage: page, guard: new RefaultGuard(), revocationGenerationAtEntry: 0 };
