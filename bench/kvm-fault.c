@@ -74,11 +74,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define IMAGE_MAGIC "TSVMBIMG"
-#define IMAGE_VERSION 1u
-#define IMAGE_HEADER_SIZE 0x30u
+#define BENCH_NAME "kvm-fault"
+#include "boot-image.h" /* die(), struct image, read_image() */
+
 #define VCPUS 2u /* the race's shape: vCPU 0 toggles, vCPU 1 accesses BAR0 */
-#define MAX_RAM 0xb0000000ull
 #define MAX_BARS 6u
 #define CTL_VCPU_DONE 0x08
 #define KVM_TSS_GPA 0xfffbd000ul /* src/vmm/builtin-vm.ts */
@@ -101,19 +100,10 @@
 #define SHM_DEVICE_ID_VALUE 0x3154504d4d565354ull /* "TSVMMPT1", src/devices/pci/shm-backend.ts */
 #define BAR_SLOT0 1u                             /* BAR i's memslot: BAR_SLOT0 + i (RAM is slot 0) */
 #define MAX_SAMPLES 65536u
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 enum deleter { DELETER_RACE, DELETER_FAULTER, DELETER_OTHER };
 static const char *const deleter_names[] = {"race", "faulter", "other"};
-
-struct image {
-  uint32_t vcpus;
-  uint64_t ram_size;
-  uint64_t data_size;
-  uint64_t control_base;
-  struct kvm_regs regs[VCPUS];
-  struct kvm_sregs sregs[VCPUS];
-  const uint8_t *data;
-};
 
 struct bar {
   uint64_t gpa, size;
@@ -145,6 +135,7 @@ static const char *const wait_names[] = {"none", "fault", "completion"};
 static enum wait toggler_waits = WAIT_NONE;
 /* --delete-in helper: the faulting vCPU's memslot delete is issued by a helper thread it waits for. */
 static int delete_in_helper;
+static const char *const delete_in_names[] = {"vcpu", "helper"};
 static pthread_mutex_t helper_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t helper_cv = PTHREAD_COND_INITIALIZER;
 static int helper_request = -1, helper_done;
@@ -166,69 +157,12 @@ static pthread_barrier_t start_barrier;
 
 static struct samples total, lock_wait, faulter_delete, reentry, faulter_deletes, toggler_deletes, toggler_first_deletes, revocations;
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("kvm-fault: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(1);
-}
-
-static uint32_t rd32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static uint64_t rd64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-
-static void read_image(const char *path, struct image *img) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) die("cannot open boot image %s: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) < 0) die("cannot stat %s: %s", path, strerror(errno));
-  size_t len = (size_t)st.st_size;
-  if (len < IMAGE_HEADER_SIZE) die("%s: %zu bytes is shorter than the %u-byte header", path, len, IMAGE_HEADER_SIZE);
-  uint8_t *buf = malloc(len);
-  if (!buf) die("out of memory reading %s", path);
-  size_t got = 0;
-  while (got < len) {
-    ssize_t r = read(fd, buf + got, len - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) die("reading %s: %s", path, r < 0 ? strerror(errno) : "unexpected end of file");
-    got += (size_t)r;
-  }
-  close(fd);
-  if (memcmp(buf, IMAGE_MAGIC, 8) != 0) die("%s: bad magic at offset 0 (expected '%s')", path, IMAGE_MAGIC);
-  if (rd32(buf + 0x08) != IMAGE_VERSION) die("%s: unsupported version %u at offset 0x8 (expected %u)", path, rd32(buf + 0x08), IMAGE_VERSION);
-  img->vcpus = rd32(buf + 0x0c);
+/* read_image(), and the race's shape: its 2 vCPUs, and RAM that holds the boot info page. */
+static void read_race_image(const char *path, struct image *img) {
+  read_image(path, img);
   if (img->vcpus != VCPUS) die("%s: %u vCPUs at offset 0xc; the race shape this measures has %u", path, img->vcpus, VCPUS);
-  img->ram_size = rd64(buf + 0x10);
-  img->data_size = rd64(buf + 0x18);
-  img->control_base = rd64(buf + 0x20);
-  if (rd32(buf + 0x28) != sizeof(struct kvm_regs) || rd32(buf + 0x2c) != sizeof(struct kvm_sregs))
-    die("%s: struct sizes %u/%u at offset 0x28 differ from this build's kvm_regs/kvm_sregs (%zu/%zu)", path, rd32(buf + 0x28), rd32(buf + 0x2c),
-        sizeof(struct kvm_regs), sizeof(struct kvm_sregs));
-  if (img->ram_size < BOOT_INFO_GPA + 0x1000 || img->ram_size % 4096 != 0 || img->ram_size > MAX_RAM)
+  if (img->ram_size < BOOT_INFO_GPA + 0x1000)
     die("%s: RAM size 0x%" PRIx64 " must be a multiple of 4096 from 0x%x up to 0x%llx", path, img->ram_size, BOOT_INFO_GPA + 0x1000, MAX_RAM);
-  if (img->data_size > img->ram_size) die("%s: %" PRIu64 " bytes of RAM contents exceed the RAM size %" PRIu64, path, img->data_size, img->ram_size);
-  size_t states = (size_t)img->vcpus * (sizeof(struct kvm_regs) + sizeof(struct kvm_sregs));
-  if (len != IMAGE_HEADER_SIZE + states + img->data_size)
-    die("%s: file is %zu bytes; the header says %zu", path, len, (size_t)(IMAGE_HEADER_SIZE + states + img->data_size));
-  const uint8_t *p = buf + IMAGE_HEADER_SIZE;
-  for (uint32_t i = 0; i < img->vcpus; i++) {
-    memcpy(&img->regs[i], p, sizeof(struct kvm_regs));
-    p += sizeof(struct kvm_regs);
-    memcpy(&img->sregs[i], p, sizeof(struct kvm_sregs));
-    p += sizeof(struct kvm_sregs);
-  }
-  img->data = p;
 }
 
 static double now_us(void) {
@@ -493,35 +427,25 @@ static void parse_bar(const char *arg) {
   nbars++;
 }
 
+/* The index of `value` in names[0..n-1] (an option's choices); anything else is a usage error (64). */
+static int parse_choice(const char *flag, const char *value, const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(value, names[i]) == 0) return i;
+  fprintf(stderr, "kvm-fault: %s must be ", flag);
+  for (int i = 0; i < n; i++) fprintf(stderr, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+  fprintf(stderr, ", got '%s'\n", value);
+  exit(64);
+}
+
 int main(int argc, char **argv) {
   const char *path = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--deleter") == 0 && i + 1 < argc) {
-      const char *d = argv[++i];
-      if (strcmp(d, "race") == 0) deleter = DELETER_RACE;
-      else if (strcmp(d, "faulter") == 0) deleter = DELETER_FAULTER;
-      else if (strcmp(d, "other") == 0) deleter = DELETER_OTHER;
-      else {
-        fprintf(stderr, "kvm-fault: --deleter must be race, faulter or other, got '%s'\n", d);
-        return 64;
-      }
+      deleter = (enum deleter)parse_choice("--deleter", argv[++i], deleter_names, COUNT(deleter_names));
     } else if (strcmp(argv[i], "--toggler-waits") == 0 && i + 1 < argc) {
-      const char *w = argv[++i];
-      if (strcmp(w, "none") == 0) toggler_waits = WAIT_NONE;
-      else if (strcmp(w, "fault") == 0) toggler_waits = WAIT_FAULT;
-      else if (strcmp(w, "completion") == 0) toggler_waits = WAIT_COMPLETION;
-      else {
-        fprintf(stderr, "kvm-fault: --toggler-waits must be none, fault or completion, got '%s'\n", w);
-        return 64;
-      }
+      toggler_waits = (enum wait)parse_choice("--toggler-waits", argv[++i], wait_names, COUNT(wait_names));
     } else if (strcmp(argv[i], "--delete-in") == 0 && i + 1 < argc) {
-      const char *w = argv[++i];
-      if (strcmp(w, "vcpu") == 0) delete_in_helper = 0;
-      else if (strcmp(w, "helper") == 0) delete_in_helper = 1;
-      else {
-        fprintf(stderr, "kvm-fault: --delete-in must be vcpu or helper, got '%s'\n", w);
-        return 64;
-      }
+      delete_in_helper = parse_choice("--delete-in", argv[++i], delete_in_names, COUNT(delete_in_names));
     } else if (strcmp(argv[i], "--bar") == 0 && i + 1 < argc) {
       parse_bar(argv[++i]);
     } else if (argv[i][0] != '-' && !path) {
@@ -540,7 +464,7 @@ int main(int argc, char **argv) {
     return 64;
   }
   static struct image img;
-  read_image(path, &img);
+  read_race_image(path, &img);
   control_base = img.control_base;
 
   int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -606,7 +530,7 @@ int main(int argc, char **argv) {
   const uint8_t *acc = ram + results + RESULT_STRIDE;
   uint64_t bad = rd64(acc + R_BAD_VALUES);
   printf("{\"deleter\": \"%s\", \"togglerWaits\": \"%s\", \"deleteIn\": \"%s\", \"toggles\": %" PRIu64 ", \"faults\": %" PRIu64 ", \"intervals\": %u", deleter_names[deleter],
-         wait_names[toggler_waits], delete_in_helper ? "helper" : "vcpu", rd64(ram + results + R_TOGGLES), efaults, total.n);
+         wait_names[toggler_waits], delete_in_names[delete_in_helper], rd64(ram + results + R_TOGGLES), efaults, total.n);
   printf(", \"faultToCompletionMicros\": {\"median\": %.3f, \"p99\": %.3f, \"min\": %.3f, \"max\": %.3f", pct(&total, 50), pct(&total, 99), pct(&total, 0),
          pct(&total, 100));
   printf(", \"medianParts\": {\"lockWait\": %.3f, \"delete\": %.3f, \"reentry\": %.3f}", pct(&lock_wait, 50), pct(&faulter_delete, 50), pct(&reentry, 50));

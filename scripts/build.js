@@ -93,7 +93,7 @@ if (fs.existsSync(guestBuild)) require(guestBuild).buildGuests(root);
 for (const name of ['kvm-loop', 'kvm-fault']) {
   const benchSrc = rel(`bench/${name}.c`);
   const benchOut = rel(`build/bench/${name}`);
-  if (fs.existsSync(benchSrc) && stale([benchOut], [benchSrc])) {
+  if (fs.existsSync(benchSrc) && stale([benchOut], [benchSrc, rel('bench/boot-image.h')])) {
     fs.mkdirSync(path.dirname(benchOut), { recursive: true });
     run('cc', ['-O2', '-Wall', '-o', benchOut, benchSrc, '-lpthread']);
   }
