@@ -4,6 +4,9 @@
 // Usage: node scripts/soak-summary.js REPORT.json   (prints the line; status 1 if the report is unreadable)
 'use strict';
 const fs = require('node:fs');
+const path = require('node:path');
+// The built soak rules (scripts/soak.sh and .ci/run build first).
+const { judgedRssKiB, soakBaselineIndex } = require(path.join(__dirname, '../dist/src/cli/soak.js'));
 
 const file = process.argv[2];
 let r;
@@ -18,14 +21,10 @@ if (!s || s.samples.length === 0) {
   console.log(`tsvmm soak: the report has no soak samples (status ${r.exitStatus}, run state ${r.runState})`);
   process.exit(0);
 }
-// The verdict's baseline (src/cli/soak.ts soakVerdict): the first sample at or after 60 s when two
-// follow it, else the second sample.
-let b = s.samples.findIndex((x) => x.atSeconds >= 60);
-if (b < 1 || b > s.samples.length - 3) b = Math.min(1, s.samples.length - 1);
-const base = s.samples[b];
+// The verdict's baseline and the RSS it judges (each interval's median reading), as the soak decides them.
+const base = s.samples[soakBaselineIndex(s.samples)];
 const after = s.samples.filter((x) => x.atSeconds >= base.atSeconds);
-// The RSS the verdict judges: each interval's median reading (soak.ts judgedRssKiB).
-const judged = (x) => x.rssMedianKiB ?? x.rssKiB;
+const judged = judgedRssKiB;
 const baseRss = judged(base);
 const mib = (k) => (k / 1024).toFixed(1);
 const pct = (k) => `${k >= baseRss ? '+' : ''}${(((k - baseRss) / baseRss) * 100).toFixed(1)} %`;

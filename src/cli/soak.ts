@@ -73,9 +73,14 @@ export function judgedRssKiB(s: SoakSample): number {
   return s.rssMedianKiB ?? s.rssKiB;
 }
 
+/** A "Name:   N kB" field of /proc/self/status text, in KiB (0 if absent). */
+function statusKiB(status: string, name: string): number {
+  return Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+}
+
 /** VmRSS of this process, KiB. */
 export function readRssKiB(): number {
-  return Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
+  return statusKiB(fs.readFileSync('/proc/self/status', 'utf8'), 'VmRSS');
 }
 
 /** The median (the lower middle of an even count), minimum and maximum of some readings. */
@@ -109,7 +114,7 @@ export function checkSoakLog(file: string): void {
 
 export function sampleProcess(atSeconds: number, heaps?: ThreadHeaps): SoakSample {
   const status = fs.readFileSync('/proc/self/status', 'utf8');
-  const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+  const kib = (name: string) => statusKiB(status, name);
   const sample: SoakSample = {
     atSeconds: Math.round(atSeconds),
     rssKiB: kib('VmRSS'),
@@ -130,6 +135,15 @@ export function sampleProcess(atSeconds: number, heaps?: ThreadHeaps): SoakSampl
   return sample;
 }
 
+/**
+ * The sample the verdict compares the others with: the first at or after the first minute when at
+ * least two follow it, else the second one (short soaks, fine sampling), or the only one.
+ */
+export function soakBaselineIndex(samples: readonly SoakSample[]): number {
+  const b = samples.findIndex((x) => x.atSeconds >= SOAK_WARMUP_SECONDS);
+  return b < 1 || b > samples.length - 3 ? Math.min(1, samples.length - 1) : b;
+}
+
 /** What a series of samples breaks of the rule, one message per part (see the header comment). */
 export interface SoakFindings {
   /** Fewer than 3 samples: no verdict. */
@@ -142,10 +156,7 @@ export interface SoakFindings {
 
 export function soakFindings(samples: readonly SoakSample[]): SoakFindings {
   if (samples.length < 3) return { tooShort: `too short: ${samples.length} sample(s); a verdict needs 3 (one baseline after start-up and two more)` };
-  // The baseline: the first sample after the first minute when at least two follow it, else the
-  // second sample (short soaks, fine sampling).
-  let b = samples.findIndex((x) => x.atSeconds >= SOAK_WARMUP_SECONDS);
-  if (b < 1 || b > samples.length - 3) b = 1;
+  const b = soakBaselineIndex(samples);
   const base = samples[b]!;
   const later = samples.slice(b + 1);
   const found: SoakFindings = {};
